@@ -1,0 +1,470 @@
+"""Every SMPP 3.4 PDU as a frozen dataclass, with its body layout from the spec.
+
+Each class declares its mandatory fields in wire order and a ``BODY`` table that the codec
+compiles into a specialised encoder and decoder (see ``codec.py``). Field limits are the spec's
+maximum sizes *including* the terminating NUL (system_id "Var. max 16" holds 15 characters),
+and each carries the command_status to answer when a peer exceeds it.
+
+Strings are ``str`` (decoded as Latin-1, so any octet survives a round trip); short_message
+is ``bytes``; optional parameters are ``tlvs``: ``((tag, value), ...)`` in wire order.
+
+PDUs are frozen but deliberately not ``slots``: a frozen dataclass's ``__init__`` pays an
+``object.__setattr__`` call per field (4 µs for a submit_sm), while the decoder can fill a
+frozen instance's ``__dict__`` in one step. Decoding is our hottest path, so that wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from .constants import INTERFACE_VERSION, CommandId, CommandStatus as S
+
+# Field kinds in a BODY table.
+CSTR = "cstr"  # (CSTR, name, max octets incl. NUL, status when too long)
+TIME = "time"  # (TIME, name, status): empty, or exactly 16 characters (§7.1)
+U8 = "u8"  # (U8, name)
+U32 = "u32"  # (U32, name)
+SM = "sm"  # (SM, "short_message"): sm_length octet then that many octets (≤ 254)
+DESTS = "dests"  # submit_multi's number_of_dests + dest_address list
+UNSUCCESS = "unsuccess"  # submit_multi_resp's no_unsuccess + unsuccess_sme list
+
+MAX_SHORT_MESSAGE = 254
+
+
+@dataclass(frozen=True, slots=True)
+class SmeAddress:
+    """A destination in submit_multi (dest_flag 1) or a failed one in submit_multi_resp."""
+
+    ton: int = 0
+    npi: int = 0
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionList:
+    """A distribution list name in submit_multi (dest_flag 2)."""
+
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnsuccessSme:
+    ton: int = 0
+    npi: int = 0
+    address: str = ""
+    error_status_code: int = 0
+
+
+@dataclass(frozen=True)
+class Pdu:
+    """Common header fields. command_length is computed on encode, never stored."""
+
+    command_id: ClassVar[CommandId]
+    BODY: ClassVar[tuple] = ()
+
+    sequence_number: int = 0
+    command_status: int = 0
+    tlvs: tuple = ()
+
+    def tlv(self, tag: int, default: Any = None) -> Any:
+        """The value of the first TLV with this tag, or ``default``."""
+        for t, v in self.tlvs:
+            if t == tag:
+                return v
+        return default
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.command_id & 0x80000000)
+
+    def response(self, command_status: int = 0, **fields: Any) -> "Pdu":
+        """The response PDU to this request, with the same sequence_number."""
+        cls = RESPONSE_CLASS[self.command_id]
+        return cls(sequence_number=self.sequence_number, command_status=command_status, **fields)
+
+
+# --- session management -------------------------------------------------------------------
+
+_BIND_BODY = (
+    (CSTR, "system_id", 16, S.ESME_RINVSYSID),
+    (CSTR, "password", 9, S.ESME_RINVPASWD),
+    (CSTR, "system_type", 13, S.ESME_RINVSYSTYP),
+    (U8, "interface_version"),
+    (U8, "addr_ton"),
+    (U8, "addr_npi"),
+    (CSTR, "address_range", 41, S.ESME_RINVPARLEN),
+)
+
+
+@dataclass(frozen=True)
+class _Bind(Pdu):
+    BODY: ClassVar[tuple] = _BIND_BODY
+    system_id: str = ""
+    password: str = ""
+    system_type: str = ""
+    interface_version: int = INTERFACE_VERSION
+    addr_ton: int = 0
+    addr_npi: int = 0
+    address_range: str = ""
+
+    def __repr__(self) -> str:  # never show the password
+        return (
+            f"{type(self).__name__}(sequence_number={self.sequence_number}, "
+            f"system_id={self.system_id!r}, password=<hidden>, system_type={self.system_type!r})"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class BindTransmitter(_Bind):
+    command_id = CommandId.BIND_TRANSMITTER
+
+
+@dataclass(frozen=True, repr=False)
+class BindReceiver(_Bind):
+    command_id = CommandId.BIND_RECEIVER
+
+
+@dataclass(frozen=True, repr=False)
+class BindTransceiver(_Bind):
+    command_id = CommandId.BIND_TRANSCEIVER
+
+
+@dataclass(frozen=True)
+class _BindResp(Pdu):
+    BODY: ClassVar[tuple] = ((CSTR, "system_id", 16, S.ESME_RINVSYSID),)
+    system_id: str = ""
+
+
+@dataclass(frozen=True)
+class BindTransmitterResp(_BindResp):
+    command_id = CommandId.BIND_TRANSMITTER_RESP
+
+
+@dataclass(frozen=True)
+class BindReceiverResp(_BindResp):
+    command_id = CommandId.BIND_RECEIVER_RESP
+
+
+@dataclass(frozen=True)
+class BindTransceiverResp(_BindResp):
+    command_id = CommandId.BIND_TRANSCEIVER_RESP
+
+
+@dataclass(frozen=True)
+class Outbind(Pdu):
+    command_id = CommandId.OUTBIND
+    BODY: ClassVar[tuple] = _BIND_BODY[:2]
+    system_id: str = ""
+    password: str = ""
+
+    def __repr__(self) -> str:
+        return f"Outbind(sequence_number={self.sequence_number}, system_id={self.system_id!r})"
+
+
+@dataclass(frozen=True)
+class Unbind(Pdu):
+    command_id = CommandId.UNBIND
+
+
+@dataclass(frozen=True)
+class UnbindResp(Pdu):
+    command_id = CommandId.UNBIND_RESP
+
+
+@dataclass(frozen=True)
+class EnquireLink(Pdu):
+    command_id = CommandId.ENQUIRE_LINK
+
+
+@dataclass(frozen=True)
+class EnquireLinkResp(Pdu):
+    command_id = CommandId.ENQUIRE_LINK_RESP
+
+
+@dataclass(frozen=True)
+class GenericNack(Pdu):
+    command_id = CommandId.GENERIC_NACK
+
+
+# --- message submission and delivery ------------------------------------------------------
+
+_SM_BODY = (
+    (CSTR, "service_type", 6, S.ESME_RINVSERTYP),
+    (U8, "source_addr_ton"),
+    (U8, "source_addr_npi"),
+    (CSTR, "source_addr", 21, S.ESME_RINVSRCADR),
+    (U8, "dest_addr_ton"),
+    (U8, "dest_addr_npi"),
+    (CSTR, "destination_addr", 21, S.ESME_RINVDSTADR),
+    (U8, "esm_class"),
+    (U8, "protocol_id"),
+    (U8, "priority_flag"),
+    (TIME, "schedule_delivery_time", S.ESME_RINVSCHED),
+    (TIME, "validity_period", S.ESME_RINVEXPIRY),
+    (U8, "registered_delivery"),
+    (U8, "replace_if_present_flag"),
+    (U8, "data_coding"),
+    (U8, "sm_default_msg_id"),
+    (SM, "short_message"),
+)
+
+
+@dataclass(frozen=True)
+class _ShortMessage(Pdu):
+    BODY: ClassVar[tuple] = _SM_BODY
+    service_type: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    dest_addr_ton: int = 0
+    dest_addr_npi: int = 0
+    destination_addr: str = ""
+    esm_class: int = 0
+    protocol_id: int = 0
+    priority_flag: int = 0
+    schedule_delivery_time: str = ""
+    validity_period: str = ""
+    registered_delivery: int = 0
+    replace_if_present_flag: int = 0
+    data_coding: int = 0
+    sm_default_msg_id: int = 0
+    short_message: bytes = b""
+
+
+@dataclass(frozen=True)
+class SubmitSm(_ShortMessage):
+    command_id = CommandId.SUBMIT_SM
+
+
+@dataclass(frozen=True)
+class DeliverSm(_ShortMessage):
+    command_id = CommandId.DELIVER_SM
+
+
+_MESSAGE_ID = ((CSTR, "message_id", 65, S.ESME_RINVMSGID),)
+
+
+@dataclass(frozen=True)
+class _MessageIdResp(Pdu):
+    BODY: ClassVar[tuple] = _MESSAGE_ID
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class SubmitSmResp(_MessageIdResp):
+    command_id = CommandId.SUBMIT_SM_RESP
+
+
+@dataclass(frozen=True)
+class DeliverSmResp(_MessageIdResp):
+    command_id = CommandId.DELIVER_SM_RESP
+
+
+@dataclass(frozen=True)
+class DataSmResp(_MessageIdResp):
+    command_id = CommandId.DATA_SM_RESP
+
+
+@dataclass(frozen=True)
+class DataSm(Pdu):
+    command_id = CommandId.DATA_SM
+    BODY: ClassVar[tuple] = (
+        (CSTR, "service_type", 6, S.ESME_RINVSERTYP),
+        (U8, "source_addr_ton"),
+        (U8, "source_addr_npi"),
+        (CSTR, "source_addr", 65, S.ESME_RINVSRCADR),
+        (U8, "dest_addr_ton"),
+        (U8, "dest_addr_npi"),
+        (CSTR, "destination_addr", 65, S.ESME_RINVDSTADR),
+        (U8, "esm_class"),
+        (U8, "registered_delivery"),
+        (U8, "data_coding"),
+    )
+    service_type: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    dest_addr_ton: int = 0
+    dest_addr_npi: int = 0
+    destination_addr: str = ""
+    esm_class: int = 0
+    registered_delivery: int = 0
+    data_coding: int = 0
+
+
+@dataclass(frozen=True)
+class SubmitMulti(Pdu):
+    command_id = CommandId.SUBMIT_MULTI
+    BODY: ClassVar[tuple] = (
+        (CSTR, "service_type", 6, S.ESME_RINVSERTYP),
+        (U8, "source_addr_ton"),
+        (U8, "source_addr_npi"),
+        (CSTR, "source_addr", 21, S.ESME_RINVSRCADR),
+        (DESTS, "dest_addresses"),
+    ) + _SM_BODY[7:]
+    service_type: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    dest_addresses: tuple = ()  # of SmeAddress | DistributionList
+    esm_class: int = 0
+    protocol_id: int = 0
+    priority_flag: int = 0
+    schedule_delivery_time: str = ""
+    validity_period: str = ""
+    registered_delivery: int = 0
+    replace_if_present_flag: int = 0
+    data_coding: int = 0
+    sm_default_msg_id: int = 0
+    short_message: bytes = b""
+
+
+@dataclass(frozen=True)
+class SubmitMultiResp(Pdu):
+    command_id = CommandId.SUBMIT_MULTI_RESP
+    BODY: ClassVar[tuple] = _MESSAGE_ID + ((UNSUCCESS, "unsuccess_smes"),)
+    message_id: str = ""
+    unsuccess_smes: tuple = ()  # of UnsuccessSme
+
+
+# --- ancillary operations -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuerySm(Pdu):
+    command_id = CommandId.QUERY_SM
+    BODY: ClassVar[tuple] = _MESSAGE_ID + _SM_BODY[1:4]
+    message_id: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+
+
+@dataclass(frozen=True)
+class QuerySmResp(Pdu):
+    command_id = CommandId.QUERY_SM_RESP
+    BODY: ClassVar[tuple] = _MESSAGE_ID + (
+        (TIME, "final_date", S.ESME_RINVPARLEN),
+        (U8, "message_state"),
+        (U8, "error_code"),
+    )
+    message_id: str = ""
+    final_date: str = ""
+    message_state: int = 0
+    error_code: int = 0
+
+
+@dataclass(frozen=True)
+class CancelSm(Pdu):
+    command_id = CommandId.CANCEL_SM
+    BODY: ClassVar[tuple] = _SM_BODY[:1] + _MESSAGE_ID + _SM_BODY[1:7]
+    service_type: str = ""
+    message_id: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    dest_addr_ton: int = 0
+    dest_addr_npi: int = 0
+    destination_addr: str = ""
+
+
+@dataclass(frozen=True)
+class CancelSmResp(Pdu):
+    command_id = CommandId.CANCEL_SM_RESP
+
+
+@dataclass(frozen=True)
+class ReplaceSm(Pdu):
+    command_id = CommandId.REPLACE_SM
+    BODY: ClassVar[tuple] = (
+        _MESSAGE_ID
+        + _SM_BODY[1:4]
+        + _SM_BODY[10:13]
+        + ((U8, "sm_default_msg_id"), (SM, "short_message"))
+    )
+    message_id: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    schedule_delivery_time: str = ""
+    validity_period: str = ""
+    registered_delivery: int = 0
+    sm_default_msg_id: int = 0
+    short_message: bytes = b""
+
+
+@dataclass(frozen=True)
+class ReplaceSmResp(Pdu):
+    command_id = CommandId.REPLACE_SM_RESP
+
+
+@dataclass(frozen=True)
+class AlertNotification(Pdu):
+    command_id = CommandId.ALERT_NOTIFICATION
+    BODY: ClassVar[tuple] = (
+        (U8, "source_addr_ton"),
+        (U8, "source_addr_npi"),
+        (CSTR, "source_addr", 65, S.ESME_RINVSRCADR),
+        (U8, "esme_addr_ton"),
+        (U8, "esme_addr_npi"),
+        (CSTR, "esme_addr", 65, S.ESME_RINVPARLEN),
+    )
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    source_addr: str = ""
+    esme_addr_ton: int = 0
+    esme_addr_npi: int = 0
+    esme_addr: str = ""
+
+
+ALL_PDUS: tuple[type[Pdu], ...] = (
+    GenericNack,
+    BindReceiver,
+    BindReceiverResp,
+    BindTransmitter,
+    BindTransmitterResp,
+    QuerySm,
+    QuerySmResp,
+    SubmitSm,
+    SubmitSmResp,
+    DeliverSm,
+    DeliverSmResp,
+    Unbind,
+    UnbindResp,
+    ReplaceSm,
+    ReplaceSmResp,
+    CancelSm,
+    CancelSmResp,
+    BindTransceiver,
+    BindTransceiverResp,
+    Outbind,
+    EnquireLink,
+    EnquireLinkResp,
+    SubmitMulti,
+    SubmitMultiResp,
+    AlertNotification,
+    DataSm,
+    DataSmResp,
+)
+
+PDU_CLASS: dict[int, type[Pdu]] = {cls.command_id: cls for cls in ALL_PDUS}
+
+#: request command_id -> response class. generic_nack answers anything; outbind and
+#: alert_notification have no response.
+RESPONSE_CLASS: dict[int, type[Pdu]] = {
+    cls.command_id & 0x7FFFFFFF: cls
+    for cls in ALL_PDUS
+    if cls.command_id & 0x80000000 and cls is not GenericNack
+}
+
+
+def _check_layout() -> None:
+    """The codec builds PDUs positionally, so each class's fields must follow its BODY."""
+    for cls in ALL_PDUS:
+        declared = [f.name for f in fields(cls)][3:]
+        wire = [spec[1] for spec in cls.BODY]
+        assert declared == wire, (cls.__name__, declared, wire)
+
+
+_check_layout()

@@ -1,0 +1,43 @@
+"""Token buckets for account and connector throughput.
+
+A bucket holds at most ``burst`` tokens (by default one second's worth) and refills at
+``rate`` per second. The clock is passed in so tests need no sleeps.
+"""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+
+    def __init__(self, rate: float, now: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(rate, 1.0))
+        self._tokens = self.burst
+        self._stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+
+    def try_take(self, now: float, n: float = 1.0) -> bool:
+        """Take ``n`` tokens if there are enough; False means "over the rate"."""
+        self._refill(now)
+        if self._tokens >= n:
+            self._tokens -= n
+            return True
+        return False
+
+    def delay(self, now: float, n: float = 1.0) -> float:
+        """Seconds until ``n`` tokens will be available (0 if they are now)."""
+        self._refill(now)
+        missing = n - self._tokens
+        return 0.0 if missing <= 0 else missing / self.rate
+
+    def drain(self, now: float) -> None:
+        """Empty the bucket: used when the peer says we are too fast (ESME_RTHROTTLED)."""
+        self._refill(now)
+        self._tokens = min(self._tokens, 0.0)

@@ -13,7 +13,7 @@ that ends early gets ESME_RINVCMDLEN.
 
 from __future__ import annotations
 
-from struct import Struct
+from struct import Struct, error as StructError
 
 from . import pdu as P
 from .constants import HEADER_LEN, MAX_SEQUENCE, CommandStatus
@@ -26,6 +26,7 @@ _pack_header = _HEADER.pack
 _U32 = Struct(">I")
 
 _RINVCMDLEN = CommandStatus.ESME_RINVCMDLEN
+MAX_DESTS = 254  # submit_multi: "A maximum of 254 destination addresses are allowed" (§4.5.1)
 
 
 def _short(cid: int, seq: int, what: str) -> DecodeError:
@@ -46,8 +47,10 @@ def _decode_dests(buf: bytes, off: int, end: int, cid: int, seq: int):
         raise _short(cid, seq, "number_of_dests")
     count = buf[off]
     off += 1
-    if count == 0:
-        raise DecodeError("submit_multi without destinations", CommandStatus.ESME_RINVNUMDESTS, cid, seq)
+    if count == 0 or count > MAX_DESTS:
+        raise DecodeError(
+            f"submit_multi with {count} destinations (1..{MAX_DESTS})", CommandStatus.ESME_RINVNUMDESTS, cid, seq
+        )
     dests = []
     for _ in range(count):
         if off >= end:
@@ -100,6 +103,8 @@ def _cstr(buf, off, end, limit, status, cid, seq, what):
 
 
 def _encode_dests(dests) -> bytes:
+    if not 1 <= len(dests) <= MAX_DESTS:
+        raise LocalProtocolError(f"submit_multi needs 1..{MAX_DESTS} destinations, not {len(dests)}")
     out = [bytes((len(dests),))]
     for d in dests:
         if isinstance(d, P.DistributionList):
@@ -318,6 +323,7 @@ def encode(pdu: P.Pdu, sequence_number: int | None = None) -> bytes:
         body = _ENCODERS[type(pdu)](pdu)
         if pdu.tlvs:
             body += encode_tlvs(pdu.tlvs)
-    except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
+        return _pack_header(HEADER_LEN + len(body), pdu.command_id, pdu.command_status, seq) + body
+    except (UnicodeEncodeError, ValueError, TypeError, OverflowError, StructError) as exc:
+        # StructError: a command_status or error_status_code outside 0..2**32-1.
         raise LocalProtocolError(f"{type(pdu).__name__}: {exc}") from exc
-    return _pack_header(HEADER_LEN + len(body), pdu.command_id, pdu.command_status, seq) + body

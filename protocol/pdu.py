@@ -30,6 +30,7 @@ DESTS = "dests"  # submit_multi's number_of_dests + dest_address list
 UNSUCCESS = "unsuccess"  # submit_multi_resp's no_unsuccess + unsuccess_sme list
 
 MAX_SHORT_MESSAGE = 254
+_SECRET_FIELDS = frozenset({"password", "short_message"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class UnsuccessSme:
     error_status_code: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Pdu:
     """Common header fields. command_length is computed on encode, never stored."""
 
@@ -66,6 +67,21 @@ class Pdu:
     sequence_number: int = 0
     command_status: int = 0
     tlvs: tuple = ()
+
+    def __repr__(self) -> str:
+        """Field values, except what must never reach a log: passwords and message text
+        (shown as a length), and TLV values (shown as tags)."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS:
+                shown.append(f"{f.name}=<{len(value)} octets>")
+            elif f.name == "tlvs":
+                if value:
+                    shown.append("tlvs=(" + ", ".join(f"0x{t:04X}" for t, _ in value) + ")")
+            elif value or f.name == "sequence_number":
+                shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def tlv(self, tag: int, default: Any = None) -> Any:
         """The value of the first TLV with this tag, or ``default``."""
@@ -97,7 +113,7 @@ _BIND_BODY = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class _Bind(Pdu):
     BODY: ClassVar[tuple] = _BIND_BODY
     system_id: str = ""
@@ -107,12 +123,6 @@ class _Bind(Pdu):
     addr_ton: int = 0
     addr_npi: int = 0
     address_range: str = ""
-
-    def __repr__(self) -> str:  # never show the password
-        return (
-            f"{type(self).__name__}(sequence_number={self.sequence_number}, "
-            f"system_id={self.system_id!r}, password=<hidden>, system_type={self.system_type!r})"
-        )
 
 
 @dataclass(frozen=True, repr=False)
@@ -130,59 +140,56 @@ class BindTransceiver(_Bind):
     command_id = CommandId.BIND_TRANSCEIVER
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class _BindResp(Pdu):
     BODY: ClassVar[tuple] = ((CSTR, "system_id", 16, S.ESME_RINVSYSID),)
     system_id: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BindTransmitterResp(_BindResp):
     command_id = CommandId.BIND_TRANSMITTER_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BindReceiverResp(_BindResp):
     command_id = CommandId.BIND_RECEIVER_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BindTransceiverResp(_BindResp):
     command_id = CommandId.BIND_TRANSCEIVER_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Outbind(Pdu):
     command_id = CommandId.OUTBIND
     BODY: ClassVar[tuple] = _BIND_BODY[:2]
     system_id: str = ""
     password: str = ""
 
-    def __repr__(self) -> str:
-        return f"Outbind(sequence_number={self.sequence_number}, system_id={self.system_id!r})"
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Unbind(Pdu):
     command_id = CommandId.UNBIND
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class UnbindResp(Pdu):
     command_id = CommandId.UNBIND_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class EnquireLink(Pdu):
     command_id = CommandId.ENQUIRE_LINK
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class EnquireLinkResp(Pdu):
     command_id = CommandId.ENQUIRE_LINK_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GenericNack(Pdu):
     command_id = CommandId.GENERIC_NACK
 
@@ -210,7 +217,7 @@ _SM_BODY = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class _ShortMessage(Pdu):
     BODY: ClassVar[tuple] = _SM_BODY
     service_type: str = ""
@@ -232,12 +239,12 @@ class _ShortMessage(Pdu):
     short_message: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SubmitSm(_ShortMessage):
     command_id = CommandId.SUBMIT_SM
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DeliverSm(_ShortMessage):
     command_id = CommandId.DELIVER_SM
 
@@ -245,28 +252,28 @@ class DeliverSm(_ShortMessage):
 _MESSAGE_ID = ((CSTR, "message_id", 65, S.ESME_RINVMSGID),)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class _MessageIdResp(Pdu):
     BODY: ClassVar[tuple] = _MESSAGE_ID
     message_id: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SubmitSmResp(_MessageIdResp):
     command_id = CommandId.SUBMIT_SM_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DeliverSmResp(_MessageIdResp):
     command_id = CommandId.DELIVER_SM_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DataSmResp(_MessageIdResp):
     command_id = CommandId.DATA_SM_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DataSm(Pdu):
     command_id = CommandId.DATA_SM
     BODY: ClassVar[tuple] = (
@@ -293,7 +300,7 @@ class DataSm(Pdu):
     data_coding: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SubmitMulti(Pdu):
     command_id = CommandId.SUBMIT_MULTI
     BODY: ClassVar[tuple] = (
@@ -320,7 +327,7 @@ class SubmitMulti(Pdu):
     short_message: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SubmitMultiResp(Pdu):
     command_id = CommandId.SUBMIT_MULTI_RESP
     BODY: ClassVar[tuple] = _MESSAGE_ID + ((UNSUCCESS, "unsuccess_smes"),)
@@ -331,7 +338,7 @@ class SubmitMultiResp(Pdu):
 # --- ancillary operations -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class QuerySm(Pdu):
     command_id = CommandId.QUERY_SM
     BODY: ClassVar[tuple] = _MESSAGE_ID + _SM_BODY[1:4]
@@ -341,7 +348,7 @@ class QuerySm(Pdu):
     source_addr: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class QuerySmResp(Pdu):
     command_id = CommandId.QUERY_SM_RESP
     BODY: ClassVar[tuple] = _MESSAGE_ID + (
@@ -355,7 +362,7 @@ class QuerySmResp(Pdu):
     error_code: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CancelSm(Pdu):
     command_id = CommandId.CANCEL_SM
     BODY: ClassVar[tuple] = _SM_BODY[:1] + _MESSAGE_ID + _SM_BODY[1:7]
@@ -369,12 +376,12 @@ class CancelSm(Pdu):
     destination_addr: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CancelSmResp(Pdu):
     command_id = CommandId.CANCEL_SM_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ReplaceSm(Pdu):
     command_id = CommandId.REPLACE_SM
     BODY: ClassVar[tuple] = (
@@ -394,12 +401,12 @@ class ReplaceSm(Pdu):
     short_message: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ReplaceSmResp(Pdu):
     command_id = CommandId.REPLACE_SM_RESP
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class AlertNotification(Pdu):
     command_id = CommandId.ALERT_NOTIFICATION
     BODY: ClassVar[tuple] = (

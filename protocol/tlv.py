@@ -113,7 +113,9 @@ def decode_tlvs(buf: bytes, off: int, end: int, command_id: int, seq: int) -> tu
                         command_id,
                         seq,
                     )
-                value = buf[off : stop - 1].decode("latin-1")
+                # The string ends at its first NUL: some SMSCs pad receipted_message_id
+                # with NULs, and "42\0\0" must correlate as "42".
+                value = buf[off : buf.index(0, off, stop)].decode("latin-1")
             else:
                 value = buf[off:stop]
         out.append((tag, value))
@@ -127,7 +129,11 @@ def encode_tlvs(tlvs) -> bytes:
     for tag, value in tlvs:
         spec = SPEC.get(tag)
         if spec is None:
+            if isinstance(value, int):  # bytes(3) would silently send three NULs
+                raise LocalProtocolError(f"TLV 0x{tag:04X} needs bytes, not {value!r}")
             raw = bytes(value)
+            if len(raw) > 0xFFFF or not 0 <= tag <= 0xFFFF:
+                raise LocalProtocolError(f"TLV 0x{tag:X} of {len(raw)} octets does not fit a TLV")
         else:
             kind, lo, hi = spec
             if kind is INT:
@@ -136,7 +142,12 @@ def encode_tlvs(tlvs) -> bytes:
                 except OverflowError:
                     raise LocalProtocolError(f"TLV 0x{tag:04X} value {value} does not fit") from None
             elif kind is CSTR:
-                raw = (value.encode("latin-1") if isinstance(value, str) else bytes(value)) + b"\0"
+                raw = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+                if 0 in raw:
+                    raise LocalProtocolError(f"TLV 0x{tag:04X} string contains a NUL")
+                raw += b"\0"
+            elif isinstance(value, int):  # bytes(3) would silently send three NULs
+                raise LocalProtocolError(f"TLV 0x{tag:04X} needs bytes, not {value!r}")
             else:
                 raw = bytes(value)
             if not lo <= len(raw) <= hi:

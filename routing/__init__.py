@@ -1,0 +1,1 @@
+"""Pure policy, no I/O: routes, opt-out keywords, send windows, sender rules, segment counts."""

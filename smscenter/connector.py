@@ -1,0 +1,297 @@
+"""Upstream connectors: we bind to an operator's SMSC as an ESME and submit through it.
+
+One ``Connector`` per ``[[connector]]``. It keeps ``binds`` sessions up (reconnecting with
+exponential backoff and jitter; a bind refused for bad credentials is retried at the slowest
+pace and logged as an error every time), keeps up to ``window`` submit_sm in flight on each
+(the classic one-at-a-time connector caps a link at 1/RTT), and spends a token bucket of
+``throughput`` per second for the whole connector.
+
+``submit()`` is the pipeline's one call: it returns the upstream's response PDU. Congestion
+answers (ESME_RTHROTTLED, ESME_RMSGQFUL) slow the connector down and the same PDU is tried
+again; a connection lost before the answer is retried on the next bind (at-least-once: the
+upstream may have seen it). A response timeout is raised to the caller, which decides.
+Deliveries (receipts and MO) go to a ``DeliverHandler`` that answers them when stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from typing import Protocol
+
+import structlog
+
+from protocol import pdu as P
+from protocol.constants import CommandId, CommandStatus
+from protocol.session import InvalidPdu, Role
+
+from .config import Connector as ConnectorConfig
+from .link import Link, LinkClosed, ResponseTimeout
+from .ratelimit import TokenBucket
+
+log = structlog.get_logger("smscenter.connector")
+
+_BIND_PDU = {
+    "transmitter": P.BindTransmitter,
+    "receiver": P.BindReceiver,
+    "transceiver": P.BindTransceiver,
+}
+_CONGESTION = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
+_CREDENTIALS = frozenset({CommandStatus.ESME_RINVPASWD, CommandStatus.ESME_RINVSYSID})
+#: Consecutive response timeouts after which a bind is considered dead and reopened.
+MAX_TIMEOUTS = 3
+
+
+class ConnectorDown(ConnectionError):
+    """No bind came up before the caller's deadline."""
+
+
+class BindRefused(ConnectionError):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"bind refused: {CommandStatus.name_of(status)}")
+        self.status = status
+
+
+class DeliverHandler(Protocol):
+    """Receives upstream deliver_sm/data_sm; must call ``link.respond()`` once stored."""
+
+    def on_deliver(self, connector: "Connector", link: Link, pdu: P.Pdu) -> None: ...
+
+
+class AckDeliveries:
+    """Default: acknowledge every delivery at once (until the durable pipeline is wired)."""
+
+    def on_deliver(self, connector: "Connector", link: Link, pdu: P.Pdu) -> None:
+        link.respond(pdu.response())
+
+
+class Connector:
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        deliver_handler: DeliverHandler | None = None,
+        clock=time.monotonic,
+        *,
+        bind_timeout: float = 10.0,
+        inactivity_timeout: float | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.deliver_handler = deliver_handler or AckDeliveries()
+        self.clock = clock
+        self.bind_timeout = bind_timeout
+        self.inactivity_timeout = inactivity_timeout or max(3 * config.enquire_link_interval, 30.0)
+        self.bucket = TokenBucket(config.throughput, clock())
+        self.links: list[Link] = []
+        self._changed = asyncio.Event()
+        self._supervisors: list[asyncio.Task] = []
+        self._stopping = False
+        self._timeouts: dict[Link, int] = {}
+        self._backoff_until = 0.0
+        self.stats = {"submitted": 0, "throttled": 0, "timeouts": 0, "reconnects": 0, "bind_refused": 0}
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for index in range(self.config.binds):
+            task = loop.create_task(self._supervise(self.config.bind, index), name=f"{self.name}#{index}")
+            self._supervisors.append(task)
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        for task in self._supervisors:
+            task.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        await asyncio.gather(*(link.unbind(grace) for link in list(self.links)), return_exceptions=True)
+        self.links.clear()
+
+    @property
+    def is_up(self) -> bool:
+        return any(link.can_submit and link.is_open for link in self.links)
+
+    async def wait_up(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.is_up:
+                await self._wait_changed()
+
+    async def _wait_changed(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    def _signal(self) -> None:
+        self._changed.set()
+
+    # --- binds ------------------------------------------------------------------------------
+
+    async def _supervise(self, bind_type: str, index: int) -> None:
+        cfg = self.config
+        delay = cfg.reconnect_min
+        while not self._stopping:
+            try:
+                link = await self._connect(bind_type)
+            except BindRefused as exc:
+                self.stats["bind_refused"] += 1
+                level = log.error if exc.status in _CREDENTIALS else log.warning
+                level("upstream_bind_refused", connector=self.name, bind=index, status=CommandStatus.name_of(exc.status))
+                delay = cfg.reconnect_max if exc.status in _CREDENTIALS else delay
+            except (OSError, TimeoutError, LinkClosed, ResponseTimeout) as exc:
+                log.warning("upstream_connect_failed", connector=self.name, bind=index, error=str(exc) or type(exc).__name__)
+            else:
+                delay = cfg.reconnect_min
+                self.links.append(link)
+                self._signal()
+                log.info("upstream_bound", connector=self.name, bind=index, type=bind_type)
+                await asyncio.shield(link.closed)
+                if link in self.links:
+                    self.links.remove(link)
+                self._timeouts.pop(link, None)
+                self._signal()
+                if self._stopping:
+                    return
+                self.stats["reconnects"] += 1
+                log.warning("upstream_lost", connector=self.name, bind=index, reason=str(link.closed.result() or "closed"))
+            # Full jitter on an exponential backoff: reconnect storms from many nodes spread out.
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(cfg.reconnect_max, delay * 2)
+
+    async def _connect(self, bind_type: str) -> Link:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        context = self._tls_context() if cfg.tls else None
+
+        def factory() -> Link:
+            return Link(
+                Role.ESME,
+                self,
+                window=cfg.window,
+                response_timeout=cfg.response_timeout,
+                enquire_link_interval=cfg.enquire_link_interval,
+                inactivity_timeout=self.inactivity_timeout,
+                clock=self.clock,
+                name=f"upstream:{self.name}",
+            )
+
+        async with asyncio.timeout(self.bind_timeout):
+            _, link = await loop.create_connection(factory, cfg.host, cfg.port, ssl=context)
+            bind = _BIND_PDU[bind_type](
+                system_id=cfg.system_id,
+                password=cfg.password.get_secret_value(),
+                system_type=cfg.system_type,
+                addr_ton=0,
+                addr_npi=0,
+                address_range=cfg.address_range,
+            )
+            try:
+                resp = await link.request(bind)
+            except BaseException:
+                link.close()
+                raise
+        if resp.command_status != CommandStatus.ESME_ROK:
+            link.close()
+            raise BindRefused(resp.command_status)
+        return link
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cfg = self.config
+        context = ssl.create_default_context(cafile=str(cfg.tls_ca) if cfg.tls_ca else None)
+        if not cfg.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def _pick(self) -> Link | None:
+        """The bound link with the most room in its window (None if none is bound)."""
+        best, best_free = None, -1
+        for link in self.links:
+            if link.can_submit and link.is_open:
+                free = link.session.window - link.in_flight
+                if free > best_free:
+                    best, best_free = link, free
+        return best
+
+    async def submit(self, pdu: P.Pdu, timeout: float | None = None) -> P.Pdu:
+        """Send ``pdu`` upstream and return the response (submit_sm_resp or generic_nack).
+
+        Waits up to ``timeout`` for a bind to be up (``ConnectorDown`` after that), retries
+        congestion answers and lost connections, raises ``ResponseTimeout`` if a bound
+        upstream does not answer in time.
+        """
+        deadline = None if timeout is None else self.clock() + timeout
+        backoff = 0.05
+        while True:
+            link = self._pick()
+            if link is None:
+                await self._wait_for_bind(deadline)
+                continue
+            await self._take_token()
+            try:
+                resp = await link.request(pdu)
+            except LinkClosed:
+                continue  # another bind, or this one once reconnected
+            except ResponseTimeout:
+                self.stats["timeouts"] += 1
+                count = self._timeouts[link] = self._timeouts.get(link, 0) + 1
+                if count >= MAX_TIMEOUTS:
+                    log.warning("upstream_unresponsive", connector=self.name, timeouts=count)
+                    link.close(TimeoutError("upstream stopped answering"))
+                raise
+            self._timeouts.pop(link, None)
+            if resp.command_status in _CONGESTION:
+                self.stats["throttled"] += 1
+                self._slow_down(backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self.stats["submitted"] += 1
+            return resp
+
+    async def _wait_for_bind(self, deadline: float | None) -> None:
+        remaining = None if deadline is None else deadline - self.clock()
+        if remaining is not None and remaining <= 0:
+            raise ConnectorDown(f"connector {self.name} has no bound session")
+        try:
+            async with asyncio.timeout(remaining):
+                await self._wait_changed()
+        except TimeoutError:
+            raise ConnectorDown(f"connector {self.name} has no bound session") from None
+
+    async def _take_token(self) -> None:
+        while True:
+            now = self.clock()
+            if now < self._backoff_until:
+                await asyncio.sleep(self._backoff_until - now)
+                continue
+            if self.bucket.try_take(now):
+                return
+            await asyncio.sleep(self.bucket.delay(now))
+
+    def _slow_down(self, pause: float) -> None:
+        """The upstream said we are too fast: empty the bucket and pause all submits."""
+        now = self.clock()
+        self.bucket.drain(now)
+        self._backoff_until = max(self._backoff_until, now + pause)
+
+    # --- LinkHandler ------------------------------------------------------------------------
+
+    def on_request(self, link: Link, pdu: P.Pdu) -> None:
+        if pdu.command_id in (CommandId.DELIVER_SM, CommandId.DATA_SM):
+            self.deliver_handler.on_deliver(self, link, pdu)
+        elif pdu.command_id == CommandId.ALERT_NOTIFICATION:
+            log.info("alert_notification", connector=self.name)
+        else:
+            link.respond(pdu.response(CommandStatus.ESME_RINVCMDID))
+
+    def on_invalid(self, link: Link, event: InvalidPdu) -> None:
+        log.warning("upstream_invalid_pdu", connector=self.name, error=str(event.error))
+
+    def on_late_response(self, link: Link, pdu: P.Pdu) -> None:
+        log.warning("upstream_late_response", connector=self.name, seq=pdu.sequence_number,
+                    status=CommandStatus.name_of(pdu.command_status))
+
+    def on_closed(self, link: Link, exc: BaseException | None) -> None:
+        self._signal()

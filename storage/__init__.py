@@ -1,0 +1,1 @@
+"""Durable state: database models, repositories, migrations, field encryption, the queue."""

@@ -1,0 +1,254 @@
+"""Phone numbers: SMPP address + TON/NPI to E.164, countries, masking (routing/numbers.py)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from routing import numbers
+from routing.numbers import InvalidNumber, country_of, mask, normalize_msisdn
+
+INTL, UNKNOWN, NATIONAL = 1, 0, 2
+ISDN = 1
+
+
+class TestFrenchMobile:
+    @pytest.mark.parametrize(
+        "addr, ton",
+        [
+            ("0612345678", UNKNOWN),
+            ("0612345678", NATIONAL),
+            ("612345678", NATIONAL),  # without the trunk 0
+            ("06 12 34 56 78", NATIONAL),
+            ("06.12.34.56.78", UNKNOWN),
+            ("06-12-34-56-78", UNKNOWN),
+            ("+33612345678", UNKNOWN),
+            ("+33612345678", NATIONAL),
+            ("+33 6 12 34 56 78", INTL),
+            ("33612345678", INTL),
+            ("+33612345678", INTL),
+            ("0033612345678", UNKNOWN),
+            ("0033612345678", NATIONAL),
+            ("0033 6 12 34 56 78", UNKNOWN),
+            ("33612345678", UNKNOWN),  # international digits sent with TON 0
+        ],
+    )
+    def test_forms(self, addr, ton):
+        assert normalize_msisdn(addr, ton, ISDN, "FR") == "+33612345678"
+
+    def test_npi_unknown_and_national_accepted(self):
+        assert normalize_msisdn("0612345678", NATIONAL, 0, "FR") == "+33612345678"
+        assert normalize_msisdn("0612345678", NATIONAL, 8, "FR") == "+33612345678"
+
+    def test_subscriber_number_ton_reads_nationally(self):
+        assert normalize_msisdn("0756123456", 4, ISDN, "FR") == "+33756123456"
+
+    def test_default_country_case_insensitive(self):
+        assert normalize_msisdn("0612345678", NATIONAL, ISDN, "fr") == "+33612345678"
+
+    def test_french_landline(self):
+        assert normalize_msisdn("01 23 45 67 89", NATIONAL, ISDN, "FR") == "+33123456789"
+
+
+class TestOtherCountries:
+    @pytest.mark.parametrize(
+        "addr, ton, default, expected",
+        [
+            # Belgium: mobile and Brussels landline
+            ("32470123456", INTL, "FR", "+32470123456"),
+            ("+32 470 12 34 56", UNKNOWN, "FR", "+32470123456"),
+            ("0032470123456", NATIONAL, "FR", "+32470123456"),
+            ("0470123456", NATIONAL, "BE", "+32470123456"),
+            ("0470/12.34.56".replace("/", " "), NATIONAL, "BE", "+32470123456"),
+            ("022123456", NATIONAL, "BE", "+3222123456"),
+            # Switzerland: mobile and Zürich landline
+            ("41791234567", INTL, "FR", "+41791234567"),
+            ("079 123 45 67", NATIONAL, "CH", "+41791234567"),
+            ("0041791234567", UNKNOWN, "FR", "+41791234567"),
+            ("0441234567", NATIONAL, "CH", "+41441234567"),
+            # Réunion (+262 262 fixed, 692/693 mobile)
+            ("262692123456", INTL, "FR", "+262692123456"),
+            ("+262693123456", UNKNOWN, "FR", "+262693123456"),
+            ("+262262123456", INTL, "FR", "+262262123456"),
+            ("0692123456", NATIONAL, "RE", "+262692123456"),
+            # Guadeloupe (+590 690 mobile)
+            ("590690123456", INTL, "FR", "+590690123456"),
+            ("0690123456", NATIONAL, "GP", "+590690123456"),
+        ],
+    )
+    def test_forms(self, addr, ton, default, expected):
+        assert normalize_msisdn(addr, ton, ISDN, default) == expected
+
+    def test_other_default_country_reads_french_national_as_theirs(self):
+        # a Belgian account's "0612345678" is not French
+        with pytest.raises(InvalidNumber):
+            normalize_msisdn("0612345678", NATIONAL, ISDN, "BE")
+
+
+class TestFrenchNumberingPlan:
+    """One ARCEP plan for mainland France and the overseas departments."""
+
+    @pytest.mark.parametrize(
+        "addr, expected, country",
+        [
+            ("0692123456", "+262692123456", "RE"),
+            ("0693123456", "+262693123456", "RE"),
+            ("0262123456", "+262262123456", "RE"),
+            ("0269601234", "+262269601234", "YT"),
+            ("0690123456", "+590690123456", "GP"),
+            ("0590811234", "+590590811234", "GP"),
+            ("0696123456", "+596696123456", "MQ"),
+            ("0596611234", "+596596611234", "MQ"),
+            ("0694123456", "+594694123456", "GF"),
+            ("0594301234", "+594594301234", "GF"),
+            ("0612345678", "+33612345678", "FR"),
+        ],
+    )
+    @pytest.mark.parametrize("default", ["FR", "RE", "GP", "MQ", "GF", "YT"])
+    def test_national_forms_map_to_their_country_code(self, addr, expected, country, default):
+        assert normalize_msisdn(addr, NATIONAL, ISDN, default) == expected
+        assert normalize_msisdn(addr, UNKNOWN, ISDN, default) == expected
+        assert country_of(expected) == country
+
+    def test_overseas_number_under_plus33_is_invalid(self):
+        with pytest.raises(InvalidNumber):
+            normalize_msisdn("+33692123456", INTL, ISDN, "FR")
+
+
+class TestInvalid:
+    @pytest.mark.parametrize(
+        "addr, ton",
+        [
+            ("", UNKNOWN),
+            ("   ", UNKNOWN),
+            ("+", INTL),
+            ("ACME", UNKNOWN),
+            ("06123A5678", NATIONAL),
+            ("+33 6 12 34 56 7A", INTL),
+            ("06(12)345678", NATIONAL),
+            ("+33612345678/", INTL),
+            ("++33612345678", INTL),
+            ("+33+612345678", INTL),
+            ("٠٦١٢٣٤٥٦٧٨", NATIONAL),  # Arabic-Indic digits
+            ("061234567", NATIONAL),  # too short
+            ("06123456789", NATIONAL),  # too long
+            ("3361234567", INTL),  # too short
+            ("336123456789", INTL),  # too long
+            ("+3361234567890123456", INTL),  # longer than E.164 allows
+            ("0000000000000000000", UNKNOWN),
+            ("0612345678", INTL),  # national form under TON 1: refused, not guessed
+            ("0033612345678", INTL),  # so is an international prefix
+            ("+33012345678", INTL),  # 0 after the country code
+            ("+33700000000", INTL),  # unassigned range
+            ("0700000000", NATIONAL),
+            ("+999123456789", INTL),  # unassigned country code
+            ("+32470", INTL),
+            ("0690123456", INTL),
+            ("12", UNKNOWN),
+            ("36180", UNKNOWN),  # a short code is not an MSISDN
+        ],
+    )
+    def test_rejected(self, addr, ton):
+        with pytest.raises(InvalidNumber):
+            normalize_msisdn(addr, ton, ISDN, "FR")
+
+    @pytest.mark.parametrize("ton", [3, 5, 6, 7])
+    def test_non_number_tons(self, ton):
+        with pytest.raises(InvalidNumber):
+            normalize_msisdn("+33612345678", ton, ISDN, "FR")
+
+    @pytest.mark.parametrize("npi", [3, 4, 6, 9, 10, 14, 18])
+    def test_non_e164_npis(self, npi):
+        with pytest.raises(InvalidNumber):
+            normalize_msisdn("33612345678", INTL, npi, "FR")
+
+    def test_national_ton_does_not_fall_back_to_international(self):
+        # TON 2 says national: Belgian digits without a prefix are not a French number
+        with pytest.raises(InvalidNumber):
+            normalize_msisdn("32470123456", NATIONAL, ISDN, "FR")
+        assert normalize_msisdn("32470123456", UNKNOWN, ISDN, "FR") == "+32470123456"
+
+    def test_is_a_value_error_without_the_number(self):
+        with pytest.raises(ValueError) as info:
+            normalize_msisdn("0612345", NATIONAL, ISDN, "FR")
+        assert isinstance(info.value, InvalidNumber)
+        assert "0612345" not in str(info.value)
+
+    def test_unknown_default_country_is_a_config_error(self):
+        with pytest.raises(ValueError) as info:
+            normalize_msisdn("0612345678", NATIONAL, ISDN, "XX")
+        assert not isinstance(info.value, InvalidNumber)
+
+    @given(st.text(max_size=25), st.integers(0, 6), st.sampled_from([0, 1, 8]))
+    def test_only_e164_or_invalid(self, addr, ton, npi):
+        try:
+            e164 = normalize_msisdn(addr, ton, npi, "FR")
+        except InvalidNumber:
+            return
+        assert e164[0] == "+" and e164[1:].isdigit() and len(e164) <= 16
+        # normalising is idempotent
+        assert normalize_msisdn(e164, INTL, ISDN, "FR") == e164
+        assert normalize_msisdn(e164[1:], INTL, ISDN, "FR") == e164
+
+
+class TestCache:
+    def test_results_and_failures_are_cached(self):
+        numbers._normalize.cache_clear()
+        for _ in range(3):
+            normalize_msisdn("0612345678", NATIONAL, ISDN, "FR")
+            with pytest.raises(InvalidNumber):
+                normalize_msisdn("0612", NATIONAL, ISDN, "FR")
+        info = numbers._normalize.cache_info()
+        assert info.misses == 2 and info.hits == 4
+        assert info.maxsize >= 65536
+
+
+class TestCountry:
+    @pytest.mark.parametrize(
+        "e164, region",
+        [
+            ("+33612345678", "FR"),
+            ("+33123456789", "FR"),
+            ("+32470123456", "BE"),
+            ("+41791234567", "CH"),
+            ("+262692123456", "RE"),
+            ("+262693123456", "RE"),
+            ("+262262123456", "RE"),
+            ("+262269601234", "YT"),
+            ("+590690123456", "GP"),
+            ("+596696123456", "MQ"),
+            ("+594694123456", "GF"),
+            ("+447400123456", "GB"),
+            ("33612345678", "FR"),  # without the +
+        ],
+    )
+    def test_regions(self, e164, region):
+        assert country_of(e164) == region
+
+    @pytest.mark.parametrize("bad", ["", "+", "abc", "+999123456789", "+80012345678"])
+    def test_unknown(self, bad):
+        assert country_of(bad) is None
+
+
+class TestMask:
+    @pytest.mark.parametrize(
+        "value, masked",
+        [
+            ("+33612345678", "+336****78"),
+            ("+262692123456", "+262****56"),
+            ("+3222123456", "+322****56"),
+            ("33612345678", "336****78"),
+            ("36180", "36180"),
+            ("ACME", "ACME"),
+        ],
+    )
+    def test_mask(self, value, masked):
+        assert mask(value) == masked
+
+    @given(st.from_regex(r"\+[1-9][0-9]{5,14}", fullmatch=True))
+    def test_same_as_the_log_processor(self, e164):
+        from smscenter.logs import mask_number
+
+        assert mask(e164) == mask_number(e164)
+        assert len(mask(e164)) == 10

@@ -1,8 +1,14 @@
 """The daemon's lifecycle: start everything, tell systemd, wait for a signal, stop in stages.
 
-Shutdown follows uvicorn's order: stop accepting, ask every session to unbind and wait for
-the answers up to ``shutdown_grace``, then close what is left. SIGTERM and SIGINT are
-handled in one place; the process exits 0 after an orderly stop.
+Start-up order follows the data: database (schema upgraded), encryption keys (refusing to
+start when the database holds data but its keys are missing or readable by others), the
+store's writer, connectors, the dispatcher with the queue rebuilt from storage, and only
+then the partner listeners.
+
+Shutdown follows uvicorn's order: stop accepting, ask every partner session to unbind and
+wait for the answers up to ``shutdown_grace``, then the queue and connectors, then the last
+commit. SIGTERM and SIGINT are handled in one place; the process exits 0 after an orderly
+stop.
 """
 
 from __future__ import annotations
@@ -12,26 +18,63 @@ import signal
 
 import structlog
 
+from routing.routes import RouteRule, RouteTable
+from storage import db
+from storage.crypto import FieldCipher, Keyring
+from storage.ids import IdGenerator
+from storage.store import Store
+
 from . import systemd
 from .config import Settings
 from .connector import Connector
-from .relay import RelayHandler
+from .dispatch import Dispatcher
+from .outbox import OutboxSender
+from .pipeline import Pipeline
+from .receipts import ReceiptBuilder, UpstreamDeliveries
 from .server import PartnerServer
+from .submit import SubmitPlanner
 
 log = structlog.get_logger("smscenter.daemon")
+
+
+def route_table(settings: Settings) -> RouteTable:
+    return RouteTable(RouteRule(r.destinations, r.connectors, r.accounts, r.category) for r in settings.routes)
 
 
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connectors = {c.name: Connector(c) for c in settings.connectors}
-        self.handler = RelayHandler(settings, self.connectors)
-        self.server = PartnerServer(settings, self.handler)
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:
+        s = self.settings
+        self.engine = db.create_engine(s.storage.url)
+        await db.upgrade(self.engine)
+        self.keyring = Keyring.open(s.storage.keys, database_has_data=await db.has_data(self.engine))
+        self.cipher = FieldCipher(self.keyring)
+        self.ids = IdGenerator()
+        per_part = {a.system_id: a.per_part_receipts for a in s.accounts}
+        retention = {a.system_id: s.retention_for(a).message_details for a in s.accounts}
+        builder = ReceiptBuilder(self.cipher, self.ids, lambda account: retention.get(account, s.retention.message_details))
+        self.store = Store(self.engine, builder, per_part_receipts=lambda account: per_part.get(account, False))
+        self.deliveries = UpstreamDeliveries(self.store, self.cipher)
+        self.store.early_decoder = self.deliveries.early_decoder
+        await self.store.start()
+        self.connectors = {c.name: Connector(c, self.deliveries) for c in s.connectors}
+        self.dispatcher = Dispatcher(self.connectors, self.store, response_timeout=s.server.response_timeout)
+        routes = route_table(s)
+        shared = (s.optout.short_code,) if s.optout else ()
+        planner = SubmitPlanner(routes, self.cipher, self.ids, shared_short_codes=shared)
+        # The pipeline needs the outbox, which needs the server's account registry.
+        self.server = PartnerServer(s, handler=None)  # type: ignore[arg-type]
+        self.outbox = OutboxSender(self.store, self.server.registry, self.cipher)
+        self.store.on_outbox = self.outbox.notify
+        self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher)
+        self.server.handler = self.pipeline
         for connector in self.connectors.values():
             await connector.start()
+        await self.dispatcher.start()
+        await self.pipeline.load()
         await self.server.start()
 
     async def stop(self) -> None:
@@ -39,8 +82,12 @@ class Daemon:
         systemd.notify("STOPPING=1")
         log.info("stopping", grace=grace)
         await self.server.stop(grace)
-        await self.handler.stop()
+        await self.pipeline.stop()
+        await self.dispatcher.stop()
+        await self.outbox.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
+        await self.store.stop()
+        await self.engine.dispose()
         log.info("stopped")
 
     async def run(self) -> int:
@@ -48,8 +95,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         await self.start()
-        systemd.notify("READY=1", f"STATUS=listening on {', '.join(f'{h}:{p}' for h, p in self.server.addresses)}")
-        log.info("ready", listen=[f"{h}:{p}" for h, p in self.server.addresses], connectors=list(self.connectors))
+        listen = [f"{h}:{p}" for h, p in self.server.addresses]
+        systemd.notify("READY=1", f"STATUS=listening on {', '.join(listen)}")
+        log.info("ready", listen=listen, connectors=list(self.connectors))
         watchdog = systemd.watchdog_interval()
         watchdog_task = loop.create_task(_watchdog(watchdog)) if watchdog else None
         await self.stopping.wait()

@@ -45,6 +45,8 @@ from protocol.session import (
 
 log = structlog.get_logger("smscenter.link")
 
+_BINDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER})
+
 
 class LinkClosed(ConnectionError):
     """The connection went away before our request was answered."""
@@ -206,6 +208,8 @@ class Link(asyncio.Protocol):
                 if fut is not None and not fut.done():
                     fut.set_result(event.pdu)
                 self._wake_slot_waiter()
+                if event.request.command_id in _BINDS:
+                    self._arm_timer()  # now bound (ESME side): keep-alive starts from here
             elif kind is LateResponse:
                 self.handler.on_late_response(self, event.pdu)
             elif kind is InvalidPdu:
@@ -281,13 +285,17 @@ class Link(asyncio.Protocol):
         Waits for a window slot first. Raises ``ResponseTimeout`` if the peer does not answer
         in time and ``LinkClosed`` if the connection goes away.
         """
+        await self.wait_window()
+        return await self.request_nowait(pdu)
+
+    async def wait_window(self) -> None:
+        """Wait until the window has a free slot (``LinkClosed`` if the link goes away)."""
         while not self.session.window_open():
             if self.transport is None or self.transport.is_closing():
                 raise LinkClosed("connection closed")
             slot = self._loop.create_future()  # type: ignore[union-attr]
             self._slot_waiters.append(slot)
             await slot
-        return await self.request_nowait(pdu)
 
     def request_nowait(self, pdu: P.Pdu) -> asyncio.Future:
         """Send a request now (the window must be open) and return the future of its

@@ -40,6 +40,9 @@ class MessageHandler(Protocol):
 
     def handle(self, bind: PartnerBind, pdu: P.Pdu) -> None: ...
 
+    # Optional: ``bound(bind)`` is called after a successful bind (e.g. to deliver what the
+    # partner is owed).
+
 
 class FailedBinds:
     """Failed binds per source address, to slow down password guessing.
@@ -194,6 +197,9 @@ class PartnerServer:
         link.name = f"partner:{state.system_id}"
         link.respond(pdu.response(system_id=self.config.system_id))
         log.info("bound", account=state.system_id, peer=ip, bind=link.context.bind_type)
+        bound = getattr(self.handler, "bound", None)
+        if bound is not None:
+            bound(link.context)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -1,0 +1,182 @@
+"""The message pipeline behind the partner server (its ``MessageHandler``).
+
+submit_sm / data_sm: planned (``submit.py``), stored with group commit, answered ESME_ROK
+with our id only after the commit, then queued for dispatch. query_sm and cancel_sm work on
+our ids. Requests we do not serve get a precise status, never a dropped session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import structlog
+
+from protocol import codec
+from protocol import pdu as P
+from protocol.constants import CommandId, CommandStatus, MessageState
+from protocol.errors import RemoteProtocolError
+from protocol.smpptime import format_smpp_time
+from routing.routes import RouteTable
+from storage.crypto import FieldCipher
+from storage.store import FINAL_STATES, Store
+
+from .accounts import PartnerBind
+from .dispatch import Dispatcher, QueuedMessage
+from .outbox import OutboxSender
+from .submit import PlannedMessage, Refused, SubmitPlanner
+
+log = structlog.get_logger("smscenter.pipeline")
+
+_NOT_SERVED = {
+    CommandId.REPLACE_SM: CommandStatus.ESME_RREPLACEFAIL,
+    CommandId.SUBMIT_MULTI: CommandStatus.ESME_RINVCMDID,
+}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        planner: SubmitPlanner,
+        store: Store,
+        dispatcher: Dispatcher,
+        outbox: OutboxSender,
+        routes: RouteTable,
+        cipher: FieldCipher,
+    ) -> None:
+        self.planner = planner
+        self.store = store
+        self.dispatcher = dispatcher
+        self.outbox = outbox
+        self.routes = routes
+        self.cipher = cipher
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = {"accepted": 0, "refused": 0}
+
+    # --- MessageHandler ---------------------------------------------------------------------
+
+    def handle(self, bind: PartnerBind, pdu: P.Pdu) -> None:
+        cid = pdu.command_id
+        if cid == CommandId.SUBMIT_SM or cid == CommandId.DATA_SM:
+            self._submit(bind, pdu)
+        elif cid == CommandId.QUERY_SM:
+            self._spawn(self._query(bind, pdu))
+        elif cid == CommandId.CANCEL_SM:
+            self._spawn(self._cancel(bind, pdu))
+        else:
+            bind.respond(pdu.response(_NOT_SERVED.get(cid, CommandStatus.ESME_RINVCMDID)))
+
+    def bound(self, bind: PartnerBind) -> None:
+        """A partner bound: if it can receive, deliver what it is owed."""
+        if bind.receives:
+            self.outbox.notify([bind.account.system_id])
+
+    # --- submit -----------------------------------------------------------------------------
+
+    def _submit(self, bind: PartnerBind, pdu: P.Pdu) -> None:
+        try:
+            plan = self.planner.plan(bind, pdu)
+        except Refused as exc:
+            self.stats["refused"] += 1
+            log.info("submit_refused", account=bind.account.system_id, status=CommandStatus.name_of(exc.status),
+                     reason=str(exc))
+            bind.respond(pdu.response(exc.status))
+            return
+        except RemoteProtocolError as exc:
+            self.stats["refused"] += 1
+            bind.respond(pdu.response(exc.status))
+            return
+        fut = self.store.add_message(plan.row, plan.part_rows)
+        fut.add_done_callback(lambda f: self._committed(f, bind, pdu, plan))
+
+    def _committed(self, fut: asyncio.Future, bind: PartnerBind, pdu: P.Pdu, plan: PlannedMessage) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            log.error("submit_not_stored", account=plan.account,
+                      error=str(fut.exception()) if not fut.cancelled() else "cancelled")
+            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            return
+        self.stats["accepted"] += 1
+        bind.respond(pdu.response(message_id=str(plan.id)))
+        self.dispatcher.enqueue(
+            QueuedMessage(
+                plan.id, plan.account, plan.dest_hash, plan.connectors, plan.not_before, plan.expires_at,
+                [(part.part_no, part.pdu) for part in plan.parts],
+            )
+        )
+
+    async def load(self) -> int:
+        """Rebuild the in-memory queue from the parts table (at start)."""
+        rows = await self.store.pending_parts()
+        messages: dict[int, QueuedMessage] = {}
+        for row in rows:
+            msg = messages.get(row["message_id"])
+            if msg is None:
+                dest = self.cipher.decrypt(row["dest_enc"], b"dest:%d" % row["message_id"]).decode()
+                connectors = self.routes.connectors_for(dest, row["account"], row["category"])
+                msg = messages[row["message_id"]] = QueuedMessage(
+                    row["message_id"], row["account"], row["dest_hash"], connectors,
+                    max(row["not_before"], row["next_attempt_at"]), row["expires_at"], [], attempts=row["attempts"],
+                )
+            aad = b"part:%d:%d" % (row["message_id"], row["part_no"])
+            msg.parts.append((row["part_no"], codec.decode(self.cipher.decrypt(row["pdu_enc"], aad))))
+        for msg in messages.values():
+            self.dispatcher.enqueue(msg)
+        if messages:
+            log.info("queue_restored", messages=len(messages), parts=len(rows))
+        return len(messages)
+
+    # --- query_sm / cancel_sm ---------------------------------------------------------------
+
+    async def _own_message(self, bind: PartnerBind, message_id: str) -> dict | None:
+        if not message_id.isdigit() or len(message_id) > 20:
+            return None
+        msg = await self.store.message(int(message_id))
+        if msg is None or msg["account"] != bind.account.system_id:
+            return None
+        return msg
+
+    async def _query(self, bind: PartnerBind, pdu: P.QuerySm) -> None:
+        if not pdu.message_id.isdigit():
+            bind.respond(pdu.response(CommandStatus.ESME_RINVMSGID))
+            return
+        msg = await self._own_message(bind, pdu.message_id)
+        if msg is None:
+            bind.respond(pdu.response(CommandStatus.ESME_RQUERYFAIL))
+            return
+        final = msg["state"] in FINAL_STATES and msg["done_at"] is not None
+        bind.respond(
+            pdu.response(
+                message_id=pdu.message_id,
+                final_date=format_smpp_time(datetime.fromtimestamp(msg["done_at"], timezone.utc)) if final else "",
+                message_state=msg["state"],
+                error_code=min(msg["error"], 255),
+            )
+        )
+
+    async def _cancel(self, bind: PartnerBind, pdu: P.CancelSm) -> None:
+        if not pdu.message_id.isdigit():
+            bind.respond(pdu.response(CommandStatus.ESME_RINVMSGID))
+            return
+        msg = await self._own_message(bind, pdu.message_id)
+        if msg is None or msg["state"] in FINAL_STATES:
+            bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
+            return
+        message_id = int(pdu.message_id)
+        if self.dispatcher.cancel(message_id) and await self.store.cancel(message_id, bind.account.system_id):
+            log.info("cancelled", account=bind.account.system_id, message_id=message_id)
+            bind.respond(pdu.response())
+        else:
+            bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+__all__ = ["Pipeline", "MessageState"]

@@ -1,0 +1,289 @@
+"""Accepting a partner's submit_sm / data_sm: validate, plan the parts, store, answer.
+
+Validation is synchronous and cheap (pure functions from ``routing/`` and ``protocol/``);
+the only wait is the group commit. Each refusal carries the status documented in the
+README. A message is never stored half: its row and all its parts go in one commit, and the
+partner's ESME_ROK is sent only after that commit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+import structlog
+
+from protocol import codec
+from protocol import pdu as P
+from protocol.constants import CommandId, CommandStatus, DataCoding, EsmClass, MessageState, Tag
+from protocol.errors import RemoteProtocolError
+from protocol.segments import Concat, parse_udh, split
+from protocol.smpptime import parse_schedule_delivery_time, parse_validity_period
+from protocol.text import UnsupportedDataCoding, canonical_coding, decode_text, is_binary
+from routing.category import UnknownCategory, category_for
+from routing.numbers import InvalidNumber, normalize_msisdn
+from routing.routes import RouteTable
+from routing.senders import SenderNotAllowed, check_sender
+from storage.crypto import FieldCipher
+from storage.ids import IdGenerator
+from storage.schema import PART_QUEUED
+
+from .accounts import PartnerBind
+
+log = structlog.get_logger("smscenter.submit")
+
+DEFAULT_VALIDITY = 48 * 3600.0  # when the partner sets none
+MAX_VALIDITY = 7 * 24 * 3600.0  # longer validity periods are shortened to this
+MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0  # schedule_delivery_time further out: ESME_RINVSCHED
+SCHEDULE_PAST_TOLERANCE = 300.0  # clock skew we forgive on a schedule "in the past"
+
+
+class Refused(Exception):
+    """A submit we answer with an error status (never stored)."""
+
+    def __init__(self, status: CommandStatus, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+@dataclass(slots=True)
+class PlannedPart:
+    part_no: int
+    pdu: P.SubmitSm  # what goes upstream (source TON/NPI adapted per connector at send time)
+
+
+@dataclass(slots=True)
+class PlannedMessage:
+    """A validated message: what is stored, and what the dispatcher sends."""
+
+    id: int
+    account: str
+    category: str
+    dest: str  # E.164
+    dest_hash: bytes
+    connectors: tuple[str, ...]
+    not_before: float
+    expires_at: float
+    submitted_at: float
+    registered_delivery: int
+    parts: list[PlannedPart]
+    row: dict
+    part_rows: list[dict]
+
+
+class SubmitPlanner:
+    """Turns a partner's submit_sm/data_sm into a ``PlannedMessage`` or raises ``Refused``."""
+
+    def __init__(
+        self,
+        routes: RouteTable,
+        cipher: FieldCipher,
+        ids: IdGenerator,
+        *,
+        shared_short_codes: tuple[str, ...] = (),
+        wall_clock=time.time,
+    ) -> None:
+        self.routes = routes
+        self.cipher = cipher
+        self.ids = ids
+        self.shared_short_codes = shared_short_codes
+        self.wall_clock = wall_clock
+        self._ref = 0
+
+    def plan(self, bind: PartnerBind, pdu: P.Pdu) -> PlannedMessage:
+        account = bind.account.config
+        now = self.wall_clock()
+        # Who sends, to whom, what kind of message.
+        try:
+            category = category_for(pdu.service_type, account.category)
+        except UnknownCategory as exc:
+            raise Refused(CommandStatus.ESME_RINVSERTYP, str(exc)) from None
+        try:
+            check_sender(
+                pdu.source_addr,
+                pdu.source_addr_ton,
+                short_codes=account.short_codes,
+                sender_ids=account.sender_ids,
+                shared_short_codes=self.shared_short_codes,
+            )
+        except SenderNotAllowed as exc:
+            raise Refused(CommandStatus.ESME_RINVSRCADR, str(exc)) from None
+        try:
+            dest = normalize_msisdn(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi, account.default_country)
+        except InvalidNumber as exc:
+            raise Refused(CommandStatus.ESME_RINVDSTADR, str(exc)) from None
+        connectors = self.routes.connectors_for(dest, account.system_id, category)
+        if not connectors:
+            raise Refused(CommandStatus.ESME_RSUBMITFAIL, "no route")
+        # When, and until when.
+        utc_now = datetime.fromtimestamp(now, timezone.utc)
+        schedule = getattr(pdu, "schedule_delivery_time", "")
+        validity = getattr(pdu, "validity_period", "")
+        not_before = now
+        if schedule:
+            when = parse_schedule_delivery_time(schedule, utc_now).timestamp()
+            if when < now - SCHEDULE_PAST_TOLERANCE or when > now + MAX_SCHEDULE_AHEAD:
+                raise Refused(CommandStatus.ESME_RINVSCHED, "schedule_delivery_time out of range")
+            not_before = max(now, when)
+        expires_at = now + DEFAULT_VALIDITY
+        if validity:
+            expires_at = parse_validity_period(validity, utc_now).timestamp()
+            if expires_at <= max(now, not_before):
+                raise Refused(CommandStatus.ESME_RINVEXPIRY, "validity_period ends before delivery can start")
+            expires_at = min(expires_at, not_before + MAX_VALIDITY)
+        # The text and its parts.
+        segments = self._segments(pdu)
+        message_id = self.ids.next()
+        registered = pdu.registered_delivery & 0x03
+        upstream_parts = []
+        for number, (short_message, esm_udhi, tlvs) in enumerate(segments, start=1):
+            upstream_parts.append(
+                PlannedPart(
+                    number,
+                    P.SubmitSm(
+                        service_type="",
+                        source_addr_ton=pdu.source_addr_ton,
+                        source_addr_npi=pdu.source_addr_npi,
+                        source_addr=pdu.source_addr,
+                        dest_addr_ton=1,
+                        dest_addr_npi=1,
+                        destination_addr=dest[1:],
+                        esm_class=esm_udhi,
+                        protocol_id=getattr(pdu, "protocol_id", 0),
+                        priority_flag=getattr(pdu, "priority_flag", 0),
+                        registered_delivery=1,  # we always track delivery upstream
+                        data_coding=pdu.data_coding,
+                        short_message=short_message,
+                        tlvs=tlvs,
+                    ),
+                )
+            )
+        dest_hash = self.cipher.lookup_hash(dest)
+        row = {
+            "id": message_id,
+            "account": account.system_id,
+            "category": category,
+            "source_addr": pdu.source_addr,
+            "source_ton": pdu.source_addr_ton,
+            "source_npi": pdu.source_addr_npi,
+            "dest_hash": dest_hash,
+            "dest_enc": self.cipher.encrypt(dest.encode(), b"dest:%d" % message_id),
+            "data_coding": pdu.data_coding,
+            "registered_delivery": registered,
+            "priority": getattr(pdu, "priority_flag", 0),
+            "parts_total": len(upstream_parts),
+            "state": int(MessageState.ENROUTE),
+            "error": 0,
+            "submitted_at": now,
+            "not_before": not_before,
+            "expires_at": expires_at,
+            "done_at": None,
+            "connector": None,
+        }
+        part_rows = [
+            {
+                "message_id": message_id,
+                "part_no": part.part_no,
+                "pdu_enc": self.cipher.encrypt(codec.encode(part.pdu), b"part:%d:%d" % (message_id, part.part_no)),
+                "state": PART_QUEUED,
+                "connector": None,
+                "upstream_id": None,
+                "attempts": 0,
+                "next_attempt_at": not_before,
+                "updated_at": now,
+            }
+            for part in upstream_parts
+        ]
+        return PlannedMessage(
+            message_id, account.system_id, category, dest, dest_hash, connectors, not_before, expires_at,
+            now, registered, upstream_parts, row, part_rows,
+        )
+
+    def _segments(self, pdu: P.Pdu) -> list[tuple[bytes, int, tuple]]:
+        """(short_message, esm_class, tlvs) per upstream part.
+
+        A short_message that already carries a UDH or SAR TLVs is one part of the partner's
+        own long message: it is checked and passed on whole. A message_payload is split
+        here (8-bit reference UDH), because many upstreams refuse message_payload.
+        """
+        try:
+            coding = canonical_coding(pdu.data_coding)
+        except UnsupportedDataCoding as exc:
+            raise Refused(exc.status, str(exc)) from None
+        payload = pdu.tlv(Tag.MESSAGE_PAYLOAD)
+        short_message = getattr(pdu, "short_message", b"")
+        esm_class = getattr(pdu, "esm_class", 0)
+        passthrough = tuple(
+            (tag, value) for tag, value in pdu.tlvs if tag in _FORWARDED_TLVS
+        )
+        if payload is not None and short_message:
+            raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "short_message and message_payload together")
+        sar = (pdu.tlv(Tag.SAR_MSG_REF_NUM), pdu.tlv(Tag.SAR_TOTAL_SEGMENTS), pdu.tlv(Tag.SAR_SEGMENT_SEQNUM))
+        if any(v is not None for v in sar):
+            try:
+                Concat.from_sar(*sar)
+            except RemoteProtocolError as exc:
+                raise Refused(exc.status, str(exc)) from None
+        body = payload if payload is not None else short_message
+        udhi = esm_class & EsmClass.UDHI
+        if udhi:
+            try:
+                parsed = parse_udh(body)
+            except RemoteProtocolError as exc:
+                raise Refused(exc.status, str(exc)) from None
+            self._check_text(parsed.body, coding)
+            if payload is None:
+                return [(short_message, esm_class & 0xC3, passthrough)]
+            raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "message_payload with a UDH")
+        text_or_bytes = self._check_text(body, coding)
+        if payload is None:
+            return [(short_message, esm_class & 0xC3, passthrough)]
+        self._ref = (self._ref + 1) & 0xFF
+        try:
+            segments = split(text_or_bytes, coding, method="udh8", reference=self._ref)
+        except RemoteProtocolError as exc:
+            raise Refused(exc.status, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. more than 255 parts
+            raise Refused(CommandStatus.ESME_RINVMSGLEN, str(exc)) from None
+        udh = EsmClass.UDHI if len(segments) > 1 else 0
+        return [(seg.short_message, (esm_class & 0x83) | udh, passthrough) for seg in segments]
+
+    @staticmethod
+    def _check_text(body: bytes, coding: int) -> str | bytes:
+        if is_binary(coding):
+            return body
+        try:
+            return decode_text(body, coding)
+        except RemoteProtocolError as exc:
+            raise Refused(exc.status, str(exc)) from None
+
+
+#: TLVs a partner may set that travel upstream with each part.
+_FORWARDED_TLVS = frozenset(
+    {
+        Tag.SAR_MSG_REF_NUM,
+        Tag.SAR_TOTAL_SEGMENTS,
+        Tag.SAR_SEGMENT_SEQNUM,
+        Tag.SOURCE_PORT,
+        Tag.DESTINATION_PORT,
+        Tag.USER_MESSAGE_REFERENCE,
+        Tag.LANGUAGE_INDICATOR,
+        Tag.PAYLOAD_TYPE,
+        Tag.MS_VALIDITY,
+    }
+)
+
+
+def as_submit(pdu: P.Pdu) -> P.Pdu:
+    """data_sm carries the same message as submit_sm with fewer fields; treat them alike."""
+    if pdu.command_id == CommandId.DATA_SM:
+        return pdu
+    return pdu
+
+
+def with_source(pdu: P.SubmitSm, ton: int, npi: int) -> P.SubmitSm:
+    """The part as a given connector wants its source TON/NPI."""
+    if pdu.source_addr_ton == ton and pdu.source_addr_npi == npi:
+        return pdu
+    return replace(pdu, source_addr_ton=ton, source_addr_npi=npi)

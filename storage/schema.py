@@ -1,0 +1,118 @@
+"""The database schema (SQLAlchemy Core tables). Alembic migrations create it.
+
+Personal data never sits in clear: destination numbers and message bodies are AES-GCM
+tokens (``*_enc`` columns, see ``crypto.py``), and look-ups by number use a keyed hash
+(``dest_hash``). Times are UNIX seconds as floats: one representation for SQLite and
+PostgreSQL, cheap to compare, no time-zone ambiguity.
+
+Tables:
+- ``messages``: one row per partner message (our 64-bit id), its final state and receipt
+  wishes;
+- ``parts``: one row per segment sent upstream — also the durable MT queue (``state``,
+  ``next_attempt_at``) and the receipt correlation key ``(connector, upstream_id)``;
+- ``outbox``: everything owed to a partner (receipts, MO) until the partner acknowledged it;
+- ``early_receipts``: upstream receipts that arrived before the ``submit_sm_resp`` that
+  tells us which message they belong to;
+- ``meta``: small facts about the database itself (schema, key fingerprint).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+# parts.state values besides the final MessageState values (2..5, 8) reused as-is.
+PART_QUEUED = 0  # waiting to be sent (possibly until next_attempt_at / not_before)
+PART_SENDING = 1  # handed to a connector, no submit_sm_resp yet
+PART_SUBMITTED = 10  # upstream accepted it (ENROUTE); waiting for its receipt
+PART_PENDING_STATES = (PART_QUEUED, PART_SENDING)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("account", String(16), nullable=False),
+    Column("category", String(10), nullable=False),
+    Column("source_addr", String(21), nullable=False),  # a sender ID or short code: not personal
+    Column("source_ton", SmallInteger, nullable=False),
+    Column("source_npi", SmallInteger, nullable=False),
+    Column("dest_hash", LargeBinary(16), nullable=False),
+    Column("dest_enc", LargeBinary, nullable=False),
+    Column("data_coding", SmallInteger, nullable=False),
+    Column("registered_delivery", SmallInteger, nullable=False),
+    Column("priority", SmallInteger, nullable=False, default=0),
+    Column("parts_total", SmallInteger, nullable=False),
+    Column("state", SmallInteger, nullable=False),  # protocol.constants.MessageState
+    Column("error", Integer, nullable=False, default=0),  # upstream error code, if any
+    Column("submitted_at", Float, nullable=False),
+    Column("not_before", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("done_at", Float, nullable=True),
+    Column("connector", String(64), nullable=True),  # last connector that carried it
+    Index("ix_messages_submitted_at", "submitted_at"),
+    Index("ix_messages_account_dest", "account", "dest_hash"),
+)
+
+parts = Table(
+    "parts",
+    metadata,
+    Column("message_id", BigInteger, nullable=False),
+    Column("part_no", SmallInteger, nullable=False),
+    Column("pdu_enc", LargeBinary, nullable=False),  # the upstream submit_sm, encrypted
+    Column("state", SmallInteger, nullable=False),
+    Column("connector", String(64), nullable=True),
+    Column("upstream_id", String(65), nullable=True),  # normalised per the connector's setting
+    Column("attempts", SmallInteger, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    PrimaryKeyConstraint("message_id", "part_no"),
+    Index("ix_parts_upstream", "connector", "upstream_id"),
+    Index("ix_parts_queue", "state", "next_attempt_at"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # time-ordered, from ids.py
+    Column("account", String(16), nullable=False),
+    Column("kind", SmallInteger, nullable=False),  # OUTBOX_RECEIPT | OUTBOX_MO
+    Column("message_id", BigInteger, nullable=True),
+    Column("pdu_enc", LargeBinary, nullable=False),  # the deliver_sm to send, encrypted
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_outbox_account", "account", "id"),
+)
+
+OUTBOX_RECEIPT = 1
+OUTBOX_MO = 2
+
+early_receipts = Table(
+    "early_receipts",
+    metadata,
+    Column("connector", String(64), nullable=False),
+    Column("upstream_id", String(65), nullable=False),
+    Column("pdu_enc", LargeBinary, nullable=False),
+    Column("received_at", Float, nullable=False),
+    PrimaryKeyConstraint("connector", "upstream_id"),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)

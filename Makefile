@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/smscenter.example.toml
+SIM_LISTEN ?= 127.0.0.1:2776
 
 .PHONY: venv install install-test run test bench clean
 
@@ -16,8 +17,12 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 
+# The server, with the demo upstream SMSC (simulate-smsc) beside it on $(SIM_LISTEN), where the
+# example config's connector binds; the simulator is stopped when the server exits.
 run: install
 	mkdir -p var
+	$(BIN)/smscenter simulate-smsc --listen $(SIM_LISTEN) & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/smscenter run -c $(CONFIG)
 
 test: install-test
@@ -25,6 +30,12 @@ test: install-test
 
 bench: install
 	$(BIN)/python -m protocol.bench
+
+# Session overhead: our partner server vs a minimal sink, both driven by smpp34 clients
+# (python -m smscenter.bench_sessions --help; e.g. make bench-sessions BENCH_ARGS="--messages 20000").
+.PHONY: bench-sessions
+bench-sessions: install
+	$(BIN)/python -m smscenter.bench_sessions $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -1,4 +1,6 @@
-"""The ``smscenter`` command line: ``run``, ``check-config``, ``hash-password``.
+"""The ``smscenter`` command line: ``run``, ``check-config``, ``hash-password``, and the
+demo/admin tools ``simulate-smsc`` (an upstream SMSC simulator) and ``send`` (submit one SMS
+and wait for its receipt).
 
 Why the exit codes: systemd and scripts act on them. 0 is success, 2 is "your input is wrong"
 (bad config, bad arguments, empty password) and nothing was started, 1 is anything else.
@@ -104,6 +106,69 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_simulate_smsc(args: argparse.Namespace) -> int:
+    import signal
+
+    from .logs import configure_logging
+    from .simulator import SimulatedSmsc, run_simulator
+
+    configure_logging(args.log_level, "console")
+    host, port = args.listen
+    try:
+        smsc = SimulatedSmsc(
+            host,
+            port,
+            delay=args.delay,
+            outcomes=args.outcomes,
+            id_format=args.id_format,
+            receipt_id_format=args.receipt_id_format,
+            seed=args.seed,
+            system_id=args.system_id,
+            password=args.password,
+            server_system_id=args.server_system_id,
+            window=args.window,
+        )
+    except ValueError as exc:
+        _err(f"smscenter simulate-smsc: {exc}")
+        return EXIT_USAGE
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_simulator(smsc, stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:  # address in use, cannot bind the port
+        _err(f"smscenter simulate-smsc: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from .sendtool import main as send_main
+
+    return send_main(args)
+
+
+def _simulator_type(parser_name: str, what: str):
+    """An argparse ``type=`` from a ``smscenter.simulator`` parser raising ValueError (bad
+    values exit 2). Imported on use: the other verbs do not need asyncio and the link."""
+
+    def convert(text: str):
+        from . import simulator
+
+        try:
+            return getattr(simulator, parser_name)(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = what
+    return convert
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smscenter", description="Carrier-side SMPP 3.4 connectivity server."
@@ -126,6 +191,47 @@ def _parser() -> argparse.ArgumentParser:
         help="read a password on stdin, print its scrypt hash for an [[account]] password",
     )
     hashpw.set_defaults(func=_cmd_hash_password)
+
+    sim = verbs.add_parser(
+        "simulate-smsc",
+        help="run a demo upstream SMSC that answers submits and sends receipts",
+        description="A demo upstream SMSC: accepts binds, answers submit_sm with its own ids and "
+        "sends a delivery receipt (deliver_sm) after a delay, on a receiver/transceiver bind of "
+        "the same system_id; receipts for an unbound system_id are held until it binds. Runs "
+        "until SIGTERM or SIGINT.",
+    )
+    sim.add_argument("--listen", type=_simulator_type("parse_address", "address"), default=("127.0.0.1", 2776),
+                     metavar="HOST:PORT", help="where to listen (default 127.0.0.1:2776)")
+    sim.add_argument("--delay", type=_simulator_type("parse_delay", "delay"), default=(2.0, 2.0), metavar="DURATION",
+                     help='submit to receipt: "2s" (default) or a uniform range "0.5s-3s"')
+    sim.add_argument("--outcomes", type=_simulator_type("parse_outcomes", "outcomes"),
+                     default="DELIVRD=90,UNDELIV=8,REJECTD=2", metavar="STAT=WEIGHT,...",
+                     help="weighted receipt outcomes (default DELIVRD=90,UNDELIV=8,REJECTD=2)")
+    sim.add_argument("--id-format", choices=("decimal", "hex"), default="decimal",
+                     help="message ids in submit_sm_resp (default decimal)")
+    sim.add_argument("--receipt-id-format", choices=("same", "decimal", "hex"), default="same",
+                     help="ids in receipts: same as submit_sm_resp (default), or decimal/hex to "
+                     "simulate the hex/decimal mix-up")
+    sim.add_argument("--seed", type=int, default=None, help="seed for ids, outcomes and delays")
+    sim.add_argument("--system-id", default=None, help="accept only this system_id (default: any)")
+    sim.add_argument("--password", default=None, help="accept only this password (default: any)")
+    sim.add_argument("--server-system-id", default="SIMSMSC", help="system_id in our bind responses")
+    sim.add_argument("--window", type=int, default=64, help="receipts in flight per bind (default 64)")
+    sim.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    sim.set_defaults(func=_cmd_simulate_smsc)
+
+    from .sendtool import add_arguments as add_send_arguments
+
+    send = verbs.add_parser(
+        "send",
+        help="bind with smpplib, submit one SMS, print the response and wait for the receipt",
+        description="Bind as transceiver (with smpplib), submit one SMS (split into parts when "
+        "long), print each submit_sm_resp, wait for the receipts. Exit 0 when delivered, 1 on a "
+        "refused submit, a failed receipt or a timeout, 2 on bad arguments, no connection or a "
+        "refused bind.",
+    )
+    add_send_arguments(send)
+    send.set_defaults(func=_cmd_send)
     return parser
 
 

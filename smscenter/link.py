@@ -31,6 +31,7 @@ import structlog
 from protocol import pdu as P
 from protocol.constants import CommandId
 from protocol.errors import LocalProtocolError
+from protocol.states import WINDOW_EXEMPT
 from protocol.session import (
     InvalidPdu,
     LateResponse,
@@ -264,7 +265,7 @@ class Link(asyncio.Protocol):
             return  # the peer left; it will resubmit what it did not get an answer for
         was_bound = self.is_bound
         self._send(response)
-        if was_bound != self.is_bound:
+        if was_bound != self.is_bound or not self.is_bound:  # bound, or a bind refused
             self._arm_timer()
         if self._unbind_request is not None:
             self._maybe_finish_unbind(force=False)
@@ -285,7 +286,8 @@ class Link(asyncio.Protocol):
         Waits for a window slot first. Raises ``ResponseTimeout`` if the peer does not answer
         in time and ``LinkClosed`` if the connection goes away.
         """
-        await self.wait_window()
+        if pdu.command_id not in WINDOW_EXEMPT:  # keep-alive and unbind never wait
+            await self.wait_window()
         return await self.request_nowait(pdu)
 
     async def wait_window(self) -> None:
@@ -388,7 +390,7 @@ class Link(asyncio.Protocol):
         deadlines = [self._last_received + self.inactivity_timeout]
         if self.is_bound:
             deadlines.append(max(self._last_received, self._last_sent) + self.enquire_link_interval)
-        elif self.bind_timeout is not None:
+        elif self.bind_timeout is not None and not self.session.pending:  # not while we answer a bind
             deadlines.append(self._opened_at + self.bind_timeout)
         if self._unbind_request is not None:
             deadlines.append(self._unbind_at + self.session.response_timeout)
@@ -415,7 +417,8 @@ class Link(asyncio.Protocol):
             log.info("inactivity_timeout", link=self.name, peer=self.peer[0])
             self.close(TimeoutError("inactivity timeout"))
             return
-        if not self.is_bound and self.bind_timeout is not None and now - self._opened_at >= self.bind_timeout:
+        if (not self.is_bound and self.bind_timeout is not None and not self.session.pending
+                and now - self._opened_at >= self.bind_timeout):
             log.info("bind_timeout", link=self.name, peer=self.peer[0])
             self.close(TimeoutError("bind timeout"))
             return

@@ -1,0 +1,674 @@
+"""Send windows: when marketing may go to a number, in the recipient's local time.
+
+Pure: no I/O and no clock reads — every question takes ``now`` (an aware datetime) and every
+answer is an aware UTC datetime.
+
+**Rules** (:class:`WindowRule`, from text with :func:`parse_rule`)::
+
+    seed                                   = mon-sat 08:00-20:00, no holidays  (the seed note)
+    af2m-2026                              = mon-sat 08:00-21:30, no holidays  (AF2M 2026 charter)
+    always                                 = every day, all day, holidays too
+    mon-fri 09:00-12:00 14:00-18:00        two ranges a day (holidays closed: the default)
+    mon,wed,fri 10:00-16:00, holidays      open on public holidays too
+
+Days are ``mon tue wed thu fri sat sun`` (or full English names), single or ``a-b`` ranges
+(``fri-mon`` wraps round the week), joined by commas; ``daily`` is every day. Times are
+``HH:MM`` 24-hour; a range's end is exclusive and may be ``24:00``; ranges in a day must not
+overlap (adjacent ranges are merged) and cannot cross midnight (write two days' ranges
+instead). The optional last clause (comma optional) is ``, no holidays`` (closed on public
+holidays — also what a rule without the clause means, since the seed forbids marketing on
+holidays) or ``, holidays`` (open on them). Anything else raises :class:`WindowRuleError`
+saying what is wrong.
+
+**Countries** (ISO region of the number, :func:`routing.numbers.country_of`):
+
+=======  ======================  ======================================================
+country  zone                    public holidays (``holidays`` package)
+=======  ======================  ======================================================
+FR       Europe/Paris            France; with ``alsace_moselle=True`` subdiv "57" (adds
+                                 Good Friday and 26 December — a number does not tell
+                                 the region, so it applies to every +33 number)
+RE       Indian/Reunion          France subdiv "974": + 20 December (abolition of slavery)
+YT       Indian/Mayotte          France subdiv "976": + 27 April
+GP       America/Guadeloupe      France subdiv "971": + 27 May, and what the package adds
+                                 there (Good Friday, Mi-Carême, 21 July Victor Schœlcher)
+MQ       America/Martinique      France subdiv "972": + 22 May, 21 July
+GF       America/Cayenne         France subdiv "973": + 10 June
+PM/BL/MF America/Miquelon,       France subdiv "PM" / "BL" (+ 9 October) /
+         St_Barthelemy, Marigot  "MF" (+ 28 May, 21 July)
+BE       Europe/Brussels         Belgium (incl. 21 July, National Day)
+CH       Europe/Zurich           Switzerland (federal days only; cantons differ)
+others   phonenumbers' zone for  ``holidays.country_holidays(country)`` when the package
+         the number when it      knows the country, else none (days and hours only)
+         names exactly one, else
+         ``default_zone`` (UTC)
+=======  ======================  ======================================================
+
+The French calendar is the legal public holidays (Code du travail L3133-1) as the package gives
+them: 1 Jan, Easter Monday, 1 May, 8 May, Ascension, **Whit Monday (included**, as "Pentecost
+Monday": it is a legal public holiday even where it is worked as the "journée de
+solidarité"), 14 July, 15 Aug, 1 Nov, 11 Nov, 25 Dec.
+
+**Default rules** (:data:`DEFAULT_RULES`): the seed rule for FR, BE and the French overseas
+departments and collectivities (RE, YT, GP, MQ, GF, PM, BL, MF), and for ``"*"``, the rule of
+every other country and of numbers with no known country (the conservative choice: the seed
+calls marketing outside these hours illegal, and nothing says other countries are laxer).
+Configured rules are laid over the defaults, so a config may set only ``"*" = "always"`` and
+keep the seed for FR and BE.
+
+**Time zones and DST.** Windows are wall-clock times in the recipient's zone (``zoneinfo``):
+the opening at local 08:00 on a DST change day is the real local 08:00. A wall time skipped by
+a spring-forward gap opens at the transition; a wall time repeated by a fall-back is in the
+window both times. (At most one offset change per local day is looked for: true of every
+real zone in the horizon we search.)
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+from phonenumbers import timezone as pn_timezone
+
+from .numbers import country_of
+
+__all__ = [
+    "ALWAYS",
+    "AF2M_2026",
+    "DEFAULT_RULES",
+    "DEFAULT_KEY",
+    "FRENCH_OVERSEAS",
+    "HORIZON_DAYS",
+    "PRESETS",
+    "SEED",
+    "Decision",
+    "SendWindows",
+    "WindowNeverOpens",
+    "WindowRule",
+    "WindowRuleError",
+    "parse_rule",
+]
+
+MINUTES_PER_DAY = 24 * 60
+HORIZON_DAYS = 400
+"""How far ahead ``next_opening`` and ``closes_at`` look (local days)."""
+
+DEFAULT_KEY = "*"
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAMES = {
+    **{name: i for i, name in enumerate(WEEKDAYS)},
+    **{
+        name: i
+        for i, name in enumerate(
+            ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+        )
+    },
+}
+
+FRENCH_OVERSEAS = frozenset({"RE", "YT", "GP", "MQ", "GF", "PM", "BL", "MF"})
+"""French overseas departments and collectivities in the French numbering plan."""
+
+ZONES: dict[str, str] = {
+    "FR": "Europe/Paris",
+    "RE": "Indian/Reunion",
+    "YT": "Indian/Mayotte",
+    "GP": "America/Guadeloupe",
+    "MQ": "America/Martinique",
+    "GF": "America/Cayenne",
+    "PM": "America/Miquelon",
+    "BL": "America/St_Barthelemy",
+    "MF": "America/Marigot",
+    "BE": "Europe/Brussels",
+    "CH": "Europe/Zurich",
+}
+"""Fixed zones; phonenumbers gives "Etc/Unknown" for PM and two zones for +262."""
+
+_FRANCE_SUBDIVS = {
+    "RE": "974",
+    "YT": "976",
+    "GP": "971",
+    "MQ": "972",
+    "GF": "973",
+    "PM": "PM",
+    "BL": "BL",
+    "MF": "MF",
+}
+ALSACE_MOSELLE_SUBDIV = "57"  # "6AE" (Alsace) has the same days
+
+
+class WindowRuleError(ValueError):
+    """A window rule that does not parse or makes no sense; the message says why."""
+
+
+class WindowNeverOpens(ValueError):
+    """The rule has no opening within :data:`HORIZON_DAYS` days."""
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRule:
+    """When marketing may go: on ``days`` (0=Monday … 6=Sunday), within ``ranges`` (minutes
+    since local midnight, ``(start, end)`` with end exclusive, sorted, non-overlapping,
+    0 ≤ start < end ≤ 1440), and on public holidays only if not ``holidays_closed``."""
+
+    days: frozenset[int]
+    ranges: tuple[tuple[int, int], ...]
+    holidays_closed: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "days", frozenset(self.days))
+        object.__setattr__(self, "ranges", tuple((int(s), int(e)) for s, e in self.ranges))
+        if not self.days:
+            raise WindowRuleError("a window rule needs at least one day")
+        if not self.ranges:
+            raise WindowRuleError("a window rule needs at least one time range")
+        if not self.days <= frozenset(range(7)):
+            raise WindowRuleError(f"weekdays are 0 (Monday) to 6 (Sunday), not {set(self.days)}")
+        previous_end = -1
+        for start, end in self.ranges:
+            if not 0 <= start < end <= MINUTES_PER_DAY:
+                raise WindowRuleError(f"invalid range {_hhmm(start)}-{_hhmm(end)}")
+            if start < previous_end:
+                raise WindowRuleError(
+                    f"ranges overlap or are not sorted at {_hhmm(start)}-{_hhmm(end)}"
+                )
+            previous_end = end
+
+    @property
+    def always(self) -> bool:
+        """Open at every instant."""
+        return (
+            len(self.days) == 7
+            and self.ranges == ((0, MINUTES_PER_DAY),)
+            and not self.holidays_closed
+        )
+
+    def open_on(self, weekday: int, is_holiday: bool) -> bool:
+        """Whether the day has any window at all."""
+        return weekday in self.days and not (is_holiday and self.holidays_closed)
+
+    def __str__(self) -> str:
+        """Canonical text; ``parse_rule(str(rule)) == rule``."""
+        if self.always:
+            return "always"
+        ranges = " ".join(f"{_hhmm(s)}-{_hhmm(e)}" for s, e in self.ranges)
+        tail = "no holidays" if self.holidays_closed else "holidays"
+        return f"{_format_days(self.days)} {ranges}, {tail}"
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _format_days(days: frozenset[int]) -> str:
+    if len(days) == 7:
+        return "mon-sun"
+    runs: list[tuple[int, int]] = []
+    for day in sorted(days):
+        if runs and runs[-1][1] == day - 1:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    if len(runs) > 1 and runs[0][0] == 0 and runs[-1][1] == 6:  # wrap: fri-mon
+        first = runs.pop(0)
+        runs[-1] = (runs[-1][0], first[1])
+    parts = []
+    for a, b in runs:
+        if a == b:
+            parts.append(WEEKDAYS[a])
+        else:
+            parts.append(f"{WEEKDAYS[a]}-{WEEKDAYS[b]}")
+    return ",".join(parts)
+
+
+SEED = WindowRule(frozenset(range(6)), ((8 * 60, 20 * 60),), True)
+"""The seed note's rule: no marketing 20:00–08:00, on Sundays or on public holidays."""
+AF2M_2026 = WindowRule(frozenset(range(6)), ((8 * 60, 21 * 60 + 30),), True)
+"""The AF2M 2026 charter: 08:00–21:30, Monday to Saturday, not on public holidays."""
+ALWAYS = WindowRule(frozenset(range(7)), ((0, MINUTES_PER_DAY),), False)
+
+PRESETS: dict[str, WindowRule] = {"seed": SEED, "af2m-2026": AF2M_2026, "always": ALWAYS}
+
+DEFAULT_RULES: dict[str, WindowRule] = {
+    **dict.fromkeys(("FR", "BE", *sorted(FRENCH_OVERSEAS)), SEED),
+    DEFAULT_KEY: SEED,
+}
+
+_HOLIDAY_CLAUSES = {
+    "no holidays": True,
+    "not on holidays": True,
+    "holidays closed": True,
+    "closed on holidays": True,
+    "holidays": False,
+    "holidays open": False,
+    "open on holidays": False,
+}
+_CLAUSE_RE = re.compile(r",\s*([^,\d]*?)\s*$")
+_KNOWN_CLAUSE_RE = re.compile(
+    r"(?:,|\s)\s*(" + "|".join(c.replace(" ", r"\s+") for c in _HOLIDAY_CLAUSES) + r")\s*$"
+)
+_TIME_RE = re.compile(r"(\d{1,2}):(\d{2})")
+_RANGE_RE = re.compile(r"([^\s,-]+)-([^\s,-]+)")
+
+
+def parse_rule(text: str) -> WindowRule:
+    """A :class:`WindowRule` from its text (see the module notes), or a preset name
+    (``seed``, ``af2m-2026``, ``always``). Raises :class:`WindowRuleError`."""
+    if not isinstance(text, str):
+        raise WindowRuleError(f"a window rule is a string, not {type(text).__name__}")
+    source = " ".join(text.split())
+    body = source.lower()
+    if not body:
+        raise WindowRuleError("empty window rule")
+    if body in PRESETS:
+        return PRESETS[body]
+
+    holidays_closed = True
+    known = _KNOWN_CLAUSE_RE.search(body)
+    if known and _TIME_RE.search(body[: known.start()]):
+        holidays_closed = _HOLIDAY_CLAUSES[" ".join(known.group(1).split())]
+        body = body[: known.start()].rstrip()
+    else:
+        clause = _CLAUSE_RE.search(body)
+        if clause and _TIME_RE.search(body[: clause.start()]):
+            raise WindowRuleError(
+                f"unknown clause {clause.group(1)!r} in {source!r}:"
+                " expected 'no holidays' or 'holidays'"
+            )
+
+    first_time = _TIME_RE.search(body)
+    if first_time is None:
+        raise WindowRuleError(
+            f"no time range in {source!r}: expected e.g. 'mon-sat 08:00-20:00, no holidays'"
+        )
+    day_text, range_text = body[: first_time.start()].strip(), body[first_time.start() :]
+    ranges = _parse_ranges(range_text, source)
+    if not day_text:
+        raise WindowRuleError(f"no days in {source!r}: expected e.g. 'mon-sat 08:00-20:00'")
+    days = _parse_days(day_text, source)
+    return WindowRule(days, ranges, holidays_closed)
+
+
+def _parse_days(text: str, source: str) -> frozenset[int]:
+    if text in ("daily", "every day", "all"):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for item in re.split(r"\s*,\s*", text):
+        ends = [part.strip() for part in item.split("-")]
+        if not 1 <= len(ends) <= 2 or not all(ends):
+            raise WindowRuleError(f"cannot read days {item!r} in {source!r}")
+        numbers = []
+        for name in ends:
+            if name not in _DAY_NAMES:
+                raise WindowRuleError(
+                    f"unknown weekday {name!r} in {source!r}: use {', '.join(WEEKDAYS)}"
+                )
+            numbers.append(_DAY_NAMES[name])
+        first, last = numbers[0], numbers[-1]
+        day = first
+        days.add(day)
+        while day != last:  # "fri-mon" wraps round the week
+            day = (day + 1) % 7
+            days.add(day)
+    return frozenset(days)
+
+
+def _parse_minute(token: str, source: str, *, is_end: bool) -> int:
+    match = _TIME_RE.fullmatch(token)
+    if match is None:
+        raise WindowRuleError(f"cannot read time {token!r} in {source!r}: expected HH:MM")
+    hours, minutes = int(match.group(1)), int(match.group(2))
+    if minutes >= 60:
+        raise WindowRuleError(f"minutes past 59 in {token!r} in {source!r}")
+    value = hours * 60 + minutes
+    if value > MINUTES_PER_DAY:
+        raise WindowRuleError(f"time {token!r} is past 24:00 in {source!r}")
+    if value == MINUTES_PER_DAY and not is_end:
+        raise WindowRuleError(f"a range cannot start at {token!r} in {source!r}")
+    return value
+
+
+def _parse_ranges(text: str, source: str) -> tuple[tuple[int, int], ...]:
+    tokens = [t for t in re.split(r"[\s,]+", text) if t]
+    ranges: list[tuple[int, int]] = []
+    for token in tokens:
+        match = _RANGE_RE.fullmatch(token)
+        if match is None:
+            raise WindowRuleError(
+                f"cannot read time range {token!r} in {source!r}: expected HH:MM-HH:MM"
+            )
+        start = _parse_minute(match.group(1), source, is_end=False)
+        end = _parse_minute(match.group(2), source, is_end=True)
+        if start >= end:
+            raise WindowRuleError(
+                f"range {token!r} in {source!r} does not end after it starts"
+                " (ranges cannot cross midnight: split them by day)"
+            )
+        ranges.append((start, end))
+    ranges.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in ranges:
+        if merged and start < merged[-1][1]:
+            prev = merged[-1]
+            raise WindowRuleError(
+                f"ranges {_hhmm(prev[0])}-{_hhmm(prev[1])} and {_hhmm(start)}-{_hhmm(end)}"
+                f" overlap in {source!r}"
+            )
+        if merged and start == merged[-1][1]:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether marketing may go now to a number, and if not, when."""
+
+    open: bool
+    next_open: datetime | None  # aware UTC, when closed
+    country: str | None
+    zone: str
+    rule_key: str  # the key of the rule applied: a country code or "*"
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    country: str | None
+    zone: ZoneInfo
+    rule_key: str
+    rule: WindowRule
+    calendar: Any  # holidays.HolidayBase | None
+
+
+class SendWindows:
+    """The send-window policy for all countries.
+
+    ``rules`` maps ISO region codes (``"FR"``) and ``"*"`` to rules (a :class:`WindowRule` or
+    its text); they are laid over :data:`DEFAULT_RULES`. ``alsace_moselle`` adds the
+    Alsace-Moselle holidays to every FR number. ``default_zone`` is the zone of numbers
+    whose zone is unknown or ambiguous.
+    """
+
+    def __init__(
+        self,
+        rules: dict[str, WindowRule | str] | None = None,
+        *,
+        alsace_moselle: bool = False,
+        default_zone: str = "UTC",
+    ) -> None:
+        merged: dict[str, WindowRule] = dict(DEFAULT_RULES)
+        for key, rule in (rules or {}).items():
+            if key != DEFAULT_KEY and not re.fullmatch(r"[A-Z]{2}", key):
+                raise WindowRuleError(
+                    f"rule key {key!r} is not an ISO country code (\"FR\") or \"*\""
+                )
+            if isinstance(rule, str):
+                try:
+                    rule = parse_rule(rule)
+                except WindowRuleError as exc:
+                    raise WindowRuleError(f"rule for {key!r}: {exc}") from None
+            elif not isinstance(rule, WindowRule):
+                raise WindowRuleError(f"rule for {key!r} is not a window rule: {rule!r}")
+            merged[key] = rule
+        self.rules: dict[str, WindowRule] = merged
+        self.alsace_moselle = alsace_moselle
+        try:
+            self.default_zone = ZoneInfo(default_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise WindowRuleError(f"unknown time zone {default_zone!r}") from None
+        self._calendars: dict[str, Any] = {}
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def rule_for(self, country: str | None) -> tuple[str, WindowRule]:
+        """(key, rule) applied to a country (``None``: unknown country → ``"*"``)."""
+        if country is not None and country in self.rules:
+            return country, self.rules[country]
+        return DEFAULT_KEY, self.rules[DEFAULT_KEY]
+
+    def zone_for(self, e164: str, country: str | None = None) -> ZoneInfo:
+        """The recipient's zone (see the module notes)."""
+        if country is None:
+            country = country_of(e164)
+        if country in ZONES:
+            return ZoneInfo(ZONES[country])
+        name = _zone_of_number(e164)
+        return ZoneInfo(name) if name else self.default_zone
+
+    def country_zone(self, country: str | None) -> ZoneInfo:
+        """The zone of a country without a number (e.g. for the CLI): the fixed table, else
+        phonenumbers' zone for the country's example mobile number if it names one."""
+        if country in ZONES:
+            return ZoneInfo(ZONES[country])
+        name = _zone_of_country(country) if country else None
+        return ZoneInfo(name) if name else self.default_zone
+
+    def calendar(self, country: str | None) -> Any:
+        """The ``holidays`` calendar of a country, or None if the package has none."""
+        if country is None:
+            return None
+        try:
+            return self._calendars[country]
+        except KeyError:
+            pass
+        calendar: Any
+        if country == "FR":
+            subdiv = ALSACE_MOSELLE_SUBDIV if self.alsace_moselle else None
+            calendar = holidays.France(subdiv=subdiv)
+        elif country in _FRANCE_SUBDIVS:
+            calendar = holidays.France(subdiv=_FRANCE_SUBDIVS[country])
+        elif country == "BE":
+            calendar = holidays.Belgium()
+        else:
+            try:
+                calendar = holidays.country_holidays(country)
+            except NotImplementedError:
+                calendar = None
+        self._calendars[country] = calendar
+        return calendar
+
+    def holiday(self, country: str | None, day: date) -> str | None:
+        """The name of the public holiday on ``day`` in ``country``, if any."""
+        calendar = self.calendar(country)
+        return calendar.get(day) if calendar is not None else None
+
+    def _place(self, e164: str) -> _Place:
+        country = country_of(e164)
+        key, rule = self.rule_for(country)
+        return _Place(country, self.zone_for(e164, country), key, rule, self.calendar(country))
+
+    def _country_place(self, country: str | None) -> _Place:
+        key, rule = self.rule_for(country)
+        return _Place(country, self.country_zone(country), key, rule, self.calendar(country))
+
+    # -- questions ------------------------------------------------------------------------
+
+    def decide(self, e164: str, now: datetime) -> Decision:
+        """Open now? If not, the next opening. ``now`` must be aware."""
+        return self._decide(self._place(e164), _utc(now))
+
+    def decide_country(self, country: str | None, now: datetime) -> Decision:
+        """As :meth:`decide` for a country rather than a number (the CLI's question)."""
+        return self._decide(self._country_place(country), _utc(now))
+
+    def is_open(self, e164: str, now: datetime) -> bool:
+        return _is_open(self._place(e164), _utc(now))
+
+    def next_opening(self, e164: str, now: datetime) -> datetime:
+        """The first instant ≥ ``now`` when marketing may go (``now`` itself when open), as
+        aware UTC. Raises :class:`WindowNeverOpens` past :data:`HORIZON_DAYS`."""
+        return _next_opening(self._place(e164), _utc(now))
+
+    def closes_at(self, e164: str, now: datetime) -> datetime | None:
+        """When the window open at ``now`` closes (aware UTC): None if closed at ``now``, or
+        if it does not close within :data:`HORIZON_DAYS` (e.g. ``always``)."""
+        place = self._place(e164)
+        now = _utc(now)
+        if not _is_open(place, now):
+            return None
+        return _scan(place, now, want_open=False)
+
+    def _decide(self, place: _Place, now: datetime) -> Decision:
+        is_open = _is_open(place, now)
+        return Decision(
+            open=is_open,
+            next_open=None if is_open else _next_opening(place, now),
+            country=place.country,
+            zone=place.zone.key,
+            rule_key=place.rule_key,
+        )
+
+
+# --- the computation -------------------------------------------------------------------------
+
+
+def _utc(now: datetime) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
+    return now.astimezone(UTC)
+
+
+def _day_open(place: _Place, day: date) -> bool:
+    is_holiday = place.rule.holidays_closed and place.calendar is not None and day in place.calendar
+    return place.rule.open_on(day.weekday(), is_holiday)
+
+
+def _is_open(place: _Place, instant: datetime) -> bool:
+    local = instant.astimezone(place.zone)
+    if not _day_open(place, local.date()):
+        return False
+    micros = ((local.hour * 60 + local.minute) * 60 + local.second) * 1_000_000 + local.microsecond
+    return any(s * 60_000_000 <= micros < e * 60_000_000 for s, e in place.rule.ranges)
+
+
+def _next_opening(place: _Place, now: datetime) -> datetime:
+    if _is_open(place, now):
+        return now
+    found = _scan(place, now, want_open=True)
+    if found is None:
+        raise WindowNeverOpens(
+            f"rule {place.rule_key!r} ({place.rule}) does not open within {HORIZON_DAYS} days"
+        )
+    return found
+
+
+def _scan(place: _Place, now: datetime, *, want_open: bool) -> datetime | None:
+    """The first instant > now (≥ now) where openness becomes ``want_open``.
+
+    Openness only changes where the wall clock reaches a range's start or end (at either
+    fold; for a wall time skipped by a DST gap, at the transition), or at a DST transition
+    itself. Those candidates are generated local day by local day and checked in time order;
+    a candidate for a later local day is never earlier than two days before that day's
+    midnight (as UTC), which bounds what may be checked before the next day is generated.
+    """
+    zone = place.zone
+    first_day = now.astimezone(zone).date() - timedelta(days=1)
+    heap: list[datetime] = []
+    seen: set[datetime] = set()
+
+    def push(instant: datetime) -> None:
+        if instant >= now and instant not in seen:
+            seen.add(instant)
+            heapq.heappush(heap, instant)
+
+    for offset in range(HORIZON_DAYS + 2):
+        day = first_day + timedelta(days=offset)
+        if _day_open(place, day):
+            for start, end in place.rule.ranges:
+                for instant in _wall_instants(day, start if want_open else end, zone):
+                    push(instant)
+        transition = _transition_in(day, zone)
+        if transition is not None:
+            push(transition)
+        bound = datetime.combine(day + timedelta(days=1), time(), UTC) - timedelta(days=2)
+        while heap and heap[0] < bound:
+            candidate = heapq.heappop(heap)
+            if _is_open(place, candidate) == want_open:
+                return candidate
+    while heap:
+        candidate = heapq.heappop(heap)
+        if _is_open(place, candidate) == want_open:
+            return candidate
+    return None
+
+
+def _wall_instants(day: date, minute: int, zone: ZoneInfo) -> list[datetime]:
+    """UTC instants at which the wall clock in ``zone`` reaches ``minute`` past midnight of
+    ``day`` (1440 is the next midnight): one normally, two in a fall-back repeat, and for a
+    time skipped by a spring-forward gap, the transition instant."""
+    naive = datetime.combine(day, time()) + timedelta(minutes=minute)
+    early = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    late = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if early.astimezone(zone).replace(tzinfo=None) == naive:
+        return [early] if early == late else sorted({early, late})
+    # In a gap: fold=0 reads it with the offset before (later instant), fold=1 with the
+    # offset after (earlier instant); the transition lies between.
+    lo, hi = min(early, late), max(early, late)
+    return [_first_with_offset(lo, hi, zone, hi.astimezone(zone).utcoffset())]
+
+
+def _transition_in(day: date, zone: ZoneInfo) -> datetime | None:
+    """The UTC instant of an offset change around local ``day`` (±1 hour), if any."""
+    lo = datetime.combine(day, time(), zone).astimezone(UTC) - timedelta(hours=1)
+    hi = datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC) + timedelta(
+        hours=1
+    )
+    after = hi.astimezone(zone).utcoffset()
+    if lo.astimezone(zone).utcoffset() == after:
+        return None
+    return _first_with_offset(lo, hi, zone, after)
+
+
+def _first_with_offset(lo: datetime, hi: datetime, zone: ZoneInfo, offset: Any) -> datetime:
+    """Binary search (to the second) for the first instant in (lo, hi] with ``offset``,
+    ``hi`` having it."""
+    lo_s, hi_s = int(lo.timestamp()), int(hi.timestamp())
+    while hi_s - lo_s > 1:
+        mid = (lo_s + hi_s) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(zone).utcoffset() == offset:
+            hi_s = mid
+        else:
+            lo_s = mid
+    return datetime.fromtimestamp(hi_s, UTC)
+
+
+@lru_cache(maxsize=4096)
+def _zone_of_number(e164: str) -> str | None:
+    try:
+        number = phonenumbers.parse(e164 if e164.startswith("+") else "+" + e164, None)
+    except NumberParseException:
+        return None
+    return _single_zone(pn_timezone.time_zones_for_number(number))
+
+
+@lru_cache(maxsize=512)
+def _zone_of_country(country: str) -> str | None:
+    number = phonenumbers.example_number_for_type(country, PhoneNumberType.MOBILE)
+    if number is None:
+        return None
+    return _single_zone(pn_timezone.time_zones_for_number(number))
+
+
+def _single_zone(names: tuple[str, ...]) -> str | None:
+    if len(names) != 1 or names[0] == pn_timezone.UNKNOWN_TIMEZONE:
+        return None
+    try:
+        ZoneInfo(names[0])
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return names[0]

@@ -16,6 +16,8 @@ Deliveries (receipts and MO) go to a ``DeliverHandler`` that answers them when s
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import random
 import ssl
 import time
@@ -25,6 +27,7 @@ import structlog
 
 from protocol import pdu as P
 from protocol.constants import CommandId, CommandStatus
+from protocol.errors import RemoteProtocolError
 from protocol.session import InvalidPdu, Role
 
 from .config import Connector as ConnectorConfig
@@ -52,6 +55,16 @@ class BindRefused(ConnectionError):
     def __init__(self, status: int) -> None:
         super().__init__(f"bind refused: {CommandStatus.name_of(status)}")
         self.status = status
+
+
+class UnreadableResponse(ResponseTimeout):
+    """The upstream answered, but its response could not be decoded. The outcome is as
+    unknown as after a timeout, so it is one (callers handle both alike)."""
+
+    def __init__(self, request: P.Pdu, error: RemoteProtocolError) -> None:
+        super().__init__(request)
+        self.args = (f"unreadable response to {type(request).__name__}: {error}",)
+        self.error = error
 
 
 class DeliverHandler(Protocol):
@@ -90,7 +103,12 @@ class Connector:
         self._stopping = False
         self._timeouts: dict[Link, int] = {}
         self._backoff_until = 0.0
-        self.stats = {"submitted": 0, "throttled": 0, "timeouts": 0, "reconnects": 0, "bind_refused": 0}
+        self._tickets = itertools.count()
+        self._gate: list[tuple[int, asyncio.Future]] = []  # (ticket, waiter): a heap
+        self._gate_busy = False
+        self._in_flight = 0  # our submits written and not yet ended
+        self.stats = {"submitted": 0, "throttled": 0, "timeouts": 0, "reconnects": 0, "bind_refused": 0,
+                      "bad_responses": 0}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -102,6 +120,7 @@ class Connector:
 
     async def stop(self, grace: float) -> None:
         self._stopping = True
+        self._signal()  # callers waiting for a bind get ConnectorDown
         for task in self._supervisors:
             task.cancel()
         await asyncio.gather(*self._supervisors, return_exceptions=True)
@@ -203,10 +222,16 @@ class Connector:
         return context
 
     # --- submitting -------------------------------------------------------------------------
+    #
+    # Every submit passes through one gate, oldest message first (a retried message keeps its
+    # place), and only the caller at the gate waits: for a bind, for a free slot in *any*
+    # bind's window, then for a token. So a request is never pinned to a bind whose window is
+    # stuck, a token is spent only at the moment its PDU is written (the rate holds on the
+    # wire), and a throttle pause stops everything, not just the callers that came later.
 
     def _pick(self) -> Link | None:
-        """The bound link with the most room in its window (None if none is bound)."""
-        best, best_free = None, -1
+        """The bound link with the most room in its window (None if none has room)."""
+        best, best_free = None, 0
         for link in self.links:
             if link.can_submit and link.is_open:
                 free = link.session.window - link.in_flight
@@ -217,40 +242,123 @@ class Connector:
     async def submit(self, pdu: P.Pdu, timeout: float | None = None) -> P.Pdu:
         """Send ``pdu`` upstream and return the response (submit_sm_resp or generic_nack).
 
-        Waits up to ``timeout`` for a bind to be up (``ConnectorDown`` after that), retries
-        congestion answers and lost connections, raises ``ResponseTimeout`` if a bound
-        upstream does not answer in time.
+        Waits up to ``timeout`` for a bind to be up (``ConnectorDown`` after that, or at
+        once when the connector is stopping), retries congestion answers and lost
+        connections, raises ``ResponseTimeout`` if a bound upstream does not answer in time
+        (``UnreadableResponse``, a subclass, if its answer cannot be decoded).
+        Callers are served in the order they called, a retry before anything newer.
         """
         deadline = None if timeout is None else self.clock() + timeout
+        ticket = next(self._tickets)
         backoff = 0.05
         while True:
-            link = self._pick()
-            if link is None:
-                await self._wait_for_bind(deadline)
-                continue
-            await self._take_token()
+            link, fut = await self._send(pdu, ticket, deadline)
             try:
-                resp = await link.request(pdu)
+                resp = await fut
             except LinkClosed:
                 continue  # another bind, or this one once reconnected
             except ResponseTimeout:
                 self.stats["timeouts"] += 1
-                count = self._timeouts[link] = self._timeouts.get(link, 0) + 1
-                if count >= MAX_TIMEOUTS:
-                    log.warning("upstream_unresponsive", connector=self.name, timeouts=count)
-                    link.close(TimeoutError("upstream stopped answering"))
+                self._count_failure(link)
                 raise
+            except RemoteProtocolError as exc:
+                self.stats["bad_responses"] += 1
+                self._count_failure(link)
+                raise UnreadableResponse(pdu, exc) from exc
             self._timeouts.pop(link, None)
             if resp.command_status in _CONGESTION:
                 self.stats["throttled"] += 1
                 self._slow_down(backoff)
-                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                continue
+                continue  # the pause is kept at the gate, for every caller
             self.stats["submitted"] += 1
             return resp
 
+    def _count_failure(self, link: Link) -> None:
+        """A request without a usable answer: after MAX_TIMEOUTS in a row, reopen the bind."""
+        count = self._timeouts[link] = self._timeouts.get(link, 0) + 1
+        if count == MAX_TIMEOUTS:
+            log.warning("upstream_unresponsive", connector=self.name, failures=count)
+            link.close(TimeoutError("upstream stopped answering"))
+
+    async def _send(self, pdu: P.Pdu, ticket: int, deadline: float | None) -> tuple[Link, asyncio.Future]:
+        """Pass the gate, then write ``pdu`` on a bind with room; return the response future."""
+        await self._enter(ticket, deadline)
+        held = True
+        try:
+            while True:
+                link = self._pick()
+                if link is None:
+                    if self.is_up:
+                        await self._wait_slot()
+                    else:
+                        await self._wait_for_bind(deadline)
+                    if self._gate and self._gate[0][0] < ticket:
+                        # Older messages came back meanwhile (their bind was lost): they go first.
+                        held = False
+                        self._leave()
+                        await self._enter(ticket, deadline)
+                        held = True
+                    continue
+                await self._take_token()
+                if not (link.can_submit and link.is_open and link.session.window_open()):
+                    continue  # it changed while we waited for the token: pick again
+                fut = link.request_nowait(pdu)
+                self._in_flight += 1
+                fut.add_done_callback(self._request_done)
+                return link, fut
+        finally:
+            if held:
+                self._leave()
+
+    def _request_done(self, _fut: asyncio.Future) -> None:
+        self._in_flight -= 1
+        self._signal()  # a window slot is free
+
+    async def _enter(self, ticket: int, deadline: float | None) -> None:
+        """Wait for our turn at the gate. ``deadline`` only bounds the wait while no bind is
+        up: behind a busy but working connector, a caller keeps its place."""
+        if not self._gate_busy and not self._gate:
+            self._gate_busy = True
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._gate, (ticket, fut))
+        try:
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - self.clock())
+                done, _ = await asyncio.wait((fut,), timeout=remaining)
+                if done:
+                    return
+                if self._stopping or not self.is_up:
+                    raise ConnectorDown(f"connector {self.name} has no bound session")
+                deadline = None
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self._leave()  # granted, but we are leaving: pass it on
+            else:
+                fut.cancel()  # _leave() skips it
+            raise
+
+    def _leave(self) -> None:
+        while self._gate:
+            _, fut = heapq.heappop(self._gate)
+            if not fut.done():
+                fut.set_result(None)  # the gate stays busy, now for that caller
+                return
+        self._gate_busy = False
+
+    async def _wait_slot(self) -> None:
+        """Every window is full. Our own requests signal as they end; a window held by a
+        keep-alive alone ends without a signal, so then look again shortly."""
+        try:
+            async with asyncio.timeout(None if self._in_flight else 0.01):
+                await self._wait_changed()
+        except TimeoutError:
+            pass
+
     async def _wait_for_bind(self, deadline: float | None) -> None:
+        if self._stopping:
+            raise ConnectorDown(f"connector {self.name} is stopping")
         remaining = None if deadline is None else deadline - self.clock()
         if remaining is not None and remaining <= 0:
             raise ConnectorDown(f"connector {self.name} has no bound session")

@@ -1,0 +1,467 @@
+"""Upstream connectors over real loopback sockets.
+
+Two peers on the other end of the wire:
+
+- ``smpp34.Server`` (Rust-backed, not our code): proves the window, i.e. that one connector
+  keeps ``window`` submit_sm in flight per bind, and never more;
+- ``upstream.Upstream`` (tests/integration/upstream.py): a scriptable SMSC made from our codec
+  only, which misbehaves on purpose: refuses binds, drops the connection mid-window,
+  throttles, never answers, answers late, answers with generic_nack, sends deliver_sm.
+
+Every wait is bounded; everything listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import structlog
+
+from protocol import pdu as P
+from protocol.constants import CommandId, CommandStatus as S
+from smscenter.config import settings_from_dict
+from smscenter.connector import Connector, ConnectorDown, UnreadableResponse
+from smscenter.link import ResponseTimeout
+
+
+def _load_upstream():
+    name = "smscenter_tests_upstream"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("upstream.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_upstream = _load_upstream()
+Upstream = _upstream.Upstream
+wait_for = _upstream.wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def connector_config(port: int, **overrides):
+    entry = {
+        "name": "operator-a",
+        "host": "127.0.0.1",
+        "port": port,
+        "system_id": "gw",
+        "password": "secret",
+        "bind": "transceiver",
+        "window": 10,
+        "throughput": 10_000,
+        "response_timeout": "2s",
+        "reconnect_min": "50ms",
+        "reconnect_max": "200ms",
+    }
+    entry.update(overrides)
+    return settings_from_dict({"connector": [entry]}).connectors[0]
+
+
+def submit_sm(i: int) -> P.SubmitSm:
+    return P.SubmitSm(
+        source_addr="ACME",
+        source_addr_ton=5,
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        destination_addr=f"3361200{i:04d}",
+        short_message=f"message {i}".encode(),
+    )
+
+
+def index_of(pdu) -> int:
+    """The i of submit_sm(i), from whichever peer's representation."""
+    return int(pdu.destination_addr[-4:])
+
+
+@pytest.fixture
+async def connectors():
+    """Make connectors that are stopped at teardown, whatever the test did."""
+    made: list[Connector] = []
+
+    def make(port: int, deliver_handler=None, **overrides) -> Connector:
+        connector = Connector(connector_config(port, **overrides), deliver_handler)
+        made.append(connector)
+        return connector
+
+    yield make
+    for connector in made:
+        await connector.stop(0.5)
+
+
+@pytest.fixture
+async def upstream():
+    up = await Upstream().start()
+    yield up
+    await up.close()
+
+
+async def started(connector: Connector) -> Connector:
+    await connector.start()
+    await connector.wait_up(5)
+    return connector
+
+
+# --- the window, against an independent peer (smpp34) --------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def smpp34_server():
+    smpp34 = pytest.importorskip("smpp34")
+    port = free_port()
+    server = smpp34.Server("127.0.0.1", port, system_id="SMPP34")
+    await server.start()
+    yield smpp34, server, port
+    await server.stop()
+
+
+async def next_submit(smpp34, server, timeout: float = 5.0):
+    """The next SubmitSmEvent (skipping bind / unbind notifications)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await server.next()
+            if isinstance(event, smpp34.SubmitSmEvent):
+                return event
+
+
+async def assert_quiet(smpp34, server, seconds: float) -> None:
+    """No submit_sm arrives for ``seconds``: the window is full."""
+    with pytest.raises(TimeoutError):
+        await next_submit(smpp34, server, seconds)
+
+
+async def test_window_keeps_window_in_flight_at_smpp34(smpp34_server, connectors):
+    smpp34, server, port = smpp34_server
+    connector = await started(connectors(port, window=10))
+    tasks = [asyncio.create_task(connector.submit(submit_sm(i))) for i in range(100)]
+
+    held = [await next_submit(smpp34, server) for _ in range(10)]
+    await assert_quiet(smpp34, server, 0.3)  # 10 in flight, not one more
+    assert len({e.session_id for e in held}) == 1
+
+    # Release in batches: every batch fills the window again, and never past it.
+    seen = [index_of(e) for e in held]
+    while held:
+        for event in held:
+            event.accept(f"m{index_of(event)}")
+        want = min(10, 100 - len(seen))
+        held = [await next_submit(smpp34, server) for _ in range(want)]
+        seen += [index_of(e) for e in held]
+        if held and len(seen) < 100:
+            await assert_quiet(smpp34, server, 0.02)
+
+    responses = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert [r.command_status for r in responses] == [S.ESME_ROK] * 100
+    assert [r.message_id for r in responses] == [f"m{i}" for i in range(100)]
+    assert sorted(seen) == list(range(100))  # each exactly once
+    # (smpp34 hands its events over in no fixed order, so the order on the wire is checked
+    # against our own upstream below, not here.)
+    assert connector.stats["submitted"] == 100
+
+
+async def test_window_is_per_bind_and_a_stuck_bind_does_not_hold_traffic(smpp34_server, connectors):
+    smpp34, server, port = smpp34_server
+    connector = connectors(port, window=10, binds=2)
+    await connector.start()
+    await wait_for(lambda: sum(link.can_submit for link in connector.links) == 2, 5)
+    tasks = [asyncio.create_task(connector.submit(submit_sm(i))) for i in range(100)]
+
+    held = [await next_submit(smpp34, server) for _ in range(20)]
+    await assert_quiet(smpp34, server, 0.3)  # window x binds, not one more
+    by_bind: dict[str, list] = {}
+    for event in held:
+        by_bind.setdefault(event.session_id, []).append(event)
+    assert sorted(len(v) for v in by_bind.values()) == [10, 10]
+
+    # Bind A stops answering; bind B answers. B must keep carrying the queue alone.
+    stuck, moving = by_bind.values()
+    moving_id = moving[0].session_id
+    answered = 0
+    while answered < 90:  # all but the 10 stuck on A go through B
+        for event in moving:
+            event.accept(f"m{index_of(event)}")
+        answered += len(moving)
+        want = min(10, 90 - answered)
+        moving = [await next_submit(smpp34, server) for _ in range(want)]
+        assert all(e.session_id == moving_id for e in moving)
+
+    await wait_for(lambda: sum(t.done() for t in tasks) == 90, 2)
+    assert not any(tasks[index_of(e)].done() for e in stuck)
+    for event in stuck:
+        event.accept(f"m{index_of(event)}")
+    responses = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert [r.message_id for r in responses] == [f"m{i}" for i in range(100)]
+    assert connector.stats["submitted"] == 100 and connector.stats["timeouts"] == 0
+
+
+# --- misbehaving upstream -----------------------------------------------------------------
+
+
+async def test_bind_refused_keeps_retrying_then_binds(upstream, connectors):
+    upstream.bind_status = S.ESME_RINVPASWD
+    connector = connectors(upstream.port)
+    with structlog.testing.capture_logs() as logs:
+        await connector.start()
+        await wait_for(lambda: connector.stats["bind_refused"] >= 3, 3)
+    assert not connector.is_up
+    assert upstream.binds == 0 and upstream.bind_attempts >= 3
+    refused = [e for e in logs if e["event"] == "upstream_bind_refused"]
+    assert refused and all(e["log_level"] == "error" for e in refused)  # credentials: loud
+    assert all(e["status"] == "ESME_RINVPASWD" for e in refused)
+    assert not any("secret" in repr(e) for e in logs)
+
+    # A submit while no bind is up: ConnectorDown after its own deadline, nothing sent.
+    with pytest.raises(ConnectorDown):
+        await connector.submit(submit_sm(0), timeout=0.1)
+    assert upstream.submits == []
+
+    upstream.bind_status = S.ESME_ROK
+    await connector.wait_up(3)
+    resp = await connector.submit(submit_sm(1))
+    assert resp.command_status == S.ESME_ROK
+    assert upstream.binds == 1
+
+
+async def test_close_mid_window_reconnects_and_loses_nothing(upstream, connectors):
+    upstream.delay = 0.05  # answers trail, so the window is full when the socket drops
+    upstream.close_after = 15
+    connector = await started(connectors(upstream.port, window=10))
+    responses = await asyncio.wait_for(
+        asyncio.gather(*(connector.submit(submit_sm(i)) for i in range(40))), 10
+    )
+    assert [r.command_status for r in responses] == [S.ESME_ROK] * 40
+    assert upstream.connections == 2 and upstream.binds == 2
+    assert connector.stats["reconnects"] == 1
+
+    received = [index_of(p) for p in upstream.submits]
+    assert set(received) == set(range(40))  # nobody lost
+    duplicates = len(received) - 40
+    [in_flight_at_close] = upstream.closed_with_outstanding
+    assert in_flight_at_close > 1  # it really was mid-window
+    assert duplicates <= in_flight_at_close
+    assert upstream.max_outstanding <= 10
+    # Connection 2 gets the resent requests first, then the rest: all in submission order.
+    second = received[15:]
+    assert second == sorted(second)
+    # Only what the upstream had not answered when it dropped the line went twice.
+    [dropped] = upstream.dropped
+    twice = {i for i in received if received.count(i) > 1}
+    assert twice <= {index_of(p) for p in dropped}
+
+
+async def test_throttled_submits_are_retried_in_order(upstream, connectors):
+    upstream.throttle_first = 5
+    connector = await started(connectors(upstream.port, window=10))
+    responses = await asyncio.wait_for(
+        asyncio.gather(*(connector.submit(submit_sm(i)) for i in range(20))), 10
+    )
+    assert [r.command_status for r in responses] == [S.ESME_ROK] * 20
+    assert connector.stats["throttled"] == 5
+    assert connector.stats["submitted"] == 20
+    assert upstream.throttled == 5 and upstream.accepted == 20
+    assert len(upstream.submits) == 25
+
+    received = [index_of(p) for p in upstream.submits]
+    assert list(dict.fromkeys(received)) == list(range(20))  # first arrivals in order
+    # 0-9 fill the window; 0-4 are throttled and go again before anything newer than them.
+    assert received == [*range(10), *range(5), *range(10, 20)]
+
+
+async def test_never_answers_times_out_then_reconnects(upstream, connectors):
+    upstream.never_answer = True
+    connector = await started(connectors(upstream.port, response_timeout="200ms"))
+    first_link = connector.links[0]
+    for n in range(1, 4):
+        start = time.monotonic()
+        with pytest.raises(ResponseTimeout):
+            await asyncio.wait_for(connector.submit(submit_sm(n)), 2)
+        assert 0.15 <= time.monotonic() - start < 1.5
+        if n < 3:
+            assert first_link.is_open and upstream.connections == 1
+    assert connector.stats["timeouts"] == 3
+    # After three timeouts in a row the bind is declared dead and reopened.
+    await wait_for(lambda: upstream.binds == 2, 3)
+    await connector.wait_up(3)
+    assert not first_link.is_open
+    assert upstream.connections == 2
+
+    upstream.never_answer = False
+    resp = await asyncio.wait_for(connector.submit(submit_sm(9)), 2)
+    assert resp.command_status == S.ESME_ROK
+
+
+async def test_late_answer_times_out_and_is_ignored(upstream, connectors):
+    upstream.delay = 0.4
+    connector = await started(connectors(upstream.port, response_timeout="200ms"))
+    link = connector.links[0]
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(ResponseTimeout) as info:
+            await asyncio.wait_for(connector.submit(submit_sm(1)), 2)
+        assert index_of(info.value.request) == 1
+        await wait_for(lambda: any(e["event"] == "upstream_late_response" for e in logs), 2)
+    late = [e for e in logs if e["event"] == "upstream_late_response"]
+    assert len(late) == 1 and late[0]["status"] == "ESME_ROK"
+    assert upstream.late_answers == 1
+
+    upstream.delay = 0.0
+    resp = await asyncio.wait_for(connector.submit(submit_sm(2)), 2)
+    assert resp.command_status == S.ESME_ROK
+    assert connector.links == [link] and link.is_open  # one late answer is no reason to reconnect
+    assert link.in_flight == 0
+
+
+async def test_generic_nack_is_returned_to_the_caller(upstream, connectors):
+    upstream.generic_nack = S.ESME_RSYSERR
+    connector = await started(connectors(upstream.port))
+    resp = await asyncio.wait_for(connector.submit(submit_sm(1)), 2)
+    assert resp.command_id == CommandId.GENERIC_NACK
+    assert isinstance(resp, P.GenericNack)
+    assert resp.command_status == S.ESME_RSYSERR
+    assert len(upstream.submits) == 1  # not retried: the pipeline decides
+
+    upstream.generic_nack = None
+    resp = await asyncio.wait_for(connector.submit(submit_sm(2)), 2)
+    assert resp.command_status == S.ESME_ROK and connector.is_up
+
+
+async def test_unreadable_response_fails_the_request_like_a_timeout(upstream, connectors):
+    upstream.garble = True
+    connector = await started(connectors(upstream.port, response_timeout="5s"))
+    first_link = connector.links[0]
+    for n in range(3):
+        start = time.monotonic()
+        with pytest.raises(UnreadableResponse) as info:
+            await asyncio.wait_for(connector.submit(submit_sm(n)), 2)
+        assert isinstance(info.value, ResponseTimeout)  # callers treat both alike
+        assert time.monotonic() - start < 1  # at once, not after response_timeout
+    assert connector.stats["bad_responses"] == 3
+    # Three in a row: the bind is reopened, like after three timeouts.
+    await wait_for(lambda: upstream.binds == 2, 3)
+    assert not first_link.is_open
+    upstream.garble = False
+    await connector.wait_up(2)
+    assert (await asyncio.wait_for(connector.submit(submit_sm(9)), 2)).command_status == S.ESME_ROK
+
+
+async def test_throughput_is_a_rate_with_a_one_second_burst(upstream, connectors):
+    connector = await started(connectors(upstream.port, throughput=20, window=50))
+    start = time.monotonic()
+    responses = await asyncio.wait_for(
+        asyncio.gather(*(connector.submit(submit_sm(i)) for i in range(40))), 10
+    )
+    elapsed = time.monotonic() - start
+    assert all(r.command_status == S.ESME_ROK for r in responses)
+    # 20 at once (the burst), then 20 more at 20/s: about one second.
+    assert elapsed >= 0.8
+    assert elapsed < 5
+
+
+async def test_deliver_sm_reaches_the_handler_and_is_acknowledged(upstream, connectors):
+    delivered = []
+
+    class Handler:
+        def on_deliver(self, connector, link, pdu):
+            delivered.append(pdu)
+            link.respond(pdu.response())
+
+    connector = await started(connectors(upstream.port, deliver_handler=Handler()))
+    receipt = P.DeliverSm(
+        source_addr="33612000001",
+        destination_addr="ACME",
+        esm_class=0x04,
+        short_message=b"id:42 sub:001 dlvrd:001 submit date:2601011200 done date:2601011201 stat:DELIVRD err:000 text:",
+    )
+    resp = await upstream.send_deliver(receipt)
+    assert resp.command_id == CommandId.DELIVER_SM_RESP
+    assert resp.command_status == S.ESME_ROK
+    [got] = delivered
+    assert got.esm_class == 0x04 and got.short_message == receipt.short_message
+    assert got.sequence_number == resp.sequence_number
+
+
+async def test_stop_unbinds(upstream, connectors):
+    connector = await started(connectors(upstream.port))
+    assert (await connector.submit(submit_sm(1))).command_status == S.ESME_ROK
+    start = time.monotonic()
+    await asyncio.wait_for(connector.stop(1.0), 3)
+    assert time.monotonic() - start < 1.0  # the upstream answered: no need for the grace
+    assert upstream.unbinds == 1
+    assert connector.links == []
+    await wait_for(lambda: not upstream.sessions, 1)
+    # Stopped means stopped: no reconnection, and a late caller is told at once.
+    with pytest.raises(ConnectorDown):
+        await asyncio.wait_for(connector.submit(submit_sm(2)), 1)
+    await asyncio.sleep(0.2)
+    assert upstream.connections == 1
+
+
+async def test_stop_releases_callers_waiting_for_a_bind(connectors):
+    connector = connectors(free_port())  # nobody listens there
+    await connector.start()
+    waiting = asyncio.create_task(connector.submit(submit_sm(1)))
+    behind = asyncio.create_task(connector.submit(submit_sm(2)))
+    await asyncio.sleep(0.1)
+    assert not waiting.done() and not behind.done()
+    await asyncio.wait_for(connector.stop(0.5), 2)
+    for task in (waiting, behind):
+        with pytest.raises(ConnectorDown):
+            await asyncio.wait_for(task, 1)
+
+
+async def test_upstream_down_at_start_then_up_nothing_lost(connectors):
+    port = free_port()
+    connector = connectors(port)
+    await connector.start()
+    tasks = [asyncio.create_task(connector.submit(submit_sm(i))) for i in range(5)]
+    await asyncio.sleep(0.3)  # several refused connects
+    assert not any(t.done() for t in tasks)
+    up = await Upstream(port=port).start()
+    try:
+        responses = await asyncio.wait_for(asyncio.gather(*tasks), 3)
+        assert all(r.command_status == S.ESME_ROK for r in responses)
+        assert [index_of(p) for p in up.submits] == list(range(5))
+    finally:
+        await connector.stop(0.5)
+        await up.close()
+
+
+async def test_a_cancelled_submit_does_not_block_the_others(upstream, connectors):
+    upstream.delay = 0.2
+    connector = await started(connectors(upstream.port, window=1))
+    first = asyncio.create_task(connector.submit(submit_sm(1)))
+    second = asyncio.create_task(connector.submit(submit_sm(2)))  # at the gate, waiting for a slot
+    third = asyncio.create_task(connector.submit(submit_sm(3)))  # queued behind it
+    fourth = asyncio.create_task(connector.submit(submit_sm(4)))
+    await asyncio.sleep(0.05)
+    second.cancel()
+    third.cancel()
+    results = await asyncio.wait_for(asyncio.gather(first, fourth), 2)
+    assert all(r.command_status == S.ESME_ROK for r in results)
+    assert [index_of(p) for p in upstream.submits] == [1, 4]
+    assert second.cancelled() and third.cancelled()
+    assert upstream.max_outstanding == 1
+
+
+async def test_keepalive_enquire_link_on_an_idle_bind(upstream, connectors):
+    connector = await started(connectors(upstream.port, enquire_link_interval="100ms"))
+    # The first keep-alive comes one interval after the bind, not after some other timer.
+    await wait_for(lambda: upstream.enquire_links >= 2, 1)
+    assert connector.is_up and upstream.connections == 1
+    assert (await connector.submit(submit_sm(1))).command_status == S.ESME_ROK

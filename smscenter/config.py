@@ -484,6 +484,10 @@ class Connector(_Section):
     response_timeout: PositiveDuration = "10s"  # type: ignore[assignment]
     reconnect_min: PositiveDuration = "1s"  # type: ignore[assignment]
     reconnect_max: PositiveDuration = "60s"  # type: ignore[assignment]
+    #: Short codes this connector carries MO for. With one bind (``binds = 1``) per short
+    #: code, as aggregators often require, each bind's address_range is its short code and
+    #: MO arriving on it is tagged with it even when destination_addr is empty.
+    short_codes: tuple[ShortCode, ...] = ()
 
 
 def _non_empty(value: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -511,6 +515,16 @@ class OptOut(_Section):
         min_length=1,
     )
     unsubscribe_url: str | None = None
+    #: Confirmation text per destination country (ISO code), e.g. ``{ BE = "…", CH = "…" }``;
+    #: ``confirmation`` is used for the others.
+    confirmations: dict[str, str] = Field(default_factory=dict)
+    #: On a shared short code, a STOP goes to the accounts that sent marketing to the number
+    #: through it within this period.
+    lookback: PositiveDuration = "90d"  # type: ignore[assignment]
+    #: Concatenated MO parts wait this long for the rest of their message.
+    mo_reassembly_timeout: PositiveDuration = "30s"  # type: ignore[assignment]
+    #: The STOP mention appended to marketing from alphanumeric senders.
+    mention: str = "STOP au {short_code}"
 
     @field_validator("confirmation")
     @classmethod

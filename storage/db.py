@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .schema import messages, outbox
@@ -68,10 +68,25 @@ def _alembic_config(connection=None) -> Config:
     return cfg
 
 
+#: PostgreSQL advisory lock key held while the schema is upgraded ("smsc").
+UPGRADE_LOCK = 0x736D7363
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision``."""
-    async with engine.begin() as conn:
+    """Create or upgrade the schema to ``revision``.
+
+    Serialised across processes: nodes sharing a database may start at the same moment (or
+    ``db upgrade`` may run beside a starting daemon). The first takes a lock — an advisory
+    lock on PostgreSQL, SQLite's write lock (``BEGIN IMMEDIATE``, others wait up to the busy
+    timeout) — and upgrades in one transaction; the others then find the schema current.
+    """
+    async with engine.connect() as conn:
+        if is_sqlite(engine):
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
         await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), revision))
+        await conn.commit()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -56,7 +56,7 @@ messages = Table(
     Column("priority", SmallInteger, nullable=False, default=0),
     Column("parts_total", SmallInteger, nullable=False),
     Column("state", SmallInteger, nullable=False),  # protocol.constants.MessageState
-    Column("error", Integer, nullable=False, default=0),  # upstream error code, if any
+    Column("error", BigInteger, nullable=False, default=0),  # upstream error code (u32), if any
     Column("submitted_at", Float, nullable=False),
     Column("not_before", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
@@ -74,7 +74,7 @@ parts = Table(
     Column("pdu_enc", LargeBinary, nullable=False),  # the upstream submit_sm, encrypted
     Column("state", SmallInteger, nullable=False),
     Column("connector", String(64), nullable=True),
-    Column("upstream_id", String(65), nullable=True),  # normalised per the connector's setting
+    Column("upstream_id", String(80), nullable=True),  # normalised: 64 hex digits → ≤ 78 decimal
     Column("attempts", SmallInteger, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
@@ -104,7 +104,7 @@ early_receipts = Table(
     "early_receipts",
     metadata,
     Column("connector", String(64), nullable=False),
-    Column("upstream_id", String(65), nullable=False),
+    Column("upstream_id", String(80), nullable=False),
     Column("pdu_enc", LargeBinary, nullable=False),
     Column("received_at", Float, nullable=False),
     PrimaryKeyConstraint("connector", "upstream_id"),
@@ -116,3 +116,63 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", String(256), nullable=False),
 )
+
+# --- opt-outs, invalid numbers, MO (migration 0002) ---------------------------------------
+
+#: Blacklist entries are keyed by scope: an account's system_id, or "sc:<short code>" for a
+#: platform-level opt-out on a shared short code. Numbers are keyed hashes only: an opt-out
+#: must outlive every retention purge, so it must hold nothing personal in clear.
+blacklist = Table(
+    "blacklist",
+    metadata,
+    Column("scope", String(24), nullable=False),
+    Column("dest_hash", LargeBinary(16), nullable=False),
+    Column("source", String(16), nullable=False),  # stop | manual | import | link
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("confirmed_at", Float, nullable=True),  # last confirmation SMS sent
+    PrimaryKeyConstraint("scope", "dest_hash"),
+)
+
+#: Numbers an upstream reported as permanently invalid: refused (RINVDSTADR) until expiry.
+invalid_numbers = Table(
+    "invalid_numbers",
+    metadata,
+    Column("dest_hash", LargeBinary(16), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+#: Mobile-originated messages (replies): kept (encrypted) for routing, the partner's outbox
+#: and ``smscenter mo list`` of the unroutable ones.
+mo_messages = Table(
+    "mo_messages",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("received_at", Float, nullable=False),
+    Column("connector", String(64), nullable=False),
+    Column("short_code", String(21), nullable=False),
+    Column("source_hash", LargeBinary(16), nullable=True),  # None: not a valid number
+    Column("source_enc", LargeBinary, nullable=False),
+    Column("text_enc", LargeBinary, nullable=False),
+    Column("data_coding", SmallInteger, nullable=False),
+    Column("account", String(16), nullable=True),  # None: unroutable
+    Column("status", String(16), nullable=False),  # routed | optout | unroutable
+    Column("reason", String(64), nullable=False),
+    Index("ix_mo_status", "status", "received_at"),
+)
+
+#: Who changed what, for blacklist entries (GDPR accountability). No numbers in clear.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("scope", String(24), nullable=False),
+    Column("dest_hash", LargeBinary(16), nullable=True),
+    Column("detail", String(256), nullable=False),
+)
+
+Index("ix_messages_dest", messages.c.dest_hash, messages.c.submitted_at)

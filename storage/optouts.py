@@ -1,0 +1,218 @@
+"""Opt-outs (blacklist), invalid numbers, MO messages and the audit log.
+
+Every blacklist change writes an audit row in the same transaction (who, what, when —
+never the number in clear). The daemon keeps an in-memory copy of the blacklist for the
+submit path and follows the audit log to pick up changes made by the CLI or another node:
+the table is the truth, the copy is a cache rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .ids import IdGenerator
+from .schema import audit_log, blacklist, invalid_numbers, messages, mo_messages, outbox, parts
+
+PLATFORM_PREFIX = "sc:"
+
+
+def platform_scope(short_code: str) -> str:
+    """The blacklist scope of a platform-level opt-out on a shared short code."""
+    return PLATFORM_PREFIX + short_code
+
+
+@dataclass(frozen=True, slots=True)
+class BlacklistEntry:
+    scope: str
+    dest_hash: bytes
+    source: str
+    created_at: float
+    created_by: str
+
+
+class OptOutStore:
+    def __init__(self, engine: AsyncEngine, ids: IdGenerator, clock=time.time) -> None:
+        self.engine = engine
+        self.ids = ids
+        self.clock = clock
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    # --- blacklist --------------------------------------------------------------------------
+
+    async def add(self, scope: str, dest_hash: bytes, source: str, actor: str, conn: AsyncConnection | None = None) -> bool:
+        """Add an entry (True if it is new). Runs in ``conn``'s transaction when given."""
+        if conn is None:
+            async with self.engine.begin() as own:
+                return await self.add(scope, dest_hash, source, actor, own)
+        now = self.clock()
+        stmt = self._insert(blacklist).values(
+            scope=scope, dest_hash=dest_hash, source=source, created_at=now, created_by=actor, confirmed_at=None
+        )
+        result = await conn.execute(stmt.on_conflict_do_nothing(index_elements=["scope", "dest_hash"]))
+        added = bool(result.rowcount)
+        if added:
+            await self._audit(conn, actor, "blacklist.add", scope, dest_hash, source)
+        return added
+
+    async def remove(self, scope: str, dest_hash: bytes, actor: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(blacklist).where(and_(blacklist.c.scope == scope, blacklist.c.dest_hash == dest_hash))
+            )
+            if result.rowcount:
+                await self._audit(conn, actor, "blacklist.remove", scope, dest_hash, "")
+            return bool(result.rowcount)
+
+    async def contains(self, scope: str, dest_hash: bytes) -> BlacklistEntry | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(blacklist).where(and_(blacklist.c.scope == scope, blacklist.c.dest_hash == dest_hash))
+                )
+            ).mappings().first()
+        return _entry(row) if row else None
+
+    async def entries(self, scope: str | None = None, limit: int | None = None) -> list[BlacklistEntry]:
+        query = select(blacklist).order_by(blacklist.c.created_at)
+        if scope is not None:
+            query = query.where(blacklist.c.scope == scope)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.engine.connect() as conn:
+            return [_entry(r) for r in (await conn.execute(query)).mappings()]
+
+    async def all_keys(self) -> set[tuple[str, bytes]]:
+        """Every (scope, hash): the daemon's cache."""
+        async with self.engine.connect() as conn:
+            return {(r.scope, r.dest_hash) for r in await conn.execute(select(blacklist.c.scope, blacklist.c.dest_hash))}
+
+    async def changes_since(self, audit_id: int) -> tuple[int, list[tuple[str, str, bytes]]]:
+        """Blacklist changes after ``audit_id``: (new high-water mark, [(action, scope, hash)])."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(audit_log.c.id, audit_log.c.action, audit_log.c.scope, audit_log.c.dest_hash)
+                    .where(and_(audit_log.c.id > audit_id, audit_log.c.action.like("blacklist.%")))
+                    .order_by(audit_log.c.id)
+                )
+            ).all()
+        if not rows:
+            return audit_id, []
+        return rows[-1].id, [(r.action, r.scope, r.dest_hash) for r in rows]
+
+    async def last_audit_id(self) -> int:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.max(audit_log.c.id)))).scalar() or 0
+
+    async def should_confirm(self, conn: AsyncConnection, scope: str, dest_hash: bytes, now: float) -> bool:
+        """At most one confirmation SMS per number and scope per day; marks it sent."""
+        row = (
+            await conn.execute(
+                select(blacklist.c.confirmed_at).where(and_(blacklist.c.scope == scope, blacklist.c.dest_hash == dest_hash))
+            )
+        ).first()
+        if row is not None and row.confirmed_at is not None and now - row.confirmed_at < 86400:
+            return False
+        await conn.execute(
+            update(blacklist)
+            .where(and_(blacklist.c.scope == scope, blacklist.c.dest_hash == dest_hash))
+            .values(confirmed_at=now)
+        )
+        return True
+
+    async def recent_marketing_senders(
+        self, conn: AsyncConnection, dest_hash: bytes, short_code: str, since: float
+    ) -> list[str]:
+        """Accounts that sent marketing to this number through this short code since
+        ``since``: from the short code itself, or from an alphanumeric sender (whose STOP
+        mention names the shared short code)."""
+        rows = await conn.execute(
+            select(messages.c.account, messages.c.source_addr)
+            .where(
+                and_(
+                    messages.c.dest_hash == dest_hash,
+                    messages.c.submitted_at >= since,
+                    messages.c.category == "marketing",
+                )
+            )
+            .distinct()
+        )
+        return sorted(
+            {r.account for r in rows if r.source_addr == short_code or not r.source_addr.isdigit()}
+        )
+
+    async def _audit(self, conn: AsyncConnection, actor: str, action: str, scope: str, dest_hash: bytes | None, detail: str) -> None:
+        await conn.execute(
+            audit_log.insert().values(
+                id=self.ids.next(), at=self.clock(), actor=actor[:64], action=action, scope=scope,
+                dest_hash=dest_hash, detail=detail[:256],
+            )
+        )
+
+    # --- invalid numbers --------------------------------------------------------------------
+
+    async def add_invalid(self, dest_hash: bytes, ttl: float) -> None:
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            stmt = self._insert(invalid_numbers).values(dest_hash=dest_hash, created_at=now, expires_at=now + ttl)
+            await conn.execute(
+                stmt.on_conflict_do_update(index_elements=["dest_hash"], set_={"expires_at": now + ttl})
+            )
+
+    async def invalid(self) -> dict[bytes, float]:
+        now = self.clock()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(invalid_numbers).where(invalid_numbers.c.expires_at > now))
+            return {r.dest_hash: r.expires_at for r in rows}
+
+    # --- MO ---------------------------------------------------------------------------------
+
+    async def mo_list(self, status: str | None = "unroutable", limit: int = 100) -> list[dict]:
+        query = select(mo_messages).order_by(mo_messages.c.received_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(mo_messages.c.status == status)
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+    async def record_mo(
+        self,
+        mo_row: dict,
+        *,
+        optouts: Iterable[tuple[str, bytes]] = (),
+        outbox_rows: Iterable[dict] = (),
+        new_messages: Iterable[tuple[dict, list[dict]]] = (),
+        confirm: "ConfirmFactory | None" = None,
+    ) -> list:
+        """Store an MO and everything it causes in one transaction: blacklist entries,
+        the partners' copies (outbox), and confirmation SMS (built by ``confirm`` for each
+        scope that should get one today). Returns what ``confirm`` built."""
+        built = []
+        async with self.engine.begin() as conn:
+            await conn.execute(mo_messages.insert().values(**mo_row))
+            for scope, dest_hash in optouts:
+                await self.add(scope, dest_hash, "stop", "mo", conn)
+                if confirm is not None and await self.should_confirm(conn, scope, dest_hash, self.clock()):
+                    made = confirm(scope)
+                    if made is not None:
+                        built.append(made)
+            rows = list(outbox_rows)
+            if rows:
+                await conn.execute(outbox.insert(), rows)
+            for message, message_parts in list(new_messages) + [(m.row, m.part_rows) for m in built]:
+                await conn.execute(messages.insert().values(**message))
+                await conn.execute(parts.insert(), message_parts)
+        return built
+
+
+class ConfirmFactory:  # pragma: no cover - a typing aid
+    def __call__(self, scope: str): ...
+
+
+def _entry(row) -> BlacklistEntry:
+    return BlacklistEntry(row["scope"], row["dest_hash"], row["source"], row["created_at"], row["created_by"])

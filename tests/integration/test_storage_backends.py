@@ -1,0 +1,371 @@
+"""The storage layer on both backends: SQLite (a temp file) and a real PostgreSQL started by
+the test run (``tests/pg.py``). Same code, same assertions: migrations, the group-commit
+writer, receipt correlation (early receipts included), the outbox, the queue rebuild and
+cancel_sm. Anything the pipeline relies on that one backend does differently shows up here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from sqlalchemy import func, select, text
+
+from protocol.constants import MessageState
+from storage import db
+from storage.schema import (
+    OUTBOX_RECEIPT,
+    PART_QUEUED,
+    PART_SENDING,
+    PART_SUBMITTED,
+    early_receipts,
+    messages,
+    outbox,
+    parts,
+)
+from storage.store import Finished, Store, SubmitResult, UpstreamReceipt
+
+# Ids as the daemon makes them: 64-bit, close to the top of the signed range in ~70 years;
+# these are above 2**62 to catch a 32-bit or unsigned slip on either backend.
+BIG = (1 << 62) + 12345
+_ids = itertools.count(BIG)
+
+
+@pytest.fixture
+async def engine(db_url):
+    engine = db.create_engine(db_url)
+    await db.upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+class Builder:
+    """A receipt builder that records what finished and makes a plain outbox row."""
+
+    def __init__(self) -> None:
+        self.finished: list[Finished] = []
+
+    def __call__(self, done: Finished) -> dict | None:
+        self.finished.append(done)
+        if not done.message["registered_delivery"]:
+            return None
+        row_id = next(_ids)
+        return {
+            "id": row_id,
+            "account": done.message["account"],
+            "kind": OUTBOX_RECEIPT,
+            "message_id": done.message["id"],
+            "pdu_enc": b"receipt:%d:%d" % (done.message["id"], int(done.state)),
+            "created_at": done.done_at,
+            "expires_at": done.done_at + 3600.0,
+            "attempts": 0,
+        }
+
+
+def early_decoder(row: dict) -> UpstreamReceipt:
+    # The test stores "state:error" as the early receipt's payload.
+    state, error = row["pdu_enc"].decode().split(":")
+    return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["pdu_enc"],
+                           row["received_at"])
+
+
+@pytest.fixture
+async def store(engine):
+    builder = Builder()
+    store = Store(engine, builder, per_part_receipts=lambda account: account == "perpart")
+    store.early_decoder = early_decoder
+    store.outbox_accounts: list[set[str]] = []
+    store.on_outbox = store.outbox_accounts.append
+    store.builder = builder
+    await store.start()
+    yield store
+    await store.stop()
+
+
+def message_row(message_id: int, *, account: str = "acme", parts_total: int = 1, registered: int = 1,
+                now: float = 1_800_000_000.123456) -> dict:
+    return {
+        "id": message_id,
+        "account": account,
+        "category": "marketing",
+        "source_addr": "ACME",
+        "source_ton": 5,
+        "source_npi": 0,
+        "dest_hash": bytes(range(16)),
+        "dest_enc": b"\x01\x00\x01" + b"\xff" * 40 + b"\x00",  # binary, NUL and high bytes included
+        "data_coding": 0,
+        "registered_delivery": registered,
+        "priority": 0,
+        "parts_total": parts_total,
+        "state": int(MessageState.ENROUTE),
+        "error": 0,
+        "submitted_at": now,
+        "not_before": now,
+        "expires_at": now + 48 * 3600,
+        "done_at": None,
+        "connector": None,
+    }
+
+
+def part_rows(message_id: int, count: int = 1, now: float = 1_800_000_000.123456) -> list[dict]:
+    return [
+        {
+            "message_id": message_id,
+            "part_no": n,
+            "pdu_enc": b"\x00pdu\x00" + bytes([n]) * 30,
+            "state": PART_QUEUED,
+            "connector": None,
+            "upstream_id": None,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "updated_at": now,
+        }
+        for n in range(1, count + 1)
+    ]
+
+
+def receipt(upstream_id: str, state: MessageState = MessageState.DELIVERED, error: int = 0,
+            connector: str = "op-a") -> UpstreamReceipt:
+    return UpstreamReceipt(connector, upstream_id, int(state), error, b"%d:%d" % (state, error), 1_800_000_100.5)
+
+
+async def scalar(engine, stmt):
+    async with engine.connect() as conn:
+        return (await conn.execute(stmt)).scalar_one()
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+async def test_upgrade_creates_the_schema_and_is_idempotent(db_url):
+    engine = db.create_engine(db_url)
+    try:
+        assert await db.current_revision(engine) is None
+        assert not await db.has_data(engine)
+        await db.upgrade(engine)
+        assert await db.current_revision(engine) == db.head_revision()
+        await db.upgrade(engine)  # a second start: nothing to do, nothing broken
+        assert await db.current_revision(engine) == db.head_revision()
+        assert not await db.has_data(engine)
+        async with engine.begin() as conn:
+            await conn.execute(messages.insert(), [message_row(next(_ids))])
+        assert await db.has_data(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_schema_holds_what_the_protocol_can_send(engine):
+    """Values at the edge of what SMPP allows must not fail a commit on either backend (one
+    failed commit fails every message of its group): a 64-digit hex id read as a number
+    (78 decimal digits), a command_status above 2**31, ids near 2**63."""
+    huge_id = str(int("F" * 64, 16))
+    top = (1 << 63) - 1
+    async with engine.begin() as conn:
+        await conn.execute(messages.insert(), [{**message_row(top), "error": 0xFFFFFFFF}])
+        await conn.execute(parts.insert(), [{**part_rows(top)[0], "upstream_id": huge_id, "connector": "c" * 64}])
+        await conn.execute(early_receipts.insert(), [
+            {"connector": "c" * 64, "upstream_id": huge_id, "pdu_enc": b"\x00", "received_at": 1.5}
+        ])
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(messages.c.id, messages.c.error, messages.c.submitted_at))).one()
+        assert row.id == top and row.error == 0xFFFFFFFF
+        assert row.submitted_at == pytest.approx(1_800_000_000.123456, abs=1e-6)  # a double, not a float4
+        assert (await conn.execute(select(parts.c.upstream_id))).scalar_one() == huge_id
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+async def test_round_trip(store, engine):
+    single, long_, quiet = next(_ids), next(_ids), next(_ids)
+    await asyncio.gather(
+        store.add_message(message_row(single), part_rows(single)),
+        store.add_message(message_row(long_, parts_total=2), part_rows(long_, 2)),
+        store.add_message(message_row(quiet, registered=0), part_rows(quiet)),
+    )
+    assert store.commits == 1  # one group commit for the three
+
+    pending = await store.pending_parts()
+    assert [(p["message_id"], p["part_no"]) for p in pending] == [(single, 1), (long_, 1), (long_, 2), (quiet, 1)]
+    first = pending[0]
+    assert first["dest_enc"] == message_row(single)["dest_enc"]
+    assert first["dest_hash"] == bytes(range(16))
+    assert first["pdu_enc"] == part_rows(single)[0]["pdu_enc"]
+    assert first["account"] == "acme" and first["category"] == "marketing"
+
+    # A part handed to a connector (sending) is still pending: re-sent after a crash.
+    await store.record_submit(SubmitResult(quiet, 1, PART_SENDING, "op-a", None, 1, 0.0))
+    assert (quiet, 1) in {(p["message_id"], p["part_no"]) for p in await store.pending_parts()}
+
+    # The receipt for `single` arrives before its submit_sm_resp was recorded: kept early.
+    assert await store.apply_receipt(receipt("A1B2")) is False
+    # ... twice (the upstream retried): still one row, no error.
+    assert await store.apply_receipt(receipt("A1B2")) is False
+    assert await scalar(engine, select(func.count()).select_from(early_receipts)) == 1
+    # Two identical early receipts in one group commit.
+    await asyncio.gather(store.apply_receipt(receipt("dup")), store.apply_receipt(receipt("dup")))
+    assert await scalar(engine, select(func.count()).select_from(early_receipts)) == 2
+
+    # Now the submit_sm_resp: the early receipt is applied in the same commit.
+    finished = await store.record_submit(SubmitResult(single, 1, PART_SUBMITTED, "op-a", "A1B2", 1, 0.0))
+    assert [(f.message["id"], f.state) for f in finished] == [(single, MessageState.DELIVERED)]
+    assert await scalar(engine, select(func.count()).select_from(early_receipts).where(
+        early_receipts.c.upstream_id == "A1B2")) == 0
+    msg = await store.message(single)
+    assert msg["state"] == MessageState.DELIVERED and msg["done_at"] is not None
+
+    # The long message: both parts submitted, receipts matched one by one.
+    await asyncio.gather(
+        store.record_submit(SubmitResult(long_, 1, PART_SUBMITTED, "op-a", "100", 1, 0.0)),
+        store.record_submit(SubmitResult(long_, 2, PART_SUBMITTED, "op-a", "101", 1, 0.0)),
+    )
+    # Same upstream id on another connector: not ours.
+    assert await store.apply_receipt(receipt("100", connector="op-b")) is False
+    assert await store.apply_receipt(receipt("100")) is True
+    assert (await store.message(long_))["state"] == MessageState.ENROUTE
+    assert await store.apply_receipt(receipt("101", MessageState.UNDELIVERABLE, 1)) is True
+    msg = await store.message(long_)
+    assert msg["state"] == MessageState.UNDELIVERABLE and msg["error"] == 1  # the worst part wins
+    # A duplicate receipt is acknowledged and changes nothing.
+    assert await store.apply_receipt(receipt("101")) is True
+    assert (await store.message(long_))["state"] == MessageState.UNDELIVERABLE
+
+    # Registered messages got one outbox row each; the partner acknowledges them.
+    rows = await store.outbox_for("acme")
+    assert [r["message_id"] for r in rows] == [single, long_]
+    assert rows[0]["pdu_enc"] == b"receipt:%d:2" % single
+    assert {"acme"} in store.outbox_accounts
+    assert await store.outbox_for("acme", after_id=rows[0]["id"]) == rows[1:]
+    assert await store.outbox_for("other") == []
+    await store.retry_outbox(rows[1]["id"])
+    assert [r["attempts"] for r in await store.outbox_for("acme")] == [0, 1]
+    await asyncio.gather(store.ack_outbox(rows[0]["id"]), store.ack_outbox(rows[1]["id"]))
+    assert await store.outbox_for("acme") == []
+
+    # Only the unsent message is still pending.
+    assert [(p["message_id"], p["part_no"]) for p in await store.pending_parts()] == [(quiet, 1)]
+
+
+async def test_permanent_failure_and_outbox_insert(store):
+    mid = next(_ids)
+    await store.add_message(message_row(mid), part_rows(mid))
+    finished = await store.record_submit(
+        SubmitResult(mid, 1, int(MessageState.REJECTED), "op-a", None, 1, 0.0, 0x80000045)
+    )
+    assert [(f.state, f.error) for f in finished] == [(MessageState.REJECTED, 0x80000045)]
+    msg = await store.message(mid)
+    assert msg["state"] == MessageState.REJECTED and msg["error"] == 0x80000045
+    # A row added directly (MO, a receipt built elsewhere).
+    row_id = next(_ids)
+    await store.add_outbox({"id": row_id, "account": "beta", "kind": 2, "message_id": None,
+                            "pdu_enc": b"mo", "created_at": 1.0, "expires_at": 2.0, "attempts": 0})
+    assert [r["id"] for r in await store.outbox_for("beta")] == [row_id]
+    await store.update_message(mid, connector="op-a")
+    assert (await store.message(mid))["connector"] == "op-a"
+
+
+async def test_per_part_receipts(store):
+    mid = next(_ids)
+    await store.add_message(message_row(mid, account="perpart", parts_total=2), part_rows(mid, 2))
+    await store.record_submit(SubmitResult(mid, 1, PART_SUBMITTED, "op-a", "p1", 1, 0.0))
+    await store.record_submit(SubmitResult(mid, 2, PART_SUBMITTED, "op-a", "p2", 1, 0.0))
+    await store.apply_receipt(receipt("p1"))
+    await store.apply_receipt(receipt("p2"))
+    rows = await store.outbox_for("perpart")
+    assert len(rows) == 2
+    assert [(f.part_no, f.state) for f in store.builder.finished] == [
+        (1, MessageState.DELIVERED), (2, MessageState.DELIVERED)
+    ]
+
+
+async def test_cancel(store):
+    queued, sent = next(_ids), next(_ids)
+    await store.add_message(message_row(queued, parts_total=2), part_rows(queued, 2))
+    await store.add_message(message_row(sent), part_rows(sent))
+    await store.record_submit(SubmitResult(sent, 1, PART_SUBMITTED, "op-a", "9", 1, 0.0))
+    assert await store.cancel(queued, "other") is False  # not its message
+    assert await store.cancel(sent, "acme") is False  # already left
+    assert await store.cancel(next(_ids), "acme") is False  # unknown
+    assert await store.cancel(queued, "acme") is True
+    assert (await store.message(queued))["state"] == MessageState.DELETED
+    assert await store.cancel(queued, "acme") is False  # already final
+    assert [p["message_id"] for p in await store.pending_parts()] == []
+
+
+async def test_a_failed_commit_fails_its_waiters_and_the_writer_goes_on(store):
+    mid = next(_ids)
+    await store.add_message(message_row(mid), part_rows(mid))
+    with pytest.raises(Exception):
+        await store.add_message(message_row(mid), part_rows(mid))  # duplicate primary key
+    other = next(_ids)
+    await store.add_message(message_row(other), part_rows(other))
+    assert await store.message(other) is not None
+
+
+async def test_group_commit_under_concurrency(store, engine):
+    ids = [next(_ids) for _ in range(500)]
+    await asyncio.gather(*(store.add_message(message_row(i), part_rows(i)) for i in ids))
+    assert await scalar(engine, select(func.count()).select_from(messages)) == 500
+    assert store.commits < 100
+    results = [SubmitResult(i, 1, PART_SUBMITTED, "op-a", str(n), 1, 0.0) for n, i in enumerate(ids)]
+    await asyncio.gather(*(store.record_submit(r) for r in results))
+    oks = await asyncio.gather(*(store.apply_receipt(receipt(str(n))) for n in range(500)))
+    assert all(oks)
+    assert len(await store.outbox_for("acme", limit=1000)) == 500
+
+
+async def test_backend_is_what_we_asked_for(engine, db_url):
+    async with engine.connect() as conn:
+        if db_url.startswith("postgresql"):
+            assert engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg"
+            version = (await conn.execute(text("show server_version"))).scalar_one()
+            assert int(version.split(".")[0]) >= 12
+        else:
+            assert engine.dialect.name == "sqlite"
+            assert (await conn.execute(text("pragma journal_mode"))).scalar_one() == "wal"
+
+
+async def test_migrations_match_the_models(engine, db_url):
+    """What Alembic built is what ``storage.schema`` describes (tables, columns, indexes and,
+    where the backend enforces them, types): no drift between a migration and the models."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from storage.schema import metadata
+
+    enforces_types = not db_url.startswith("sqlite")  # see migration 0003
+
+    def diff(sync_conn):
+        context = MigrationContext.configure(sync_conn, opts={"compare_type": enforces_types})
+        return compare_metadata(context, metadata)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_an_absurd_receipt_error_cannot_fail_a_group_commit(store):
+    """An upstream's ``err:`` field is free text: a 20-digit error must not overflow the
+    column and fail every write of its group commit (submits included), again at each resend."""
+    mid, innocent = next(_ids), next(_ids)
+    await store.add_message(message_row(mid), part_rows(mid))
+    await store.record_submit(SubmitResult(mid, 1, PART_SUBMITTED, "op-a", "X1", 1, 0.0))
+    bad = store.apply_receipt(receipt("X1", MessageState.UNDELIVERABLE, 10**20))
+    other = store.add_message(message_row(innocent), part_rows(innocent))
+    assert await bad is True
+    await other
+    msg = await store.message(mid)
+    assert msg["state"] == MessageState.UNDELIVERABLE and msg["error"] == 0xFFFFFFFF
+
+
+async def test_nodes_starting_together_upgrade_once(db_url):
+    """Several nodes sharing one database may start at the same moment: the schema upgrade
+    is serialised (an advisory lock on PostgreSQL; SQLite's writer lock), not raced."""
+    engines = [db.create_engine(db_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(db.upgrade(e) for e in engines))
+        for e in engines:
+            assert await db.current_revision(e) == db.head_revision()
+    finally:
+        for e in engines:
+            await e.dispose()

@@ -37,5 +37,12 @@ bench: install
 bench-sessions: install
 	$(BIN)/python -m smscenter.bench_sessions $(BENCH_ARGS)
 
+# The durable MT path end to end: smpp34 partners -> smscenter daemon (SQLite) -> upstream sink
+# with receipts, beside partners -> sink directly (python -m smscenter.bench_mt --help;
+# e.g. make bench-mt BENCH_MT_ARGS="--messages 5000").
+.PHONY: bench-mt
+bench-mt: install
+	$(BIN)/python -m smscenter.bench_mt $(BENCH_MT_ARGS)
+
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -112,18 +112,29 @@ class Dispatcher:
         else:
             self._append(msg, head=False)
 
-    def cancel(self, message_id: int) -> bool:
-        """Take a message out of the queue if none of it left yet (cancel_sm)."""
-        for line in self._lines.values():
+    def cancel(self, message_id: int) -> QueuedMessage | None:
+        """Take a message out of the queue if none of it left yet (cancel_sm). Returns it
+        (for ``restore``), or None when it is not waiting here."""
+        for key, line in self._lines.items():
             for msg in line.queue:
                 if msg.id == message_id and msg.next_index == 0 and not (line.busy and line.queue[0] is msg):
                     line.queue.remove(msg)
-                    return True
+                    if not line.queue and not line.busy:
+                        del self._lines[key]
+                    return msg
         for _, _, msg, _ in self._timers:
-            if msg.id == message_id and msg.next_index == 0:
+            if msg.id == message_id and msg.next_index == 0 and message_id not in self._cancelled:
                 self._cancelled.add(message_id)
-                return True
-        return False
+                return msg
+        return None
+
+    def restore(self, msg: QueuedMessage) -> None:
+        """Undo ``cancel`` (the stored cancel did not happen): the message waits again (at
+        the end of its number's line if it had left the timers)."""
+        if msg.id in self._cancelled:
+            self._cancelled.discard(msg.id)
+        else:
+            self.enqueue(msg)
 
     @property
     def queued(self) -> int:

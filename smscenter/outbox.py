@@ -37,6 +37,7 @@ class OutboxSender:
         self.clock = clock
         self._pumps: dict[str, asyncio.Task] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        self._rescan: set[str] = set()  # accounts whose rows must be read again from the top
         self._stopping = False
         self.stats = {"delivered": 0, "refused": 0, "expired": 0}
 
@@ -66,32 +67,37 @@ class OutboxSender:
 
     async def _pump(self, account: AccountState) -> None:
         wake = self._wake[account.system_id]
-        in_flight: set[int] = set()
+        pending = _Pending()
         cursor = 0
         while not self._stopping:
             wake.clear()
             if not account.receivers():
+                cursor = 0  # the next bind gets everything, from the oldest row
                 await wake.wait()  # a bind (or new rows) will wake us
                 continue
-            rows = await self.store.outbox_for(account.system_id, after_id=cursor, limit=BATCH)
-            rows = [r for r in rows if r["id"] not in in_flight]
-            if not rows:
-                if in_flight:
-                    await asyncio.sleep(0.05)
-                    continue
+            if account.system_id in self._rescan:
+                self._rescan.discard(account.system_id)
                 cursor = 0
+            read_no = pending.begin_read()
+            batch = await self.store.outbox_for(account.system_id, after_id=cursor, limit=BATCH)
+            if not batch:
+                # End of the table. New rows come after the cursor (ids are time-ordered), so
+                # a wake-up for them reads on from here; rows behind it are read again from the
+                # top when a refused row's wait is over (or every RETRY_DELAY), or when a bind
+                # was lost with receipts in flight.
                 try:
-                    async with asyncio.timeout(RETRY_DELAY):
+                    async with asyncio.timeout(pending.next_wait(self.clock(), RETRY_DELAY)):
                         await wake.wait()
                 except TimeoutError:
-                    pass
+                    cursor = 0
                 continue
-            cursor = rows[-1]["id"]
+            cursor = batch[-1]["id"]
             now = self.clock()
-            for row in rows:
+            for row in pending.fresh(batch, read_no, now):
                 if row["expires_at"] <= now:
                     self.stats["expired"] += 1
-                    self.store.ack_outbox(row["id"])
+                    pending.in_flight.add(row["id"])
+                    self.store.ack_outbox(row["id"]).add_done_callback(pending.on_deleted(row["id"]))
                     continue
                 bind = account.next_receiver()
                 if bind is None:
@@ -106,23 +112,76 @@ class OutboxSender:
                 except LinkClosed:
                     cursor = 0
                     break
-                in_flight.add(row["id"])
-                fut.add_done_callback(self._answered(row["id"], in_flight, account))
+                pending.in_flight.add(row["id"])
+                fut.add_done_callback(self._answered(row["id"], pending, account))
 
-    def _answered(self, row_id: int, in_flight: set[int], account: AccountState):
+    def _answered(self, row_id: int, pending: "_Pending", account: AccountState):
         def done(fut: asyncio.Future) -> None:
-            in_flight.discard(row_id)
             if fut.cancelled():
+                pending.in_flight.discard(row_id)
                 return
             exc = fut.exception()
             if exc is None and fut.result().command_status == CommandStatus.ESME_ROK:
                 self.stats["delivered"] += 1
-                self.store.ack_outbox(row_id)
+                # The row counts as in flight until its delete is committed, and a read that
+                # began before that commit may still return it: never send it again.
+                self.store.ack_outbox(row_id).add_done_callback(pending.on_deleted(row_id))
                 return
-            self.stats["refused"] += 1
+            pending.in_flight.discard(row_id)
             if exc is None or isinstance(exc, ResponseTimeout):
+                # Refused or unanswered: the partner gets it again after RETRY_DELAY, not at
+                # once (a partner refusing everything would otherwise be flooded).
+                self.stats["refused"] += 1
+                pending.held[row_id] = self.clock() + RETRY_DELAY
                 self.store.retry_outbox(row_id)
-            # Closed link: the row stays; the pump re-reads it when a bind is back.
+                return
+            # Closed link: the row stays; the pump reads it again (on another bind, or when
+            # one is back).
+            self._rescan.add(account.system_id)
             self._wake.setdefault(account.system_id, asyncio.Event()).set()
+
+        return done
+
+
+class _Pending:
+    """One pump's rows that must not be sent now: those in flight (answer or delete not yet
+    committed), those whose delete committed while a read may have been under way (that
+    read's snapshot can still hold them), and refused ones waiting for their retry time."""
+
+    __slots__ = ("in_flight", "acked", "held", "reads")
+
+    def __init__(self) -> None:
+        self.in_flight: set[int] = set()
+        self.acked: dict[int, int] = {}  # row id -> number of reads begun when its delete committed
+        self.held: dict[int, float] = {}  # row id -> when it may be sent again
+        self.reads = 0
+
+    def begin_read(self) -> int:
+        self.reads += 1
+        return self.reads
+
+    def fresh(self, rows: list[dict], read_no: int, now: float) -> list[dict]:
+        """The rows of read ``read_no`` that may be sent now."""
+        # Deletes committed before this read began are visible to it: forget them.
+        self.acked = {i: n for i, n in self.acked.items() if n >= read_no}
+        self.held = {i: t for i, t in self.held.items() if t > now}
+        return [
+            r for r in rows
+            if r["id"] not in self.in_flight and r["id"] not in self.acked and r["id"] not in self.held
+        ]
+
+    def next_wait(self, now: float, longest: float) -> float:
+        """How long the pump may sleep at the end of the table."""
+        if not self.held:
+            return longest
+        return min(longest, max(0.01, min(self.held.values()) - now))
+
+    def on_deleted(self, row_id: int):
+        """A done-callback for the commit that deletes ``row_id``."""
+
+        def done(fut: asyncio.Future) -> None:
+            self.in_flight.discard(row_id)
+            if not fut.cancelled() and fut.exception() is None:
+                self.acked[row_id] = self.reads
 
         return done

@@ -76,6 +76,7 @@ class Pipeline:
     def _submit(self, bind: PartnerBind, pdu: P.Pdu) -> None:
         try:
             plan = self.planner.plan(bind, pdu)
+            fut = self.store.add_message(plan.row, plan.part_rows)
         except Refused as exc:
             self.stats["refused"] += 1
             log.info("submit_refused", account=bind.account.system_id, status=CommandStatus.name_of(exc.status),
@@ -86,7 +87,11 @@ class Pipeline:
             self.stats["refused"] += 1
             bind.respond(pdu.response(exc.status))
             return
-        fut = self.store.add_message(plan.row, plan.part_rows)
+        except Exception:  # noqa: BLE001 - a bug or a closing store must not kill the session
+            self.stats["refused"] += 1
+            log.exception("submit_failed", account=bind.account.system_id)
+            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            return
         fut.add_done_callback(lambda f: self._committed(f, bind, pdu, plan))
 
     def _committed(self, fut: asyncio.Future, bind: PartnerBind, pdu: P.Pdu, plan: PlannedMessage) -> None:
@@ -127,19 +132,23 @@ class Pipeline:
 
     # --- query_sm / cancel_sm ---------------------------------------------------------------
 
-    async def _own_message(self, bind: PartnerBind, message_id: str) -> dict | None:
-        if not message_id.isdigit() or len(message_id) > 20:
-            return None
-        msg = await self.store.message(int(message_id))
+    async def _own_message(self, bind: PartnerBind, message_id: int) -> dict | None:
+        msg = await self.store.message(message_id)
         if msg is None or msg["account"] != bind.account.system_id:
             return None
         return msg
 
     async def _query(self, bind: PartnerBind, pdu: P.QuerySm) -> None:
-        if not pdu.message_id.isdigit():
+        message_id = parse_message_id(pdu.message_id)
+        if message_id is None:
             bind.respond(pdu.response(CommandStatus.ESME_RINVMSGID))
             return
-        msg = await self._own_message(bind, pdu.message_id)
+        try:
+            msg = await self._own_message(bind, message_id)
+        except Exception:  # noqa: BLE001 - answer, whatever happened
+            log.exception("query_failed", account=bind.account.system_id)
+            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            return
         if msg is None:
             bind.respond(pdu.response(CommandStatus.ESME_RQUERYFAIL))
             return
@@ -154,19 +163,37 @@ class Pipeline:
         )
 
     async def _cancel(self, bind: PartnerBind, pdu: P.CancelSm) -> None:
-        if not pdu.message_id.isdigit():
+        message_id = parse_message_id(pdu.message_id)
+        if message_id is None:
             bind.respond(pdu.response(CommandStatus.ESME_RINVMSGID))
             return
-        msg = await self._own_message(bind, pdu.message_id)
+        account = bind.account.system_id
+        try:
+            msg = await self._own_message(bind, message_id)
+        except Exception:  # noqa: BLE001
+            log.exception("cancel_failed", account=account)
+            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            return
         if msg is None or msg["state"] in FINAL_STATES:
             bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
             return
-        message_id = int(pdu.message_id)
-        if self.dispatcher.cancel(message_id) and await self.store.cancel(message_id, bind.account.system_id):
-            log.info("cancelled", account=bind.account.system_id, message_id=message_id)
-            bind.respond(pdu.response())
-        else:
+        # Out of the queue first, so it cannot leave while the cancel is stored; back in if
+        # the store says no.
+        queued = self.dispatcher.cancel(message_id)
+        if queued is None:
             bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
+            return
+        try:
+            cancelled = await self.store.cancel(message_id, account)
+        except Exception:  # noqa: BLE001
+            log.exception("cancel_failed", account=account)
+            cancelled = None
+        if cancelled:
+            log.info("cancelled", account=account, message_id=message_id)
+            bind.respond(pdu.response())
+            return
+        self.dispatcher.restore(queued)
+        bind.respond(pdu.response(CommandStatus.ESME_RSYSERR if cancelled is None else CommandStatus.ESME_RCANCELFAIL))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -179,4 +206,13 @@ class Pipeline:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-__all__ = ["Pipeline", "MessageState"]
+def parse_message_id(text: str) -> int | None:
+    """One of our ids (ASCII decimal, 64-bit signed) or None: anything else cannot be ours
+    and is answered ESME_RINVMSGID."""
+    if not text or len(text) > 20 or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value < 1 << 63 else None
+
+
+__all__ = ["Pipeline", "MessageState", "parse_message_id"]

@@ -91,7 +91,11 @@ class UpstreamDeliveries:
             pdu_enc=self.cipher.encrypt(codec.encode(pdu, 0), b"early:" + connector.name.encode()),
             done_at=self.clock(),
         )
-        fut = self.store.apply_receipt(item)
+        try:
+            fut = self.store.apply_receipt(item)
+        except RuntimeError as exc:  # the store is closing: no answer, the upstream resends
+            log.warning("receipt_not_stored", connector=connector.name, error=str(exc))
+            return
 
         def stored(f) -> None:
             if f.cancelled() or f.exception() is not None:

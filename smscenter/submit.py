@@ -18,7 +18,7 @@ from protocol import codec
 from protocol import pdu as P
 from protocol.constants import CommandId, CommandStatus, DataCoding, EsmClass, MessageState, Tag
 from protocol.errors import RemoteProtocolError
-from protocol.segments import Concat, parse_udh, split
+from protocol.segments import Concat, count_segments, parse_udh, split
 from protocol.smpptime import parse_schedule_delivery_time, parse_validity_period
 from protocol.text import UnsupportedDataCoding, canonical_coding, decode_text, is_binary
 from routing.category import UnknownCategory, category_for
@@ -126,7 +126,7 @@ class SubmitPlanner:
             if when < now - SCHEDULE_PAST_TOLERANCE or when > now + MAX_SCHEDULE_AHEAD:
                 raise Refused(CommandStatus.ESME_RINVSCHED, "schedule_delivery_time out of range")
             not_before = max(now, when)
-        expires_at = now + DEFAULT_VALIDITY
+        expires_at = not_before + DEFAULT_VALIDITY  # a scheduled message gets its full validity
         if validity:
             expires_at = parse_validity_period(validity, utc_now).timestamp()
             if expires_at <= max(now, not_before):
@@ -204,8 +204,9 @@ class SubmitPlanner:
         """(short_message, esm_class, tlvs) per upstream part.
 
         A short_message that already carries a UDH or SAR TLVs is one part of the partner's
-        own long message: it is checked and passed on whole. A message_payload is split
-        here (8-bit reference UDH), because many upstreams refuse message_payload.
+        own long message: it is checked and passed on whole. Anything longer than one SMS —
+        a message_payload, or a short_message over 160 GSM-7 / 140 octets — is split here
+        (8-bit reference UDH): many upstreams refuse message_payload, and some truncate.
         """
         try:
             coding = canonical_coding(pdu.data_coding)
@@ -221,6 +222,8 @@ class SubmitPlanner:
             raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "short_message and message_payload together")
         sar = (pdu.tlv(Tag.SAR_MSG_REF_NUM), pdu.tlv(Tag.SAR_TOTAL_SEGMENTS), pdu.tlv(Tag.SAR_SEGMENT_SEQNUM))
         if any(v is not None for v in sar):
+            if any(v is None for v in sar):
+                raise Refused(CommandStatus.ESME_RMISSINGOPTPARAM, "SAR TLVs must come as a set of three")
             try:
                 Concat.from_sar(*sar)
             except RemoteProtocolError as exc:
@@ -237,8 +240,19 @@ class SubmitPlanner:
                 return [(short_message, esm_class & 0xC3, passthrough)]
             raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "message_payload with a UDH")
         text_or_bytes = self._check_text(body, coding)
-        if payload is None:
-            return [(short_message, esm_class & 0xC3, passthrough)]
+        if sar[0] is not None:  # one part of the partner's own long message
+            if len(body) > 254:
+                raise Refused(CommandStatus.ESME_RINVMSGLEN, "a SAR segment longer than a short_message")
+            return [(body, esm_class & 0xC3, passthrough)]
+        try:
+            count = count_segments(text_or_bytes, coding)
+        except Exception as exc:  # noqa: BLE001 - text the coding cannot hold
+            raise Refused(CommandStatus.ESME_RINVMSGLEN, str(exc)) from None
+        if count == 1:
+            return [(body, esm_class & 0xC3, passthrough)]
+        # Longer than one SMS (a message_payload, or a short_message over 160 GSM / 140
+        # octets): split here with an 8-bit reference UDH rather than leave the upstream to
+        # refuse or truncate it.
         self._ref = (self._ref + 1) & 0xFF
         try:
             segments = split(text_or_bytes, coding, method="udh8", reference=self._ref)

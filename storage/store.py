@@ -357,18 +357,23 @@ class Store:
         for row in found:
             by_key.setdefault((row.connector, row.upstream_id), []).append(row)
         settle: dict[int, list[tuple[int, int]]] = {}
+        applied: set[tuple[int, int]] = set()
         early_rows = []
         for receipt, fut in items:
             rows = by_key.get((receipt.connector, receipt.upstream_id))
             if not rows:
-                early_rows.append(
-                    {
-                        "connector": receipt.connector,
-                        "upstream_id": receipt.upstream_id,
-                        "pdu_enc": receipt.pdu_enc,
-                        "received_at": now,
-                    }
-                )
+                # Kept until its submit_sm_resp comes — final states only: an intermediate
+                # notification would settle nothing, and keeping it (first one wins) would
+                # shadow the final receipt that follows.
+                if receipt.state in FINAL_STATES:
+                    early_rows.append(
+                        {
+                            "connector": receipt.connector,
+                            "upstream_id": receipt.upstream_id,
+                            "pdu_enc": receipt.pdu_enc,
+                            "received_at": now,
+                        }
+                    )
                 if fut is not None:
                     outcomes[id(fut)] = False
                 continue
@@ -377,8 +382,9 @@ class Store:
             if receipt.state not in FINAL_STATES:
                 continue  # ENROUTE/ACCEPTED notifications: nothing to settle
             for row in rows:
-                if row.state in FINAL_STATES:
-                    continue  # a duplicate receipt: already applied
+                if row.state in FINAL_STATES or (row.message_id, row.part_no) in applied:
+                    continue  # a duplicate receipt: already applied (earlier, or in this batch)
+                applied.add((row.message_id, row.part_no))
                 await conn.execute(
                     update(parts)
                     .where(and_(parts.c.message_id == row.message_id, parts.c.part_no == row.part_no))
@@ -411,12 +417,20 @@ class Store:
             if msg is None or msg["state"] in FINAL_STATES:
                 continue
             part_states = states.get(message_id, {})
-            error = next((e for _, e in reversed(changes) if e), 0)
+            # The error of the latest failed part; parts that failed in earlier transactions
+            # left theirs on the message row.
+            error = next((e for _, e in reversed(changes) if e), msg["error"])
+            # An upstream's err: field can hold any number; one that overflows the column
+            # would fail the whole group commit (and come back with every resend), so it is
+            # capped at the widest value SMPP itself carries (a 32-bit command_status).
+            error = min(max(error, 0), 0xFFFFFFFF)
             if self.per_part_receipts(msg["account"]):
                 for part_no, part_error in changes:
                     out.append(Finished(msg, part_no, MessageState(part_states[part_no]), part_error, now))
             final = message_state(part_states.values())
             if final is None:
+                if error != msg["error"]:
+                    await conn.execute(update(messages).where(messages.c.id == message_id).values(error=error))
                 continue
             await conn.execute(
                 update(messages)

@@ -267,7 +267,8 @@ class Dispatcher:
             ton, npi = _source_ton_npi(pdu, cfg)
             try:
                 remaining = max(0.1, msg.expires_at - self.clock())
-                resp = await connector.submit(with_source(pdu, ton, npi), timeout=min(remaining, self.response_timeout))
+                part = with_source(pdu, ton, npi, cfg.dest_ton_npi)
+                resp = await connector.submit(part, timeout=min(remaining, self.response_timeout))
             except (ConnectorDown, ResponseTimeout, LinkClosed) as exc:
                 log.info("submit_retry_elsewhere", message_id=msg.id, connector=connector.name, reason=type(exc).__name__)
                 continue

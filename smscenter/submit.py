@@ -296,8 +296,12 @@ def as_submit(pdu: P.Pdu) -> P.Pdu:
     return pdu
 
 
-def with_source(pdu: P.SubmitSm, ton: int, npi: int) -> P.SubmitSm:
-    """The part as a given connector wants its source TON/NPI."""
-    if pdu.source_addr_ton == ton and pdu.source_addr_npi == npi:
-        return pdu
-    return replace(pdu, source_addr_ton=ton, source_addr_npi=npi)
+def with_source(pdu: P.SubmitSm, ton: int, npi: int, dest: tuple[int, int] | None = None) -> P.SubmitSm:
+    """The part as a given connector wants its source TON/NPI (and, if given, the
+    destination's [ton, npi]: the connector's ``dest_ton_npi``)."""
+    changes = {}
+    if pdu.source_addr_ton != ton or pdu.source_addr_npi != npi:
+        changes.update(source_addr_ton=ton, source_addr_npi=npi)
+    if dest is not None and (pdu.dest_addr_ton, pdu.dest_addr_npi) != tuple(dest):
+        changes.update(dest_addr_ton=dest[0], dest_addr_npi=dest[1])
+    return replace(pdu, **changes) if changes else pdu

@@ -1,0 +1,360 @@
+"""``storage.store``: the group-commit writer and receipt correlation, against a temp SQLite
+file (the same engine, pragmas and migrations the daemon uses).
+
+- ``message_state``: a message's state from its parts' states;
+- group commit: many calls made together end in few transactions, and every caller's
+  future resolves only after its commit;
+- early receipts: a receipt that arrives before its submit_sm_resp is kept, then settles the
+  message in the transaction that records the submit_sm_resp; intermediate notifications are
+  not kept (they would shadow the final receipt that follows);
+- duplicates: a receipt applied twice (in two commits, or twice in one) yields one receipt
+  for the partner;
+- long messages: one receipt once every part is final, or one per part;
+- cancel and the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from sqlalchemy import func, select
+
+from protocol.constants import MessageState as M
+from storage import db
+from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
+from storage.store import Finished, Store, SubmitResult, UpstreamReceipt, message_state
+
+_ids = itertools.count((1 << 62) + 1)
+NOW = 1_800_000_000.5
+
+
+# --------------------------------------------------------------------------- message_state
+
+
+@pytest.mark.parametrize(
+    "states, expected",
+    [
+        ([], None),
+        ([M.DELIVERED], M.DELIVERED),
+        ([M.DELIVERED, M.DELIVERED, M.DELIVERED], M.DELIVERED),
+        ([M.DELIVERED, PART_SUBMITTED], None),  # a part still waits for its receipt
+        ([PART_QUEUED, M.DELIVERED], None),
+        ([M.DELIVERED, M.UNDELIVERABLE], M.UNDELIVERABLE),  # the worst outcome wins
+        ([M.EXPIRED, M.DELIVERED], M.EXPIRED),
+        ([M.UNDELIVERABLE, M.REJECTED, M.DELIVERED], M.REJECTED),
+        ([M.DELETED, M.DELIVERED], M.DELETED),
+        ([M.ENROUTE, M.DELIVERED], None),  # ENROUTE is not final
+        ([M.ACCEPTED], None),
+    ],
+)
+def test_message_state(states, expected):
+    assert message_state([int(s) for s in states]) == expected
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class Builder:
+    """Receipt builder: records what finished, makes a plain outbox row when asked for."""
+
+    def __init__(self) -> None:
+        self.finished: list[Finished] = []
+
+    def __call__(self, done: Finished) -> dict | None:
+        self.finished.append(done)
+        if not done.message["registered_delivery"]:
+            return None
+        return {
+            "id": next(_ids),
+            "account": done.message["account"],
+            "kind": OUTBOX_RECEIPT,
+            "message_id": done.message["id"],
+            "pdu_enc": b"receipt:%d:%d:%d" % (done.message["id"], done.part_no or 0, int(done.state)),
+            "created_at": done.done_at,
+            "expires_at": done.done_at + 3600.0,
+            "attempts": 0,
+        }
+
+
+def early_decoder(row: dict) -> UpstreamReceipt:
+    state, error = row["pdu_enc"].decode().split(":")
+    return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["pdu_enc"],
+                           row["received_at"])
+
+
+def receipt(upstream_id: str, state: M = M.DELIVERED, error: int = 0, connector: str = "op") -> UpstreamReceipt:
+    return UpstreamReceipt(connector, upstream_id, int(state), error, b"%d:%d" % (state, error), NOW + 10)
+
+
+@pytest.fixture
+async def engine(tmp_path):
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    await db.upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def store(engine):
+    builder = Builder()
+    store = Store(engine, builder, per_part_receipts=lambda account: account == "perpart")
+    store.early_decoder = early_decoder
+    store.notified: list[set[str]] = []
+    store.on_outbox = store.notified.append
+    store.builder = builder
+    await store.start()
+    yield store
+    await store.stop()
+
+
+def new_message(account: str = "acme", parts_total: int = 1, registered: int = 1) -> tuple[dict, list[dict]]:
+    message_id = next(_ids)
+    row = {
+        "id": message_id, "account": account, "category": "alert", "source_addr": "ACME", "source_ton": 5,
+        "source_npi": 0, "dest_hash": bytes(16), "dest_enc": b"\x01\x00\x01sealed", "data_coding": 0,
+        "registered_delivery": registered, "priority": 0, "parts_total": parts_total, "state": int(M.ENROUTE),
+        "error": 0, "submitted_at": NOW, "not_before": NOW, "expires_at": NOW + 86400, "done_at": None,
+        "connector": None,
+    }
+    part_rows = [
+        {"message_id": message_id, "part_no": n, "pdu_enc": b"sealed-pdu", "state": PART_QUEUED, "connector": None,
+         "upstream_id": None, "attempts": 0, "next_attempt_at": NOW, "updated_at": NOW}
+        for n in range(1, parts_total + 1)
+    ]
+    return row, part_rows
+
+
+async def add(store: Store, **kwargs) -> int:
+    row, part_rows = new_message(**kwargs)
+    await store.add_message(row, part_rows)
+    return row["id"]
+
+
+def submitted(message_id: int, upstream_id: str, part_no: int = 1, connector: str = "op") -> SubmitResult:
+    return SubmitResult(message_id, part_no, PART_SUBMITTED, connector, upstream_id, 1, NOW)
+
+
+async def count(engine, table, *where) -> int:
+    async with engine.connect() as conn:
+        stmt = select(func.count()).select_from(table)
+        for cond in where:
+            stmt = stmt.where(cond)
+        return (await conn.execute(stmt)).scalar_one()
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+async def test_group_commit_batches_many_messages_into_few_commits(store, engine):
+    before = store.commits
+    futures = []
+    for _ in range(500):
+        row, part_rows = new_message(parts_total=2)
+        futures.append(store.add_message(row, part_rows))
+    assert not any(f.done() for f in futures)  # nothing is acknowledged before its commit
+    await asyncio.wait_for(asyncio.gather(*futures), 10)
+    assert store.commits - before <= 3, store.commits - before
+    assert store.committed_ops >= 500
+    assert await count(engine, messages) == 500
+    assert await count(engine, parts) == 1000
+
+
+async def test_a_full_batch_commits_without_waiting(engine):
+    """``max_batch`` calls are committed at once, without the ``max_delay`` wait."""
+    store = Store(engine, Builder(), max_batch=100, max_delay=1.0)
+    await store.start()
+    try:
+        futures = [store.add_message(*new_message()) for _ in range(100)]
+        await asyncio.wait_for(asyncio.gather(*futures), 1.0)
+        assert store.commits == 1
+        # Fewer than max_batch: the writer waits max_delay for more to join.
+        lone = store.add_message(*new_message())
+        await asyncio.sleep(0.3)
+        assert not lone.done()
+        await asyncio.wait_for(lone, 5)
+        assert store.commits == 2
+    finally:
+        await store.stop()
+    assert await count(engine, messages) == 101
+
+
+async def test_calls_arriving_while_a_commit_runs_join_the_next_one(store, engine):
+    first = [store.add_message(*new_message()) for _ in range(50)]
+    await asyncio.sleep(0)  # the writer has started on the first batch
+    second = [store.add_message(*new_message()) for _ in range(50)]
+    await asyncio.wait_for(asyncio.gather(*first, *second), 10)
+    assert store.commits <= 3
+    assert await count(engine, messages) == 100
+
+
+async def test_stop_commits_what_is_queued(engine):
+    store = Store(engine, Builder())
+    await store.start()
+    futures = [store.add_message(*new_message()) for _ in range(20)]
+    await store.stop()
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert await count(engine, messages) == 20
+    with pytest.raises(RuntimeError):
+        store.add_message(*new_message())
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+async def test_receipt_after_submit_settles_the_message(store, engine):
+    message_id = await add(store)
+    assert await store.record_submit(submitted(message_id, "1001")) == []
+    assert await store.apply_receipt(receipt("1001")) is True
+    msg = await store.message(message_id)
+    assert msg["state"] == M.DELIVERED and msg["done_at"] is not None
+    assert [f.state for f in store.builder.finished] == [M.DELIVERED]
+    assert await count(engine, outbox) == 1
+    assert {"acme"} in store.notified
+
+
+async def test_early_receipt_then_submit_result_settles(store, engine):
+    message_id = await add(store)
+    # The receipt comes first: nothing matches, it is kept (and safe to acknowledge).
+    assert await store.apply_receipt(receipt("2002", M.UNDELIVERABLE, 1)) is False
+    assert await count(engine, early_receipts) == 1
+    assert (await store.message(message_id))["state"] == M.ENROUTE
+    # Then the submit_sm_resp: the early receipt is applied in that same commit.
+    finished = await store.record_submit(submitted(message_id, "2002"))
+    assert [(f.message["id"], f.state, f.error) for f in finished] == [(message_id, M.UNDELIVERABLE, 1)]
+    msg = await store.message(message_id)
+    assert msg["state"] == M.UNDELIVERABLE and msg["error"] == 1
+    assert await count(engine, early_receipts) == 0
+    assert await count(engine, outbox) == 1
+
+
+async def test_early_receipt_is_keyed_by_connector(store, engine):
+    message_id = await add(store)
+    await store.apply_receipt(receipt("3003", connector="other"))
+    await store.record_submit(submitted(message_id, "3003", connector="op"))
+    assert (await store.message(message_id))["state"] == M.ENROUTE  # another connector's id
+    assert await count(engine, early_receipts) == 1
+    await store.apply_receipt(receipt("3003", connector="op"))
+    assert (await store.message(message_id))["state"] == M.DELIVERED
+
+
+async def test_early_intermediate_notification_does_not_shadow_the_final_receipt(store, engine):
+    message_id = await add(store)
+    assert await store.apply_receipt(receipt("4004", M.ENROUTE)) is False
+    assert await store.apply_receipt(receipt("4004", M.DELIVERED)) is False
+    assert await count(engine, early_receipts) == 1
+    await store.record_submit(submitted(message_id, "4004"))
+    assert (await store.message(message_id))["state"] == M.DELIVERED
+
+
+async def test_duplicate_receipt_is_ignored(store, engine):
+    message_id = await add(store)
+    await store.record_submit(submitted(message_id, "5005"))
+    assert await store.apply_receipt(receipt("5005")) is True
+    assert await store.apply_receipt(receipt("5005")) is True  # matched, acknowledged, no effect
+    assert await store.apply_receipt(receipt("5005", M.UNDELIVERABLE)) is True
+    assert (await store.message(message_id))["state"] == M.DELIVERED
+    assert len(store.builder.finished) == 1
+    assert await count(engine, outbox) == 1
+
+
+async def test_duplicate_receipts_in_one_commit_give_one_receipt(store, engine):
+    single = await add(store)
+    per_part = await add(store, account="perpart")
+    await store.record_submit(submitted(single, "6006"))
+    await store.record_submit(submitted(per_part, "6007"))
+    futures = [store.apply_receipt(receipt(uid)) for uid in ("6006", "6006", "6007", "6007")]
+    assert await asyncio.gather(*futures) == [True] * 4
+    assert sorted((f.message["id"], f.part_no) for f in store.builder.finished) == sorted(
+        [(single, None), (per_part, 1)])
+    assert await count(engine, outbox) == 2
+
+
+async def test_duplicate_early_receipts_are_kept_once(store, engine):
+    message_id = await add(store)
+    await asyncio.gather(store.apply_receipt(receipt("7007")), store.apply_receipt(receipt("7007")))
+    await store.apply_receipt(receipt("7007"))
+    assert await count(engine, early_receipts) == 1
+    await store.record_submit(submitted(message_id, "7007"))
+    assert len(store.builder.finished) == 1
+
+
+async def test_long_message_one_receipt_when_all_parts_final(store, engine):
+    message_id = await add(store, parts_total=3)
+    for n in (1, 2, 3):
+        await store.record_submit(submitted(message_id, f"80{n}", part_no=n))
+    await store.apply_receipt(receipt("801"))
+    await store.apply_receipt(receipt("802"))
+    assert store.builder.finished == []
+    assert (await store.message(message_id))["state"] == M.ENROUTE
+    await store.apply_receipt(receipt("803", M.UNDELIVERABLE, 1))
+    assert [(f.part_no, f.state) for f in store.builder.finished] == [(None, M.UNDELIVERABLE)]
+    assert (await store.message(message_id))["state"] == M.UNDELIVERABLE
+    assert await count(engine, outbox) == 1
+
+
+async def test_long_message_per_part_receipts(store, engine):
+    message_id = await add(store, account="perpart", parts_total=3)
+    for n in (1, 2, 3):
+        await store.record_submit(submitted(message_id, f"90{n}", part_no=n))
+    for n in (2, 1, 3):
+        await store.apply_receipt(receipt(f"90{n}"))
+    assert [(f.part_no, f.state) for f in store.builder.finished] == [(2, M.DELIVERED), (1, M.DELIVERED),
+                                                                      (3, M.DELIVERED)]
+    assert (await store.message(message_id))["state"] == M.DELIVERED
+    assert await count(engine, outbox) == 3
+
+
+async def test_permanent_failure_settles_without_a_receipt_from_upstream(store, engine):
+    message_id = await add(store, parts_total=2)
+    await store.record_submit(submitted(message_id, "1101", part_no=1))
+    finished = await store.record_submit(SubmitResult(message_id, 2, int(M.REJECTED), "op", None, 1, NOW, 0x0B))
+    assert finished == []  # part 1 still waits for its receipt
+    await store.apply_receipt(receipt("1101"))
+    msg = await store.message(message_id)
+    assert msg["state"] == M.REJECTED and msg["error"] == 0x0B
+
+
+async def test_no_receipt_row_when_none_was_asked(store, engine):
+    message_id = await add(store, registered=0)
+    await store.record_submit(submitted(message_id, "1201"))
+    await store.apply_receipt(receipt("1201"))
+    assert (await store.message(message_id))["state"] == M.DELIVERED
+    assert await count(engine, outbox) == 0
+
+
+# --------------------------------------------------------------------------- cancel, outbox, queue
+
+
+async def test_cancel_only_queued_messages_of_the_account(store, engine):
+    queued = await add(store)
+    sent = await add(store)
+    await store.record_submit(submitted(sent, "1301"))
+    assert await store.cancel(queued, "beta") is False
+    assert await store.cancel(sent, "acme") is False
+    assert await store.cancel(queued, "acme") is True
+    assert (await store.message(queued))["state"] == M.DELETED
+    assert await store.cancel(queued, "acme") is False
+    assert [r["message_id"] for r in await store.pending_parts()] == []
+
+
+async def test_pending_parts_is_the_queue(store, engine):
+    a = await add(store, parts_total=2)
+    b = await add(store)
+    await store.record_submit(submitted(a, "1401", part_no=1))
+    pending = [(r["message_id"], r["part_no"]) for r in await store.pending_parts()]
+    assert pending == [(a, 2), (b, 1)]
+
+
+async def test_outbox_ack_and_retry(store, engine):
+    message_id = await add(store)
+    await store.record_submit(submitted(message_id, "1501"))
+    await store.apply_receipt(receipt("1501"))
+    [row] = await store.outbox_for("acme")
+    assert await store.outbox_for("beta") == []
+    assert await store.outbox_for("acme", after_id=row["id"]) == []
+    await store.retry_outbox(row["id"])
+    assert (await store.outbox_for("acme"))[0]["attempts"] == 1
+    await store.ack_outbox(row["id"])
+    assert await count(engine, outbox) == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import structlog
 
@@ -22,12 +23,15 @@ from routing.routes import RouteRule, RouteTable
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
+from storage.optouts import OptOutStore
 from storage.store import Store
 
 from . import systemd
+from .blacklist import Blacklist
 from .config import Settings
 from .connector import Connector
 from .dispatch import Dispatcher
+from .mo import MoService
 from .outbox import OutboxSender
 from .pipeline import Pipeline
 from .receipts import ReceiptBuilder, UpstreamDeliveries
@@ -45,6 +49,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stopping = asyncio.Event()
+        self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         s = self.settings
@@ -57,6 +62,9 @@ class Daemon:
         retention = {a.system_id: s.retention_for(a).message_details for a in s.accounts}
         builder = ReceiptBuilder(self.cipher, self.ids, lambda account: retention.get(account, s.retention.message_details))
         self.store = Store(self.engine, builder, per_part_receipts=lambda account: per_part.get(account, False))
+        self.optouts = OptOutStore(self.engine, self.ids)
+        self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None)
+        await self.blacklist.start()
         self.deliveries = UpstreamDeliveries(self.store, self.cipher)
         self.store.early_decoder = self.deliveries.early_decoder
         await self.store.start()
@@ -64,18 +72,32 @@ class Daemon:
         self.dispatcher = Dispatcher(self.connectors, self.store, response_timeout=s.server.response_timeout)
         routes = route_table(s)
         shared = (s.optout.short_code,) if s.optout else ()
-        planner = SubmitPlanner(routes, self.cipher, self.ids, shared_short_codes=shared)
+        planner = SubmitPlanner(routes, self.cipher, self.ids, shared_short_codes=shared, blacklist=self.blacklist)
+        self.dispatcher.on_invalid_number = self._invalid_number
         # The pipeline needs the outbox, which needs the server's account registry.
         self.server = PartnerServer(s, handler=None)  # type: ignore[arg-type]
         self.outbox = OutboxSender(self.store, self.server.registry, self.cipher)
         self.store.on_outbox = self.outbox.notify
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher)
         self.server.handler = self.pipeline
+        self.mo = MoService(
+            s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
+            lambda account: retention.get(account, s.retention.message_details),
+        )
+        self.deliveries.mo_handler = self.mo
         for connector in self.connectors.values():
             await connector.start()
         await self.dispatcher.start()
         await self.pipeline.load()
         await self.server.start()
+
+    def _invalid_number(self, dest_hash: bytes) -> None:
+        """An upstream refused a number as invalid: refuse it at submit for 14 months."""
+        ttl = self.settings.retention.lookups
+        self.blacklist.mark_invalid(dest_hash, time.time() + ttl)
+        task = asyncio.get_running_loop().create_task(self.optouts.add_invalid(dest_hash, ttl))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
         grace = self.settings.server.shutdown_grace
@@ -83,6 +105,8 @@ class Daemon:
         log.info("stopping", grace=grace)
         await self.server.stop(grace)
         await self.pipeline.stop()
+        await self.mo.stop()
+        await self.blacklist.stop()
         await self.dispatcher.stop()
         await self.outbox.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))

@@ -33,7 +33,7 @@ from storage.store import Store, SubmitResult
 
 from .connector import Connector, ConnectorDown
 from .link import LinkClosed, ResponseTimeout
-from .submit import with_source
+from .submit import PlannedMessage, with_source
 
 log = structlog.get_logger("smscenter.dispatch")
 
@@ -67,6 +67,14 @@ class QueuedMessage:
     @property
     def key(self) -> tuple[str, bytes]:
         return (self.account, self.dest_hash)
+
+    @classmethod
+    def from_plan(cls, plan: PlannedMessage) -> "QueuedMessage":
+        """The queue entry of a message just stored."""
+        return cls(
+            plan.id, plan.account, plan.dest_hash, plan.connectors, plan.not_before, plan.expires_at,
+            [(part.part_no, part.pdu) for part in plan.parts],
+        )
 
 
 @dataclass(eq=False)
@@ -102,6 +110,8 @@ class Dispatcher:
         self._tasks: list[asyncio.Task] = []
         self._cancelled: set[int] = set()
         self.stats = {"sent": 0, "failed": 0, "expired": 0, "retried": 0}
+        #: Called with the destination's hash when an upstream says the number is invalid.
+        self.on_invalid_number = None
 
     # --- feeding ----------------------------------------------------------------------------
 
@@ -254,6 +264,8 @@ class Dispatcher:
                 continue
             self._finish(msg, MessageState.REJECTED, status, connector)
             self.stats["failed"] += 1
+            if status == CommandStatus.ESME_RINVDSTADR and self.on_invalid_number is not None:
+                self.on_invalid_number(msg.dest_hash)
             return True
         return True
 

@@ -102,12 +102,7 @@ class Pipeline:
             return
         self.stats["accepted"] += 1
         bind.respond(pdu.response(message_id=str(plan.id)))
-        self.dispatcher.enqueue(
-            QueuedMessage(
-                plan.id, plan.account, plan.dest_hash, plan.connectors, plan.not_before, plan.expires_at,
-                [(part.part_no, part.pdu) for part in plan.parts],
-            )
-        )
+        self.dispatcher.enqueue(QueuedMessage.from_plan(plan))
 
     async def load(self) -> int:
         """Rebuild the in-memory queue from the parts table (at start)."""

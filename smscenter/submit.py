@@ -20,7 +20,7 @@ from protocol.constants import CommandId, CommandStatus, DataCoding, EsmClass, M
 from protocol.errors import RemoteProtocolError
 from protocol.segments import Concat, count_segments, parse_udh, split
 from protocol.smpptime import parse_schedule_delivery_time, parse_validity_period
-from protocol.text import UnsupportedDataCoding, canonical_coding, decode_text, is_binary
+from protocol.text import UnsupportedDataCoding, canonical_coding, choose_encoding, decode_text, is_binary
 from routing.category import UnknownCategory, category_for
 from routing.numbers import InvalidNumber, normalize_msisdn
 from routing.routes import RouteTable
@@ -82,9 +82,11 @@ class SubmitPlanner:
         ids: IdGenerator,
         *,
         shared_short_codes: tuple[str, ...] = (),
+        blacklist=None,
         wall_clock=time.time,
     ) -> None:
         self.routes = routes
+        self.blacklist = blacklist  # smscenter.blacklist.Blacklist: opt-outs, invalid numbers
         self.cipher = cipher
         self.ids = ids
         self.shared_short_codes = shared_short_codes
@@ -132,46 +134,107 @@ class SubmitPlanner:
             if expires_at <= max(now, not_before):
                 raise Refused(CommandStatus.ESME_RINVEXPIRY, "validity_period ends before delivery can start")
             expires_at = min(expires_at, not_before + MAX_VALIDITY)
-        # The text and its parts.
-        segments = self._segments(pdu)
-        message_id = self.ids.next()
-        registered = pdu.registered_delivery & 0x03
-        upstream_parts = []
-        for number, (short_message, esm_udhi, tlvs) in enumerate(segments, start=1):
-            upstream_parts.append(
-                PlannedPart(
-                    number,
-                    P.SubmitSm(
-                        service_type="",
-                        source_addr_ton=pdu.source_addr_ton,
-                        source_addr_npi=pdu.source_addr_npi,
-                        source_addr=pdu.source_addr,
-                        dest_addr_ton=1,
-                        dest_addr_npi=1,
-                        destination_addr=dest[1:],
-                        esm_class=esm_udhi,
-                        protocol_id=getattr(pdu, "protocol_id", 0),
-                        priority_flag=getattr(pdu, "priority_flag", 0),
-                        registered_delivery=1,  # we always track delivery upstream
-                        data_coding=pdu.data_coding,
-                        short_message=short_message,
-                        tlvs=tlvs,
-                    ),
-                )
-            )
         dest_hash = self.cipher.lookup_hash(dest)
+        if self.blacklist is not None:
+            if self.blacklist.invalid(dest_hash):
+                raise Refused(CommandStatus.ESME_RINVDSTADR, "number reported invalid by an upstream")
+            if (category == "marketing" or account.blacklist_alerts) and self.blacklist.opted_out(
+                account.system_id, dest_hash, pdu.source_addr
+            ):
+                raise Refused(CommandStatus.SMSC_ROPTEDOUT, "recipient opted out")
+        # The text and its parts.
+        return self._build(
+            account.system_id,
+            category,
+            pdu.source_addr,
+            pdu.source_addr_ton,
+            pdu.source_addr_npi,
+            dest,
+            dest_hash,
+            connectors,
+            self._segments(pdu),
+            data_coding=pdu.data_coding,
+            registered=pdu.registered_delivery & 0x03,
+            protocol_id=getattr(pdu, "protocol_id", 0),
+            priority=getattr(pdu, "priority_flag", 0),
+            now=now,
+            not_before=not_before,
+            expires_at=expires_at,
+        )
+
+    def system_message(self, account: str, short_code: str, dest: str, text: str) -> PlannedMessage | None:
+        """A message the platform sends itself (an opt-out confirmation): category alert,
+        from ``short_code``, no receipt asked, routed like any alert. None if no route."""
+        connectors = self.routes.connectors_for(dest, account, "alert")
+        if not connectors:
+            return None
+        coding = choose_encoding(text)
+        self._ref = (self._ref + 1) & 0xFF
+        segments = split(text, coding, method="udh8", reference=self._ref)
+        udhi = EsmClass.UDHI if len(segments) > 1 else 0
+        now = self.wall_clock()
+        return self._build(
+            account, "alert", short_code, 3, 0, dest, self.cipher.lookup_hash(dest), connectors,
+            [(seg.short_message, udhi, ()) for seg in segments],
+            data_coding=coding, registered=0, protocol_id=0, priority=0,
+            now=now, not_before=now, expires_at=now + DEFAULT_VALIDITY,
+        )
+
+    def _build(
+        self,
+        account: str,
+        category: str,
+        source_addr: str,
+        source_ton: int,
+        source_npi: int,
+        dest: str,
+        dest_hash: bytes,
+        connectors: tuple[str, ...],
+        segments: list[tuple[bytes, int, tuple]],
+        *,
+        data_coding: int,
+        registered: int,
+        protocol_id: int,
+        priority: int,
+        now: float,
+        not_before: float,
+        expires_at: float,
+    ) -> PlannedMessage:
+        """The stored rows and upstream PDUs of a validated message."""
+        message_id = self.ids.next()
+        upstream_parts = [
+            PlannedPart(
+                number,
+                P.SubmitSm(
+                    source_addr_ton=source_ton,
+                    source_addr_npi=source_npi,
+                    source_addr=source_addr,
+                    dest_addr_ton=1,
+                    dest_addr_npi=1,
+                    destination_addr=dest[1:],
+                    esm_class=esm_class,
+                    protocol_id=protocol_id,
+                    priority_flag=priority,
+                    registered_delivery=1,  # we always track delivery upstream
+                    data_coding=data_coding,
+                    short_message=short_message,
+                    tlvs=tlvs,
+                ),
+            )
+            for number, (short_message, esm_class, tlvs) in enumerate(segments, start=1)
+        ]
         row = {
             "id": message_id,
-            "account": account.system_id,
+            "account": account,
             "category": category,
-            "source_addr": pdu.source_addr,
-            "source_ton": pdu.source_addr_ton,
-            "source_npi": pdu.source_addr_npi,
+            "source_addr": source_addr,
+            "source_ton": source_ton,
+            "source_npi": source_npi,
             "dest_hash": dest_hash,
             "dest_enc": self.cipher.encrypt(dest.encode(), b"dest:%d" % message_id),
-            "data_coding": pdu.data_coding,
+            "data_coding": data_coding,
             "registered_delivery": registered,
-            "priority": getattr(pdu, "priority_flag", 0),
+            "priority": priority,
             "parts_total": len(upstream_parts),
             "state": int(MessageState.ENROUTE),
             "error": 0,
@@ -196,7 +259,7 @@ class SubmitPlanner:
             for part in upstream_parts
         ]
         return PlannedMessage(
-            message_id, account.system_id, category, dest, dest_hash, connectors, not_before, expires_at,
+            message_id, account, category, dest, dest_hash, connectors, not_before, expires_at,
             now, registered, upstream_parts, row, part_rows,
         )
 
@@ -287,13 +350,6 @@ _FORWARDED_TLVS = frozenset(
         Tag.MS_VALIDITY,
     }
 )
-
-
-def as_submit(pdu: P.Pdu) -> P.Pdu:
-    """data_sm carries the same message as submit_sm with fewer fields; treat them alike."""
-    if pdu.command_id == CommandId.DATA_SM:
-        return pdu
-    return pdu
 
 
 def with_source(pdu: P.SubmitSm, ton: int, npi: int, dest: tuple[int, int] | None = None) -> P.SubmitSm:

@@ -8,13 +8,13 @@ collectivities — gets ``"stop"``; to Switzerland and every other country (or a
 known country), where a reply cannot come back, ``"link"``. A short-code sender needs none
 (the recipient replies STOP to it) and alerts need none (no commercial purpose).
 
-**The default STOP mention** is ``"\\nSTOP SMS: 36180"``: separator ``"\\n"`` plus template
-``"STOP SMS: {short_code}"``, exactly 16 GSM-7 septets for a 5-digit short code, as the seed
-note counts it ("Cette mention comprend 16 caractères… 144 caractères pour ne compter que
-pour un seul SMS. A partir de 145 caractères, le message compte comme 2 SMS"). The issue's
-wording ``"STOP au {short_code}"`` on a new line costs 14, which would make the seed's
-arithmetic false (146 would fit), so it is not the default; a config may still choose it —
-segment counts are always recomputed from the real text, never from the seed's figures.
+**The default STOP mention** is the contract's ``"STOP au {short_code}"`` on a new line
+(``"\nSTOP au 36180"``, 14 GSM-7 septets); the template is configurable (``[optout]
+mention``). Segment counts always come from the real text as sent, never from fixed figures:
+the seed note's arithmetic ("Cette mention comprend 16 caractères… 144 caractères pour ne
+compter que pour un seul SMS. A partir de 145 caractères, le message compte comme 2 SMS")
+holds for its 16-character mention (e.g. ``"STOP SMS: {short_code}"`` on a new line), and the
+default's 14 septets let 146 characters fit.
 
 **Already there** (:func:`has_mention`, a heuristic): after folding case and accents and
 turning punctuation into spaces, an opt-out word (``stop``, ``arret``, ``desabo…``,
@@ -79,7 +79,7 @@ REPLY_COUNTRIES = frozenset({"FR", "BE"}) | FRENCH_OVERSEAS
 """Where a STOP reply to the shared short code reaches us."""
 
 DEFAULT_SHORT_CODE = "36180"
-DEFAULT_TEMPLATE = "STOP SMS: {short_code}"
+DEFAULT_TEMPLATE = "STOP au {short_code}"
 DEFAULT_SEPARATOR = "\n"
 DEFAULT_LINK_TEMPLATE = "STOP: {link}"
 
@@ -127,7 +127,7 @@ def has_mention(text: str, short_code: str | None = None) -> bool:
 
 
 def render_mention(template: str = DEFAULT_TEMPLATE, short_code: str = DEFAULT_SHORT_CODE) -> str:
-    """The mention text, without separator: ``"STOP SMS: 36180"``."""
+    """The mention text, without separator: ``"STOP au 36180"``."""
     try:
         return template.format(short_code=short_code)
     except (KeyError, IndexError, ValueError) as exc:

@@ -366,6 +366,37 @@ class Retention(_Section):
     lookups: PositiveDuration = "14mo"  # type: ignore[assignment]
 
 
+def _window_rule(value: Any) -> str:
+    from routing.windows import WindowRuleError, parse_rule
+
+    if not isinstance(value, str):
+        raise PydanticCustomError("window_rule", "must be a string like \"mon-sat 08:00-20:00, no holidays\"")
+    try:
+        parse_rule(value)
+    except WindowRuleError as exc:
+        raise PydanticCustomError("window_rule", "{problem}", {"problem": str(exc)}) from None
+    return value
+
+
+class Windows(_Section):
+    """``[windows]``: when marketing may go out, in the recipient's local time.
+
+    ``rules`` maps a country code (or "*" for the rest) to a rule such as
+    ``"mon-sat 08:00-20:00, no holidays"`` (the seed rule, the default for FR and BE),
+    ``"af2m-2026"`` (08:00-21:30) or ``"always"``.
+    """
+
+    rules: dict[str, Annotated[str, PlainValidator(_window_rule)]] = Field(default_factory=dict)
+    alsace_moselle: bool = False  # Good Friday and 26 December closed for every +33 number
+    default_zone: str = "UTC"  # for numbers whose country has no single time zone
+
+
+class Http(_Section):
+    """``[http]``: the daemon's small web listener (unsubscribe links, /metrics, /healthz)."""
+
+    listen: ListenAddress | None = None
+
+
 class AccountRetention(_Section):
     """``[account.retention]``: per-account overrides; unset keys use ``[retention]``."""
 
@@ -546,6 +577,8 @@ class Settings(_Section):
     connectors: tuple[Connector, ...] = Field((), alias="connector")
     routes: tuple[Route, ...] = Field((), alias="route")
     optout: OptOut | None = None
+    windows: Windows = Field(default_factory=dict)  # type: ignore[arg-type]
+    http: Http = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @cached_property
     def accounts_by_id(self) -> dict[str, Account]:

@@ -27,6 +27,7 @@ from routing.mention import (
 )
 
 DEFAULT_MENTION = DEFAULT_SEPARATOR + render_mention()
+SEED_MENTION = DEFAULT_SEPARATOR + render_mention("STOP SMS: {short_code}")  # 16 characters
 
 
 # --- which mention ---------------------------------------------------------------------------
@@ -115,18 +116,19 @@ def test_has_mention_with_a_configured_short_code() -> None:
 
 
 def test_default_mention() -> None:
-    assert DEFAULT_TEMPLATE == "STOP SMS: {short_code}"
-    assert DEFAULT_MENTION == "\nSTOP SMS: 36180"
-    assert septet_count(DEFAULT_MENTION) == 16  # the seed note's "16 caractères"
-    assert has_mention(DEFAULT_MENTION)
+    assert DEFAULT_TEMPLATE == "STOP au {short_code}"  # the contract
+    assert DEFAULT_MENTION == "\nSTOP au 36180"
+    assert septet_count(DEFAULT_MENTION) == 14
+    assert septet_count(SEED_MENTION) == 16  # the seed note's "16 caractères"
+    assert has_mention(DEFAULT_MENTION) and has_mention(SEED_MENTION)
 
 
 def test_append_mention() -> None:
-    assert append_mention("Soldes -50%") == "Soldes -50%\nSTOP SMS: 36180"
-    assert append_mention("Soldes", short_code="38100") == "Soldes\nSTOP SMS: 38100"
-    assert append_mention("Soldes", "STOP au {short_code}") == "Soldes\nSTOP au 36180"
-    assert append_mention("Soldes", separator=" ") == "Soldes STOP SMS: 36180"
-    assert append_mention("") == "STOP SMS: 36180"
+    assert append_mention("Soldes -50%") == "Soldes -50%\nSTOP au 36180"
+    assert append_mention("Soldes", short_code="38100") == "Soldes\nSTOP au 38100"
+    assert append_mention("Soldes", "STOP SMS: {short_code}") == "Soldes\nSTOP SMS: 36180"
+    assert append_mention("Soldes", separator=" ") == "Soldes STOP au 36180"
+    assert append_mention("") == "STOP au 36180"
     with pytest.raises(ValueError, match="template"):
         append_mention("Soldes", "STOP au {code}")
 
@@ -196,21 +198,21 @@ def test_append_link() -> None:
     ],
 )
 def test_segments_with_mention(text: str, segments: int) -> None:
-    assert segments_with_mention(text) == segments
-    assert count_segments(append_mention(text)) == segments
+    # The seed note's 16-character mention.
+    assert segments_with_mention(text, SEED_MENTION[1:]) == segments
+    assert count_segments(append_mention(text, "STOP SMS: {short_code}")) == segments
 
 
 def test_segments_with_another_mention() -> None:
-    # The wording costs 14 septets: 146 characters still fit.
-    short = "STOP au 36180"
-    assert segments_with_mention("a" * 146, short) == 1
-    assert segments_with_mention("a" * 147, short) == 2
+    # The default wording costs 14 septets: exactly 160 with the mention is 1 SMS, 161 is 2.
+    assert segments_with_mention("a" * 146) == 1
+    assert segments_with_mention("a" * 147) == 2
     # A mention that needs UCS-2 turns the whole message into UCS-2.
     assert segments_with_mention("a" * 60, "Arrêt → 36180") == 2
     assert segments_with_mention("a" * 50, "Arrêt → 36180") == 1
-    # An explicit data_coding is honoured (8 = UCS2).
-    assert segments_with_mention("a" * 54, data_coding=8) == 1
-    assert segments_with_mention("a" * 55, data_coding=8) == 2
+    # An explicit data_coding is honoured (8 = UCS2): 56 + 14 = 70 units fit, 57 do not.
+    assert segments_with_mention("a" * 56, data_coding=8) == 1
+    assert segments_with_mention("a" * 57, data_coding=8) == 2
 
 
 def test_with_mention_verbatim() -> None:

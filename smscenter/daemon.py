@@ -20,6 +20,7 @@ import time
 import structlog
 
 from routing.routes import RouteRule, RouteTable
+from routing.windows import SendWindows
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
@@ -35,8 +36,10 @@ from .mo import MoService
 from .outbox import OutboxSender
 from .pipeline import Pipeline
 from .receipts import ReceiptBuilder, UpstreamDeliveries
+from .metrics import registry_for
 from .server import PartnerServer
-from .submit import SubmitPlanner
+from .submit import MentionPolicy, SubmitPlanner
+from .web import WebApp
 
 log = structlog.get_logger("smscenter.daemon")
 
@@ -72,7 +75,18 @@ class Daemon:
         self.dispatcher = Dispatcher(self.connectors, self.store, response_timeout=s.server.response_timeout)
         routes = route_table(s)
         shared = (s.optout.short_code,) if s.optout else ()
-        planner = SubmitPlanner(routes, self.cipher, self.ids, shared_short_codes=shared, blacklist=self.blacklist)
+        self.windows = SendWindows(
+            dict(s.windows.rules) or None, alsace_moselle=s.windows.alsace_moselle, default_zone=s.windows.default_zone
+        )
+        self.dispatcher.windows = self.windows
+        mention = None
+        if s.optout is not None:
+            secret = self.cipher.pseudonymise("unsubscribe-links", b"token-secret").encode()
+            mention = MentionPolicy(s.optout.mention, s.optout.short_code, s.optout.unsubscribe_url, secret)
+        planner = SubmitPlanner(
+            routes, self.cipher, self.ids, shared_short_codes=shared, blacklist=self.blacklist,
+            windows=self.windows, mention=mention,
+        )
         self.dispatcher.on_invalid_number = self._invalid_number
         # The pipeline needs the outbox, which needs the server's account registry.
         self.server = PartnerServer(s, handler=None)  # type: ignore[arg-type]
@@ -90,6 +104,10 @@ class Daemon:
         await self.dispatcher.start()
         await self.pipeline.load()
         await self.server.start()
+        self.web = None
+        if s.http.listen is not None:
+            self.web = WebApp(self.engine, self.optouts, self.blacklist, registry_for(self))
+            await self.web.start(s.http.listen.host, s.http.listen.port)
 
     def _invalid_number(self, dest_hash: bytes) -> None:
         """An upstream refused a number as invalid: refuse it at submit for 14 months."""
@@ -103,6 +121,8 @@ class Daemon:
         grace = self.settings.server.shutdown_grace
         systemd.notify("STOPPING=1")
         log.info("stopping", grace=grace)
+        if self.web is not None:
+            await self.web.stop()
         await self.server.stop(grace)
         await self.pipeline.stop()
         await self.mo.stop()

@@ -21,6 +21,7 @@ import heapq
 import itertools
 import time
 from collections import deque
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 import structlog
@@ -48,6 +49,7 @@ TEMPORARY = frozenset(
         CommandStatus.ESME_RUNKNOWNERR,
     }
 )
+DEFERRED = "deferred"  # _send's answer for a message put back to wait for its window
 RETRY_MIN = 2.0
 RETRY_MAX = 300.0
 
@@ -63,6 +65,8 @@ class QueuedMessage:
     parts: list[tuple[int, P.SubmitSm]]  # (part_no, pdu) still to send, in order
     attempts: int = 0
     next_index: int = 0  # parts before this one are done (submitted or final)
+    dest: str = ""  # E.164, in memory only: for the send-window check at send time
+    marketing: bool = False
 
     @property
     def key(self) -> tuple[str, bytes]:
@@ -74,6 +78,7 @@ class QueuedMessage:
         return cls(
             plan.id, plan.account, plan.dest_hash, plan.connectors, plan.not_before, plan.expires_at,
             [(part.part_no, part.pdu) for part in plan.parts],
+            dest=plan.dest, marketing=plan.category == "marketing",
         )
 
 
@@ -109,7 +114,8 @@ class Dispatcher:
         self._timer_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._cancelled: set[int] = set()
-        self.stats = {"sent": 0, "failed": 0, "expired": 0, "retried": 0}
+        self.stats = {"sent": 0, "failed": 0, "expired": 0, "retried": 0, "window_deferred": 0}
+        self.windows = None  # routing.windows.SendWindows: marketing re-checked at send time
         #: Called with the destination's hash when an upstream says the number is invalid.
         self.on_invalid_number = None
 
@@ -118,7 +124,8 @@ class Dispatcher:
     def enqueue(self, msg: QueuedMessage) -> None:
         """Add a stored message; it waits for its ``not_before`` and its line."""
         if msg.not_before > self.clock():
-            self._at(msg.not_before, msg, head=False)
+            # Comes back when it may go, or when its validity ends (to expire it) if sooner.
+            self._at(min(msg.not_before, msg.expires_at), msg, head=False)
         else:
             self._append(msg, head=False)
 
@@ -145,6 +152,11 @@ class Dispatcher:
             self._cancelled.discard(msg.id)
         else:
             self.enqueue(msg)
+
+    def held(self) -> int:
+        """Marketing messages waiting for their send window (or schedule)."""
+        now = self.clock()
+        return sum(1 for when, _, msg, head in self._timers if not head and msg.marketing and when > now)
 
     @property
     def queued(self) -> int:
@@ -231,7 +243,7 @@ class Dispatcher:
                 self._retry_later(msg)
             if line.queue and line.queue[0] is msg:
                 line.queue.popleft()
-            if not done:
+            if done is False:
                 continue  # the line stays busy until the message is back from its wait
             line.busy = False
             if line.queue:
@@ -240,14 +252,25 @@ class Dispatcher:
             else:
                 self._lines.pop(key, None)
 
-    async def _send(self, msg: QueuedMessage) -> bool:
+    async def _send(self, msg: QueuedMessage) -> bool | str:
         """Send the message's remaining parts. True when it left the queue (all parts
-        submitted or the message ended); False when it was put back for a retry."""
+        submitted or the message ended); False when it was put back for a retry (its line
+        stays closed behind it); ``DEFERRED`` when it went back to wait for its send window
+        (its line goes on)."""
         now = self.clock()
         if now >= msg.expires_at:
             self._finish(msg, MessageState.EXPIRED, 0, None)
             self.stats["expired"] += 1
             return True
+        if msg.marketing and msg.next_index == 0 and self.windows is not None and msg.dest:
+            # The window may have closed while the queue drained: wait for the next opening
+            # (alerts and this number's later messages are not held behind it).
+            decision = self.windows.decide(msg.dest, datetime.fromtimestamp(now, timezone.utc))
+            if not decision.open:
+                msg.not_before = decision.next_open.timestamp()
+                self.stats["window_deferred"] += 1
+                self.enqueue(msg)
+                return DEFERRED
         while msg.next_index < len(msg.parts):
             part_no, pdu = msg.parts[msg.next_index]
             outcome = await self._send_part(msg, pdu)

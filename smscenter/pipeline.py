@@ -116,6 +116,7 @@ class Pipeline:
                 msg = messages[row["message_id"]] = QueuedMessage(
                     row["message_id"], row["account"], row["dest_hash"], connectors,
                     max(row["not_before"], row["next_attempt_at"]), row["expires_at"], [], attempts=row["attempts"],
+                    dest=dest, marketing=row["category"] == "marketing",
                 )
             aad = b"part:%d:%d" % (row["message_id"], row["part_no"])
             msg.parts.append((row["part_no"], codec.decode(self.cipher.decrypt(row["pdu_enc"], aad))))

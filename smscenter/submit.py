@@ -20,11 +20,14 @@ from protocol.constants import CommandId, CommandStatus, DataCoding, EsmClass, M
 from protocol.errors import RemoteProtocolError
 from protocol.segments import Concat, count_segments, parse_udh, split
 from protocol.smpptime import parse_schedule_delivery_time, parse_validity_period
-from protocol.text import UnsupportedDataCoding, canonical_coding, choose_encoding, decode_text, is_binary
+from protocol.gsm7 import septet_count
+from protocol.text import UnsupportedDataCoding, canonical_coding, choose_encoding, decode_text, encode_text, is_binary
 from routing.category import UnknownCategory, category_for
-from routing.numbers import InvalidNumber, normalize_msisdn
+from routing.mention import append_link, make_token, needs_mention, render_mention, unsubscribe_link, with_mention
+from routing.numbers import InvalidNumber, country_of, normalize_msisdn
 from routing.routes import RouteTable
-from routing.senders import SenderNotAllowed, check_sender
+from routing.senders import SenderKind, SenderNotAllowed, check_sender
+from routing.windows import SendWindows
 from storage.crypto import FieldCipher
 from storage.ids import IdGenerator
 from storage.schema import PART_QUEUED
@@ -83,10 +86,14 @@ class SubmitPlanner:
         *,
         shared_short_codes: tuple[str, ...] = (),
         blacklist=None,
+        windows: SendWindows | None = None,
+        mention: MentionPolicy | None = None,
         wall_clock=time.time,
     ) -> None:
         self.routes = routes
         self.blacklist = blacklist  # smscenter.blacklist.Blacklist: opt-outs, invalid numbers
+        self.windows = windows  # marketing send windows; None: always open
+        self.mention = mention  # the STOP mention / unsubscribe link; None: never added
         self.cipher = cipher
         self.ids = ids
         self.shared_short_codes = shared_short_codes
@@ -102,7 +109,7 @@ class SubmitPlanner:
         except UnknownCategory as exc:
             raise Refused(CommandStatus.ESME_RINVSERTYP, str(exc)) from None
         try:
-            check_sender(
+            sender_kind = check_sender(
                 pdu.source_addr,
                 pdu.source_addr_ton,
                 short_codes=account.short_codes,
@@ -134,6 +141,14 @@ class SubmitPlanner:
             if expires_at <= max(now, not_before):
                 raise Refused(CommandStatus.ESME_RINVEXPIRY, "validity_period ends before delivery can start")
             expires_at = min(expires_at, not_before + MAX_VALIDITY)
+        if category == "marketing" and self.windows is not None:
+            decision = self.windows.decide(dest, utc_now)
+            if not decision.open:
+                if account.outside_window == "reject":
+                    raise Refused(CommandStatus.SMSC_RWINDOWCLOSED, "send window closed")
+                # Held in the queue until the window opens; a later schedule wins. If the
+                # validity ends first, the queue expires it (EXPIRED receipt, never sent).
+                not_before = max(not_before, decision.next_open.timestamp())
         dest_hash = self.cipher.lookup_hash(dest)
         if self.blacklist is not None:
             if self.blacklist.invalid(dest_hash):
@@ -142,8 +157,15 @@ class SubmitPlanner:
                 account.system_id, dest_hash, pdu.source_addr
             ):
                 raise Refused(CommandStatus.SMSC_ROPTEDOUT, "recipient opted out")
-        # The text and its parts.
+        # The text (with its opt-out mention) and its parts.
+        message_id = self.ids.next()
+        mention = None
+        if self.mention is not None:
+            mention = self.mention.for_message(
+                category, sender_kind is SenderKind.ALPHANUMERIC, dest, message_id
+            )
         return self._build(
+            message_id,
             account.system_id,
             category,
             pdu.source_addr,
@@ -152,7 +174,7 @@ class SubmitPlanner:
             dest,
             dest_hash,
             connectors,
-            self._segments(pdu),
+            self._segments(pdu, mention),
             data_coding=pdu.data_coding,
             registered=pdu.registered_delivery & 0x03,
             protocol_id=getattr(pdu, "protocol_id", 0),
@@ -160,6 +182,7 @@ class SubmitPlanner:
             now=now,
             not_before=not_before,
             expires_at=expires_at,
+            unsub_token=mention.token if mention is not None else None,
         )
 
     def system_message(self, account: str, short_code: str, dest: str, text: str) -> PlannedMessage | None:
@@ -174,7 +197,7 @@ class SubmitPlanner:
         udhi = EsmClass.UDHI if len(segments) > 1 else 0
         now = self.wall_clock()
         return self._build(
-            account, "alert", short_code, 3, 0, dest, self.cipher.lookup_hash(dest), connectors,
+            self.ids.next(), account, "alert", short_code, 3, 0, dest, self.cipher.lookup_hash(dest), connectors,
             [(seg.short_message, udhi, ()) for seg in segments],
             data_coding=coding, registered=0, protocol_id=0, priority=0,
             now=now, not_before=now, expires_at=now + DEFAULT_VALIDITY,
@@ -182,6 +205,7 @@ class SubmitPlanner:
 
     def _build(
         self,
+        message_id: int,
         account: str,
         category: str,
         source_addr: str,
@@ -199,9 +223,9 @@ class SubmitPlanner:
         now: float,
         not_before: float,
         expires_at: float,
+        unsub_token: str | None = None,
     ) -> PlannedMessage:
         """The stored rows and upstream PDUs of a validated message."""
-        message_id = self.ids.next()
         upstream_parts = [
             PlannedPart(
                 number,
@@ -243,6 +267,7 @@ class SubmitPlanner:
             "expires_at": expires_at,
             "done_at": None,
             "connector": None,
+            "unsub_token": unsub_token,
         }
         part_rows = [
             {
@@ -263,7 +288,7 @@ class SubmitPlanner:
             now, registered, upstream_parts, row, part_rows,
         )
 
-    def _segments(self, pdu: P.Pdu) -> list[tuple[bytes, int, tuple]]:
+    def _segments(self, pdu: P.Pdu, mention: "Mention | None" = None) -> list[tuple[bytes, int, tuple]]:
         """(short_message, esm_class, tlvs) per upstream part.
 
         A short_message that already carries a UDH or SAR TLVs is one part of the partner's
@@ -298,15 +323,24 @@ class SubmitPlanner:
                 parsed = parse_udh(body)
             except RemoteProtocolError as exc:
                 raise Refused(exc.status, str(exc)) from None
-            self._check_text(parsed.body, coding)
-            if payload is None:
-                return [(short_message, esm_class & 0xC3, passthrough)]
-            raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "message_payload with a UDH")
+            text = self._check_text(parsed.body, coding)
+            if payload is not None:
+                raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "message_payload with a UDH")
+            if mention is not None and (parsed.concat is None or parsed.concat.seqnum == parsed.concat.total):
+                udh = short_message[: len(short_message) - len(parsed.body)]
+                body = _with_mention_in_part(text, coding, mention, len(udh))
+                return [(udh + body, esm_class & 0xC3, passthrough)]
+            return [(short_message, esm_class & 0xC3, passthrough)]
         text_or_bytes = self._check_text(body, coding)
         if sar[0] is not None:  # one part of the partner's own long message
             if len(body) > 254:
                 raise Refused(CommandStatus.ESME_RINVMSGLEN, "a SAR segment longer than a short_message")
+            if mention is not None and sar[1] == sar[2]:  # the last part carries the mention
+                body = _with_mention_in_part(text_or_bytes, coding, mention, 6)  # upstream adds a UDH
             return [(body, esm_class & 0xC3, passthrough)]
+        if mention is not None and not is_binary(coding):
+            text_or_bytes = mention.apply(text_or_bytes)
+            body = encode_text(text_or_bytes, coding)
         try:
             count = count_segments(text_or_bytes, coding)
         except Exception as exc:  # noqa: BLE001 - text the coding cannot hold
@@ -334,6 +368,59 @@ class SubmitPlanner:
             return decode_text(body, coding)
         except RemoteProtocolError as exc:
             raise Refused(exc.status, str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """The opt-out text a given message gets, and the unsubscribe token it carries."""
+
+    kind: str  # "stop" | "link"
+    text: str  # the mention itself, e.g. "STOP au 36180" or "STOP: https://x.fr/u/Ab3dE6x"
+    short_code: str | None
+    token: str | None = None
+
+    def apply(self, text: str) -> str:
+        if self.kind == "link":
+            return text if self.text in text else (text + "\n" + self.text if text else self.text)
+        return with_mention(text, self.text, "\n", self.short_code)
+
+
+class MentionPolicy:
+    """Decides and renders the opt-out mention for marketing from alphanumeric senders."""
+
+    def __init__(self, template: str, short_code: str, unsubscribe_base: str | None, token_secret: bytes) -> None:
+        self.stop_text = render_mention(template, short_code)
+        self.short_code = short_code
+        self.unsubscribe_base = unsubscribe_base
+        self.token_secret = token_secret
+
+    def for_message(self, category: str, alphanumeric: bool, dest: str, message_id: int) -> Mention | None:
+        kind = needs_mention(category, alphanumeric, country_of(dest))
+        if kind is None:
+            return None
+        if kind == "stop" or self.unsubscribe_base is None:
+            # Without an unsubscribe page, a STOP mention is still better than none.
+            return Mention("stop", self.stop_text, self.short_code)
+        token = make_token(message_id, self.token_secret, length=8)
+        return Mention("link", append_link("", unsubscribe_link(self.unsubscribe_base, token)), None, token)
+
+
+def _with_mention_in_part(text: str | bytes, coding: int, mention: Mention, udh_len: int) -> bytes:
+    """The last part of a partner-segmented message with the mention appended, if it fits
+    in the part (else ESME_RINVMSGLEN: we never send marketing without its mention, nor
+    truncate silently)."""
+    if is_binary(coding):
+        raise Refused(CommandStatus.ESME_RINVMSGLEN, "binary marketing cannot carry the STOP mention")
+    new_text = mention.apply(text)
+    body = encode_text(new_text, coding)
+    if coding == DataCoding.DEFAULT:
+        room = (140 - udh_len) * 8 // 7
+        size = septet_count(new_text)
+    else:
+        room, size = 140 - udh_len, len(body)
+    if size > room:
+        raise Refused(CommandStatus.ESME_RINVMSGLEN, "no room for the STOP mention in the last part")
+    return body
 
 
 #: TLVs a partner may set that travel upstream with each part.

@@ -62,6 +62,8 @@ messages = Table(
     Column("expires_at", Float, nullable=False),
     Column("done_at", Float, nullable=True),
     Column("connector", String(64), nullable=True),  # last connector that carried it
+    # Token of the unsubscribe link in the text (destinations that cannot reply STOP).
+    Column("unsub_token", String(8), nullable=True),
     Index("ix_messages_submitted_at", "submitted_at"),
     Index("ix_messages_account_dest", "account", "dest_hash"),
 )
@@ -176,3 +178,4 @@ audit_log = Table(
 )
 
 Index("ix_messages_dest", messages.c.dest_hash, messages.c.submitted_at)
+Index("ix_messages_unsub_token", messages.c.unsub_token)

@@ -1,0 +1,112 @@
+"""The daemon's small HTTP listener: unsubscribe links, Prometheus metrics, a health check.
+
+Unsubscribe links (``/u/<token>``) are for destinations that cannot reply STOP. A GET only
+shows a page with one button: link previewers and mail scanners fetch links, and must not
+unsubscribe anyone. The POST records the opt-out exactly like a STOP reply (blacklist entry
+for the account that sent the message, audited, picked up by the submit path at once).
+"""
+
+from __future__ import annotations
+
+import html
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import select
+
+from storage.schema import messages
+
+log = structlog.get_logger("smscenter.web")
+
+_PAGE = """<!doctype html>
+<html lang="fr"><head><meta charset="utf-8"><meta name="robots" content="noindex">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 30em; margin: 3em auto; padding: 0 1em">
+<h1>{title}</h1>{body}</body></html>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=_PAGE.format(title=html.escape(title), body=body),
+        content_type="text/html",
+        status=status,
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+class WebApp:
+    def __init__(self, engine, optouts, blacklist, registry) -> None:
+        self.engine = engine
+        self.optouts = optouts
+        self.blacklist = blacklist
+        self.registry = registry  # prometheus_client.CollectorRegistry
+        self.runner: web.AppRunner | None = None
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/u/{token}", self.confirm_page),
+                web.post("/u/{token}", self.unsubscribe),
+                web.get("/metrics", self.metrics),
+                web.get("/healthz", self.health),
+            ]
+        )
+
+    async def start(self, host: str, port: int) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        self.site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await self.site.start()
+        log.info("http_listening", address=f"{host}:{self.port}")
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful with port 0 in tests)."""
+        return self.site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _target(self, token: str) -> tuple[str, bytes] | None:
+        """(account, number hash) the token was issued for; None if unknown or ambiguous."""
+        if not token.isalnum() or len(token) > 8:
+            return None
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(messages.c.account, messages.c.dest_hash).where(messages.c.unsub_token == token).distinct()
+                )
+            ).all()
+        return (rows[0].account, rows[0].dest_hash) if len(rows) == 1 else None
+
+    async def confirm_page(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        if await self._target(token) is None:
+            return _page("Lien inconnu", "<p>Ce lien de désinscription est inconnu ou a expiré.</p>", 404)
+        return _page(
+            "Désinscription",
+            "<p>Vous ne recevrez plus de SMS promotionnels de cet expéditeur.</p>"
+            f'<form method="post" action="/u/{html.escape(token)}">'
+            '<button type="submit" style="font-size: 1.2em; padding: .5em 1em">'
+            "Confirmer la désinscription / Confirm unsubscribe</button></form>",
+        )
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        target = await self._target(token)
+        if target is None:
+            return _page("Lien inconnu", "<p>Ce lien de désinscription est inconnu ou a expiré.</p>", 404)
+        account, dest_hash = target
+        await self.optouts.add(account, dest_hash, "link", "unsubscribe-link")
+        self.blacklist.added(account, dest_hash)
+        log.info("unsubscribed_by_link", account=account)
+        return _page("Désinscription enregistrée", "<p>Votre désinscription est enregistrée. Merci.</p>")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")

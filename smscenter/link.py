@@ -29,7 +29,7 @@ from typing import Callable, Protocol
 import structlog
 
 from protocol import pdu as P
-from protocol.constants import CommandId
+from protocol.constants import CommandId, CommandStatus
 from protocol.errors import LocalProtocolError
 from protocol.states import WINDOW_EXEMPT
 from protocol.session import (
@@ -203,7 +203,15 @@ class Link(asyncio.Protocol):
                     self._unbind_at = self.clock()
                     self._maybe_finish_unbind(force=False)
                 else:
-                    self.handler.on_request(self, pdu)
+                    try:
+                        self.handler.on_request(self, pdu)
+                    except Exception:  # noqa: BLE001 - a bug must cost one PDU, not the session
+                        log.exception("request_handler_failed", link=self.name, command=type(pdu).__name__)
+                        if event.needs_response:
+                            try:
+                                self.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+                            except LocalProtocolError:
+                                pass  # the handler had answered before it failed
             elif kind is Response:
                 fut = self._waiters.pop(event.pdu.sequence_number, None)
                 if fut is not None and not fut.done():

@@ -1,6 +1,7 @@
-"""The ``smscenter`` command line: ``run``, ``check-config``, ``hash-password``, and the
+"""The ``smscenter`` command line: ``run``, ``check-config``, ``hash-password``, the
 demo/admin tools ``simulate-smsc`` (an upstream SMSC simulator) and ``send`` (submit one SMS
-and wait for its receipt).
+and wait for its receipt), and the opt-out administration ``blacklist …`` and ``mo list``
+(``admin.py``).
 
 Why the exit codes: systemd and scripts act on them. 0 is success, 2 is "your input is wrong"
 (bad config, bad arguments, empty password) and nothing was started, 1 is anything else.
@@ -153,6 +154,17 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return send_main(args)
 
 
+def _cmd_windows(args: argparse.Namespace) -> int:
+    from .windows_cli import run as windows_run
+
+    settings = None
+    if args.config:
+        settings = _load(args.config)
+        if settings is None:
+            return EXIT_USAGE
+    return windows_run(settings, args.country, args.at)
+
+
 def _simulator_type(parser_name: str, what: str):
     """An argparse ``type=`` from a ``smscenter.simulator`` parser raising ValueError (bad
     values exit 2). Imported on use: the other verbs do not need asyncio and the link."""
@@ -232,6 +244,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_send_arguments(send)
     send.set_defaults(func=_cmd_send)
+
+    windows = verbs.add_parser(
+        "windows",
+        help="may marketing go now, and when is the next opening, per country",
+        description="For each country (the configured ones and the built-in defaults, or only "
+        "--country), the local time, the rule applied and whether marketing may go at --at "
+        "(default now); when closed, the next opening in the recipient's time zone.",
+    )
+    windows.add_argument("-c", "--config", metavar="FILE",
+                         help="TOML config file whose [windows] to use (default: the built-in rules)")
+    windows.add_argument("--country", metavar="CC", help='one ISO country code (FR, BE, CH…) or "*"')
+    windows.add_argument("--at", metavar="DATETIME",
+                         help="ISO 8601 instant, e.g. 2026-05-01T21:00+02:00 (UTC without an offset)")
+    windows.set_defaults(func=_cmd_windows)
+
+    from .admin import add_arguments as add_admin_arguments
+
+    add_admin_arguments(verbs)  # blacklist add|remove|list|import|export, mo list
     return parser
 
 

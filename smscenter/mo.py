@@ -71,6 +71,16 @@ def short_code_owners(settings: Settings) -> tuple[dict[str, str], dict[tuple[st
     return owners, keywords
 
 
+def known_short_codes(settings: Settings) -> frozenset[str]:
+    """Short codes MO may arrive on: the accounts', the shared opt-out code, and those the
+    connectors are bound for."""
+    codes = {code for account in settings.accounts for code in account.short_codes}
+    codes.update(code for connector in settings.connectors for code in connector.short_codes)
+    if settings.optout:
+        codes.add(settings.optout.short_code)
+    return frozenset(codes)
+
+
 class MoService:
     """The MO handler of ``receipts.UpstreamDeliveries``."""
 
@@ -99,6 +109,8 @@ class MoService:
         self.clock = clock
         self.owners, self.keywords = short_code_owners(settings)
         opt = settings.optout
+        self.shared_short_code = opt.short_code if opt else None
+        self.known_short_codes = known_short_codes(settings)
         self.matcher = KeywordMatcher(opt.keywords if opt and opt.keywords else DEFAULT_KEYWORDS)
         self.lookback = opt.lookback if opt else 90 * 86400.0
         timeout = opt.mo_reassembly_timeout if opt else 30.0
@@ -182,10 +194,17 @@ class MoService:
         optouts: list[tuple[str, bytes]] = []
         targets: tuple[str, ...] = ()
         status = "unroutable"
+        if not reason and short_code not in self.known_short_codes:
+            # Nobody here sends from it: no owner to route to, and a confirmation from a
+            # code that is not ours must not go out.
+            reason = "unknown short code"
         keyword = self.matcher.match(text) if (text and not reason) else None
         if keyword and source_hash is not None:
             async with self.optouts.engine.connect() as conn:
-                recent = await self.optouts.recent_marketing_senders(conn, source_hash, short_code, now - self.lookback)
+                recent = await self.optouts.recent_marketing_senders(
+                    conn, source_hash, short_code, now - self.lookback,
+                    alphanumeric=short_code == self.shared_short_code,
+                )
             target = attribute_optout(short_code, self.owners, recent)
             targets = target.accounts
             scopes = list(target.accounts) or [platform_scope(target.platform_short_code)]
@@ -196,7 +215,7 @@ class MoService:
             if account is not None:
                 targets, status, reason = (account,), "routed", "keyword" if short_code not in self.owners else "short code"
             else:
-                reason = "unknown short code or keyword"
+                reason = "no account for this keyword"
         mo_row = {
             "id": mo_id,
             "received_at": now,

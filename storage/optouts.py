@@ -27,6 +27,12 @@ def platform_scope(short_code: str) -> str:
     return PLATFORM_PREFIX + short_code
 
 
+def is_alphanumeric(source_addr: str) -> bool:
+    """An alphanumeric sender ID (not a short code or long number): its marketing carries a
+    STOP mention naming the shared short code, so opt-outs there concern it."""
+    return bool(source_addr) and not source_addr.lstrip("+").isdigit()
+
+
 @dataclass(frozen=True, slots=True)
 class BlacklistEntry:
     scope: str
@@ -78,6 +84,14 @@ class OptOutStore:
             ).mappings().first()
         return _entry(row) if row else None
 
+    async def find(self, dest_hash: bytes) -> list[BlacklistEntry]:
+        """Every entry for this number, whatever its scope."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(blacklist).where(blacklist.c.dest_hash == dest_hash).order_by(blacklist.c.scope)
+            )
+            return [_entry(r) for r in rows.mappings()]
+
     async def entries(self, scope: str | None = None, limit: int | None = None) -> list[BlacklistEntry]:
         query = select(blacklist).order_by(blacklist.c.created_at)
         if scope is not None:
@@ -94,6 +108,16 @@ class OptOutStore:
 
     async def changes_since(self, audit_id: int) -> tuple[int, list[tuple[str, str, bytes]]]:
         """Blacklist changes after ``audit_id``: (new high-water mark, [(action, scope, hash)])."""
+        events = await self.audit_events_since(audit_id)
+        if not events:
+            return audit_id, []
+        return events[-1][0], [(action, scope, dest_hash) for _, action, scope, dest_hash in events]
+
+    async def audit_events_since(self, audit_id: int) -> list[tuple[int, str, str, bytes]]:
+        """Blacklist audit rows with an id above ``audit_id``, in id order:
+        [(id, action, scope, hash)]. Ids are time-ordered but several writers (the daemon,
+        the CLI, other nodes) commit out of id order: callers re-read a margin below their
+        high-water mark (see ``smscenter.blacklist``)."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -102,9 +126,25 @@ class OptOutStore:
                     .order_by(audit_log.c.id)
                 )
             ).all()
-        if not rows:
-            return audit_id, []
-        return rows[-1].id, [(r.action, r.scope, r.dest_hash) for r in rows]
+        return [(r.id, r.action, r.scope, r.dest_hash) for r in rows]
+
+    async def present(self, keys: Iterable[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
+        """Which of these (scope, hash) are in the table now."""
+        by_scope: dict[str, set[bytes]] = {}
+        for scope, dest_hash in keys:
+            by_scope.setdefault(scope, set()).add(dest_hash)
+        found: set[tuple[str, bytes]] = set()
+        async with self.engine.connect() as conn:
+            for scope, hashes in by_scope.items():
+                ordered = sorted(hashes)
+                for start in range(0, len(ordered), 500):
+                    rows = await conn.execute(
+                        select(blacklist.c.dest_hash).where(
+                            and_(blacklist.c.scope == scope, blacklist.c.dest_hash.in_(ordered[start : start + 500]))
+                        )
+                    )
+                    found.update((scope, r.dest_hash) for r in rows)
+        return found
 
     async def last_audit_id(self) -> int:
         async with self.engine.connect() as conn:
@@ -127,11 +167,11 @@ class OptOutStore:
         return True
 
     async def recent_marketing_senders(
-        self, conn: AsyncConnection, dest_hash: bytes, short_code: str, since: float
+        self, conn: AsyncConnection, dest_hash: bytes, short_code: str, since: float, *, alphanumeric: bool = True
     ) -> list[str]:
         """Accounts that sent marketing to this number through this short code since
-        ``since``: from the short code itself, or from an alphanumeric sender (whose STOP
-        mention names the shared short code)."""
+        ``since``: from the short code itself, or — when ``alphanumeric`` (the short code is
+        the shared one named in the STOP mention) — from an alphanumeric sender."""
         rows = await conn.execute(
             select(messages.c.account, messages.c.source_addr)
             .where(
@@ -144,7 +184,11 @@ class OptOutStore:
             .distinct()
         )
         return sorted(
-            {r.account for r in rows if r.source_addr == short_code or not r.source_addr.isdigit()}
+            {
+                r.account
+                for r in rows
+                if r.account and (r.source_addr == short_code or (alphanumeric and is_alphanumeric(r.source_addr)))
+            }
         )
 
     async def _audit(self, conn: AsyncConnection, actor: str, action: str, scope: str, dest_hash: bytes | None, detail: str) -> None:
@@ -190,17 +234,24 @@ class OptOutStore:
         confirm: "ConfirmFactory | None" = None,
     ) -> list:
         """Store an MO and everything it causes in one transaction: blacklist entries,
-        the partners' copies (outbox), and confirmation SMS (built by ``confirm`` for each
-        scope that should get one today). Returns what ``confirm`` built."""
+        the partners' copies (outbox), and the confirmation SMS.
+
+        One STOP gets at most one confirmation, even when it is attributed to several
+        accounts (the person sent one reply; two identical SMS back would be noise), and
+        none when every scope it applies to was already confirmed within the last day.
+        ``confirm(scope)`` builds it (or returns None: no route). Returns what it built."""
         built = []
         async with self.engine.begin() as conn:
             await conn.execute(mo_messages.insert().values(**mo_row))
+            unconfirmed = []
             for scope, dest_hash in optouts:
                 await self.add(scope, dest_hash, "stop", "mo", conn)
                 if confirm is not None and await self.should_confirm(conn, scope, dest_hash, self.clock()):
-                    made = confirm(scope)
-                    if made is not None:
-                        built.append(made)
+                    unconfirmed.append(scope)
+            if unconfirmed:
+                made = confirm(unconfirmed[0])
+                if made is not None:
+                    built.append(made)
             rows = list(outbox_rows)
             if rows:
                 await conn.execute(outbox.insert(), rows)

@@ -390,6 +390,17 @@ class Windows(_Section):
     alsace_moselle: bool = False  # Good Friday and 26 December closed for every +33 number
     default_zone: str = "UTC"  # for numbers whose country has no single time zone
 
+    @field_validator("default_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError("zone", "{problem}", {"problem": f"unknown time zone {value!r}"}) from None
+        return value
+
 
 class Http(_Section):
     """``[http]``: the daemon's small web listener (unsubscribe links, /metrics, /healthz)."""
@@ -564,6 +575,36 @@ class OptOut(_Section):
             raise PydanticCustomError("confirmation", "must not be blank")
         return value
 
+    @field_validator("mention")
+    @classmethod
+    def _mention_template(cls, value: str) -> str:
+        from routing.mention import render_mention
+
+        try:
+            text = render_mention(value, "36180")
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "mention", "{problem}", {"problem": f"{exc} (the only field is {{short_code}})"}
+            ) from None
+        if not text.strip():
+            raise PydanticCustomError("mention", "must not be blank")
+        return value
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _short_link(cls, value: str | None) -> str | None:
+        from routing.mention import unsubscribe_link
+
+        if value is None:
+            return None
+        if not re.match(r"https?://[^/]", value):
+            raise PydanticCustomError("url", "must start with https:// (or http://) and a host")
+        try:
+            unsubscribe_link(value, "0" * 8)  # the daemon's tokens have 8 characters
+        except ValueError as exc:
+            raise PydanticCustomError("url", "{problem}", {"problem": str(exc)}) from None
+        return value.rstrip("/")
+
 
 class Settings(_Section):
     """The whole file. TOML keys ``[[account]]``, ``[[connector]]`` and ``[[route]]`` are the
@@ -651,6 +692,12 @@ def _cross_check(s: Settings) -> list[str]:
             errors.append(
                 f"optout.short_code: required because account[{i}] ({acc.system_id}) sends "
                 "marketing from alphanumeric sender IDs, whose STOP mention names it"
+            )
+
+    for key in s.windows.rules:
+        if key != "*" and not re.fullmatch(r"[A-Z]{2}", key):
+            errors.append(
+                f"windows.rules.{key}: not a country: use an ISO code in capitals (\"FR\") or \"*\" for the rest"
             )
 
     first_connector: dict[str, int] = {}

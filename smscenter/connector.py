@@ -51,6 +51,10 @@ class ConnectorDown(ConnectionError):
     """No bind came up before the caller's deadline."""
 
 
+class NotWanted(Exception):
+    """``submit``'s ``still_wanted`` said no when the PDU's turn came: it was not sent."""
+
+
 class BindRefused(ConnectionError):
     def __init__(self, status: int) -> None:
         super().__init__(f"bind refused: {CommandStatus.name_of(status)}")
@@ -239,8 +243,13 @@ class Connector:
                     best, best_free = link, free
         return best
 
-    async def submit(self, pdu: P.Pdu, timeout: float | None = None) -> P.Pdu:
+    async def submit(self, pdu: P.Pdu, timeout: float | None = None, still_wanted=None) -> P.Pdu:
         """Send ``pdu`` upstream and return the response (submit_sm_resp or generic_nack).
+
+        ``still_wanted`` (optional, no arguments) is asked right before the PDU is written,
+        after its wait for the gate, a window slot and a rate token: if it answers False,
+        nothing is sent and ``NotWanted`` is raised (e.g. a marketing send window closed
+        while the message waited behind the connector's rate).
 
         Waits up to ``timeout`` for a bind to be up (``ConnectorDown`` after that, or at
         once when the connector is stopping), retries congestion answers and lost
@@ -252,7 +261,7 @@ class Connector:
         ticket = next(self._tickets)
         backoff = 0.05
         while True:
-            link, fut = await self._send(pdu, ticket, deadline)
+            link, fut = await self._send(pdu, ticket, deadline, still_wanted)
             try:
                 resp = await fut
             except LinkClosed:
@@ -281,7 +290,9 @@ class Connector:
             log.warning("upstream_unresponsive", connector=self.name, failures=count)
             link.close(TimeoutError("upstream stopped answering"))
 
-    async def _send(self, pdu: P.Pdu, ticket: int, deadline: float | None) -> tuple[Link, asyncio.Future]:
+    async def _send(
+        self, pdu: P.Pdu, ticket: int, deadline: float | None, still_wanted=None
+    ) -> tuple[Link, asyncio.Future]:
         """Pass the gate, then write ``pdu`` on a bind with room; return the response future."""
         await self._enter(ticket, deadline)
         held = True
@@ -303,6 +314,9 @@ class Connector:
                 await self._take_token()
                 if not (link.can_submit and link.is_open and link.session.window_open()):
                     continue  # it changed while we waited for the token: pick again
+                if still_wanted is not None and not still_wanted():
+                    self.bucket.give_back()  # unused: the next caller may have it
+                    raise NotWanted(f"connector {self.name}: the caller no longer wants it sent")
                 fut = link.request_nowait(pdu)
                 self._in_flight += 1
                 fut.add_done_callback(self._request_done)

@@ -49,8 +49,12 @@ def route_table(settings: Settings) -> RouteTable:
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock=time.time) -> None:
         self.settings = settings
+        #: The wall clock (epoch seconds) of everything that stamps or compares message
+        #: times: submit planning and send windows, the queue, the store, receipts, opt-outs.
+        #: Tests pass a fake one (then ``dispatcher.poke()`` after moving it).
+        self.clock = clock
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
 
@@ -63,16 +67,22 @@ class Daemon:
         self.ids = IdGenerator()
         per_part = {a.system_id: a.per_part_receipts for a in s.accounts}
         retention = {a.system_id: s.retention_for(a).message_details for a in s.accounts}
-        builder = ReceiptBuilder(self.cipher, self.ids, lambda account: retention.get(account, s.retention.message_details))
-        self.store = Store(self.engine, builder, per_part_receipts=lambda account: per_part.get(account, False))
-        self.optouts = OptOutStore(self.engine, self.ids)
-        self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None)
+        builder = ReceiptBuilder(
+            self.cipher, self.ids, lambda account: retention.get(account, s.retention.message_details), clock=self.clock
+        )
+        self.store = Store(
+            self.engine, builder, per_part_receipts=lambda account: per_part.get(account, False), clock=self.clock
+        )
+        self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
+        self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None, clock=self.clock)
         await self.blacklist.start()
-        self.deliveries = UpstreamDeliveries(self.store, self.cipher)
+        self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock)
         self.store.early_decoder = self.deliveries.early_decoder
         await self.store.start()
         self.connectors = {c.name: Connector(c, self.deliveries) for c in s.connectors}
-        self.dispatcher = Dispatcher(self.connectors, self.store, response_timeout=s.server.response_timeout)
+        self.dispatcher = Dispatcher(
+            self.connectors, self.store, clock=self.clock, response_timeout=s.server.response_timeout
+        )
         routes = route_table(s)
         shared = (s.optout.short_code,) if s.optout else ()
         self.windows = SendWindows(
@@ -85,18 +95,18 @@ class Daemon:
             mention = MentionPolicy(s.optout.mention, s.optout.short_code, s.optout.unsubscribe_url, secret)
         planner = SubmitPlanner(
             routes, self.cipher, self.ids, shared_short_codes=shared, blacklist=self.blacklist,
-            windows=self.windows, mention=mention,
+            windows=self.windows, mention=mention, wall_clock=self.clock,
         )
         self.dispatcher.on_invalid_number = self._invalid_number
         # The pipeline needs the outbox, which needs the server's account registry.
         self.server = PartnerServer(s, handler=None)  # type: ignore[arg-type]
-        self.outbox = OutboxSender(self.store, self.server.registry, self.cipher)
+        self.outbox = OutboxSender(self.store, self.server.registry, self.cipher, clock=self.clock)
         self.store.on_outbox = self.outbox.notify
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher)
         self.server.handler = self.pipeline
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
-            lambda account: retention.get(account, s.retention.message_details),
+            lambda account: retention.get(account, s.retention.message_details), clock=self.clock,
         )
         self.deliveries.mo_handler = self.mo
         for connector in self.connectors.values():
@@ -112,7 +122,7 @@ class Daemon:
     def _invalid_number(self, dest_hash: bytes) -> None:
         """An upstream refused a number as invalid: refuse it at submit for 14 months."""
         ttl = self.settings.retention.lookups
-        self.blacklist.mark_invalid(dest_hash, time.time() + ttl)
+        self.blacklist.mark_invalid(dest_hash, self.clock() + ttl)
         task = asyncio.get_running_loop().create_task(self.optouts.add_invalid(dest_hash, ttl))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -11,7 +11,12 @@ guarantees:
   exponential backoff) and keeps its place in its number's line;
 - permanent upstream errors end the message (REJECTED) and the partner gets its receipt;
 - a message whose validity ends before it could be sent ends EXPIRED and is never sent;
-- scheduled messages (``not_before``) wait in a timer heap, not in a worker.
+- scheduled messages (``not_before``) wait in a timer heap, not in a worker;
+- marketing goes only inside its send window (``windows``): checked when it leaves the
+  heap and again by the connector right before its first part is written, so a window that
+  closes while the queue drains (or while messages wait behind the connector's rate) sends
+  the rest back to the heap until the next opening. ``poke()`` re-reads the timers after
+  the clock jumped.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from protocol.receipt import MessageIdError, normalize_resp_id
 from storage.schema import PART_QUEUED, PART_SUBMITTED
 from storage.store import Store, SubmitResult
 
-from .connector import Connector, ConnectorDown
+from .connector import Connector, ConnectorDown, NotWanted
 from .link import LinkClosed, ResponseTimeout
 from .submit import PlannedMessage, with_source
 
@@ -153,14 +158,25 @@ class Dispatcher:
         else:
             self.enqueue(msg)
 
+    def poke(self) -> None:
+        """Look at the timers again now: for a clock that jumped (tests, or an operator's
+        correction), rather than wait for the delay computed before the jump."""
+        self._timer_event.set()
+
     def held(self) -> int:
-        """Marketing messages waiting for their send window (or schedule)."""
+        """Marketing messages waiting for their send window (or schedule); not those
+        cancelled meanwhile (they leave the timers only when their time comes)."""
         now = self.clock()
-        return sum(1 for when, _, msg, head in self._timers if not head and msg.marketing and when > now)
+        return sum(
+            1
+            for when, _, msg, head in self._timers
+            if not head and msg.marketing and when > now and msg.id not in self._cancelled
+        )
 
     @property
     def queued(self) -> int:
-        return sum(len(line.queue) for line in self._lines.values()) + len(self._timers)
+        waiting = len(self._timers) - len(self._cancelled)  # cancelled ones are still in the heap
+        return sum(len(line.queue) for line in self._lines.values()) + waiting
 
     def _append(self, msg: QueuedMessage, head: bool) -> None:
         line = self._lines.get(msg.key)
@@ -262,18 +278,18 @@ class Dispatcher:
             self._finish(msg, MessageState.EXPIRED, 0, None)
             self.stats["expired"] += 1
             return True
-        if msg.marketing and msg.next_index == 0 and self.windows is not None and msg.dest:
-            # The window may have closed while the queue drained: wait for the next opening
-            # (alerts and this number's later messages are not held behind it).
-            decision = self.windows.decide(msg.dest, datetime.fromtimestamp(now, timezone.utc))
-            if not decision.open:
-                msg.not_before = decision.next_open.timestamp()
-                self.stats["window_deferred"] += 1
-                self.enqueue(msg)
-                return DEFERRED
+        windowed = msg.marketing and self.windows is not None and bool(msg.dest)
+        if windowed and msg.next_index == 0 and not self._window_open(msg):
+            return self._defer(msg)
         while msg.next_index < len(msg.parts):
             part_no, pdu = msg.parts[msg.next_index]
-            outcome = await self._send_part(msg, pdu)
+            # The window may also close while the message waits behind the connector's rate:
+            # the connector asks again right before writing the first part (the later parts
+            # of a message that started follow it).
+            check = (lambda: self._window_open(msg)) if windowed and msg.next_index == 0 else None
+            outcome = await self._send_part(msg, pdu, check)
+            if outcome is DEFERRED:
+                return self._defer(msg)
             if outcome is None:  # every connector failed for now
                 self._retry_later(msg)
                 return False
@@ -292,9 +308,25 @@ class Dispatcher:
             return True
         return True
 
-    async def _send_part(self, msg: QueuedMessage, pdu: P.SubmitSm) -> tuple[int, str, str | None] | None:
+    def _window_open(self, msg: QueuedMessage) -> bool:
+        decision = self.windows.decide(msg.dest, datetime.fromtimestamp(self.clock(), timezone.utc))
+        if not decision.open:
+            msg.not_before = decision.next_open.timestamp()
+        return decision.open
+
+    def _defer(self, msg: QueuedMessage) -> str:
+        """Back to wait for the next opening (set in ``msg.not_before`` by ``_window_open``):
+        alerts and this number's later messages are not held behind it."""
+        self.stats["window_deferred"] += 1
+        self.enqueue(msg)
+        return DEFERRED
+
+    async def _send_part(
+        self, msg: QueuedMessage, pdu: P.SubmitSm, still_wanted=None
+    ) -> tuple[int, str, str | None] | str | None:
         """Try the route's connectors in failover order: (status, connector, upstream id)
-        for the first answer that is not temporary, or None if all failed for now."""
+        for the first answer that is not temporary, None if all failed for now, or
+        ``DEFERRED`` if ``still_wanted`` said no when the part's turn came."""
         candidates = [self.connectors[n] for n in msg.connectors if n in self.connectors]
         up = [c for c in candidates if c.is_up] or candidates[:1]
         for connector in up:
@@ -303,7 +335,11 @@ class Dispatcher:
             try:
                 remaining = max(0.1, msg.expires_at - self.clock())
                 part = with_source(pdu, ton, npi, cfg.dest_ton_npi)
-                resp = await connector.submit(part, timeout=min(remaining, self.response_timeout))
+                resp = await connector.submit(
+                    part, timeout=min(remaining, self.response_timeout), still_wanted=still_wanted
+                )
+            except NotWanted:
+                return DEFERRED
             except (ConnectorDown, ResponseTimeout, LinkClosed) as exc:
                 log.info("submit_retry_elsewhere", message_id=msg.id, connector=connector.name, reason=type(exc).__name__)
                 continue

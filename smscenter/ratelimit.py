@@ -37,6 +37,10 @@ class TokenBucket:
         missing = n - self._tokens
         return 0.0 if missing <= 0 else missing / self.rate
 
+    def give_back(self, n: float = 1.0) -> None:
+        """Return tokens taken but not used (never past ``burst``)."""
+        self._tokens = min(self.burst, self._tokens + n)
+
     def drain(self, now: float) -> None:
         """Empty the bucket: used when the peer says we are too fast (ESME_RTHROTTLED)."""
         self._refill(now)

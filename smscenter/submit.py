@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+import phonenumbers
 import structlog
 
 from protocol import codec
@@ -99,6 +100,7 @@ class SubmitPlanner:
         self.shared_short_codes = shared_short_codes
         self.wall_clock = wall_clock
         self._ref = 0
+        self._unknown_country_logged: set[str] = set()
 
     def plan(self, bind: PartnerBind, pdu: P.Pdu) -> PlannedMessage:
         account = bind.account.config
@@ -135,20 +137,29 @@ class SubmitPlanner:
             if when < now - SCHEDULE_PAST_TOLERANCE or when > now + MAX_SCHEDULE_AHEAD:
                 raise Refused(CommandStatus.ESME_RINVSCHED, "schedule_delivery_time out of range")
             not_before = max(now, when)
-        expires_at = not_before + DEFAULT_VALIDITY  # a scheduled message gets its full validity
+        asked_expiry = None
         if validity:
-            expires_at = parse_validity_period(validity, utc_now).timestamp()
-            if expires_at <= max(now, not_before):
+            asked_expiry = parse_validity_period(validity, utc_now).timestamp()
+            if asked_expiry <= max(now, not_before):
                 raise Refused(CommandStatus.ESME_RINVEXPIRY, "validity_period ends before delivery can start")
-            expires_at = min(expires_at, not_before + MAX_VALIDITY)
         if category == "marketing" and self.windows is not None:
             decision = self.windows.decide(dest, utc_now)
+            if decision.country is None:
+                self._log_unknown_country(dest, decision.rule_key)
             if not decision.open:
                 if account.outside_window == "reject":
                     raise Refused(CommandStatus.SMSC_RWINDOWCLOSED, "send window closed")
                 # Held in the queue until the window opens; a later schedule wins. If the
-                # validity ends first, the queue expires it (EXPIRED receipt, never sent).
+                # partner's validity ends first, the queue expires it (EXPIRED receipt, never
+                # sent).
                 not_before = max(not_before, decision.next_open.timestamp())
+        if asked_expiry is None:
+            # A scheduled or held message gets its full default validity from when it may
+            # go: a Saturday-evening promotion held over a holiday Monday (60 h) must not
+            # expire unsent because the partner set no validity.
+            expires_at = not_before + DEFAULT_VALIDITY
+        else:
+            expires_at = min(asked_expiry, not_before + MAX_VALIDITY)
         dest_hash = self.cipher.lookup_hash(dest)
         if self.blacklist is not None:
             if self.blacklist.invalid(dest_hash):
@@ -184,6 +195,15 @@ class SubmitPlanner:
             expires_at=expires_at,
             unsub_token=mention.token if mention is not None else None,
         )
+
+    def _log_unknown_country(self, dest: str, rule_key: str) -> None:
+        """A number with no known country gets the default window rule: said once per
+        calling code (e.g. +882 international networks), with no number in the log."""
+        digits = dest.lstrip("+")
+        code = next((digits[:n] for n in (1, 2, 3) if digits[:n] in _CALLING_CODES), digits[:3])
+        if code not in self._unknown_country_logged:
+            self._unknown_country_logged.add(code)
+            log.warning("window_unknown_country", calling_code="+" + code, rule=rule_key)
 
     def system_message(self, account: str, short_code: str, dest: str, text: str) -> PlannedMessage | None:
         """A message the platform sends itself (an opt-out confirmation): category alert,
@@ -422,6 +442,8 @@ def _with_mention_in_part(text: str | bytes, coding: int, mention: Mention, udh_
         raise Refused(CommandStatus.ESME_RINVMSGLEN, "no room for the STOP mention in the last part")
     return body
 
+
+_CALLING_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 #: TLVs a partner may set that travel upstream with each part.
 _FORWARDED_TLVS = frozenset(

@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from routing.windows import DEFAULT_RULES, SendWindows
+import sys
+
+import phonenumbers
+
+from routing.windows import DEFAULT_KEY, DEFAULT_RULES, SendWindows
+
+EXIT_USAGE = 2
 
 
 def parse_at(value: str | None) -> datetime:
@@ -28,6 +34,9 @@ def report(windows: SendWindows, countries: list[str], at: datetime) -> list[str
         else:
             opening = decision.next_open.astimezone(zone)
             state = f"closed: next opening {opening:%a %Y-%m-%d %H:%M} {zone.key}"
+            holiday = windows.holiday(decision.country, local.date()) if rule.holidays_closed else None
+            if holiday:
+                state += f" (today: {holiday})"
         lines.append(f"{country:<3} {local:%a %Y-%m-%d %H:%M} {zone.key:<22} [{key}: {rule}]  {state}")
     return lines
 
@@ -39,8 +48,21 @@ def run(settings, country: str | None, at_text: str | None) -> int:
         configured = list(cfg.rules)
     else:
         windows, configured = SendWindows(), []
-    at = parse_at(at_text)
-    countries = [country.upper()] if country else sorted(set(DEFAULT_RULES) | set(configured) | {"CH"})
+    try:
+        at = parse_at(at_text)
+    except ValueError:
+        print(f"smscenter windows: --at {at_text!r}: expected an ISO 8601 date and time, "
+              "e.g. 2026-05-01T21:00+02:00 (UTC without an offset)", file=sys.stderr)
+        return EXIT_USAGE
+    if country:
+        country = country.upper()
+        if country != DEFAULT_KEY and not phonenumbers.country_code_for_region(country):
+            print(f"smscenter windows: --country {country!r}: not an ISO country code (FR, BE, CH…) "
+                  "or \"*\"", file=sys.stderr)
+            return EXIT_USAGE
+        countries = [country]
+    else:
+        countries = sorted(set(DEFAULT_RULES) | set(configured) | {"CH"})
     for line in report(windows, countries, at):
         print(line)
     return 0

@@ -97,6 +97,17 @@ class Pdu:
     def response(self, command_status: int = 0, **fields: Any) -> "Pdu":
         """The response PDU to this request, with the same sequence_number."""
         cls = RESPONSE_CLASS[self.command_id]
+        if cls.BODY == _MESSAGE_ID and set(fields) <= {"message_id"}:
+            # The hot path (submit_sm_resp, deliver_sm_resp): fill the frozen instance's
+            # __dict__ directly, as the decoder does, instead of the slower frozen __init__.
+            resp = object.__new__(cls)
+            object.__setattr__(resp, "__dict__", {
+                "sequence_number": self.sequence_number,
+                "command_status": command_status,
+                "tlvs": (),
+                "message_id": fields.get("message_id", ""),
+            })
+            return resp
         return cls(sequence_number=self.sequence_number, command_status=command_status, **fields)
 
 

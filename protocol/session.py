@@ -234,7 +234,8 @@ class Session:
     @property
     def pending(self) -> int:
         """Peer requests (and invalid PDUs) still waiting for our answer: the peer's window."""
-        return len(self._pending) + sum(map(len, self._extra.values()))
+        extra = self._extra
+        return len(self._pending) + (sum(map(len, extra.values())) if extra else 0)
 
     @property
     def buffered(self) -> int:

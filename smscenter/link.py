@@ -47,6 +47,7 @@ from protocol.session import (
 log = structlog.get_logger("smscenter.link")
 
 _BINDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER})
+_BIND_RESPS = frozenset(cid | 0x80000000 for cid in _BINDS)
 
 
 class LinkClosed(ConnectionError):
@@ -271,9 +272,8 @@ class Link(asyncio.Protocol):
         """Answer one of the peer's requests (any time after ``on_request``)."""
         if self.transport is None or self.transport.is_closing():
             return  # the peer left; it will resubmit what it did not get an answer for
-        was_bound = self.is_bound
         self._send(response)
-        if was_bound != self.is_bound or not self.is_bound:  # bound, or a bind refused
+        if response.command_id in _BIND_RESPS:  # bound (keep-alive starts) or refused
             self._arm_timer()
         if self._unbind_request is not None:
             self._maybe_finish_unbind(force=False)

@@ -25,7 +25,10 @@ class TokenBucket:
 
     def try_take(self, now: float, n: float = 1.0) -> bool:
         """Take ``n`` tokens if there are enough; False means "over the rate"."""
-        self._refill(now)
+        if now > self._stamp:  # _refill, inlined: this runs for every submit_sm
+            tokens = self._tokens + (now - self._stamp) * self.rate
+            self._tokens = tokens if tokens < self.burst else self.burst
+            self._stamp = now
         if self._tokens >= n:
             self._tokens -= n
             return True

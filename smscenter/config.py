@@ -511,7 +511,7 @@ class Connector(_Section):
     system_id: SystemId
     password: Annotated[SecretStr, PlainValidator(_connector_password)]
     system_type: Annotated[str, _c_octet(12)] = ""
-    bind: BindType = "transceiver"
+    bind: Literal["transmitter", "receiver", "transceiver", "pair"] = "transceiver"  # pair: TX + RX
     binds: int = Field(1, gt=0)
     window: int = Field(10, gt=0)
     throughput: int = Field(100, gt=0)

@@ -116,10 +116,22 @@ class Connector:
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    def bind_plan(self) -> list[tuple[str, str | None]]:
+        """The sessions to keep up: (bind type, short code it is bound for).
+
+        ``bind = "pair"`` opens a transmitter and a receiver per bind (for SMSCs that deliver
+        receipts only on a receiver session). With ``short_codes``, each bind is opened once
+        per short code with that code as its address_range, as aggregators often require,
+        and MO arriving on it is tagged with that short code.
+        """
+        kinds = ["transmitter", "receiver"] if self.config.bind == "pair" else [self.config.bind]
+        codes: list[str | None] = list(self.config.short_codes) or [None]
+        return [(kind, code) for _ in range(self.config.binds) for code in codes for kind in kinds]
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for index in range(self.config.binds):
-            task = loop.create_task(self._supervise(self.config.bind, index), name=f"{self.name}#{index}")
+        for index, (kind, code) in enumerate(self.bind_plan()):
+            task = loop.create_task(self._supervise(kind, index, code), name=f"{self.name}#{index}")
             self._supervisors.append(task)
 
     async def stop(self, grace: float) -> None:
@@ -149,12 +161,12 @@ class Connector:
 
     # --- binds ------------------------------------------------------------------------------
 
-    async def _supervise(self, bind_type: str, index: int) -> None:
+    async def _supervise(self, bind_type: str, index: int, short_code: str | None = None) -> None:
         cfg = self.config
         delay = cfg.reconnect_min
         while not self._stopping:
             try:
-                link = await self._connect(bind_type)
+                link = await self._connect(bind_type, short_code)
             except BindRefused as exc:
                 self.stats["bind_refused"] += 1
                 level = log.error if exc.status in _CREDENTIALS else log.warning
@@ -180,7 +192,7 @@ class Connector:
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(cfg.reconnect_max, delay * 2)
 
-    async def _connect(self, bind_type: str) -> Link:
+    async def _connect(self, bind_type: str, short_code: str | None = None) -> Link:
         cfg = self.config
         loop = asyncio.get_running_loop()
         context = self._tls_context() if cfg.tls else None
@@ -205,7 +217,7 @@ class Connector:
                 system_type=cfg.system_type,
                 addr_ton=0,
                 addr_npi=0,
-                address_range=cfg.address_range,
+                address_range=short_code or cfg.address_range,
             )
             try:
                 resp = await link.request(bind)
@@ -215,6 +227,7 @@ class Connector:
         if resp.command_status != CommandStatus.ESME_ROK:
             link.close()
             raise BindRefused(resp.command_status)
+        link.short_code = short_code  # MO on this session was sent to this short code
         return link
 
     def _tls_context(self) -> ssl.SSLContext:

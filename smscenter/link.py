@@ -105,6 +105,7 @@ class Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future | None = None
         self.context: object = None  # the application's per-bind state (account, connector)
+        self.short_code: str | None = None  # upstream bind opened for one short code (MO tag)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[int, asyncio.Future] = {}
         self._slot_waiters: deque[asyncio.Future] = deque()

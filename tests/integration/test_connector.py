@@ -465,3 +465,46 @@ async def test_keepalive_enquire_link_on_an_idle_bind(upstream, connectors):
     await wait_for(lambda: upstream.enquire_links >= 2, 1)
     assert connector.is_up and upstream.connections == 1
     assert (await connector.submit(submit_sm(1))).command_status == S.ESME_ROK
+
+
+# --- bind layouts: TX+RX pairs, one bind per short code ---------------------------------------
+
+
+async def test_pair_opens_a_transmitter_and_a_receiver_per_bind(upstream, connectors):
+    class Deliveries:
+        got: list = []
+
+        def on_deliver(self, connector, link, pdu):
+            self.got.append((link.can_submit, pdu))
+            link.respond(pdu.response())
+
+    handler = Deliveries()
+    connector = await started(connectors(upstream.port, handler, bind="pair", binds=2))
+    await wait_for(lambda: upstream.binds == 4)
+    kinds = sorted(type(p).__name__ for p in upstream.bind_pdus)
+    assert kinds == ["BindReceiver", "BindReceiver", "BindTransmitter", "BindTransmitter"]
+    resp = await connector.submit(submit_sm(1), timeout=2)
+    assert resp.command_status == 0
+    # The submit went on a transmitter session, never on a receiver one.
+    assert len(upstream.submits) == 1
+    # A receipt delivered on a receiver session reaches the handler.
+    rx = next(s for s in upstream.bound_sessions if isinstance(s.bind_pdu, P.BindReceiver))
+    answer = await rx.request(P.DeliverSm(source_addr="33612345678", destination_addr="ACME", esm_class=4), 2)
+    assert answer.command_status == 0
+    assert handler.got and handler.got[0][0] is False  # arrived on the receiver
+
+
+async def test_one_bind_per_short_code_tags_mo(upstream, connectors):
+    seen = []
+
+    class Deliveries:
+        def on_deliver(self, connector, link, pdu):
+            seen.append(link.short_code)
+            link.respond(pdu.response())
+
+    await started(connectors(upstream.port, Deliveries(), short_codes=["36180", "38100"]))
+    await wait_for(lambda: upstream.binds == 2)
+    assert sorted(p.address_range for p in upstream.bind_pdus) == ["36180", "38100"]
+    for session in upstream.bound_sessions:
+        await session.request(P.DeliverSm(source_addr="33612345678", destination_addr=""), 2)
+    assert sorted(seen) == ["36180", "38100"]

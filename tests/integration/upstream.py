@@ -101,6 +101,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if cid in _BINDS:
             up.bind_attempts += 1
+            up.bind_pdus.append(pdu)
+            self.bind_pdu = pdu
             status = up.bind_status
             if status == 0:
                 up.binds += 1
@@ -214,6 +216,7 @@ class Upstream:
         self.connections = 0
         self.bind_attempts = 0
         self.binds = 0
+        self.bind_pdus: list[P.Pdu] = []  # every bind request, accepted or not
         self.unbinds = 0
         self.enquire_links = 0
         self.throttled = 0

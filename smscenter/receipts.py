@@ -13,6 +13,7 @@ state in ``stat:`` and ``message_state``, and the upstream error code in ``err:`
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -75,20 +76,27 @@ class UpstreamDeliveries:
             return
         self.stats["receipts"] += 1
         try:
-            receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
-            upstream_id = normalize_dlr_id(receipt.message_id, connector.config.message_id)
+            parsed = _fast_receipt(pdu)
+            if parsed is None:
+                receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
+                parsed = (receipt.message_id, int(receipt.state), receipt.err)
+            raw_id, state, err = parsed
+            upstream_id = normalize_dlr_id(raw_id, connector.config.message_id)
         except (ReceiptParseError, MessageIdError) as exc:
             # Acknowledge anyway: refusing makes the SMSC resend it forever.
             self.stats["unparsable"] += 1
             log.warning("receipt_unparsable", connector=connector.name, error=str(exc))
             link.respond(pdu.response())
             return
+        cipher, aad = self.cipher, b"early:" + connector.name.encode()
         item = UpstreamReceipt(
             connector=connector.name,
             upstream_id=upstream_id,
-            state=int(receipt.state),
-            error=_error_code(receipt.err),
-            pdu_enc=self.cipher.encrypt(codec.encode(pdu, 0), b"early:" + connector.name.encode()),
+            state=state,
+            error=_error_code(err),
+            # Made only if the receipt is kept as early (it came before its submit_sm_resp):
+            # the store calls it then, inside the transaction. PDUs are immutable.
+            pdu_enc=lambda: cipher.encrypt(codec.encode(pdu, 0), aad),
             done_at=self.clock(),
         )
         try:
@@ -110,17 +118,79 @@ class UpstreamDeliveries:
         fut.add_done_callback(stored)
 
     def early_decoder(self, row: dict) -> UpstreamReceipt:
-        """Turn a stored early receipt back into an ``UpstreamReceipt`` (for the store)."""
+        """Turn a stored early receipt back into an ``UpstreamReceipt`` (for the store; called
+        inside its transaction, on the writer thread)."""
         pdu = codec.decode(self.cipher.decrypt(row["pdu_enc"], b"early:" + row["connector"].encode()))
-        receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
+        parsed = _fast_receipt(pdu)
+        if parsed is None:
+            receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
+            parsed = (receipt.message_id, int(receipt.state), receipt.err)
         return UpstreamReceipt(
             connector=row["connector"],
             upstream_id=row["upstream_id"],
-            state=int(receipt.state),
-            error=_error_code(receipt.err),
+            state=parsed[1],
+            error=_error_code(parsed[2]),
             pdu_enc=row["pdu_enc"],
             done_at=row["received_at"],
         )
+
+
+# The text fields a receipt may carry, as protocol.receipt reads them (a key not glued to a
+# preceding letter or digit, blanks allowed before the colon).
+_TEXT_KEY = re.compile(rb"(?<![A-Za-z0-9_])text[ \t]*:", re.IGNORECASE)
+_ERR_KEY = re.compile(rb"(?<![A-Za-z0-9_])err[ \t]*:", re.IGNORECASE)
+_ID_KEY = re.compile(rb"(?<![A-Za-z0-9_])id[ \t]*:", re.IGNORECASE)
+_ANY_KEY = re.compile(
+    rb"(?<![A-Za-z0-9_])(?:id|sub|dlvrd|dlvd|submit[ \t_]*date|done[ \t_]*date|stat(?:e|us)?|err|text)[ \t]*:",
+    re.IGNORECASE,
+)
+_VALID_STATES = frozenset(int(s) for s in MessageState)
+
+
+def _fast_receipt(pdu: P.Pdu) -> tuple[str, int, str] | None:
+    """(id, state, err) of a receipt whose TLVs carry its id and state, without reading the
+    whole text: only its ``err:`` field, which the TLVs do not carry (unless
+    ``network_error_code`` is all there is). None when the full reading is needed (no or
+    bad TLVs, or a text without ``err:``)."""
+    raw_id = pdu.tlv(Tag.RECEIPTED_MESSAGE_ID)
+    state = pdu.tlv(Tag.MESSAGE_STATE)
+    if isinstance(raw_id, bytes | bytearray):
+        raw_id = bytes(raw_id).decode("latin-1")
+    if not isinstance(raw_id, str) or not isinstance(state, int) or isinstance(state, bool):
+        return None
+    raw_id = raw_id.strip().strip("\x00").strip()
+    if not raw_id or state not in _VALID_STATES:
+        return None
+    text = getattr(pdu, "short_message", b"") or b""
+    if isinstance(text, str):
+        text = text.encode("latin-1", "replace")
+    text = text.rstrip(b"\x00")
+    if not text:
+        return None  # no text: the network_error_code rules apply, as the full reading does
+    head = text
+    m = _TEXT_KEY.search(text)
+    if m is not None:
+        head = text[: m.start()]  # what follows text: is the message, not fields
+    if not _field(head, _ID_KEY):
+        return None  # not a receipt text (the full reading then ignores it): TLVs only
+    err = _field(head, _ERR_KEY)
+    if err is None:
+        return None
+    return raw_id, state, err.decode("latin-1") or "000"
+
+
+def _field(head: bytes, key: re.Pattern) -> bytes | None:
+    """The value of the first ``key`` field in ``head`` (first token before the next key),
+    b"" if empty, None if absent."""
+    m = key.search(head)
+    if m is None:
+        return None
+    rest = head[m.end() :]
+    nxt = _ANY_KEY.search(rest)
+    if nxt is not None:
+        rest = rest[: nxt.start()]
+    tokens = rest.split()
+    return tokens[0] if tokens else b""
 
 
 def _error_code(err: str) -> int:
@@ -188,6 +258,9 @@ class ReceiptBuilder:
             "created_at": now,
             "expires_at": now + self.retention(msg["account"]),
             "attempts": 0,
+            # Not a column: the outbox sender gets committed rows handed over in memory and
+            # sends this without decrypting and decoding pdu_enc again.
+            "pdu": pdu,
         }
 
 

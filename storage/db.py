@@ -2,8 +2,15 @@
 
 SQLite is the embedded default: WAL journal so readers never block the writer, and
 ``synchronous=FULL`` so a committed transaction survives a power cut, not only a crash —
-acknowledging a message means it is on disk. Group commit (``committer.py``) pays for the
+acknowledging a message means it is on disk. Group commit (``store.py``) pays for the
 fsync once per batch instead of once per message. PostgreSQL is reached with asyncpg.
+
+The group commit itself does not go through aiosqlite on SQLite: every awaited statement
+there crosses to aiosqlite's thread and back through an event-loop turn. ``writer_engine``
+gives the store a plain synchronous engine on the same file (same pragmas), used only from
+the store's one writer thread, where a whole batch runs as one synchronous function. Its
+transactions start with ``BEGIN IMMEDIATE``: the write lock is taken before the first read,
+so the reads a batch bases its updates on cannot be overtaken by another writer.
 
 Migrations are Alembic's, run in-process on the already-open async connection (the
 ``connection`` attribute cookbook recipe), so start-up and the ``db upgrade`` verb share one
@@ -18,7 +25,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, func, select, text
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .schema import messages, outbox
@@ -50,6 +58,39 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def writer_engine(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine for the store's writer thread, on the same SQLite file; None
+    for other databases and for in-memory SQLite (a second engine would see another
+    database), where the store runs its batch through ``AsyncConnection.run_sync``."""
+    if not is_sqlite(engine):
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    sync = create_sync_engine(
+        engine.url.set(drivername="sqlite"),
+        # Connections are made and used on the writer thread; disposing of them at stop
+        # happens there too, check_same_thread=False only spares a spurious error if not.
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=1,
+        max_overflow=0,
+    )
+    event.listen(sync, "connect", _sqlite_writer_connect)
+    event.listen(sync, "begin", _begin_immediate)
+    return sync
+
+
+def _sqlite_writer_connect(dbapi_connection, record) -> None:
+    # Transactions are ours to begin (BEGIN IMMEDIATE below), not the sqlite3 module's
+    # implicit deferred BEGIN before the first write.
+    dbapi_connection.isolation_level = None
+    _sqlite_pragmas(dbapi_connection, record)
+
+
+def _begin_immediate(conn) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,7 +1,7 @@
 """Durable writes with group commit, and the reads the pipeline needs.
 
-Every state change the pipeline makes goes through one writer task that gathers the calls
-made within a few milliseconds (or up to ``max_batch`` of them) into one transaction, then
+Every state change the pipeline makes goes through one writer that gathers the calls made
+within a few milliseconds (or up to ``max_batch`` of them) into one transaction, then
 resolves their futures once it committed. A partner's submit_sm_resp and our
 deliver_sm_resp to an upstream are sent only after that: acknowledge after commit, with
 the fsync paid once per batch rather than once per message.
@@ -10,28 +10,44 @@ Receipt correlation happens inside the same transaction as its consequences (par
 message state, the partner's receipt in the outbox, the early-receipt table), so a crash
 can never leave a receipt half applied: either the upstream's receipt was acknowledged and
 everything it caused is stored, or it was not and the upstream sends it again.
+
+How a batch runs. The whole transaction is one synchronous function (``_apply``) on a
+SQLAlchemy Connection: bulk statements (``executemany`` of Core statements; on SQLite
+multi-row statements straight to the driver, see ``_Bulk``), one joined select per kind of
+look-up, no per-row round trips. On a
+SQLite file it runs on a dedicated writer thread with its own synchronous engine (WAL,
+``synchronous=FULL``, ``BEGIN IMMEDIATE``; see ``db.writer_engine``): one hand-off to that
+thread per commit instead of a thread hop and an event-loop turn per statement. Elsewhere
+(PostgreSQL, in-memory SQLite) the same function runs through ``AsyncConnection.run_sync``.
+Futures are resolved on the event loop, after the commit returned. The receipt builder and
+the early-receipt decoder are called inside the transaction, so on the writer thread: what
+they touch must be thread-safe (``IdGenerator`` holds a lock; ``FieldCipher`` is safe).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import and_, delete, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from protocol.constants import MessageState
 
+from . import db
 from .schema import (
     PART_PENDING_STATES,
     PART_QUEUED,
     PART_SENDING,
     PART_SUBMITTED,
+    audit_log,
     early_receipts,
     messages,
+    mo_messages,
     outbox,
     parts,
 )
@@ -45,6 +61,7 @@ FINAL_STATES = frozenset(
         MessageState.REJECTED,
     }
 )
+_FINAL_INTS = frozenset(int(s) for s in FINAL_STATES)
 #: When parts end differently, the message takes the worst outcome.
 _SEVERITY = {
     MessageState.DELIVERED: 0,
@@ -89,7 +106,10 @@ class UpstreamReceipt:
     upstream_id: str
     state: int  # MessageState
     error: int
-    pdu_enc: bytes  # the upstream's deliver_sm (encrypted), kept if it arrives early
+    # The upstream's deliver_sm (encrypted), kept if it arrives early. May be a callable
+    # that makes it: it is then called (on the writer) only for a receipt kept as early, so
+    # the common case never pays for encoding and encrypting a copy nobody reads.
+    pdu_enc: bytes | Callable[[], bytes]
     done_at: float
 
 
@@ -119,9 +139,255 @@ class _Batch:
     acked_outbox: list[int] = field(default_factory=list)
     failed_outbox: list[tuple[int, float]] = field(default_factory=list)
     message_updates: list[dict] = field(default_factory=list)
+    started: float = 0.0  # loop time of its first call
 
     def __len__(self) -> int:
         return len(self.futures)
+
+
+# --- bulk statements ---------------------------------------------------------------------------
+
+
+def _column_default(column) -> Any:
+    """The value an insert of whole rows puts in a column a row leaves out."""
+    d = column.default
+    if column.server_default is not None or (d is not None and not getattr(d, "is_scalar", False)):
+        # Bulk inserts name every column; a server-side or computed default would need them
+        # to leave that column out instead.
+        raise TypeError(f"{column}: only plain scalar defaults are supported by the bulk insert")
+    return d.arg if d is not None else None
+
+
+_SQLITE_MAX_PARAMS = 32766
+_SQLITE_MAX_ROWS = 256
+
+
+def _ladder(n: int, cap: int) -> list[int]:
+    """Row counts to run ``n`` rows in: full chunks of ``cap``, then the binary digits of
+    the rest — few distinct statement texts (the driver caches prepared statements by
+    text), few statements per batch."""
+    sizes = [cap] * (n // cap)
+    rest, bit = n % cap, cap
+    while rest:
+        bit >>= 1
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+    return sizes
+
+
+class _Bulk:
+    """One kind of statement run for many rows, given as tuples in the order of ``names``.
+
+    Elsewhere than SQLite: SQLAlchemy's ``executemany`` of a Core statement (with each
+    driver's own parameter handling; asyncpg pipelines it). On SQLite: multi-row statements
+    handed to the driver as they are (no per-row SQLAlchemy processing, none is needed for
+    the types stored there), a few statements per batch rather than one per row. That
+    matters beyond the statement overhead: the sqlite3 module lets go of the GIL around
+    every step, i.e. for every row of an ``executemany``, and on the writer thread each of
+    those is a chance to wait for the event loop's thread to hand the GIL back.
+    """
+
+    __slots__ = ("stmt", "names", "_sql", "_cap")
+
+    def __init__(self, stmt, names: tuple[str, ...]) -> None:
+        self.stmt = stmt
+        self.names = names
+        self._sql: dict[int, str] = {}
+        cap = _SQLITE_MAX_ROWS
+        while cap * len(names) > _SQLITE_MAX_PARAMS:
+            cap >>= 1
+        self._cap = cap
+
+    def run(self, conn: Connection, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        if conn.dialect.name != "sqlite":
+            names = self.names
+            conn.execute(self.stmt, [dict(zip(names, row)) for row in rows])
+            return
+        rows = self._sqlite_rows(rows)
+        i = 0
+        for size in _ladder(len(rows), self._cap):
+            sql = self._sql.get(size)
+            if sql is None:
+                sql = self._sql[size] = self._sqlite_sql(size)
+            chunk = rows[i : i + size]
+            i += size
+            conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
+
+    def _sqlite_rows(self, rows: list[tuple]) -> list[tuple]:
+        return rows
+
+    def _sqlite_sql(self, n: int) -> str:
+        raise NotImplementedError
+
+
+def _q(name: str) -> str:
+    return sqlite.dialect().identifier_preparer.quote(name)
+
+
+def _values(n: int, width: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([row] * n)
+
+
+class _BulkInsert(_Bulk):
+    """Whole rows into ``table`` (columns in table order), optionally skipping rows whose
+    ``skip_conflicts_on`` key exists."""
+
+    __slots__ = ("table", "defaults", "conflict")
+
+    def __init__(self, table, skip_conflicts_on: tuple[str, ...] = ()) -> None:
+        super().__init__(table.insert(), tuple(c.name for c in table.columns))
+        self.table = table
+        self.defaults = tuple(_column_default(c) for c in table.columns)
+        self.conflict = skip_conflicts_on
+
+    def statement_for(self, dialect_name: str):
+        if not self.conflict:
+            return self.stmt
+        insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+        return insert(self.table).on_conflict_do_nothing(index_elements=list(self.conflict))
+
+    def run(self, conn: Connection, rows: list[tuple]) -> None:
+        if self.conflict and conn.dialect.name != "sqlite":
+            if rows:
+                conn.execute(self.statement_for(conn.dialect.name), [dict(zip(self.names, r)) for r in rows])
+            return
+        super().run(conn, rows)
+
+    def rows(self, dicts: Iterable[dict]) -> list[tuple]:
+        names, defaults = self.names, self.defaults
+        return [tuple(d.get(n, dv) for n, dv in zip(names, defaults)) for d in dicts]
+
+    def _sqlite_sql(self, n: int) -> str:
+        sql = (
+            f"INSERT INTO {_q(self.table.name)} ({', '.join(_q(c) for c in self.names)}) "
+            f"VALUES {_values(n, len(self.names))}"
+        )
+        if self.conflict:
+            sql += f" ON CONFLICT ({', '.join(_q(c) for c in self.conflict)}) DO NOTHING"
+        return sql
+
+
+class _BulkUpdate(_Bulk):
+    """``UPDATE table SET set_cols WHERE key_cols`` with values per row; rows are
+    ``(*set values, *key values)``. When a key comes twice, its last row wins (as it would
+    with one statement per row, in order)."""
+
+    __slots__ = ("table", "set_cols", "key_cols")
+
+    def __init__(self, table, set_cols: tuple[str, ...], key_cols: tuple[str, ...]) -> None:
+        stmt = (
+            update(table)
+            .where(and_(*(table.c[k] == bindparam("k_" + k) for k in key_cols)))
+            .values({c: bindparam("v_" + c) for c in set_cols})
+        )
+        super().__init__(stmt, (*("v_" + c for c in set_cols), *("k_" + k for k in key_cols)))
+        self.table = table
+        self.set_cols = set_cols
+        self.key_cols = key_cols
+
+    def _sqlite_rows(self, rows: list[tuple]) -> list[tuple]:
+        nset = len(self.set_cols)
+        last = {row[nset:]: row for row in rows}
+        return rows if len(last) == len(rows) else list(last.values())
+
+    def _sqlite_sql(self, n: int) -> str:
+        # UPDATE … FROM (VALUES …): each row finds its target through the primary key. (A
+        # row-value "(a, b) IN (VALUES …)" would scan the whole table instead.)
+        t = _q(self.table.name)
+        nset = len(self.set_cols)
+        sets = ", ".join(f"{_q(c)} = v.column{i + 1}" for i, c in enumerate(self.set_cols))
+        keys = " AND ".join(f"{t}.{_q(k)} = v.column{nset + i + 1}" for i, k in enumerate(self.key_cols))
+        return f"UPDATE {t} SET {sets} FROM (VALUES {_values(n, len(self.names))}) AS v WHERE {keys}"
+
+
+class _BulkById(_Bulk):
+    """A statement on rows picked by id: ``DELETE`` or a fixed ``SET``; rows are ``(id,)``."""
+
+    __slots__ = ("table", "set_sql")
+
+    def __init__(self, table, stmt, set_sql: str | None = None) -> None:
+        super().__init__(stmt, ("k_id",))
+        self.table = table
+        self.set_sql = set_sql
+
+    def _sqlite_sql(self, n: int) -> str:
+        t = _q(self.table.name)
+        head = f"DELETE FROM {t}" if self.set_sql is None else f"UPDATE {t} SET {self.set_sql}"
+        return f"{head} WHERE {_q('id')} IN ({', '.join('?' * n)})"
+
+
+class _Many(_Bulk):
+    """One statement per row (``executemany``) on SQLite too: for the rare ones."""
+
+    __slots__ = ("_compiled",)
+
+    def __init__(self, stmt, names: tuple[str, ...]) -> None:
+        super().__init__(stmt, names)
+        self._compiled: tuple[str, tuple[int, ...] | None] | None = None
+
+    def run(self, conn: Connection, rows: list[tuple]) -> None:
+        if not rows or conn.dialect.name != "sqlite":
+            super().run(conn, rows)
+            return
+        if self._compiled is None:
+            c = self.stmt.compile(dialect=conn.dialect)
+            order = tuple(c.positiontup or ())
+            if sorted(order) != sorted(self.names):
+                raise RuntimeError(f"statement parameters {order} are not {self.names}")
+            perm = None if order == self.names else tuple(self.names.index(n) for n in order)
+            self._compiled = (c.string, perm)
+        sql, perm = self._compiled
+        if perm is not None:
+            rows = [tuple(row[i] for i in perm) for row in rows]
+        conn.exec_driver_sql(sql, rows)
+
+
+_INS_MESSAGES = _BulkInsert(messages)
+_INS_PARTS = _BulkInsert(parts)
+_INS_OUTBOX = _BulkInsert(outbox)
+_INS_EARLY = _BulkInsert(early_receipts, skip_conflicts_on=("connector", "upstream_id"))
+_UPD_PART_RESULT = _BulkUpdate(
+    parts, ("state", "connector", "upstream_id", "attempts", "next_attempt_at", "updated_at"), ("message_id", "part_no")
+)
+_UPD_PART_STATE = _BulkUpdate(parts, ("state", "updated_at"), ("message_id", "part_no"))
+_UPD_MESSAGE_FINAL = _BulkUpdate(messages, ("state", "done_at", "error"), ("id",))
+_UPD_MESSAGE_ERROR = _BulkUpdate(messages, ("error",), ("id",))
+_DEL_OUTBOX = _BulkById(outbox, outbox.delete().where(outbox.c.id == bindparam("k_id")))
+_RETRY_OUTBOX = _BulkById(
+    outbox,
+    update(outbox).where(outbox.c.id == bindparam("k_id")).values(attempts=outbox.c.attempts + literal_column("1")),
+    set_sql=f"{_q('attempts')} = {_q('attempts')} + 1",
+)
+_DEL_EARLY = _Many(
+    early_receipts.delete().where(
+        and_(early_receipts.c.connector == bindparam("k_connector"),
+             early_receipts.c.upstream_id == bindparam("k_upstream_id"))
+    ),
+    ("k_connector", "k_upstream_id"),
+)
+
+#: Message columns, then the matched part's: one select finds a receipt's part and the
+#: message it settles.
+_MSG_COLS = tuple(c.name for c in messages.columns)
+_N_MSG = len(_MSG_COLS)
+_PART_MSG_COLS = (
+    *messages.columns,
+    parts.c.message_id.label("p_message_id"),
+    parts.c.part_no.label("p_part_no"),
+    parts.c.state.label("p_state"),
+    parts.c.upstream_id.label("p_upstream_id"),
+)
+_PART_JOIN = parts.join(messages, messages.c.id == parts.c.message_id)
+_CHUNK = 5000  # ids per IN list (SQLite and asyncpg both take 32766 parameters at most)
+
+
+def _chunks(values: list, size: int = _CHUNK):
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
 
 
 class Store:
@@ -147,11 +413,24 @@ class Store:
         self._closing = False
         self.commits = 0
         self.committed_ops = 0
-        self._insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)
+        self._sync_engine = db.writer_engine(engine)
+        self._executor: ThreadPoolExecutor | None = None
+
+    # Installed by the pipeline: turns a stored early receipt back into an UpstreamReceipt
+    # (called inside the transaction: on the writer thread on SQLite).
+    early_decoder: Callable[[dict], UpstreamReceipt] | None = None
+    #: Hears which accounts got new outbox rows, after the commit (on the event loop).
+    on_outbox: Callable[[set[str]], None] | None = None
+    #: If set, hears the new outbox rows themselves instead (after the commit, on the event
+    #: loop), so that they can be sent without being read back. Rows may carry, besides
+    #: the table's columns, what their builder put there for the sender (e.g. ``pdu``).
+    on_outbox_rows: Callable[[list[dict]], None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self._sync_engine is not None and self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="store-writer")
 
     async def stop(self) -> None:
@@ -160,15 +439,24 @@ class Store:
         self._wakeup.set()
         if self._writer is not None:
             await self._writer
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.get_running_loop().run_in_executor(executor, self._sync_engine.dispose)
+            executor.shutdown(wait=True)
 
     # --- batched writes ---------------------------------------------------------------------
 
     def _future(self) -> asyncio.Future:
         if self._closing:
             raise RuntimeError("store is closing")
-        fut = asyncio.get_running_loop().create_future()
-        self._batch.futures.append(fut)
-        if len(self._batch) >= self.max_batch or len(self._batch) == 1:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        batch = self._batch
+        batch.futures.append(fut)
+        if len(batch) == 1:
+            batch.started = loop.time()
+            self._wakeup.set()
+        elif len(batch) >= self.max_batch:
             self._wakeup.set()
         return fut
 
@@ -214,13 +502,18 @@ class Store:
         return fut
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self._batch and len(self._batch) < self.max_batch and not self._closing:
+            batch = self._batch
+            if batch and len(batch) < self.max_batch and not self._closing:
                 # Let more work join this commit: one fsync for everything that arrives
-                # within max_delay.
-                await asyncio.sleep(self.max_delay)
+                # within max_delay of the batch's first call. A batch that filled while the
+                # previous commit ran has waited long enough.
+                linger = self.max_delay - (loop.time() - batch.started)
+                if linger > 0:
+                    await asyncio.sleep(linger)
             batch, self._batch = self._batch, _Batch()
             if batch:
                 await self._commit(batch)
@@ -229,10 +522,18 @@ class Store:
             if self._batch:
                 self._wakeup.set()
 
+    def _commit_sync(self, batch: _Batch) -> dict[int, Any]:
+        """The whole transaction, on the writer thread."""
+        with self._sync_engine.begin() as conn:
+            return self._apply(conn, batch)
+
     async def _commit(self, batch: _Batch) -> None:
         try:
-            async with self.engine.begin() as conn:
-                outcomes = await self._apply(conn, batch)
+            if self._executor is not None:
+                outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._commit_sync, batch)
+            else:
+                async with self.engine.begin() as conn:
+                    outcomes = await conn.run_sync(self._apply, batch)
         except BaseException as exc:  # noqa: BLE001 - every waiter must learn of the failure
             for fut in batch.futures:
                 if not fut.done():
@@ -242,179 +543,183 @@ class Store:
             return
         self.commits += 1
         self.committed_ops += len(batch)
-        if batch.new_outbox and self.on_outbox is not None:
-            self.on_outbox({row["account"] for row in batch.new_outbox})
+        if batch.new_outbox:
+            if self.on_outbox_rows is not None:
+                self.on_outbox_rows(batch.new_outbox)
+            elif self.on_outbox is not None:
+                self.on_outbox({row["account"] for row in batch.new_outbox})
         for fut in batch.futures:
             if not fut.done():
                 fut.set_result(outcomes.get(id(fut)))
 
-    async def _apply(self, conn: AsyncConnection, batch: _Batch) -> dict[int, Any]:
+    # --- the transaction (synchronous: writer thread, or run_sync) -------------------------
+
+    def _apply(self, conn: Connection, batch: _Batch) -> dict[int, Any]:
         outcomes: dict[int, Any] = {}
+        now = self.clock()
         if batch.new_messages:
-            await conn.execute(messages.insert(), batch.new_messages)
+            _INS_MESSAGES.run(conn, _INS_MESSAGES.rows(batch.new_messages))
         if batch.new_parts:
-            await conn.execute(parts.insert(), batch.new_parts)
+            _INS_PARTS.run(conn, _INS_PARTS.rows(batch.new_parts))
         finished: list[Finished] = []
         if batch.results:
-            await self._apply_results(conn, batch, outcomes, finished)
+            self._apply_results(conn, batch.results, outcomes, finished, now)
         if batch.receipts:
-            await self._apply_receipts(conn, batch.receipts, outcomes, finished)
+            self._apply_receipts(conn, batch.receipts, outcomes, finished, now)
         for item in finished:
             row = self.receipt_builder(item)
             if row is not None:
                 batch.new_outbox.append(row)
         if batch.message_updates:
-            for upd in batch.message_updates:
-                values = {k: v for k, v in upd.items() if k != "_id"}
-                await conn.execute(update(messages).where(messages.c.id == upd["_id"]).values(**values))
+            self._update_messages(conn, batch.message_updates)
         if batch.new_outbox:
-            await conn.execute(outbox.insert(), batch.new_outbox)
+            _INS_OUTBOX.run(conn, _INS_OUTBOX.rows(batch.new_outbox))
         if batch.acked_outbox:
-            await conn.execute(delete(outbox).where(outbox.c.id.in_(batch.acked_outbox)))
-        for outbox_id, _ in batch.failed_outbox:
-            await conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(attempts=outbox.c.attempts + 1))
+            _DEL_OUTBOX.run(conn, [(i,) for i in batch.acked_outbox])
+        if batch.failed_outbox:
+            _RETRY_OUTBOX.run(conn, [(i,) for i, _ in batch.failed_outbox])
         return outcomes
 
-    async def _apply_results(self, conn, batch: _Batch, outcomes: dict, finished: list[Finished]) -> None:
-        now = self.clock()
-        rows = [
-            {
-                "b_message_id": r.message_id,
-                "b_part_no": r.part_no,
-                "state": r.state,
-                "connector": r.connector,
-                "upstream_id": r.upstream_id,
-                "attempts": r.attempts,
-                "next_attempt_at": r.next_attempt_at,
-                "updated_at": now,
-            }
-            for r, _ in batch.results
-        ]
-        from sqlalchemy import bindparam
+    @staticmethod
+    def _update_messages(conn: Connection, updates: list[dict]) -> None:
+        by_columns: dict[tuple[str, ...], list[tuple]] = {}
+        for upd in updates:
+            cols = tuple(sorted(k for k in upd if k != "_id"))
+            if cols:
+                by_columns.setdefault(cols, []).append((*(upd[c] for c in cols), upd["_id"]))
+        for cols, rows in by_columns.items():
+            _BulkUpdate(messages, cols, ("id",)).run(conn, rows)
 
-        stmt = (
-            update(parts)
-            .where(and_(parts.c.message_id == bindparam("b_message_id"), parts.c.part_no == bindparam("b_part_no")))
-            .values(
-                state=bindparam("state"),
-                connector=bindparam("connector"),
-                upstream_id=bindparam("upstream_id"),
-                attempts=bindparam("attempts"),
-                next_attempt_at=bindparam("next_attempt_at"),
-                updated_at=bindparam("updated_at"),
-            )
+    def _apply_results(self, conn: Connection, results, outcomes: dict, finished: list[Finished], now: float) -> None:
+        _UPD_PART_RESULT.run(
+            conn,
+            [(r.state, r.connector, r.upstream_id, r.attempts, r.next_attempt_at, now, r.message_id, r.part_no)
+             for r, _ in results],
         )
-        await conn.execute(stmt, rows)
         # Parts that ended here (permanent failure) may finish their message.
         failed: dict[int, list[tuple[int, int]]] = {}
-        for r, _ in batch.results:
-            if r.state in FINAL_STATES:
+        early_keys: dict[str, list[str]] = {}
+        for r, _ in results:
+            if r.state in _FINAL_INTS:
                 failed.setdefault(r.message_id, []).append((r.part_no, r.error))
+            elif r.state == PART_SUBMITTED and r.upstream_id:
+                early_keys.setdefault(r.connector, []).append(r.upstream_id)
         if failed:
-            finished.extend(await self._settle_messages(conn, failed, now))
+            finished.extend(self._settle(conn, failed, now))
         # Receipts that arrived before this submit_sm_resp are applied now.
-        keys = [(r.connector, r.upstream_id) for r, _ in batch.results if r.state == PART_SUBMITTED and r.upstream_id]
-        if keys:
-            early = (
-                await conn.execute(
-                    select(early_receipts).where(tuple_(early_receipts.c.connector, early_receipts.c.upstream_id).in_(keys))
-                )
-            ).mappings().all()
-            if early:
-                await conn.execute(
-                    delete(early_receipts).where(
-                        tuple_(early_receipts.c.connector, early_receipts.c.upstream_id).in_(
-                            [(e["connector"], e["upstream_id"]) for e in early]
+        if early_keys:
+            early: list[dict] = []
+            for connector, ids in early_keys.items():
+                for chunk in _chunks(ids):
+                    found = conn.execute(
+                        select(early_receipts).where(
+                            early_receipts.c.connector == connector, early_receipts.c.upstream_id.in_(chunk)
                         )
                     )
-                )
+                    early.extend(dict(m) for m in found.mappings())
+            if early:
+                _DEL_EARLY.run(conn, [(e["connector"], e["upstream_id"]) for e in early])
                 matched = [(self._early_to_receipt(e), None) for e in early]
-                await self._apply_receipts(conn, matched, outcomes, finished)
-        for r, fut in batch.results:
+                self._apply_receipts(conn, matched, outcomes, finished, now)
+        for _, fut in results:
             outcomes[id(fut)] = finished
 
-    # Installed by the pipeline: turns a stored early receipt back into an UpstreamReceipt,
-    # and hears which accounts got new outbox rows (after the commit).
-    early_decoder: Callable[[dict], UpstreamReceipt] | None = None
-    on_outbox: Callable[[set[str]], None] | None = None
-
-    def _early_to_receipt(self, row) -> UpstreamReceipt:
+    def _early_to_receipt(self, row: dict) -> UpstreamReceipt:
         if self.early_decoder is None:
             raise RuntimeError("Store.early_decoder is not set")
-        return self.early_decoder(dict(row))
+        return self.early_decoder(row)
 
-    async def _apply_receipts(self, conn, items, outcomes: dict, finished: list[Finished]) -> None:
-        now = self.clock()
-        keys = list({(r.connector, r.upstream_id) for r, _ in items})
-        found = (
-            await conn.execute(
-                select(parts.c.message_id, parts.c.part_no, parts.c.state, parts.c.connector, parts.c.upstream_id).where(
-                    tuple_(parts.c.connector, parts.c.upstream_id).in_(keys)
-                )
-            )
-        ).all()
+    def _apply_receipts(self, conn: Connection, items, outcomes: dict, finished: list[Finished], now: float) -> None:
+        wanted: dict[str, set[str]] = {}
+        for r, _ in items:
+            wanted.setdefault(r.connector, set()).add(r.upstream_id)
+        # One joined select per connector: each matched part with its message row.
         by_key: dict[tuple[str, str], list] = {}
-        for row in found:
-            by_key.setdefault((row.connector, row.upstream_id), []).append(row)
+        msgs: dict[int, dict] = {}
+        for connector, ids in wanted.items():
+            for chunk in _chunks(list(ids)):
+                found = conn.execute(
+                    select(*_PART_MSG_COLS)
+                    .select_from(_PART_JOIN)
+                    .where(parts.c.connector == connector, parts.c.upstream_id.in_(chunk))
+                )
+                for row in found:
+                    by_key.setdefault((connector, row.p_upstream_id), []).append(row)
+                    if row.p_message_id not in msgs:
+                        msgs[row.p_message_id] = dict(zip(_MSG_COLS, row[:_N_MSG]))
         settle: dict[int, list[tuple[int, int]]] = {}
-        applied: set[tuple[int, int]] = set()
-        early_rows = []
+        new_states: dict[int, dict[int, int]] = {}  # message id -> part no -> state set here
+        part_updates: list[tuple] = []
+        early_rows: list[tuple] = []
         for receipt, fut in items:
             rows = by_key.get((receipt.connector, receipt.upstream_id))
             if not rows:
                 # Kept until its submit_sm_resp comes — final states only: an intermediate
                 # notification would settle nothing, and keeping it (first one wins) would
                 # shadow the final receipt that follows.
-                if receipt.state in FINAL_STATES:
-                    early_rows.append(
-                        {
-                            "connector": receipt.connector,
-                            "upstream_id": receipt.upstream_id,
-                            "pdu_enc": receipt.pdu_enc,
-                            "received_at": now,
-                        }
-                    )
+                if receipt.state in _FINAL_INTS:
+                    pdu_enc = receipt.pdu_enc() if callable(receipt.pdu_enc) else receipt.pdu_enc
+                    early_rows.append((receipt.connector, receipt.upstream_id, pdu_enc, now))
                 if fut is not None:
                     outcomes[id(fut)] = False
                 continue
             if fut is not None:
                 outcomes[id(fut)] = True
-            if receipt.state not in FINAL_STATES:
+            if receipt.state not in _FINAL_INTS:
                 continue  # ENROUTE/ACCEPTED notifications: nothing to settle
             for row in rows:
-                if row.state in FINAL_STATES or (row.message_id, row.part_no) in applied:
+                message_id, part_no = row.p_message_id, row.p_part_no
+                done = new_states.setdefault(message_id, {})
+                if row.p_state in _FINAL_INTS or part_no in done:
                     continue  # a duplicate receipt: already applied (earlier, or in this batch)
-                applied.add((row.message_id, row.part_no))
-                await conn.execute(
-                    update(parts)
-                    .where(and_(parts.c.message_id == row.message_id, parts.c.part_no == row.part_no))
-                    .values(state=receipt.state, updated_at=now)
-                )
-                settle.setdefault(row.message_id, []).append((row.part_no, receipt.error))
+                done[part_no] = receipt.state
+                part_updates.append((receipt.state, now, message_id, part_no))
+                settle.setdefault(message_id, []).append((part_no, receipt.error))
+        _UPD_PART_STATE.run(conn, part_updates)
         if early_rows:
-            stmt = self._insert(early_receipts).values(early_rows)
-            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["connector", "upstream_id"]))
+            _INS_EARLY.run(conn, early_rows)
         if settle:
-            finished.extend(await self._settle_messages(conn, settle, now))
+            finished.extend(self._settle(conn, settle, now, msgs, new_states))
 
-    async def _settle_messages(self, conn, changed: dict[int, list[tuple[int, int]]], now: float) -> list[Finished]:
-        """Recompute the state of messages whose parts changed; return what finished."""
-        rows = (
-            await conn.execute(
-                select(parts.c.message_id, parts.c.part_no, parts.c.state).where(parts.c.message_id.in_(list(changed)))
-            )
-        ).all()
+    def _settle(
+        self,
+        conn: Connection,
+        changed: dict[int, list[tuple[int, int]]],
+        now: float,
+        msgs: dict[int, dict] | None = None,
+        new_states: dict[int, dict[int, int]] | None = None,
+    ) -> list[Finished]:
+        """Recompute the state of messages whose parts changed; return what finished.
+
+        ``msgs`` and ``new_states`` are what the caller already read and wrote in this
+        transaction: a one-part message whose row is known needs no further read.
+        """
         states: dict[int, dict[int, int]] = {}
-        for r in rows:
-            states.setdefault(r.message_id, {})[r.part_no] = r.state
-        msgs = {
-            m["id"]: dict(m)
-            for m in (await conn.execute(select(messages).where(messages.c.id.in_(list(changed))))).mappings()
-        }
+        to_read: list[int] = []
+        for message_id in changed:
+            msg = msgs.get(message_id) if msgs else None
+            known = new_states.get(message_id) if new_states else None
+            if msg is not None and msg["parts_total"] == 1 and known and len(known) == 1:
+                states[message_id] = known
+            else:
+                to_read.append(message_id)
+        if to_read:
+            if msgs is None:
+                msgs = {}
+            for chunk in _chunks(to_read):
+                found = conn.execute(
+                    select(*_PART_MSG_COLS).select_from(_PART_JOIN).where(parts.c.message_id.in_(chunk))
+                )
+                for row in found:
+                    states.setdefault(row.p_message_id, {})[row.p_part_no] = row.p_state
+                    if row.p_message_id not in msgs:
+                        msgs[row.p_message_id] = dict(zip(_MSG_COLS, row[:_N_MSG]))
         out: list[Finished] = []
+        finals: list[tuple] = []
+        errors: list[tuple] = []
         for message_id, changes in changed.items():
-            msg = msgs.get(message_id)
-            if msg is None or msg["state"] in FINAL_STATES:
+            msg = msgs.get(message_id) if msgs is not None else None
+            if msg is None or msg["state"] in _FINAL_INTS:
                 continue
             part_states = states.get(message_id, {})
             # The error of the latest failed part; parts that failed in earlier transactions
@@ -424,22 +729,22 @@ class Store:
             # would fail the whole group commit (and come back with every resend), so it is
             # capped at the widest value SMPP itself carries (a 32-bit command_status).
             error = min(max(error, 0), 0xFFFFFFFF)
-            if self.per_part_receipts(msg["account"]):
+            per_part = self.per_part_receipts(msg["account"])
+            if per_part:
                 for part_no, part_error in changes:
                     out.append(Finished(msg, part_no, MessageState(part_states[part_no]), part_error, now))
             final = message_state(part_states.values())
             if final is None:
                 if error != msg["error"]:
-                    await conn.execute(update(messages).where(messages.c.id == message_id).values(error=error))
+                    errors.append((error, message_id))
+                    msg["error"] = error
                 continue
-            await conn.execute(
-                update(messages)
-                .where(messages.c.id == message_id)
-                .values(state=int(final), done_at=now, error=error)
-            )
+            finals.append((int(final), now, error, message_id))
             msg.update(state=int(final), done_at=now, error=error)
-            if not self.per_part_receipts(msg["account"]):
+            if not per_part:
                 out.append(Finished(msg, None, final, error, now))
+        _UPD_MESSAGE_ERROR.run(conn, errors)
+        _UPD_MESSAGE_FINAL.run(conn, finals)
         return out
 
     # --- reads ------------------------------------------------------------------------------
@@ -466,6 +771,16 @@ class Store:
                 .limit(limit)
             )
             return [dict(r) for r in rows.mappings()]
+
+    async def max_ids(self) -> dict[str, int]:
+        """The largest id in each table whose ids come from ``ids.IdGenerator`` (0 when
+        empty): the daemon seeds its generator past them, so ids never go back across a
+        restart, whatever the clock did meanwhile."""
+        out: dict[str, int] = {}
+        async with self.engine.connect() as conn:
+            for table in (messages, outbox, mo_messages, audit_log):
+                out[table.name] = (await conn.execute(select(func.max(table.c.id)))).scalar() or 0
+        return out
 
     async def message(self, message_id: int) -> dict | None:
         async with self.engine.connect() as conn:

@@ -358,3 +358,110 @@ async def test_outbox_ack_and_retry(store, engine):
     assert (await store.outbox_for("acme"))[0]["attempts"] == 1
     await store.ack_outbox(row["id"])
     assert await count(engine, outbox) == 0
+
+
+# --------------------------------------------------------------------------- bulk writes, hand-over
+
+
+async def test_a_batch_larger_than_one_statement_is_written_whole(store, engine):
+    """Hundreds of rows of each kind in one commit: the bulk statements split them in
+    chunks (and a SubmitResult given twice for a part counts as given last)."""
+    ids = [await add(store) for _ in range(3)]
+    many = [new_message(parts_total=2) for _ in range(600)]
+    await asyncio.gather(*(store.add_message(row, part_rows) for row, part_rows in many))
+    assert await count(engine, parts) == 1203
+    mids = [row["id"] for row, _ in many]
+    results = [store.record_submit(SubmitResult(mid, 1, 1, "op", None, 1, NOW)) for mid in mids]
+    results += [store.record_submit(submitted(mid, f"b{mid}")) for mid in mids]
+    results += [store.record_submit(submitted(mid, f"c{mid}", part_no=2)) for mid in mids]
+    await asyncio.gather(*results)
+    assert await count(engine, parts, parts.c.state == PART_SUBMITTED) == 1200
+    matched = await asyncio.gather(*(store.apply_receipt(receipt(f"b{mid}")) for mid in mids),
+                                   *(store.apply_receipt(receipt(f"c{mid}", M.UNDELIVERABLE, 7)) for mid in mids))
+    assert all(matched)
+    assert await count(engine, messages, messages.c.state == M.UNDELIVERABLE, messages.c.error == 7) == 600
+    assert await count(engine, outbox) == 600
+    rows = await store.outbox_for("acme", limit=10_000)
+    await asyncio.gather(*(store.retry_outbox(r["id"]) for r in rows[:300]))
+    assert await count(engine, outbox, outbox.c.attempts == 1) == 300
+    await asyncio.gather(*(store.ack_outbox(r["id"]) for r in rows))
+    assert await count(engine, outbox) == 0
+    for i in ids:
+        assert (await store.message(i))["state"] == M.ENROUTE
+
+
+async def test_committed_outbox_rows_are_handed_over(engine):
+    """With ``on_outbox_rows`` set, the new rows themselves (with whatever the builder put in
+    them beside the columns) are handed over after the commit, instead of ``on_outbox``."""
+    handed: list[list[dict]] = []
+
+    class WithPdu(Builder):
+        def __call__(self, done):
+            row = super().__call__(done)
+            if row is not None:
+                row["pdu"] = ("not a column", done.message["id"])
+            return row
+
+    store = Store(engine, WithPdu())
+    store.on_outbox = lambda accounts: pytest.fail("on_outbox called beside on_outbox_rows")
+    store.on_outbox_rows = handed.append
+    await store.start()
+    try:
+        message_id = await add(store)
+        await store.record_submit(submitted(message_id, "1601"))
+        await store.apply_receipt(receipt("1601"))
+        [[row]] = handed
+        assert row["pdu"] == ("not a column", message_id)
+        [stored] = await store.outbox_for("acme")
+        assert stored["id"] == row["id"] and "pdu" not in stored
+    finally:
+        await store.stop()
+
+
+async def test_an_early_copy_is_made_only_for_a_receipt_kept_early(store, engine):
+    message_id = await add(store)
+    await store.record_submit(submitted(message_id, "1701"))
+    made: list[str] = []
+
+    def lazy(uid: str, state: M = M.DELIVERED) -> UpstreamReceipt:
+        def make() -> bytes:
+            made.append(uid)
+            return b"%d:0" % state
+        return UpstreamReceipt("op", uid, int(state), 0, make, NOW)
+
+    assert await store.apply_receipt(lazy("1701")) is True
+    assert made == []
+    assert await store.apply_receipt(lazy("1702")) is False
+    assert made == ["1702"]
+    [row] = [r async for r in _early_rows(engine)]
+    assert row["pdu_enc"] == b"%d:0" % M.DELIVERED
+
+
+async def _early_rows(engine):
+    async with engine.connect() as conn:
+        for row in (await conn.execute(select(early_receipts))).mappings():
+            yield dict(row)
+
+
+async def test_update_message_and_add_outbox(store, engine):
+    message_id = await add(store)
+    await asyncio.gather(store.update_message(message_id, connector="op-a"),
+                         store.update_message(message_id, connector="op-b", error=3))
+    msg = await store.message(message_id)
+    assert (msg["connector"], msg["error"]) == ("op-b", 3)
+    row_id = next(_ids)
+    await store.add_outbox({"id": row_id, "account": "beta", "kind": 2, "message_id": None, "pdu_enc": b"mo",
+                            "created_at": NOW, "expires_at": NOW + 60})
+    [row] = await store.outbox_for("beta")
+    assert (row["id"], row["attempts"]) == (row_id, 0)  # a column left out takes its default
+
+
+async def test_max_ids_for_seeding_the_id_generator(store, engine):
+    assert await store.max_ids() == {"messages": 0, "outbox": 0, "mo_messages": 0, "audit_log": 0}
+    first = await add(store)
+    second = await add(store)
+    await store.record_submit(submitted(second, "1801"))
+    await store.apply_receipt(receipt("1801"))
+    found = await store.max_ids()
+    assert found["messages"] == max(first, second)
+    assert found["outbox"] > 0 and found["mo_messages"] == 0

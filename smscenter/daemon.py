@@ -73,6 +73,8 @@ class Daemon:
         self.store = Store(
             self.engine, builder, per_part_receipts=lambda account: per_part.get(account, False), clock=self.clock
         )
+        # Ids never go back across a restart, whatever the clock did meanwhile.
+        self.ids.seed(max((await self.store.max_ids()).values()) + 1)
         self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
         self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None, clock=self.clock)
         await self.blacklist.start()
@@ -101,7 +103,6 @@ class Daemon:
         # The pipeline needs the outbox, which needs the server's account registry.
         self.server = PartnerServer(s, handler=None)  # type: ignore[arg-type]
         self.outbox = OutboxSender(self.store, self.server.registry, self.cipher, clock=self.clock)
-        self.store.on_outbox = self.outbox.notify
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher)
         self.server.handler = self.pipeline
         self.mo = MoService(

@@ -159,28 +159,25 @@ def _compile_decoder(cls: type[P.Pdu]):
         names.append(name)
         if kind != P.U8:
             flush()
-        if kind == P.CSTR:
-            limit, st = spec[2], int(spec[3])
+        if kind == P.CSTR or kind == P.TIME:
+            limit, st = (spec[2], int(spec[3])) if kind == P.CSTR else (17, int(spec[2]))
+            # Empty strings (service_type, times, …) are the common case: one octet test.
             lines += [
-                f"    stop = off + {limit} if off + {limit} < end else end",
-                "    nul = buf.find(0, off, stop)",
-                "    if nul < 0:",
-                f"        if stop == end and off + {limit} > end: raise _short({cid}, seq, {name!r})",
-                f"        raise _too_long({cid}, seq, {name!r}, {limit}, {st})",
-                f"    {name} = buf[off:nul].decode('latin-1')",
-                "    off = nul + 1",
+                "    if off < end and not buf[off]:",
+                f"        {name} = ''",
+                "        off += 1",
+                "    else:",
+                f"        stop = off + {limit} if off + {limit} < end else end",
+                "        nul = buf.find(0, off, stop)",
+                "        if nul < 0:",
+                f"            if stop == end and off + {limit} > end: raise _short({cid}, seq, {name!r})",
+                f"            raise _too_long({cid}, seq, {name!r}, {limit}, {st})",
             ]
-        elif kind == P.TIME:
-            st = int(spec[2])
+            if kind == P.TIME:
+                lines.append(f"        if nul - off != 16: raise _bad_time({cid}, seq, {name!r}, {st})")
             lines += [
-                "    stop = off + 17 if off + 17 < end else end",
-                "    nul = buf.find(0, off, stop)",
-                "    if nul < 0:",
-                f"        if stop == end and off + 17 > end: raise _short({cid}, seq, {name!r})",
-                f"        raise _too_long({cid}, seq, {name!r}, 17, {st})",
-                f"    if nul != off and nul - off != 16: raise _bad_time({cid}, seq, {name!r}, {st})",
-                f"    {name} = buf[off:nul].decode('latin-1')",
-                "    off = nul + 1",
+                f"        {name} = buf[off:nul].decode('latin-1')",
+                "        off = nul + 1",
             ]
         elif kind == P.U8:
             run.append(name)

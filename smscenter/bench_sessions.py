@@ -419,7 +419,7 @@ def _print_table(results: list[Result], targets: list[str], args, pinned: str) -
     if args.rounds > 1:
         print(f"\nall runs ({args.rounds} rounds):")
         _print_rows(results)
-        print(f"\nmedian run (by submit/s) of each target:")
+        print("\nmedian run (by submit/s) of each target:")
     if args.profile:
         print("(--profile: smscenter ran under cProfile, its figures are inflated)")
     rows = {t: _median_result(t, [r for r in results if r.target == t]) for t in targets}

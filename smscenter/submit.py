@@ -17,7 +17,7 @@ import structlog
 
 from protocol import codec
 from protocol import pdu as P
-from protocol.constants import CommandId, CommandStatus, DataCoding, EsmClass, MessageState, Tag
+from protocol.constants import CommandStatus, DataCoding, EsmClass, MessageState, Tag
 from protocol.errors import RemoteProtocolError
 from protocol.segments import Concat, count_segments, parse_udh, split
 from protocol.smpptime import parse_schedule_delivery_time, parse_validity_period

@@ -25,12 +25,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import smpp34
 import smpplib.client
 import smpplib.consts
 import smpplib.smpp

@@ -28,14 +28,11 @@ counts are exact: a duplicate receipt fails the test.
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
 import time
-from pathlib import Path
 
 import pytest
 import smpp34
-from sqlalchemy import select
 
 from protocol.constants import CommandStatus as S
 from protocol.constants import MessageState

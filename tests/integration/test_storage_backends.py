@@ -21,7 +21,6 @@ from storage.schema import (
     PART_SUBMITTED,
     early_receipts,
     messages,
-    outbox,
     parts,
 )
 from storage.store import Finished, Store, SubmitResult, UpstreamReceipt

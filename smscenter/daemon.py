@@ -32,6 +32,7 @@ from .blacklist import Blacklist
 from .config import Settings
 from .connector import Connector
 from .dispatch import Dispatcher
+from .housekeeping import Housekeeping
 from .mo import MoService
 from .outbox import OutboxSender
 from .pipeline import Pipeline
@@ -113,6 +114,8 @@ class Daemon:
         for connector in self.connectors.values():
             await connector.start()
         await self.dispatcher.start()
+        self.housekeeping = Housekeeping(self.store, clock=self.clock)
+        await self.housekeeping.start()
         await self.pipeline.load()
         await self.server.start()
         self.web = None
@@ -139,6 +142,7 @@ class Daemon:
         await self.mo.stop()
         await self.blacklist.stop()
         await self.dispatcher.stop()
+        await self.housekeeping.stop()
         await self.outbox.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
         await self.store.stop()

@@ -33,6 +33,7 @@ class DaemonCollector:
             ("receipts", d.deliveries.stats),
             ("outbox", d.outbox.stats),
             ("mo", d.mo.stats),
+            ("housekeeping", d.housekeeping.stats),
         ):
             for key, value in stats.items():
                 yield CounterMetricFamily(f"smscenter_{prefix}_{key}", f"{prefix} {key.replace('_', ' ')}", value=value)

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Connection, and_, bindparam, func, literal_column, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -761,6 +761,32 @@ class Store:
                 .order_by(parts.c.message_id, parts.c.part_no)
             )
             return [dict(r) for r in rows.mappings()]
+
+    async def stale_parts(self, expired_before: float, limit: int = 10_000) -> list[tuple[str, str]]:
+        """(connector, upstream id) of parts the upstream accepted but never sent a receipt
+        for, whose message's validity ended before ``expired_before``."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(parts.c.connector, parts.c.upstream_id)
+                .join(messages, messages.c.id == parts.c.message_id)
+                .where(
+                    and_(
+                        parts.c.state == PART_SUBMITTED,
+                        parts.c.upstream_id.is_not(None),
+                        messages.c.expires_at < expired_before,
+                    )
+                )
+                .limit(limit)
+            )
+            return [(r.connector, r.upstream_id) for r in rows]
+
+    async def purge_early_receipts(self, received_before: float) -> int:
+        """Drop early receipts that never found their message (e.g. the first copy of a
+        message sent twice around a crash): they hold an encrypted number, kept no longer
+        than needed."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(early_receipts).where(early_receipts.c.received_at < received_before))
+            return result.rowcount or 0
 
     async def outbox_for(self, account: str, after_id: int = 0, limit: int = 1000) -> list[dict]:
         async with self.engine.connect() as conn:

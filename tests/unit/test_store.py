@@ -465,3 +465,28 @@ async def test_max_ids_for_seeding_the_id_generator(store, engine):
     found = await store.max_ids()
     assert found["messages"] == max(first, second)
     assert found["outbox"] > 0 and found["mo_messages"] == 0
+
+
+# --------------------------------------------------------------------------- housekeeping
+
+
+async def test_housekeeping_expires_parts_without_receipt_and_purges_early_receipts(store, engine):
+    from smscenter.housekeeping import Housekeeping
+
+    waiting = await add(store)  # accepted upstream, no receipt ever
+    await store.record_submit(submitted(waiting, "77"))
+    delivered = await add(store)
+    await store.record_submit(submitted(delivered, "78"))
+    await store.apply_receipt(receipt("78"))
+    await store.apply_receipt(receipt("999"))  # never finds its message: kept as early
+    keeper = Housekeeping(store, receipt_grace=3600, early_ttl=3600, clock=lambda: NOW + 86400 + 7200)
+    await keeper.run_once()
+    async with engine.connect() as conn:
+        states = dict((await conn.execute(select(messages.c.id, messages.c.state))).all())
+    assert states[waiting] == M.EXPIRED and states[delivered] == M.DELIVERED
+    assert [f.state for f in store.builder.finished if f.message["id"] == waiting] == [M.EXPIRED]
+    assert await count(engine, early_receipts) == 0
+    assert keeper.stats == {"expired_without_receipt": 1, "early_receipts_purged": 1}
+    # Nothing left to do the second time.
+    await keeper.run_once()
+    assert keeper.stats["expired_without_receipt"] == 1

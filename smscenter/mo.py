@@ -137,7 +137,7 @@ class MoService:
         except RemoteProtocolError:
             concat = None  # a broken header: keep the message as it came
         if concat is None or concat.total == 1:
-            self._spawn(self._process(connector, short_code, pdu, body, [(link, pdu)], "whole"))
+            self._spawn(self._process(connector.name, short_code, pdu, body, [(link, pdu)], "whole"))
             return
         key = (connector.name, pdu.source_addr, short_code, concat.reference, concat.total)
         self._held.setdefault(key, []).append((link, pdu))
@@ -145,7 +145,7 @@ class MoService:
         self._ensure_expiry()
         if whole is not None:
             holders = self._held.pop(key, [])
-            self._spawn(self._process(connector, short_code, pdu, whole, holders, "whole"))
+            self._spawn(self._process(connector.name, short_code, pdu, whole, holders, "whole"))
 
     def _ensure_expiry(self) -> None:
         if self._expiry is None or self._expiry.done():
@@ -160,13 +160,13 @@ class MoService:
                     continue
                 connector_name, _, short_code, _, _ = key
                 body = b"".join(parts[n] for n in sorted(parts))
-                link, first = holders[0]
-                connector = _ByName(connector_name)
-                await self._process(connector, short_code, first, body, holders, "incomplete")
+                _, first = holders[0]
+                await self._process(connector_name, short_code, first, body, holders, "incomplete")
 
     # --- deciding and storing -----------------------------------------------------------------
 
-    async def _process(self, connector, short_code: str, pdu: P.Pdu, body: bytes, holders, completeness: str) -> None:
+    async def _process(self, connector: str, short_code: str, pdu: P.Pdu, body: bytes, holders, completeness: str) -> None:
+        """Decide, store and answer one whole (or timed-out incomplete) MO from ``connector``."""
         now = self.clock()
         self.stats["mo"] += 1
         mo_id = self.ids.next()
@@ -219,7 +219,7 @@ class MoService:
         mo_row = {
             "id": mo_id,
             "received_at": now,
-            "connector": connector.name,
+            "connector": connector,
             "short_code": short_code[:21],
             "source_hash": source_hash,
             "source_enc": self.cipher.encrypt(pdu.source_addr.encode("latin-1"), b"mo-source:%d" % mo_id),
@@ -241,7 +241,7 @@ class MoService:
                 mo_row, optouts=optouts, outbox_rows=outbox_rows, confirm=confirm if optouts else None
             )
         except Exception as exc:  # noqa: BLE001 - not stored: no answer, the SMSC resends
-            log.error("mo_not_stored", connector=connector.name, error=str(exc))
+            log.error("mo_not_stored", connector=connector, error=str(exc))
             for link, _ in holders:
                 link.close()
             return
@@ -307,11 +307,6 @@ class MoService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class _ByName:
-    def __init__(self, name: str) -> None:
-        self.name = name
 
 
 def _digits(addr: str) -> str:

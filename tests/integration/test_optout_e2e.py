@@ -298,6 +298,22 @@ async def test_concatenated_mo_in_reverse_order_arrives_whole(mt, tmp_path, pass
     assert got.esm_class & 0x40 == 0  # delivered whole, without a UDH
 
 
+async def test_incomplete_concatenated_mo_is_stored_and_acknowledged_after_the_timeout(mt, tmp_path, password_hashes):
+    up, d, settings, _ = await start(mt, tmp_path, password_hashes, optout={"mo_reassembly_timeout": "1s"},
+                                     accounts=[{"system_id": "acme", "sender_ids": ["ACME"], "short_codes": ["38100"]}])
+    esme = upstream_esme(up)
+    parts = [
+        asyncio.ensure_future(esme.deliver_sm(
+            "38100", bytes([0x05, 0x00, 0x03, 0x2B, 0x03, seq]) + b"x" * 50, source_addr=DIGITS,
+            source_addr_ton=1, source_addr_npi=1, dest_addr_ton=3, esm_class=0x40, data_coding=0x00))
+        for seq in (1, 3)  # part 2 never comes
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*parts), 10)
+    assert [r.command_status for r in results] == [0, 0]  # answered once stored, not left hanging
+    [mo] = rows(settings, mo_messages)
+    assert (mo["status"], mo["reason"]) == ("unroutable", "incomplete concatenated message")
+
+
 # --------------------------------------------------------------------------- 5. bad input
 
 

@@ -13,7 +13,7 @@ everything it caused is stored, or it was not and the upstream sends it again.
 
 How a batch runs. The whole transaction is one synchronous function (``_apply``) on a
 SQLAlchemy Connection: bulk statements (``executemany`` of Core statements; on SQLite
-multi-row statements straight to the driver, see ``_Bulk``), one joined select per kind of
+multi-row statements straight to the driver, see ``Bulk``), one joined select per kind of
 look-up, no per-row round trips. On a
 SQLite file it runs on a dedicated writer thread with its own synchronous engine (WAL,
 ``synchronous=FULL``, ``BEGIN IMMEDIATE``; see ``db.writer_engine``): one hand-off to that
@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from protocol.constants import MessageState
 
 from . import db
+from .bulk import BulkById, BulkInsert, BulkUpdate, Many, quote
 from .schema import (
     PART_PENDING_STATES,
     PART_QUEUED,
@@ -145,224 +145,23 @@ class _Batch:
         return len(self.futures)
 
 
-# --- bulk statements ---------------------------------------------------------------------------
-
-
-def _column_default(column) -> Any:
-    """The value an insert of whole rows puts in a column a row leaves out."""
-    d = column.default
-    if column.server_default is not None or (d is not None and not getattr(d, "is_scalar", False)):
-        # Bulk inserts name every column; a server-side or computed default would need them
-        # to leave that column out instead.
-        raise TypeError(f"{column}: only plain scalar defaults are supported by the bulk insert")
-    return d.arg if d is not None else None
-
-
-_SQLITE_MAX_PARAMS = 32766
-_SQLITE_MAX_ROWS = 256
-
-
-def _ladder(n: int, cap: int) -> list[int]:
-    """Row counts to run ``n`` rows in: full chunks of ``cap``, then the binary digits of
-    the rest — few distinct statement texts (the driver caches prepared statements by
-    text), few statements per batch."""
-    sizes = [cap] * (n // cap)
-    rest, bit = n % cap, cap
-    while rest:
-        bit >>= 1
-        if rest & bit:
-            sizes.append(bit)
-            rest -= bit
-    return sizes
-
-
-class _Bulk:
-    """One kind of statement run for many rows, given as tuples in the order of ``names``.
-
-    Elsewhere than SQLite: SQLAlchemy's ``executemany`` of a Core statement (with each
-    driver's own parameter handling; asyncpg pipelines it). On SQLite: multi-row statements
-    handed to the driver as they are (no per-row SQLAlchemy processing, none is needed for
-    the types stored there), a few statements per batch rather than one per row. That
-    matters beyond the statement overhead: the sqlite3 module lets go of the GIL around
-    every step, i.e. for every row of an ``executemany``, and on the writer thread each of
-    those is a chance to wait for the event loop's thread to hand the GIL back.
-    """
-
-    __slots__ = ("stmt", "names", "_sql", "_cap")
-
-    def __init__(self, stmt, names: tuple[str, ...]) -> None:
-        self.stmt = stmt
-        self.names = names
-        self._sql: dict[int, str] = {}
-        cap = _SQLITE_MAX_ROWS
-        while cap * len(names) > _SQLITE_MAX_PARAMS:
-            cap >>= 1
-        self._cap = cap
-
-    def run(self, conn: Connection, rows: list[tuple]) -> None:
-        if not rows:
-            return
-        if conn.dialect.name != "sqlite":
-            names = self.names
-            conn.execute(self.stmt, [dict(zip(names, row)) for row in rows])
-            return
-        rows = self._sqlite_rows(rows)
-        i = 0
-        for size in _ladder(len(rows), self._cap):
-            sql = self._sql.get(size)
-            if sql is None:
-                sql = self._sql[size] = self._sqlite_sql(size)
-            chunk = rows[i : i + size]
-            i += size
-            conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
-
-    def _sqlite_rows(self, rows: list[tuple]) -> list[tuple]:
-        return rows
-
-    def _sqlite_sql(self, n: int) -> str:
-        raise NotImplementedError
-
-
-def _q(name: str) -> str:
-    return sqlite.dialect().identifier_preparer.quote(name)
-
-
-def _values(n: int, width: int) -> str:
-    row = "(" + ", ".join("?" * width) + ")"
-    return ", ".join([row] * n)
-
-
-class _BulkInsert(_Bulk):
-    """Whole rows into ``table`` (columns in table order), optionally skipping rows whose
-    ``skip_conflicts_on`` key exists."""
-
-    __slots__ = ("table", "defaults", "conflict")
-
-    def __init__(self, table, skip_conflicts_on: tuple[str, ...] = ()) -> None:
-        super().__init__(table.insert(), tuple(c.name for c in table.columns))
-        self.table = table
-        self.defaults = tuple(_column_default(c) for c in table.columns)
-        self.conflict = skip_conflicts_on
-
-    def statement_for(self, dialect_name: str):
-        if not self.conflict:
-            return self.stmt
-        insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-        return insert(self.table).on_conflict_do_nothing(index_elements=list(self.conflict))
-
-    def run(self, conn: Connection, rows: list[tuple]) -> None:
-        if self.conflict and conn.dialect.name != "sqlite":
-            if rows:
-                conn.execute(self.statement_for(conn.dialect.name), [dict(zip(self.names, r)) for r in rows])
-            return
-        super().run(conn, rows)
-
-    def rows(self, dicts: Iterable[dict]) -> list[tuple]:
-        names, defaults = self.names, self.defaults
-        return [tuple(d.get(n, dv) for n, dv in zip(names, defaults)) for d in dicts]
-
-    def _sqlite_sql(self, n: int) -> str:
-        sql = (
-            f"INSERT INTO {_q(self.table.name)} ({', '.join(_q(c) for c in self.names)}) "
-            f"VALUES {_values(n, len(self.names))}"
-        )
-        if self.conflict:
-            sql += f" ON CONFLICT ({', '.join(_q(c) for c in self.conflict)}) DO NOTHING"
-        return sql
-
-
-class _BulkUpdate(_Bulk):
-    """``UPDATE table SET set_cols WHERE key_cols`` with values per row; rows are
-    ``(*set values, *key values)``. When a key comes twice, its last row wins (as it would
-    with one statement per row, in order)."""
-
-    __slots__ = ("table", "set_cols", "key_cols")
-
-    def __init__(self, table, set_cols: tuple[str, ...], key_cols: tuple[str, ...]) -> None:
-        stmt = (
-            update(table)
-            .where(and_(*(table.c[k] == bindparam("k_" + k) for k in key_cols)))
-            .values({c: bindparam("v_" + c) for c in set_cols})
-        )
-        super().__init__(stmt, (*("v_" + c for c in set_cols), *("k_" + k for k in key_cols)))
-        self.table = table
-        self.set_cols = set_cols
-        self.key_cols = key_cols
-
-    def _sqlite_rows(self, rows: list[tuple]) -> list[tuple]:
-        nset = len(self.set_cols)
-        last = {row[nset:]: row for row in rows}
-        return rows if len(last) == len(rows) else list(last.values())
-
-    def _sqlite_sql(self, n: int) -> str:
-        # UPDATE … FROM (VALUES …): each row finds its target through the primary key. (A
-        # row-value "(a, b) IN (VALUES …)" would scan the whole table instead.)
-        t = _q(self.table.name)
-        nset = len(self.set_cols)
-        sets = ", ".join(f"{_q(c)} = v.column{i + 1}" for i, c in enumerate(self.set_cols))
-        keys = " AND ".join(f"{t}.{_q(k)} = v.column{nset + i + 1}" for i, k in enumerate(self.key_cols))
-        return f"UPDATE {t} SET {sets} FROM (VALUES {_values(n, len(self.names))}) AS v WHERE {keys}"
-
-
-class _BulkById(_Bulk):
-    """A statement on rows picked by id: ``DELETE`` or a fixed ``SET``; rows are ``(id,)``."""
-
-    __slots__ = ("table", "set_sql")
-
-    def __init__(self, table, stmt, set_sql: str | None = None) -> None:
-        super().__init__(stmt, ("k_id",))
-        self.table = table
-        self.set_sql = set_sql
-
-    def _sqlite_sql(self, n: int) -> str:
-        t = _q(self.table.name)
-        head = f"DELETE FROM {t}" if self.set_sql is None else f"UPDATE {t} SET {self.set_sql}"
-        return f"{head} WHERE {_q('id')} IN ({', '.join('?' * n)})"
-
-
-class _Many(_Bulk):
-    """One statement per row (``executemany``) on SQLite too: for the rare ones."""
-
-    __slots__ = ("_compiled",)
-
-    def __init__(self, stmt, names: tuple[str, ...]) -> None:
-        super().__init__(stmt, names)
-        self._compiled: tuple[str, tuple[int, ...] | None] | None = None
-
-    def run(self, conn: Connection, rows: list[tuple]) -> None:
-        if not rows or conn.dialect.name != "sqlite":
-            super().run(conn, rows)
-            return
-        if self._compiled is None:
-            c = self.stmt.compile(dialect=conn.dialect)
-            order = tuple(c.positiontup or ())
-            if sorted(order) != sorted(self.names):
-                raise RuntimeError(f"statement parameters {order} are not {self.names}")
-            perm = None if order == self.names else tuple(self.names.index(n) for n in order)
-            self._compiled = (c.string, perm)
-        sql, perm = self._compiled
-        if perm is not None:
-            rows = [tuple(row[i] for i in perm) for row in rows]
-        conn.exec_driver_sql(sql, rows)
-
-
-_INS_MESSAGES = _BulkInsert(messages)
-_INS_PARTS = _BulkInsert(parts)
-_INS_OUTBOX = _BulkInsert(outbox)
-_INS_EARLY = _BulkInsert(early_receipts, skip_conflicts_on=("connector", "upstream_id"))
-_UPD_PART_RESULT = _BulkUpdate(
+_INS_MESSAGES = BulkInsert(messages)
+_INS_PARTS = BulkInsert(parts)
+_INS_OUTBOX = BulkInsert(outbox)
+_INS_EARLY = BulkInsert(early_receipts, skip_conflicts_on=("connector", "upstream_id"))
+_UPD_PART_RESULT = BulkUpdate(
     parts, ("state", "connector", "upstream_id", "attempts", "next_attempt_at", "updated_at"), ("message_id", "part_no")
 )
-_UPD_PART_STATE = _BulkUpdate(parts, ("state", "updated_at"), ("message_id", "part_no"))
-_UPD_MESSAGE_FINAL = _BulkUpdate(messages, ("state", "done_at", "error"), ("id",))
-_UPD_MESSAGE_ERROR = _BulkUpdate(messages, ("error",), ("id",))
-_DEL_OUTBOX = _BulkById(outbox, outbox.delete().where(outbox.c.id == bindparam("k_id")))
-_RETRY_OUTBOX = _BulkById(
+_UPD_PART_STATE = BulkUpdate(parts, ("state", "updated_at"), ("message_id", "part_no"))
+_UPD_MESSAGE_FINAL = BulkUpdate(messages, ("state", "done_at", "error"), ("id",))
+_UPD_MESSAGE_ERROR = BulkUpdate(messages, ("error",), ("id",))
+_DEL_OUTBOX = BulkById(outbox, outbox.delete().where(outbox.c.id == bindparam("k_id")))
+_RETRY_OUTBOX = BulkById(
     outbox,
     update(outbox).where(outbox.c.id == bindparam("k_id")).values(attempts=outbox.c.attempts + literal_column("1")),
-    set_sql=f"{_q('attempts')} = {_q('attempts')} + 1",
+    set_sql=f"{quote('attempts')} = {quote('attempts')} + 1",
 )
-_DEL_EARLY = _Many(
+_DEL_EARLY = Many(
     early_receipts.delete().where(
         and_(early_receipts.c.connector == bindparam("k_connector"),
              early_receipts.c.upstream_id == bindparam("k_upstream_id"))
@@ -588,7 +387,7 @@ class Store:
             if cols:
                 by_columns.setdefault(cols, []).append((*(upd[c] for c in cols), upd["_id"]))
         for cols, rows in by_columns.items():
-            _BulkUpdate(messages, cols, ("id",)).run(conn, rows)
+            BulkUpdate(messages, cols, ("id",)).run(conn, rows)
 
     def _apply_results(self, conn: Connection, results, outcomes: dict, finished: list[Finished], now: float) -> None:
         _UPD_PART_RESULT.run(

@@ -184,7 +184,12 @@ def _format_date(value: datetime | None, seconds: bool) -> str:
     # parsers still work) and parse back as None.
     if value is None:
         return "0" * (12 if seconds else 10)
-    return value.strftime("%y%m%d%H%M%S" if seconds else "%y%m%d%H%M")
+    # What strftime("%y%m%d%H%M[%S]") writes, a third of its cost.
+    if seconds:
+        return "%02d%02d%02d%02d%02d%02d" % (
+            value.year % 100, value.month, value.day, value.hour, value.minute, value.second
+        )
+    return "%02d%02d%02d%02d%02d" % (value.year % 100, value.month, value.day, value.hour, value.minute)
 
 
 def _clean_text(text: str) -> str:

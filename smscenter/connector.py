@@ -145,7 +145,10 @@ class Connector:
 
     @property
     def is_up(self) -> bool:
-        return any(link.can_submit and link.is_open for link in self.links)
+        for link in self.links:
+            if link.can_submit and link.is_open:
+                return True
+        return False
 
     async def wait_up(self, timeout: float) -> None:
         async with asyncio.timeout(timeout):
@@ -353,8 +356,7 @@ class Connector:
         try:
             while True:
                 remaining = None if deadline is None else max(0.0, deadline - self.clock())
-                done, _ = await asyncio.wait((fut,), timeout=remaining)
-                if done:
+                if await _wait_done(fut, remaining):
                     return
                 if self._stopping or not self.is_up:
                     raise ConnectorDown(f"connector {self.name} has no bound session")
@@ -430,3 +432,27 @@ class Connector:
 
     def on_closed(self, link: Link, exc: BaseException | None) -> None:
         self._signal()
+
+
+async def _wait_done(fut: asyncio.Future, timeout: float | None) -> bool:
+    """``asyncio.wait((fut,), timeout=timeout)`` for one future, without its sets and
+    wrapping: True once ``fut`` is done, False when ``timeout`` passed first. ``fut`` is left
+    as it is either way (also when the caller is cancelled)."""
+    if fut.done():
+        return True
+    loop = fut.get_loop()
+    waiter = loop.create_future()
+
+    def wake(_=None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    handle = loop.call_later(timeout, wake) if timeout is not None else None
+    fut.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        if handle is not None:
+            handle.cancel()
+        fut.remove_done_callback(wake)
+    return fut.done()

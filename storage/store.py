@@ -181,6 +181,20 @@ _PART_MSG_COLS = (
     parts.c.upstream_id.label("p_upstream_id"),
 )
 _PART_JOIN = parts.join(messages, messages.c.id == parts.c.message_id)
+#: Positions of the part's columns in such a row.
+_P_MESSAGE_ID, _P_PART_NO, _P_STATE, _P_UPSTREAM_ID = range(_N_MSG, _N_MSG + 4)
+#: The same select as plain SQL for SQLite, where the writer runs it straight on the driver
+#: (tuples, no per-row SQLAlchemy processing: none is needed for the types read here).
+_SQLITE_PART_MSG = (
+    "SELECT " + ", ".join(f"messages.{quote(c)}" for c in _MSG_COLS)
+    + ", parts.message_id, parts.part_no, parts.state, parts.upstream_id"
+    " FROM parts JOIN messages ON messages.id = parts.message_id WHERE "
+)
+_EARLY_COLS = tuple(c.name for c in early_receipts.columns)
+_SQLITE_EARLY = (
+    f"SELECT {', '.join(quote(c) for c in _EARLY_COLS)} FROM {quote(early_receipts.name)}"
+    f" WHERE {quote('connector')} = ? AND {quote('upstream_id')} IN ("
+)
 _CHUNK = 5000  # ids per IN list (SQLite and asyncpg both take 32766 parameters at most)
 
 
@@ -251,11 +265,13 @@ class Store:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         batch = self._batch
-        batch.futures.append(fut)
-        if len(batch) == 1:
+        futures = batch.futures
+        futures.append(fut)
+        n = len(futures)
+        if n == 1:
             batch.started = loop.time()
             self._wakeup.set()
-        elif len(batch) >= self.max_batch:
+        elif n >= self.max_batch:
             self._wakeup.set()
         return fut
 
@@ -408,8 +424,15 @@ class Store:
         # Receipts that arrived before this submit_sm_resp are applied now.
         if early_keys:
             early: list[dict] = []
+            sqlite = conn.dialect.name == "sqlite"
             for connector, ids in early_keys.items():
                 for chunk in _chunks(ids):
+                    if sqlite:
+                        found = conn.exec_driver_sql(
+                            f"{_SQLITE_EARLY}{', '.join('?' * len(chunk))})", (connector, *chunk)
+                        ).fetchall()
+                        early.extend(dict(zip(_EARLY_COLS, row)) for row in found)
+                        continue
                     found = conn.execute(
                         select(early_receipts).where(
                             early_receipts.c.connector == connector, early_receipts.c.upstream_id.in_(chunk)
@@ -435,17 +458,30 @@ class Store:
         # One joined select per connector: each matched part with its message row.
         by_key: dict[tuple[str, str], list] = {}
         msgs: dict[int, dict] = {}
+        sqlite = conn.dialect.name == "sqlite"
         for connector, ids in wanted.items():
             for chunk in _chunks(list(ids)):
-                found = conn.execute(
-                    select(*_PART_MSG_COLS)
-                    .select_from(_PART_JOIN)
-                    .where(parts.c.connector == connector, parts.c.upstream_id.in_(chunk))
-                )
+                if sqlite:
+                    found = conn.exec_driver_sql(
+                        f"{_SQLITE_PART_MSG}parts.connector = ? AND parts.upstream_id IN ({', '.join('?' * len(chunk))})",
+                        (connector, *chunk),
+                    ).fetchall()
+                else:
+                    found = conn.execute(
+                        select(*_PART_MSG_COLS)
+                        .select_from(_PART_JOIN)
+                        .where(parts.c.connector == connector, parts.c.upstream_id.in_(chunk))
+                    )
                 for row in found:
-                    by_key.setdefault((connector, row.p_upstream_id), []).append(row)
-                    if row.p_message_id not in msgs:
-                        msgs[row.p_message_id] = dict(zip(_MSG_COLS, row[:_N_MSG]))
+                    key = (connector, row[_P_UPSTREAM_ID])
+                    hit = by_key.get(key)
+                    if hit is None:
+                        by_key[key] = [row]
+                    else:
+                        hit.append(row)
+                    message_id = row[_P_MESSAGE_ID]
+                    if message_id not in msgs:
+                        msgs[message_id] = dict(zip(_MSG_COLS, row[:_N_MSG]))
         settle: dict[int, list[tuple[int, int]]] = {}
         new_states: dict[int, dict[int, int]] = {}  # message id -> part no -> state set here
         part_updates: list[tuple] = []
@@ -467,9 +503,9 @@ class Store:
             if receipt.state not in _FINAL_INTS:
                 continue  # ENROUTE/ACCEPTED notifications: nothing to settle
             for row in rows:
-                message_id, part_no = row.p_message_id, row.p_part_no
+                message_id, part_no = row[_P_MESSAGE_ID], row[_P_PART_NO]
                 done = new_states.setdefault(message_id, {})
-                if row.p_state in _FINAL_INTS or part_no in done:
+                if row[_P_STATE] in _FINAL_INTS or part_no in done:
                     continue  # a duplicate receipt: already applied (earlier, or in this batch)
                 done[part_no] = receipt.state
                 part_updates.append((receipt.state, now, message_id, part_no))
@@ -523,7 +559,11 @@ class Store:
             part_states = states.get(message_id, {})
             # The error of the latest failed part; parts that failed in earlier transactions
             # left theirs on the message row.
-            error = next((e for _, e in reversed(changes) if e), msg["error"])
+            error = msg["error"]
+            for _, e in reversed(changes):
+                if e:
+                    error = e
+                    break
             # An upstream's err: field can hold any number; one that overflows the column
             # would fail the whole group commit (and come back with every resend), so it is
             # capped at the widest value SMPP itself carries (a 32-bit command_status).

@@ -425,12 +425,7 @@ class SimulatedSmsc:
         if self._stopping:
             return
         due.done_at = datetime.now()
-        box = self._box(due.system_id)
-        box.ready.append(due)
-        while len(box.ready) > self.max_held:
-            box.ready.popleft()
-            self.receipts_dropped += 1
-        self._kick(box)
+        self._requeue(due)
 
     def _kick(self, box: _Mailbox) -> None:
         box.wake.set()
@@ -517,6 +512,7 @@ class SimulatedSmsc:
         box.wake.set()
 
     def _requeue(self, due: _Due) -> None:
+        """Put a receipt in its system_id's mailbox (bounded: the oldest are dropped)."""
         if self._stopping:
             return
         box = self._box(due.system_id)

@@ -51,7 +51,7 @@ class OutboxSender:
         self._accounts: dict[str, _Account] = {}
         self._stopping = False
         self.stats = {"delivered": 0, "refused": 0, "expired": 0}
-        # Committed rows come straight from the store (on_outbox is then not called).
+        # Committed rows come straight from the store, without a read back.
         store.on_outbox_rows = self.handoff
 
     def notify(self, accounts) -> None:

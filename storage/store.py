@@ -232,11 +232,9 @@ class Store:
     # Installed by the pipeline: turns a stored early receipt back into an UpstreamReceipt
     # (called inside the transaction: on the writer thread on SQLite).
     early_decoder: Callable[[dict], UpstreamReceipt] | None = None
-    #: Hears which accounts got new outbox rows, after the commit (on the event loop).
-    on_outbox: Callable[[set[str]], None] | None = None
-    #: If set, hears the new outbox rows themselves instead (after the commit, on the event
-    #: loop), so that they can be sent without being read back. Rows may carry, besides
-    #: the table's columns, what their builder put there for the sender (e.g. ``pdu``).
+    #: Hears the new outbox rows (after the commit, on the event loop), so that they can be
+    #: sent without being read back. Rows may carry, besides the table's columns, what their
+    #: builder put there for the sender (e.g. ``pdu``).
     on_outbox_rows: Callable[[list[dict]], None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -358,11 +356,8 @@ class Store:
             return
         self.commits += 1
         self.committed_ops += len(batch)
-        if batch.new_outbox:
-            if self.on_outbox_rows is not None:
-                self.on_outbox_rows(batch.new_outbox)
-            elif self.on_outbox is not None:
-                self.on_outbox({row["account"] for row in batch.new_outbox})
+        if batch.new_outbox and self.on_outbox_rows is not None:
+            self.on_outbox_rows(batch.new_outbox)
         for fut in batch.futures:
             if not fut.done():
                 fut.set_result(outcomes.get(id(fut)))

@@ -75,7 +75,7 @@ async def store(engine):
     store = Store(engine, builder, per_part_receipts=lambda account: account == "perpart")
     store.early_decoder = early_decoder
     store.outbox_accounts: list[set[str]] = []
-    store.on_outbox = store.outbox_accounts.append
+    store.on_outbox_rows = lambda rows: store.outbox_accounts.append({row["account"] for row in rows})
     store.builder = builder
     await store.start()
     yield store

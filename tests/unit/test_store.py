@@ -102,7 +102,7 @@ async def store(engine):
     store = Store(engine, builder, per_part_receipts=lambda account: account == "perpart")
     store.early_decoder = early_decoder
     store.notified: list[set[str]] = []
-    store.on_outbox = store.notified.append
+    store.on_outbox_rows = lambda rows: store.notified.append({row["account"] for row in rows})
     store.builder = builder
     await store.start()
     yield store
@@ -392,7 +392,7 @@ async def test_a_batch_larger_than_one_statement_is_written_whole(store, engine)
 
 async def test_committed_outbox_rows_are_handed_over(engine):
     """With ``on_outbox_rows`` set, the new rows themselves (with whatever the builder put in
-    them beside the columns) are handed over after the commit, instead of ``on_outbox``."""
+    them beside the columns) are handed over after the commit."""
     handed: list[list[dict]] = []
 
     class WithPdu(Builder):
@@ -403,7 +403,6 @@ async def test_committed_outbox_rows_are_handed_over(engine):
             return row
 
     store = Store(engine, WithPdu())
-    store.on_outbox = lambda accounts: pytest.fail("on_outbox called beside on_outbox_rows")
     store.on_outbox_rows = handed.append
     await store.start()
     try:

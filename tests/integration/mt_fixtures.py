@@ -455,6 +455,19 @@ def connector_entry(name: str, port: int, message_id: str = "hex-to-decimal", **
     }
 
 
+#: The daemon's [server] section in these tests: loopback, short timeouts.
+TEST_SERVER = {
+    "listen": [f"{HOST}:0"],
+    "system_id": "SMSCENTER",
+    "bind_timeout": "2s",
+    "failed_bind_delay": "50ms",
+    "enquire_link_interval": "5s",
+    "inactivity_timeout": "20s",
+    "response_timeout": "2s",
+    "shutdown_grace": "500ms",
+}
+
+
 @pytest.fixture
 def mt_settings(password_hashes, tmp_path) -> Callable[..., Settings]:
     """``mt_settings(connectors=[...], routes=[...], accounts=[...])`` → Settings on
@@ -474,17 +487,7 @@ def mt_settings(password_hashes, tmp_path) -> Callable[..., Settings]:
         if routes is None:
             routes = [{"destinations": ["*"], "connectors": [c["name"] for c in connectors]}]
         data = {
-            "server": {
-                "listen": [f"{HOST}:0"],
-                "system_id": "SMSCENTER",
-                "bind_timeout": "2s",
-                "failed_bind_delay": "50ms",
-                "enquire_link_interval": "5s",
-                "inactivity_timeout": "20s",
-                "response_timeout": "2s",
-                "shutdown_grace": "500ms",
-                **(server or {}),
-            },
+            "server": {**TEST_SERVER, **(server or {})},
             "storage": {"url": "sqlite:///var/smscenter.db", "keys": "var/keys"},
             "account": tables,
             "connector": connectors,

@@ -35,7 +35,7 @@ import smpplib.consts
 import smpplib.smpp
 import structlog
 
-from tests.integration.mt_fixtures import GW_PASSWORD, HOST, PARTNER_PASSWORDS, wait_for
+from tests.integration.mt_fixtures import GW_PASSWORD, HOST, PARTNER_PASSWORDS, TEST_SERVER, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,16 +94,7 @@ def config_data(password_hashes: dict[str, str], upstream_port: int, accounts: l
         table.setdefault("password", password_hashes[table["system_id"]])
         tables.append(table)
     return {
-        "server": {
-            "listen": [f"{HOST}:0"],
-            "system_id": "SMSCENTER",
-            "bind_timeout": "2s",
-            "failed_bind_delay": "50ms",
-            "enquire_link_interval": "5s",
-            "inactivity_timeout": "20s",
-            "response_timeout": "2s",
-            "shutdown_grace": "500ms",
-        },
+        "server": dict(TEST_SERVER),
         "storage": {"url": "sqlite:///var/smscenter.db", "keys": "var/keys"},
         "logging": {"level": "info", "format": "json"},
         "account": tables,

@@ -39,6 +39,7 @@ from smscenter.daemon import Daemon
 from storage.schema import blacklist, messages
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     HOST,
+    TEST_SERVER,
     Harness,
     Partner,
     SmscPeer,
@@ -116,16 +117,7 @@ def build(password_hashes, tmp_path):
             table.setdefault("password", password_hashes[table["system_id"]])
             tables.append(table)
         data = {
-            "server": {
-                "listen": [f"{HOST}:0"],
-                "system_id": "SMSCENTER",
-                "bind_timeout": "2s",
-                "failed_bind_delay": "50ms",
-                "enquire_link_interval": "5s",
-                "inactivity_timeout": "20s",
-                "response_timeout": "2s",
-                "shutdown_grace": "500ms",
-            },
+            "server": dict(TEST_SERVER),
             "storage": {"url": "sqlite:///var/smscenter.db", "keys": "var/keys"},
             "account": tables,
             "connector": connectors,

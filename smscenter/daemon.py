@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from functools import partial
+from pathlib import Path
 
 import structlog
 
@@ -25,7 +27,7 @@ from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore
-from storage.store import Store
+from storage.store import Store, max_ids
 
 from . import systemd
 from .blacklist import Blacklist
@@ -36,7 +38,7 @@ from .housekeeping import Housekeeping
 from .mo import MoService
 from .outbox import OutboxSender
 from .pipeline import Pipeline
-from .receipts import ReceiptBuilder, UpstreamDeliveries
+from .receipts import UpstreamDeliveries, daemon_transaction
 from .metrics import registry_for
 from .server import PartnerServer
 from .submit import MentionPolicy, SubmitPlanner
@@ -66,21 +68,25 @@ class Daemon:
         self.keyring = Keyring.open(s.storage.keys, database_has_data=await db.has_data(self.engine))
         self.cipher = FieldCipher(self.keyring)
         self.ids = IdGenerator()
-        per_part = {a.system_id: a.per_part_receipts for a in s.accounts}
         retention = {a.system_id: s.retention_for(a).message_details for a in s.accounts}
-        builder = ReceiptBuilder(
-            self.cipher, self.ids, lambda account: retention.get(account, s.retention.message_details), clock=self.clock
-        )
-        self.store = Store(
-            self.engine, builder, per_part_receipts=lambda account: per_part.get(account, False), clock=self.clock
-        )
         # Ids never go back across a restart, whatever the clock did meanwhile.
-        self.ids.seed(max((await self.store.max_ids()).values()) + 1)
+        id_floor = max((await max_ids(self.engine)).values()) + 1
+        self.ids.seed(id_floor)
+        # The group commit's transaction is built where it runs (a writer process on a
+        # SQLite file): from plain values, not from objects of this process.
+        transaction = partial(
+            daemon_transaction,
+            str(Path(s.storage.keys).resolve()),
+            retention,
+            s.retention.message_details,
+            {a.system_id: a.per_part_receipts for a in s.accounts},
+            id_floor,
+        )
+        self.store = Store(self.engine, transaction, clock=self.clock)
         self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
         self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None, clock=self.clock)
         await self.blacklist.start()
         self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock)
-        self.store.early_decoder = self.deliveries.early_decoder
         await self.store.start()
         self.connectors = {c.name: Connector(c, self.deliveries) for c in s.connectors}
         self.dispatcher = Dispatcher(

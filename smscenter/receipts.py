@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -32,10 +33,10 @@ from protocol.receipt import (
     receipt_from_tlvs,
     receipt_tlvs,
 )
-from storage.crypto import FieldCipher
+from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.schema import OUTBOX_RECEIPT
-from storage.store import Finished, Store, UpstreamReceipt
+from storage.store import Finished, Store, Transaction, UpstreamReceipt
 
 from .connector import Connector
 from .link import Link
@@ -88,15 +89,12 @@ class UpstreamDeliveries:
             log.warning("receipt_unparsable", connector=connector.name, error=str(exc))
             link.respond(pdu.response())
             return
-        cipher, aad = self.cipher, b"early:" + connector.name.encode()
         item = UpstreamReceipt(
             connector=connector.name,
             upstream_id=upstream_id,
             state=state,
             error=_error_code(err),
-            # Made only if the receipt is kept as early (it came before its submit_sm_resp):
-            # the store calls it then, inside the transaction. PDUs are immutable.
-            pdu_enc=lambda: cipher.encrypt(codec.encode(pdu, 0), aad),
+            pdu=codec.encode(pdu, 0),  # kept (sealed) only if it came before its submit_sm_resp
             done_at=self.clock(),
         )
         try:
@@ -116,24 +114,6 @@ class UpstreamDeliveries:
             link.respond(pdu.response())
 
         fut.add_done_callback(stored)
-
-    def early_decoder(self, row: dict) -> UpstreamReceipt:
-        """Turn a stored early receipt back into an ``UpstreamReceipt`` (for the store; called
-        inside its transaction, on the writer thread)."""
-        pdu = codec.decode(self.cipher.decrypt(row["pdu_enc"], b"early:" + row["connector"].encode()))
-        parsed = _fast_receipt(pdu)
-        if parsed is None:
-            receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
-            parsed = (receipt.message_id, int(receipt.state), receipt.err)
-        return UpstreamReceipt(
-            connector=row["connector"],
-            upstream_id=row["upstream_id"],
-            state=parsed[1],
-            error=_error_code(parsed[2]),
-            pdu_enc=row["pdu_enc"],
-            done_at=row["received_at"],
-        )
-
 
 # The text fields a receipt may carry, as protocol.receipt reads them (a key not glued to a
 # preceding letter or digit, blanks allowed before the colon).
@@ -203,17 +183,10 @@ def _error_code(err: str) -> int:
 class ReceiptBuilder:
     """Builds the partner's receipt (an outbox row) for a finished message or part."""
 
-    def __init__(
-        self,
-        cipher: FieldCipher,
-        ids: IdGenerator,
-        retention: Callable[[str], float],
-        clock=time.time,
-    ) -> None:
+    def __init__(self, cipher: FieldCipher, ids: IdGenerator, retention: Callable[[str], float]) -> None:
         self.cipher = cipher
         self.ids = ids
         self.retention = retention  # account -> seconds a receipt may wait for its partner
-        self.clock = clock
 
     def __call__(self, done: Finished) -> dict | None:
         msg = done.message
@@ -248,7 +221,7 @@ class ReceiptBuilder:
             tlvs=tlvs,
         )
         outbox_id = self.ids.next()
-        now = self.clock()
+        now = done.done_at  # the transaction's time: the store's clock, wherever it runs
         return {
             "id": outbox_id,
             "account": msg["account"],
@@ -264,4 +237,55 @@ class ReceiptBuilder:
         }
 
 
-__all__ = ["ReceiptBuilder", "UpstreamDeliveries", "is_receipt", "CommandStatus"]
+def seal_early(cipher: FieldCipher, receipt: UpstreamReceipt) -> bytes:
+    """What the store keeps of a receipt that came before its submit_sm_resp: the upstream's
+    deliver_sm, encrypted (it holds the number)."""
+    return cipher.encrypt(receipt.pdu, b"early:" + receipt.connector.encode())
+
+
+def decode_early(cipher: FieldCipher, row: dict) -> UpstreamReceipt:
+    """Turn a stored early receipt back into an ``UpstreamReceipt`` (inside the transaction
+    that found its message)."""
+    raw = cipher.decrypt(row["pdu_enc"], b"early:" + row["connector"].encode())
+    pdu = codec.decode(raw)
+    parsed = _fast_receipt(pdu)
+    if parsed is None:
+        receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
+        parsed = (receipt.message_id, int(receipt.state), receipt.err)
+    return UpstreamReceipt(
+        connector=row["connector"],
+        upstream_id=row["upstream_id"],
+        state=parsed[1],
+        error=_error_code(parsed[2]),
+        pdu=raw,
+        done_at=row["received_at"],
+    )
+
+
+#: The node id (``storage.ids``) of the outbox ids made inside the transaction, so that they
+#: never collide with the daemon's own (node 0), whichever process makes them.
+TRANSACTION_NODE = 1022
+
+
+def daemon_transaction(
+    keys: str, retention: dict[str, float], default_retention: float, per_part: dict[str, bool], id_floor: int
+) -> Transaction:
+    """The daemon's group-commit transaction, built where it runs: the store is given a
+    ``functools.partial`` of this (picklable: plain values only) and calls it in its writer
+    process. It opens the keys folder itself; ``id_floor`` seeds its id generator past the
+    ids already stored."""
+    cipher = FieldCipher(Keyring.open(keys, database_has_data=True))
+    ids = IdGenerator(node=TRANSACTION_NODE)
+    ids.seed(id_floor)
+    return Transaction(
+        ReceiptBuilder(cipher, ids, lambda account: retention.get(account, default_retention)),
+        per_part_receipts=lambda account: per_part.get(account, False),
+        seal_early=partial(seal_early, cipher),
+        early_decoder=partial(decode_early, cipher),
+    )
+
+
+__all__ = [
+    "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "is_receipt", "seal_early",
+    "CommandStatus",
+]

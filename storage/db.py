@@ -6,9 +6,10 @@ acknowledging a message means it is on disk. Group commit (``store.py``) pays fo
 fsync once per batch instead of once per message. PostgreSQL is reached with asyncpg.
 
 The group commit itself does not go through aiosqlite on SQLite: every awaited statement
-there crosses to aiosqlite's thread and back through an event-loop turn. ``writer_engine``
-gives the store a plain synchronous engine on the same file (same pragmas), used only from
-the store's one writer thread, where a whole batch runs as one synchronous function. Its
+there crosses to aiosqlite's thread and back through an event-loop turn. ``sync_writer_engine``
+gives the store a plain synchronous engine on the same file (same pragmas), used only by the
+store's one writer (a thread, or a process of its own), where a whole batch runs as one
+synchronous function. Its
 transactions start with ``BEGIN IMMEDIATE``: the write lock is taken before the first read,
 so the reads a batch bases its updates on cannot be overtaken by another writer.
 
@@ -60,17 +61,24 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def writer_engine(engine: AsyncEngine) -> Engine | None:
-    """A synchronous engine for the store's writer thread, on the same SQLite file; None
-    for other databases and for in-memory SQLite (a second engine would see another
-    database), where the store runs its batch through ``AsyncConnection.run_sync``."""
+def writer_url(engine: AsyncEngine) -> str | None:
+    """The URL (plain ``sqlite``, as a string) of the synchronous engine the store's writer
+    uses on the same SQLite file; None for other databases and for in-memory SQLite (a
+    second engine would see another database), where the store runs its batch through
+    ``AsyncConnection.run_sync``."""
     if not is_sqlite(engine):
         return None
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
+    return engine.url.set(drivername="sqlite").render_as_string(hide_password=False)
+
+
+def sync_writer_engine(url: str) -> Engine:
+    """The writer's synchronous engine on ``url`` (from ``writer_url``): one connection,
+    the same pragmas as the async engine, transactions begun with ``BEGIN IMMEDIATE``."""
     sync = create_sync_engine(
-        engine.url.set(drivername="sqlite"),
+        url,
         # Connections are made and used on the writer thread; disposing of them at stop
         # happens there too, check_same_thread=False only spares a spurious error if not.
         connect_args={"timeout": 30, "check_same_thread": False},

@@ -23,7 +23,7 @@ from storage.schema import (
     messages,
     parts,
 )
-from storage.store import Finished, Store, SubmitResult, UpstreamReceipt
+from storage.store import Finished, Store, SubmitResult, Transaction, UpstreamReceipt
 
 # Ids as the daemon makes them: 64-bit, close to the top of the signed range in ~70 years;
 # these are above 2**62 to catch a 32-bit or unsigned slip on either backend.
@@ -72,8 +72,8 @@ def early_decoder(row: dict) -> UpstreamReceipt:
 @pytest.fixture
 async def store(engine):
     builder = Builder()
-    store = Store(engine, builder, per_part_receipts=lambda account: account == "perpart")
-    store.early_decoder = early_decoder
+    store = Store(engine, Transaction(builder, per_part_receipts=lambda account: account == "perpart",
+                                      early_decoder=early_decoder))
     store.outbox_accounts: list[set[str]] = []
     store.on_outbox_rows = lambda rows: store.outbox_accounts.append({row["account"] for row in rows})
     store.builder = builder

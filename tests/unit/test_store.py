@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from protocol.constants import MessageState as M
 from storage import db
 from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
-from storage.store import Finished, Store, SubmitResult, UpstreamReceipt, message_state
+from storage.store import Finished, Store, SubmitResult, Transaction, UpstreamReceipt, message_state
 
 _ids = itertools.count((1 << 62) + 1)
 NOW = 1_800_000_000.5
@@ -99,8 +99,8 @@ async def engine(tmp_path):
 @pytest.fixture
 async def store(engine):
     builder = Builder()
-    store = Store(engine, builder, per_part_receipts=lambda account: account == "perpart")
-    store.early_decoder = early_decoder
+    store = Store(engine, Transaction(builder, per_part_receipts=lambda account: account == "perpart",
+                                      early_decoder=early_decoder))
     store.notified: list[set[str]] = []
     store.on_outbox_rows = lambda rows: store.notified.append({row["account"] for row in rows})
     store.builder = builder
@@ -163,7 +163,7 @@ async def test_group_commit_batches_many_messages_into_few_commits(store, engine
 
 async def test_a_full_batch_commits_without_waiting(engine):
     """``max_batch`` calls are committed at once, without the ``max_delay`` wait."""
-    store = Store(engine, Builder(), max_batch=100, max_delay=1.0)
+    store = Store(engine, Transaction(Builder()), max_batch=100, max_delay=1.0)
     await store.start()
     try:
         futures = [store.add_message(*new_message()) for _ in range(100)]
@@ -190,7 +190,7 @@ async def test_calls_arriving_while_a_commit_runs_join_the_next_one(store, engin
 
 
 async def test_stop_commits_what_is_queued(engine):
-    store = Store(engine, Builder())
+    store = Store(engine, Transaction(Builder()))
     await store.start()
     futures = [store.add_message(*new_message()) for _ in range(20)]
     await store.stop()
@@ -402,7 +402,7 @@ async def test_committed_outbox_rows_are_handed_over(engine):
                 row["pdu"] = ("not a column", done.message["id"])
             return row
 
-    store = Store(engine, WithPdu())
+    store = Store(engine, Transaction(WithPdu()))
     store.on_outbox_rows = handed.append
     await store.start()
     try:
@@ -417,23 +417,22 @@ async def test_committed_outbox_rows_are_handed_over(engine):
         await store.stop()
 
 
-async def test_an_early_copy_is_made_only_for_a_receipt_kept_early(store, engine):
+async def test_an_early_copy_is_sealed_only_for_a_receipt_kept_early(store, engine):
     message_id = await add(store)
     await store.record_submit(submitted(message_id, "1701"))
-    made: list[str] = []
+    sealed: list[str] = []
 
-    def lazy(uid: str, state: M = M.DELIVERED) -> UpstreamReceipt:
-        def make() -> bytes:
-            made.append(uid)
-            return b"%d:0" % state
-        return UpstreamReceipt("op", uid, int(state), 0, make, NOW)
+    def seal(r: UpstreamReceipt) -> bytes:
+        sealed.append(r.upstream_id)
+        return b"sealed:" + r.pdu
 
-    assert await store.apply_receipt(lazy("1701")) is True
-    assert made == []
-    assert await store.apply_receipt(lazy("1702")) is False
-    assert made == ["1702"]
+    store.transaction.seal_early = seal
+    assert await store.apply_receipt(receipt("1701")) is True
+    assert sealed == []
+    assert await store.apply_receipt(receipt("1702")) is False
+    assert sealed == ["1702"]
     [row] = [r async for r in _early_rows(engine)]
-    assert row["pdu_enc"] == b"%d:0" % M.DELIVERED
+    assert row["pdu_enc"] == b"sealed:%d:0" % M.DELIVERED
 
 
 async def _early_rows(engine):

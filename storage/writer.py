@@ -1,0 +1,224 @@
+"""The group commit in a process of its own (SQLite files).
+
+Why a process: on one interpreter the transaction's Python half (SQLAlchemy, building the
+partners' receipts, encrypting them) and the event loop take turns on the GIL, and each
+SQLite call the writer makes gives the GIL up and waits to get it back behind the loop. A
+benchmark run measured the writer thread at 1.0 s of CPU but 2.6 s inside its transactions
+for 6,000 messages: the writer, not the disk, set the pace. In a process of its own the
+transaction runs on the other core.
+
+The parent talks to it from the event loop itself (a socket pair, length-prefixed pickles,
+an ``asyncio.Protocol``), not from a thread that would compete for the GIL again, and a
+reply is handed to its callback in the loop iteration that reads it: a busy loop (hundreds
+of submits planned per iteration) must not add one iteration per await between the child's
+answer and the store learning of it. Batches are answered in the order they were sent, one
+at a time; the store may send the next batch while the child still commits the previous
+one, so that the child never waits for the loop between two commits.
+
+The child is started with the ``spawn`` method (a clean interpreter: no inherited sockets,
+threads or SQLite handles), builds its ``Transaction`` with the picklable factory it is
+given (the factory opens the keys itself), then answers batches: ``Work`` in, (outcomes,
+outbox rows the transaction added) out. The values crossing are the rows as stored
+(numbers and text already encrypted), the bodies of upstream receipts, and the partners'
+receipt PDUs coming back.
+
+It ignores SIGINT and SIGTERM (systemd and a terminal's Ctrl-C signal the whole group): the
+daemon's staged shutdown still commits through it, then tells it to stop. When the daemon
+dies, end-of-file on the socket stops it; a commit it was running completes or rolls back
+on its own, and nothing it committed was acknowledged before the daemon heard of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import pickle
+import signal
+import socket
+import struct
+from collections import deque
+from typing import Any, Callable
+
+from .transaction import Transaction, Work
+
+#: Seconds to wait for the child to start (imports, keys, first connection).
+START_TIMEOUT = 60.0
+_HEADER = struct.Struct("!Q")  # the length of the pickle that follows
+
+#: A batch's answer: (True, outcomes, outbox rows added) or (False, exception).
+Reply = tuple
+ReplyCallback = Callable[[Reply], None]
+
+
+class WriterDied(RuntimeError):
+    """The writer process is gone (or never started); a batch it was given may or may not
+    have been committed."""
+
+
+class WriterProcess:
+    """Parent side: start the child, hand it batches, give each answer to its callback."""
+
+    def __init__(self, url: str, factory: Callable[[], Transaction]) -> None:
+        self.url = url
+        self.factory = factory
+        self._proc = None
+        self._channel: _Channel | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._proc.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        return self._channel is not None and not self._channel.lost.done()
+
+    async def start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = socket.socketpair()
+        proc = ctx.Process(target=_child, args=(theirs, self.url, self.factory), name="smscenter-writer", daemon=True)
+        try:
+            proc.start()
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        _, channel = await loop.create_connection(_Channel, sock=ours)
+        ready = loop.create_future()
+        channel.expect(ready.set_result)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                reply = await ready
+        except TimeoutError:
+            reply = (False, None)
+        if not reply[0]:
+            channel.close()
+            if isinstance(reply[1], str):  # it said why, and exits
+                await asyncio.to_thread(proc.join, START_TIMEOUT)
+                raise WriterDied(f"the writer process could not start: {reply[1]}")
+            proc.kill()
+            await asyncio.to_thread(proc.join)
+            raise WriterDied(f"the writer process did not start (exit code {proc.exitcode})")
+        self._proc, self._channel = proc, channel
+
+    def submit(self, work: Work, callback: ReplyCallback) -> None:
+        """Send ``work``; ``callback`` gets its reply (a failure if the child dies first)."""
+        if not self.running:
+            raise WriterDied("the writer process is not running")
+        self._channel.expect(callback)
+        self._channel.send(work)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Tell the child to stop (after what it was given) and wait for it to exit."""
+        channel, proc, self._channel, self._proc = self._channel, self._proc, None, None
+        if channel is None or proc is None:
+            return
+        if not channel.lost.done():
+            channel.send(None)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(channel.lost)
+        except TimeoutError:
+            proc.kill()
+        channel.close()
+        await asyncio.to_thread(proc.join, timeout)
+
+
+class _Channel(asyncio.Protocol):
+    """The parent's end of the socket: frames out, frames in, callbacks in order."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._callbacks: deque[ReplyCallback] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def expect(self, callback: ReplyCallback) -> None:
+        self._callbacks.append(callback)
+
+    def send(self, value: Any) -> None:
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        self.transport.write(_HEADER.pack(len(data)) + data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        start = 0
+        while len(buf) - start >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, start)
+            end = start + _HEADER.size + size
+            if len(buf) < end:
+                break
+            reply = pickle.loads(memoryview(buf)[start + _HEADER.size : end])
+            start = end
+            self._callbacks.popleft()(reply)
+        del buf[:start]
+
+    def connection_lost(self, exc) -> None:
+        # The child is gone: what it was given fails (it may or may not be committed).
+        error = WriterDied("the writer process died")
+        while self._callbacks:
+            self._callbacks.popleft()((False, error))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) -> None:
+    """The writer process: one batch at a time until told to stop or the socket closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from . import db
+
+    stream = sock.makefile("rb")
+
+    def send(value) -> None:
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        sock.sendall(_HEADER.pack(len(data)) + data)
+
+    try:
+        engine = db.sync_writer_engine(url)
+        transaction = factory()
+        with engine.connect():
+            pass  # the file opens and its pragmas apply now, not in the first batch
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
+        send((False, f"{type(exc).__name__}: {exc}"))
+        return
+    send((True, None))
+    try:
+        while True:
+            header = stream.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                return  # the daemon is gone
+            (size,) = _HEADER.unpack(header)
+            work = pickle.loads(stream.read(size))
+            if work is None:
+                return
+            added_from = len(work.new_outbox)
+            try:
+                with engine.begin() as conn:
+                    outcomes = transaction.apply(conn, work)
+            except Exception as exc:  # noqa: BLE001 - the parent fails the batch's calls with it
+                send((False, _picklable(exc)))
+                continue
+            send((True, outcomes, work.new_outbox[added_from:]))
+    finally:
+        engine.dispose()
+
+
+def _picklable(exc: Exception) -> Exception:
+    """The exception itself when it survives pickling (SQLAlchemy's do not all), else a
+    RuntimeError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["WriterDied", "WriterProcess"]

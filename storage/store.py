@@ -58,8 +58,84 @@ from .transaction import (
 )
 from .writer import WriterProcess
 
-#: Batches a writer process may hold at once: the one it commits and the next.
-PIPELINE = 2
+#: Batches a writer process may hold at once. One: what gathers while it commits goes as
+#: soon as it answers (``_answered``). Two (the next batch waiting in the socket) measured
+#: slower in bench_mt: a call then waits for up to three commits instead of two.
+PIPELINE = 1
+
+
+class Outcome:
+    """What a store call resolves to once its batch committed (or failed).
+
+    Used like an ``asyncio.Future`` (``await``, ``add_done_callback``, ``result()``,
+    ``exception()``), with one difference that matters under load: callbacks run at once,
+    in the loop iteration that read the commit's answer. An asyncio future runs them one
+    iteration later, and a busy iteration (hundreds of submits planned) is milliseconds:
+    every acknowledgement behind a commit (submit_sm_resp, an upstream receipt's
+    deliver_sm_resp) would wait that long again. A callback that raises is reported to the
+    loop's exception handler; the others still run.
+    """
+
+    __slots__ = ("_callbacks", "_result", "_exception", "_done")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[Outcome], None]] = []
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> Any:
+        if not self._done:
+            raise asyncio.InvalidStateError("result is not ready")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        if not self._done:
+            raise asyncio.InvalidStateError("result is not ready")
+        return self._exception
+
+    def add_done_callback(self, fn: Callable[[Outcome], None]) -> None:
+        if self._done:
+            self._call(fn)
+        else:
+            self._callbacks.append(fn)
+
+    def set_result(self, result: Any) -> None:
+        self._result = result
+        self._finish()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._exception = exc
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            self._call(fn)
+
+    def _call(self, fn: Callable[[Outcome], None]) -> None:
+        try:
+            fn(self)
+        except Exception as exc:  # noqa: BLE001 - one caller's bug must not skip the others
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "exception in a store callback", "exception": exc}
+            )
+
+    def __await__(self):
+        if not self._done:
+            fut = asyncio.get_running_loop().create_future()
+            self.add_done_callback(lambda _: fut.done() or fut.set_result(None))
+            yield from fut.__await__()
+        return self.result()
 
 
 class _Pending:
@@ -68,7 +144,7 @@ class _Pending:
     __slots__ = ("futures", "work", "started")
 
     def __init__(self) -> None:
-        self.futures: list[asyncio.Future] = []
+        self.futures: list[Outcome] = []
         self.work = Work()
         self.started = 0.0  # loop time of its first call
 
@@ -151,61 +227,60 @@ class Store:
 
     # --- batched writes ---------------------------------------------------------------------
 
-    def _future(self) -> tuple[asyncio.Future, Work, int]:
-        """A future for one more call in the batch, the batch's work, and the call's
+    def _future(self) -> tuple[Outcome, Work, int]:
+        """An outcome for one more call in the batch, the batch's work, and the call's
         position in it."""
         if self._closing:
             raise RuntimeError("store is closing")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = Outcome()
         batch = self._batch
         futures = batch.futures
         pos = len(futures)
         futures.append(fut)
         if pos == 0:
-            batch.started = loop.time()
+            batch.started = asyncio.get_running_loop().time()
             self._wakeup.set()
         elif pos + 1 >= self.max_batch:
             self._wakeup.set()
         return fut, batch.work, pos
 
-    def add_message(self, message: dict, message_parts: list[dict]) -> asyncio.Future:
+    def add_message(self, message: dict, message_parts: list[dict]) -> Outcome:
         """Store a new message and its parts (queued). Resolves once committed."""
         fut, work, _ = self._future()
         work.new_messages.append(message)
         work.new_parts.extend(message_parts)
         return fut
 
-    def record_submit(self, result: SubmitResult) -> asyncio.Future:
+    def record_submit(self, result: SubmitResult) -> Outcome:
         """Store a connector's answer for a part. Resolves to the list of ``Finished``
         caused (a permanent failure, or an early receipt now matched)."""
         fut, work, pos = self._future()
         work.results.append((result, pos))
         return fut
 
-    def apply_receipt(self, receipt: UpstreamReceipt) -> asyncio.Future:
+    def apply_receipt(self, receipt: UpstreamReceipt) -> Outcome:
         """Correlate an upstream receipt. Resolves to True if it matched a part, False if it
         was kept as an early receipt; in both cases it is safe to acknowledge upstream."""
         fut, work, pos = self._future()
         work.receipts.append((receipt, pos))
         return fut
 
-    def add_outbox(self, row: dict) -> asyncio.Future:
+    def add_outbox(self, row: dict) -> Outcome:
         fut, work, _ = self._future()
         work.new_outbox.append(row)
         return fut
 
-    def ack_outbox(self, outbox_id: int) -> asyncio.Future:
+    def ack_outbox(self, outbox_id: int) -> Outcome:
         fut, work, _ = self._future()
         work.acked_outbox.append(outbox_id)
         return fut
 
-    def retry_outbox(self, outbox_id: int) -> asyncio.Future:
+    def retry_outbox(self, outbox_id: int) -> Outcome:
         fut, work, _ = self._future()
         work.failed_outbox.append((outbox_id, self.clock()))
         return fut
 
-    def update_message(self, message_id: int, **values: Any) -> asyncio.Future:
+    def update_message(self, message_id: int, **values: Any) -> Outcome:
         fut, work, _ = self._future()
         work.message_updates.append({"_id": message_id, **values})
         return fut
@@ -405,6 +480,7 @@ async def max_ids(engine: AsyncEngine) -> dict[str, int]:
 __all__ = [
     "FINAL_STATES",
     "Finished",
+    "Outcome",
     "ReceiptBuilder",
     "Transaction",
     "PART_QUEUED",

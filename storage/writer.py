@@ -12,8 +12,7 @@ an ``asyncio.Protocol``), not from a thread that would compete for the GIL again
 reply is handed to its callback in the loop iteration that reads it: a busy loop (hundreds
 of submits planned per iteration) must not add one iteration per await between the child's
 answer and the store learning of it. Batches are answered in the order they were sent, one
-at a time; the store may send the next batch while the child still commits the previous
-one, so that the child never waits for the loop between two commits.
+at a time (the store sends the next one from the callback that read the previous answer).
 
 The child is started with the ``spawn`` method (a clean interpreter: no inherited sockets,
 threads or SQLite handles), builds its ``Transaction`` with the picklable factory it is

@@ -488,3 +488,43 @@ async def test_housekeeping_expires_parts_without_receipt_and_purges_early_recei
     # Nothing left to do the second time.
     await keeper.run_once()
     assert keeper.stats["expired_without_receipt"] == 1
+
+
+# --------------------------------------------------------------------------- Outcome
+
+
+async def test_outcome_callbacks_run_at_once_and_a_failing_one_does_not_stop_the_others():
+    from storage.store import Outcome
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        outcome = Outcome()
+        seen: list[object] = []
+        outcome.add_done_callback(lambda o: seen.append(("first", o.result())))
+        outcome.add_done_callback(lambda o: 1 / 0)
+        outcome.add_done_callback(lambda o: seen.append(("third", o.result())))
+        with pytest.raises(asyncio.InvalidStateError):
+            outcome.result()
+        outcome.set_result(42)
+        # No loop iteration needed: the callbacks ran inside set_result.
+        assert seen == [("first", 42), ("third", 42)]
+        assert [type(c["exception"]) for c in reported] == [ZeroDivisionError]
+        outcome.add_done_callback(lambda o: seen.append(("late", o.result())))  # already done: at once
+        assert seen[-1] == ("late", 42)
+        assert await outcome == 42
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_outcome_is_awaitable_before_it_resolves_and_carries_exceptions():
+    from storage.store import Outcome
+
+    ok, failed = Outcome(), Outcome()
+    asyncio.get_running_loop().call_later(0.01, ok.set_result, "done")
+    asyncio.get_running_loop().call_later(0.01, failed.set_exception, ValueError("no"))
+    assert await asyncio.wait_for(ok, 5) == "done"
+    with pytest.raises(ValueError, match="no"):
+        await failed
+    assert isinstance(failed.exception(), ValueError) and not failed.cancelled()

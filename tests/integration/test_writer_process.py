@@ -27,7 +27,6 @@ from protocol import codec
 from protocol import pdu as P
 from protocol.constants import EsmClass, MessageState as M, Tag
 from smscenter.receipts import TRANSACTION_NODE, daemon_transaction
-from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import SEQ_BITS, MAX_NODE
 from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, outbox
@@ -45,11 +44,8 @@ def keys(tmp_path):
 
 
 @pytest.fixture
-async def engine(tmp_path):
-    engine = db.create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
+def engine(sqlite_engine):
+    return sqlite_engine
 
 
 def factory(keys, per_part=None):

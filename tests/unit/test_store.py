@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import func, select
 
 from protocol.constants import MessageState as M
-from storage import db
 from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
 from storage.store import Finished, Store, SubmitResult, Transaction, UpstreamReceipt, message_state
 
@@ -89,11 +88,8 @@ def receipt(upstream_id: str, state: M = M.DELIVERED, error: int = 0, connector:
 
 
 @pytest.fixture
-async def engine(tmp_path):
-    engine = db.create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
+def engine(sqlite_engine):
+    return sqlite_engine
 
 
 @pytest.fixture

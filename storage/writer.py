@@ -183,8 +183,9 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
     try:
         engine = db.sync_writer_engine(url)
         transaction = factory()
-        with engine.connect():
-            pass  # the file opens and its pragmas apply now, not in the first batch
+        # One connection for the process's life (opened now: the file and its pragmas, not
+        # in the first batch); a new one after a failed batch, in case that one is broken.
+        conn = engine.connect()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
         send((False, f"{type(exc).__name__}: {exc}"))
         return
@@ -200,13 +201,16 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
                 return
             added_from = len(work.new_outbox)
             try:
-                with engine.begin() as conn:
+                with conn.begin():
                     outcomes = transaction.apply(conn, work)
             except Exception as exc:  # noqa: BLE001 - the parent fails the batch's calls with it
                 send((False, _picklable(exc)))
+                conn.close()
+                conn = engine.connect()
                 continue
             send((True, outcomes, work.new_outbox[added_from:]))
     finally:
+        conn.close()
         engine.dispose()
 
 

@@ -7,7 +7,9 @@ Used both ways: partners binding to us (``Role.SMSC``) and our connectors bindin
   or by the connection going away (so nothing waits forever);
 - a window: ``request()`` waits for a free slot instead of piling PDUs on the socket;
 - keep-alive: enquire_link after ``enquire_link_interval`` of silence, close after
-  ``inactivity_timeout`` with nothing received;
+  ``inactivity_timeout`` without a complete PDU from the peer (bytes that never make a PDU
+  do not count: a peer trickling one byte at a time is closed like a silent one), not
+  counting time we ourselves stopped reading (backpressure, below);
 - writes are coalesced: everything produced in one loop iteration goes out in one
   ``write()``, with TCP_NODELAY set, so many PDUs in flight cost few syscalls and no Nagle
   delay;
@@ -138,7 +140,6 @@ class Link(asyncio.Protocol):
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
-        self._last_received = self.clock()
         self.session.receive_data(data)
         self._process_events()
 
@@ -171,13 +172,17 @@ class Link(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The peer is not reading what we send: stop reading what it sends, so its
-        # requests (and our responses to them) cannot pile up.
+        # requests (and our responses to them) cannot pile up. Its silence from now on is
+        # ours: inactivity counts from here (a peer that reads nothing for the whole
+        # inactivity timeout is still closed).
         self._paused = True
+        self._last_received = self.clock()
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._last_received = self.clock()  # it read: it is alive
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
         for fut in self._drain_waiters:
@@ -189,10 +194,14 @@ class Link(asyncio.Protocol):
 
     def _process_events(self) -> None:
         session = self.session
+        first = True
         while True:
             event = session.next_event()
             if event is None:
                 return
+            if first:  # a whole PDU (or the peer's close) came: the peer is active
+                first = False
+                self._last_received = self.clock()
             kind = type(event)
             if kind is Request:
                 pdu = event.pdu

@@ -764,3 +764,44 @@ def test_daemon_malformed_config_exits_2(tmp_path, password_hashes):
     assert "server.bind_timout" in proc.stderr
     assert "server.window" in proc.stderr
     assert not port_open(port)
+
+
+async def test_bound_session_trickling_a_pdu_is_closed_after_inactivity_timeout(start_server, raw_client):
+    """Bytes that never make a PDU are not activity: a bound partner sending one byte of a
+    submit_sm every 100 ms (and reading our enquire_links without answering) is closed once
+    inactivity_timeout passed since its last complete PDU."""
+    running = await start_server(server={"enquire_link_interval": "300ms", "inactivity_timeout": "800ms"})
+    client = await raw_client(running.port)
+    started = time.monotonic()  # the bind is its last complete PDU
+    assert (await client.bind()).command_status == S.ESME_ROK
+    submit = encode(SUBMIT, 2)
+
+    async def trickle():
+        try:
+            for byte in submit[:-1]:  # never completes the PDU (its trickle takes > 4 s)
+                client.writer.write(bytes([byte]))
+                await client.writer.drain()
+                await asyncio.sleep(0.1)
+        except (ConnectionError, OSError):
+            pass
+
+    task = asyncio.create_task(trickle())
+    try:
+        assert await client.closed(timeout=5.0), "a bound partner trickling bytes stayed open"
+    finally:
+        task.cancel()
+    assert 0.75 <= time.monotonic() - started < 3.0
+
+
+async def test_complete_pdus_keep_a_bound_session_open(start_server, raw_client):
+    """The other side of the rule: a partner answering our enquire_links stays bound past
+    several inactivity timeouts."""
+    running = await start_server(server={"enquire_link_interval": "200ms", "inactivity_timeout": "500ms"})
+    client = await raw_client(running.port)
+    assert (await client.bind(kind=P.BindTransceiver)).command_status == S.ESME_ROK
+    deadline = time.monotonic() + 1.6
+    while time.monotonic() < deadline:
+        frame = await client.read(timeout=2.0)
+        if frame.command_id == C.ENQUIRE_LINK:
+            client.send(header(C.ENQUIRE_LINK_RESP, frame.sequence_number))
+    assert len(running.server.links) == 1 and next(iter(running.server.links)).is_bound

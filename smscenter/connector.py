@@ -8,7 +8,7 @@ pace and logged as an error every time), keeps up to ``window`` submit_sm in fli
 
 ``submit()`` is the pipeline's one call: it returns the upstream's response PDU. Congestion
 answers (ESME_RTHROTTLED, ESME_RMSGQFUL) slow the connector down and the same PDU is tried
-again; a connection lost before the answer is retried on the next bind (at-least-once: the
+again, a few times (then the caller gets the answer); a connection lost before the answer is retried on the next bind (at-least-once: the
 upstream may have seen it). A response timeout is raised to the caller, which decides.
 Deliveries (receipts and MO) go to a ``DeliverHandler`` that answers them when stored.
 """
@@ -47,6 +47,11 @@ _CREDENTIALS = frozenset({CommandStatus.ESME_RINVPASWD, CommandStatus.ESME_RINVS
 MAX_TIMEOUTS = 3
 #: Seconds all submits pause after a congestion answer (doubling for a caller throttled again).
 _FIRST_PAUSE = 0.05
+#: Times a request answered with a congestion status is sent again through this connector;
+#: after that the answer goes back to the caller (for the dispatcher a temporary error: the
+#: route's next connector, or a later retry), so a connector that throttles without end
+#: cannot hold a message — or its number's line — forever.
+CONGESTION_RETRIES = 3
 
 
 class ConnectorDown(ConnectionError):
@@ -283,14 +288,16 @@ class Connector:
         message waited behind the connector's rate).
 
         Waits up to ``timeout`` for a bind to be up (``ConnectorDown`` after that, or at
-        once when the connector is stopping), retries congestion answers and lost
-        connections, raises ``ResponseTimeout`` if a bound upstream does not answer in time
+        once when the connector is stopping), retries lost connections and congestion
+        answers (the latter ``CONGESTION_RETRIES`` times, then returns the answer), raises
+        ``ResponseTimeout`` if a bound upstream does not answer in time
         (``UnreadableResponse``, a subclass, if its answer cannot be decoded).
         Callers are served in the order they called, a retry before anything newer.
         """
         deadline = None if timeout is None else self.clock() + timeout
         ticket = next(self._tickets)
         backoff = _FIRST_PAUSE
+        congested = 0
         while True:
             link, fut = await self._send(pdu, ticket, deadline, still_wanted)
             try:
@@ -310,6 +317,9 @@ class Connector:
                 self.stats["throttled"] += 1
                 self._slow_down(backoff)
                 backoff = min(backoff * 2, 5.0)
+                congested += 1
+                if congested > CONGESTION_RETRIES:
+                    return resp  # the caller decides (another connector, or later)
                 continue  # the pause holds the whole queue, for every caller
             self.stats["submitted"] += 1
             return resp

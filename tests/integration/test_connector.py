@@ -26,7 +26,7 @@ import structlog
 from protocol import pdu as P
 from protocol.constants import CommandId, CommandStatus as S
 from smscenter.config import settings_from_dict
-from smscenter.connector import Connector, ConnectorDown, UnreadableResponse
+from smscenter.connector import CONGESTION_RETRIES, Connector, ConnectorDown, UnreadableResponse
 from smscenter.link import ResponseTimeout
 
 
@@ -282,6 +282,18 @@ async def test_throttled_submits_are_retried_in_order(upstream, connectors):
     assert list(dict.fromkeys(received)) == list(range(20))  # first arrivals in order
     # 0-9 fill the window; 0-4 are throttled and go again before anything newer than them.
     assert received == [*range(10), *range(5), *range(10, 20)]
+
+
+async def test_an_upstream_that_keeps_throttling_gets_its_answer_back_to_the_caller(upstream, connectors):
+    """Congestion is retried a few times, not forever: then the caller gets the answer
+    (the dispatcher's next connector, or a later retry) and the queue goes on."""
+    upstream.throttle_first = 1000
+    connector = await started(connectors(upstream.port, window=10))
+    resp = await asyncio.wait_for(connector.submit(submit_sm(0)), 10)
+    assert resp.command_status == S.ESME_RTHROTTLED
+    assert connector.stats["throttled"] == 1 + CONGESTION_RETRIES
+    assert len(upstream.submits) == 1 + CONGESTION_RETRIES
+    assert connector.stats["submitted"] == 0
 
 
 async def test_never_answers_times_out_then_reconnects(upstream, connectors):

@@ -38,6 +38,7 @@ from protocol.constants import CommandStatus as S
 from protocol.constants import MessageState
 from protocol.text import UnsupportedDataCoding
 from smscenter import dispatch
+from smscenter.connector import CONGESTION_RETRIES
 from storage.schema import early_receipts, messages, outbox, parts
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
     HOST,
@@ -681,6 +682,27 @@ async def test_failover_on_temporary_error(mt, mt_settings):
     assert [s.status for s in flaky.submits] == [S.ESME_RSYSERR] * 3
     assert len(up.accepted) == 3
     assert d.dispatcher.stats["retried"] == 0
+
+
+async def test_failover_when_a_connector_keeps_throttling(mt, mt_settings):
+    """A connector answering ESME_RTHROTTLED to everything hands the message to the next
+    connector of the route after a few tries, instead of holding it (and its number's
+    line) forever."""
+    busy = await mt.upstream("busy", stat="DELIVRD", first_number=0x100)
+    up = await mt.upstream("up", stat="DELIVRD", first_number=0x900)
+    busy.statuses = [S.ESME_RTHROTTLED] * 1000
+    settings = mt_settings(
+        [connector_entry("busy", busy.port), connector_entry("up", up.port)],
+        routes=[{"destinations": ["+33"], "connectors": ["busy", "up"]}],
+    )
+    d = await mt.daemon(settings)
+    partner = await mt.partner(d)
+    our_id = assert_our_id((await partner.submit(DEST, b"throttled elsewhere")).message_id)
+    [got] = await partner.receipts(1, timeout=8)
+    assert got.id == our_id and got.stat == "DELIVRD"
+    assert [s.status for s in busy.submits] == [S.ESME_RTHROTTLED] * (1 + CONGESTION_RETRIES)
+    assert len(up.accepted) == 1
+    assert {r["connector"] for r in rows(settings, parts)} == {"up"}
 
 
 # --------------------------------------------------------------------------- 10. upstream errors

@@ -1,10 +1,11 @@
 """Durable writes with group commit, and the reads the pipeline needs.
 
 Every state change the pipeline makes goes through one writer that gathers the calls made
-within a few milliseconds (or up to ``max_batch`` of them) into one transaction, then
-resolves their futures once it committed. A partner's submit_sm_resp and our
-deliver_sm_resp to an upstream are sent only after that: acknowledge after commit, with
-the fsync paid once per batch rather than once per message.
+while the previous transaction commits (with nothing committing, those of the next
+``max_delay``; at most ``max_batch``) into one transaction, then resolves their outcomes
+once it committed. A partner's submit_sm_resp and our deliver_sm_resp to an upstream are
+sent only after that: acknowledge after commit, with the fsync paid once per batch rather
+than once per message.
 
 What a batch does inside the database is ``transaction.py`` (one synchronous function on a
 SQLAlchemy Connection: bulk statements, one joined select per kind of look-up, no per-row
@@ -18,7 +19,8 @@ round trips). Where it runs:
   ``BEGIN IMMEDIATE``), one hand-off to that thread per commit;
 - elsewhere (PostgreSQL, in-memory SQLite): through ``AsyncConnection.run_sync``.
 
-Futures are resolved on the event loop, after the commit returned.
+Outcomes (``Outcome``: an awaitable whose callbacks run at once) are resolved on the event
+loop, after the commit returned.
 """
 
 from __future__ import annotations
@@ -139,17 +141,17 @@ class Outcome:
 
 
 class _Pending:
-    """The batch being gathered: its calls' futures and the work they asked for."""
+    """The batch being gathered: its calls' outcomes and the work they asked for."""
 
-    __slots__ = ("futures", "work", "started")
+    __slots__ = ("outcomes", "work", "started")
 
     def __init__(self) -> None:
-        self.futures: list[Outcome] = []
+        self.outcomes: list[Outcome] = []
         self.work = Work()
         self.started = 0.0  # loop time of its first call
 
     def __len__(self) -> int:
-        return len(self.futures)
+        return len(self.outcomes)
 
 
 class Store:
@@ -227,16 +229,16 @@ class Store:
 
     # --- batched writes ---------------------------------------------------------------------
 
-    def _future(self) -> tuple[Outcome, Work, int]:
+    def _join(self) -> tuple[Outcome, Work, int]:
         """An outcome for one more call in the batch, the batch's work, and the call's
         position in it."""
         if self._closing:
             raise RuntimeError("store is closing")
         fut = Outcome()
         batch = self._batch
-        futures = batch.futures
-        pos = len(futures)
-        futures.append(fut)
+        outcomes = batch.outcomes
+        pos = len(outcomes)
+        outcomes.append(fut)
         if pos == 0:
             batch.started = asyncio.get_running_loop().time()
             self._wakeup.set()
@@ -246,7 +248,7 @@ class Store:
 
     def add_message(self, message: dict, message_parts: list[dict]) -> Outcome:
         """Store a new message and its parts (queued). Resolves once committed."""
-        fut, work, _ = self._future()
+        fut, work, _ = self._join()
         work.new_messages.append(message)
         work.new_parts.extend(message_parts)
         return fut
@@ -254,34 +256,34 @@ class Store:
     def record_submit(self, result: SubmitResult) -> Outcome:
         """Store a connector's answer for a part. Resolves to the list of ``Finished``
         caused (a permanent failure, or an early receipt now matched)."""
-        fut, work, pos = self._future()
+        fut, work, pos = self._join()
         work.results.append((result, pos))
         return fut
 
     def apply_receipt(self, receipt: UpstreamReceipt) -> Outcome:
         """Correlate an upstream receipt. Resolves to True if it matched a part, False if it
         was kept as an early receipt; in both cases it is safe to acknowledge upstream."""
-        fut, work, pos = self._future()
+        fut, work, pos = self._join()
         work.receipts.append((receipt, pos))
         return fut
 
     def add_outbox(self, row: dict) -> Outcome:
-        fut, work, _ = self._future()
+        fut, work, _ = self._join()
         work.new_outbox.append(row)
         return fut
 
     def ack_outbox(self, outbox_id: int) -> Outcome:
-        fut, work, _ = self._future()
+        fut, work, _ = self._join()
         work.acked_outbox.append(outbox_id)
         return fut
 
     def retry_outbox(self, outbox_id: int) -> Outcome:
-        fut, work, _ = self._future()
+        fut, work, _ = self._join()
         work.failed_outbox.append((outbox_id, self.clock()))
         return fut
 
     def update_message(self, message_id: int, **values: Any) -> Outcome:
-        fut, work, _ = self._future()
+        fut, work, _ = self._join()
         work.message_updates.append({"_id": message_id, **values})
         return fut
 
@@ -376,13 +378,13 @@ class Store:
         if work.new_outbox and self.on_outbox_rows is not None:
             self.on_outbox_rows(work.new_outbox)
         get = outcomes.get
-        for pos, fut in enumerate(batch.futures):
+        for pos, fut in enumerate(batch.outcomes):
             if not fut.done():
                 fut.set_result(get(pos))
 
     @staticmethod
     def _fail(batch: _Pending, exc: Exception) -> None:
-        for fut in batch.futures:
+        for fut in batch.outcomes:
             if not fut.done():
                 fut.set_exception(exc)
 

@@ -38,6 +38,10 @@ class DaemonCollector:
             for key, value in stats.items():
                 yield CounterMetricFamily(f"smscenter_{prefix}_{key}", f"{prefix} {key.replace('_', ' ')}", value=value)
         yield CounterMetricFamily("smscenter_store_commits", "Group commits", value=d.store.commits)
+        yield CounterMetricFamily(
+            "smscenter_store_writer_restarts", "Writer processes started again after one died",
+            value=d.store.writer_restarts,
+        )
 
 
 def registry_for(daemon) -> CollectorRegistry:

@@ -200,6 +200,11 @@ class Store:
         """The writer process's pid, when the transaction runs in one."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def writer_restarts(self) -> int:
+        """Writer processes started again after one died (0 without a writer process)."""
+        return max(0, self._process.starts - 1) if self._process is not None else 0
+
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:

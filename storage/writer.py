@@ -62,6 +62,7 @@ class WriterProcess:
         self.factory = factory
         self._proc = None
         self._channel: _Channel | None = None
+        self.starts = 0  # children started, the first included: more than one means some died
 
     @property
     def pid(self) -> int | None:
@@ -98,6 +99,7 @@ class WriterProcess:
             await asyncio.to_thread(proc.join)
             raise WriterDied(f"the writer process did not start (exit code {proc.exitcode})")
         self._proc, self._channel = proc, channel
+        self.starts += 1
 
     def submit(self, work: Work, callback: ReplyCallback) -> None:
         """Send ``work``; ``callback`` gets its reply (a failure if the child dies first)."""

@@ -196,6 +196,7 @@ async def test_held_overnight_then_sent_at_the_connectors_rate(mt, build) -> Non
     await quiet(peer)
     assert d.dispatcher.held() == 40
     assert await metric(d, "smscenter_held_for_window") == 40
+    assert await metric(d, "smscenter_store_writer_restarts_total") == 0  # a writer process, never restarted
 
     # Alerts ignore windows: one goes at once while the marketing waits.
     resp = await submit(partner, "33699999999", b"Votre code: 123456", category="ALERT")

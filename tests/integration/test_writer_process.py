@@ -96,6 +96,7 @@ async def columns_of(engine, table) -> list[dict]:
 
 async def test_the_transaction_runs_in_another_process(store):
     assert store.writer_pid is not None and store.writer_pid != os.getpid()
+    assert store.writer_restarts == 0
 
 
 async def test_a_receipt_round_trip_through_the_writer_process(store, engine, keys):
@@ -175,6 +176,7 @@ async def test_a_writer_that_died_is_started_again(store, keys):
     await store.add_message(row, parts_)
     assert store.writer_pid not in (None, pid)
     assert (await store.message(row["id"]))["id"] == row["id"]
+    assert store.writer_restarts == 1
 
 
 async def test_the_writer_refuses_to_start_without_keys(engine, tmp_path):

@@ -1,7 +1,7 @@
 """The ``smscenter`` command line: ``run``, ``check-config``, ``hash-password``, the
 demo/admin tools ``simulate-smsc`` (an upstream SMSC simulator) and ``send`` (submit one SMS
-and wait for its receipt), and the opt-out administration ``blacklist …`` and ``mo list``
-(``admin.py``).
+and wait for its receipt), the opt-out administration ``blacklist …`` and ``mo list``
+(``admin.py``), and the schema's ``db status`` / ``db upgrade`` (``db_cli.py``).
 
 Why the exit codes: systemd and scripts act on them. 0 is success, 2 is "your input is wrong"
 (bad config, bad arguments, empty password) and nothing was started, 1 is anything else.
@@ -260,8 +260,10 @@ def _parser() -> argparse.ArgumentParser:
     windows.set_defaults(func=_cmd_windows)
 
     from .admin import add_arguments as add_admin_arguments
+    from .db_cli import add_arguments as add_db_arguments
 
     add_admin_arguments(verbs)  # blacklist add|remove|list|import|export, mo list
+    add_db_arguments(verbs)  # db status|upgrade
     return parser
 
 

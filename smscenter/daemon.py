@@ -25,10 +25,11 @@ import structlog
 from routing.routes import RouteRule, RouteTable
 from routing.windows import SendWindows
 from storage import db
-from storage.crypto import FieldCipher, Keyring
+from storage.crypto import CryptoError, FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore
 from storage.store import Store, max_ids
+from storage.writer import WriterDied
 
 from . import systemd
 from .blacklist import Blacklist
@@ -65,7 +66,9 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         self.engine = db.create_engine(s.storage.url)
-        await db.upgrade(self.engine)
+        before, after = await db.upgrade(self.engine)
+        if before != after:
+            log.info("schema_upgraded", before=before, after=after)
         self.keyring = Keyring.open(s.storage.keys, database_has_data=await db.has_data(self.engine))
         self.cipher = FieldCipher(self.keyring)
         self.ids = IdGenerator()
@@ -160,7 +163,14 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        await self.start()
+        try:
+            await self.start()
+        except START_ERRORS as exc:
+            # What an administrator must fix (keys, schema, a port in use): said in one line.
+            log.error("start_failed", error=f"{type(exc).__name__}: {exc}")
+            systemd.notify(f"STATUS=start failed: {exc}")
+            await self._abort_start()
+            return 1
         _tune_gc()
         listen = [f"{h}:{p}" for h, p in self.server.addresses]
         systemd.notify("READY=1", f"STATUS=listening on {', '.join(listen)}")
@@ -172,6 +182,23 @@ class Daemon:
             watchdog_task.cancel()
         await self.stop()
         return 0
+
+
+    async def _abort_start(self) -> None:
+        """Undo what a failed start had started (best effort: the process exits next)."""
+        for name, closing in (("server", lambda x: x.stop(0)), ("store", lambda x: x.stop()),
+                              ("engine", lambda x: x.dispose())):
+            part = getattr(self, name, None)
+            if part is None:
+                continue
+            try:
+                await closing(part)
+            except Exception:  # noqa: BLE001 - it never fully started
+                pass
+
+
+#: Start-up failures with a cause an administrator can act on, reported without a traceback.
+START_ERRORS = (CryptoError, db.SchemaTooNew, WriterDied, OSError)
 
 
 def _tune_gc() -> None:

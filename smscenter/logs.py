@@ -147,3 +147,6 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     handler._smscenter = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Alembic narrates every start at info (plugins, "Context impl SQLiteImpl"): only its
+    # warnings are worth an administrator's log; the daemon logs what it upgraded itself.
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))

@@ -121,21 +121,51 @@ def _alembic_config(connection=None) -> Config:
 UPGRADE_LOCK = 0x736D7363
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Create or upgrade the schema to ``revision``.
+class SchemaTooNew(RuntimeError):
+    """The database was upgraded by a newer smscenter: this one does not know its schema."""
+
+    def __init__(self, current: str, head: str | None) -> None:
+        super().__init__(
+            f"the database schema is at revision {current!r}, which this smscenter (schema "
+            f"{head!r}) does not know: a newer smscenter upgraded it. Run that version, or "
+            "restore the database from before the upgrade"
+        )
+        self.current, self.head = current, head
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Create or upgrade the schema to ``revision``: (revision before, revision after).
 
     Serialised across processes: nodes sharing a database may start at the same moment (or
     ``db upgrade`` may run beside a starting daemon). The first takes a lock — an advisory
     lock on PostgreSQL, SQLite's write lock (``BEGIN IMMEDIATE``, others wait up to the busy
     timeout) — and upgrades in one transaction; the others then find the schema current.
+    A schema this code does not know (a newer smscenter's) is never touched: ``SchemaTooNew``.
     """
     async with engine.connect() as conn:
         if is_sqlite(engine):
             await conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif engine.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
-        await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), revision))
+
+        def run(sync) -> tuple[str | None, str | None]:
+            before = MigrationContext.configure(sync).get_current_revision()
+            if before is not None and not known_revision(before):
+                raise SchemaTooNew(before, head_revision())
+            command.upgrade(_alembic_config(sync), revision)
+            return before, MigrationContext.configure(sync).get_current_revision()
+
+        result = await conn.run_sync(run)
         await conn.commit()
+        return result
+
+
+def known_revision(revision: str) -> bool:
+    """True when this code's migrations include ``revision``."""
+    try:
+        return ScriptDirectory.from_config(_alembic_config()).get_revision(revision) is not None
+    except Exception:  # noqa: BLE001 - alembic raises for an unknown id
+        return False
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

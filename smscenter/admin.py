@@ -147,21 +147,18 @@ class Admin:
 @asynccontextmanager
 async def open_storage(settings: Settings) -> AsyncIterator[Admin]:
     """The database (schema upgraded first) and the keys, for one command."""
-    from sqlalchemy import func, select
-
     from storage import db
     from storage.crypto import FieldCipher, Keyring
     from storage.ids import IdGenerator
     from storage.optouts import OptOutStore
-    from storage.schema import audit_log
+    from storage.store import max_ids
 
     keyring = Keyring.load(settings.storage.keys)  # before touching the database
     engine = db.create_engine(settings.storage.url)
     try:
         await db.upgrade(engine)
         ids = IdGenerator(node=CLI_NODE)
-        async with engine.connect() as conn:
-            ids.seed(((await conn.execute(select(func.max(audit_log.c.id)))).scalar() or 0) + 1)
+        ids.seed((await max_ids(engine))["audit_log"] + 1)
         yield Admin(settings, OptOutStore(engine, ids), FieldCipher(keyring))
     finally:
         await engine.dispose()

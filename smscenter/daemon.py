@@ -130,7 +130,7 @@ class Daemon:
         await self.server.start()
         self.web = None
         if s.http.listen is not None:
-            self.web = WebApp(self.engine, self.optouts, self.blacklist, registry_for(self))
+            self.web = WebApp(self.optouts, self.blacklist, registry_for(self))
             await self.web.start(s.http.listen.host, s.http.listen.port)
 
     def _invalid_number(self, dest_hash: bytes) -> None:

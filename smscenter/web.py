@@ -13,9 +13,7 @@ import html
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import select
 
-from storage.schema import messages
 
 log = structlog.get_logger("smscenter.web")
 
@@ -37,8 +35,7 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 
 
 class WebApp:
-    def __init__(self, engine, optouts, blacklist, registry) -> None:
-        self.engine = engine
+    def __init__(self, optouts, blacklist, registry) -> None:
         self.optouts = optouts
         self.blacklist = blacklist
         self.registry = registry  # prometheus_client.CollectorRegistry
@@ -73,13 +70,7 @@ class WebApp:
         """(account, number hash) the token was issued for; None if unknown or ambiguous."""
         if not token.isalnum() or len(token) > 8:
             return None
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(messages.c.account, messages.c.dest_hash).where(messages.c.unsub_token == token).distinct()
-                )
-            ).all()
-        return (rows[0].account, rows[0].dest_hash) if len(rows) == 1 else None
+        return await self.optouts.link_target(token)
 
     async def confirm_page(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]

@@ -49,6 +49,19 @@ class OptOutStore:
         self.clock = clock
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
+    # --- unsubscribe links ------------------------------------------------------------------
+
+    async def link_target(self, token: str) -> tuple[str, bytes] | None:
+        """(account, number hash) an unsubscribe link's token was issued for; None when no
+        message carries it, or when it is ambiguous (two targets: opt out nobody)."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(messages.c.account, messages.c.dest_hash).where(messages.c.unsub_token == token).distinct()
+                )
+            ).all()
+        return (rows[0].account, rows[0].dest_hash) if len(rows) == 1 else None
+
     # --- blacklist --------------------------------------------------------------------------
 
     async def add(self, scope: str, dest_hash: bytes, source: str, actor: str, conn: AsyncConnection | None = None) -> bool:

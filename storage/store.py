@@ -381,7 +381,12 @@ class Store:
         self.committed_ops += len(batch)
         work = batch.work
         if work.new_outbox and self.on_outbox_rows is not None:
-            self.on_outbox_rows(work.new_outbox)
+            try:
+                self.on_outbox_rows(work.new_outbox)
+            except Exception as exc:  # noqa: BLE001 - committed is committed: the callers hear so
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "exception in Store.on_outbox_rows", "exception": exc}
+                )
         get = outcomes.get
         for pos, fut in enumerate(batch.outcomes):
             if not fut.done():

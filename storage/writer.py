@@ -156,16 +156,26 @@ class _Channel(asyncio.Protocol):
             end = start + _HEADER.size + size
             if len(buf) < end:
                 break
-            reply = pickle.loads(memoryview(buf)[start + _HEADER.size : end])
+            reply = pickle.loads(buf[start + _HEADER.size : end])  # a copy: buf is resized below
             start = end
-            self._callbacks.popleft()(reply)
+            self._call(self._callbacks.popleft(), reply)
         del buf[:start]
+
+    @staticmethod
+    def _call(callback: ReplyCallback, reply: Reply) -> None:
+        """A callback that raises is reported; the frames after its reply still get read."""
+        try:
+            callback(reply)
+        except Exception as exc:  # noqa: BLE001
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "exception in a writer reply callback", "exception": exc}
+            )
 
     def connection_lost(self, exc) -> None:
         # The child is gone: what it was given fails (it may or may not be committed).
         error = WriterDied("the writer process died")
         while self._callbacks:
-            self._callbacks.popleft()((False, error))
+            self._call(self._callbacks.popleft(), (False, error))
         if not self.lost.done():
             self.lost.set_result(None)
 

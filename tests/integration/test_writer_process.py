@@ -243,3 +243,30 @@ def _gone(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_a_failing_outbox_hook_is_reported_and_the_commit_still_answered(store, keys):
+    """A bug in the hook that hears new outbox rows is reported to the loop; the batch was
+    committed, so its callers still hear so, and the batches after it too."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    cipher = FieldCipher(Keyring.load(keys))
+    calls = 0
+
+    def hook(rows) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("hook bug")
+
+    store.on_outbox_rows = hook
+    try:
+        for n in range(3):
+            row, parts_ = new_message(cipher)
+            await store.add_message(row, parts_)
+            await store.record_submit(SubmitResult(row["id"], 1, PART_SUBMITTED, "op", f"f{n}", 1, NOW))
+            assert await asyncio.wait_for(store.apply_receipt(upstream_receipt(f"f{n}")), 10) is True
+        assert [type(c["exception"]) for c in reported] == [RuntimeError]
+    finally:
+        loop.set_exception_handler(None)

@@ -15,7 +15,6 @@ from sqlalchemy import func, select, text
 from protocol.constants import MessageState
 from storage import db
 from storage.schema import (
-    OUTBOX_RECEIPT,
     PART_QUEUED,
     PART_SENDING,
     PART_SUBMITTED,
@@ -23,7 +22,8 @@ from storage.schema import (
     messages,
     parts,
 )
-from storage.store import Finished, Store, SubmitResult, Transaction, UpstreamReceipt
+from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt
+from tests.store_helpers import Builder, early_decoder
 
 # Ids as the daemon makes them: 64-bit, close to the top of the signed range in ~70 years;
 # these are above 2**62 to catch a 32-bit or unsigned slip on either backend.
@@ -39,39 +39,9 @@ async def engine(db_url):
     await engine.dispose()
 
 
-class Builder:
-    """A receipt builder that records what finished and makes a plain outbox row."""
-
-    def __init__(self) -> None:
-        self.finished: list[Finished] = []
-
-    def __call__(self, done: Finished) -> dict | None:
-        self.finished.append(done)
-        if not done.message["registered_delivery"]:
-            return None
-        row_id = next(_ids)
-        return {
-            "id": row_id,
-            "account": done.message["account"],
-            "kind": OUTBOX_RECEIPT,
-            "message_id": done.message["id"],
-            "pdu_enc": b"receipt:%d:%d" % (done.message["id"], int(done.state)),
-            "created_at": done.done_at,
-            "expires_at": done.done_at + 3600.0,
-            "attempts": 0,
-        }
-
-
-def early_decoder(row: dict) -> UpstreamReceipt:
-    # The test stores "state:error" as the early receipt's payload.
-    state, error = row["pdu_enc"].decode().split(":")
-    return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["pdu_enc"],
-                           row["received_at"])
-
-
 @pytest.fixture
 async def store(engine):
-    builder = Builder()
+    builder = Builder(_ids)
     store = Store(engine, Transaction(builder, per_part_receipts=lambda account: account == "perpart",
                                       early_decoder=early_decoder))
     store.outbox_accounts: list[set[str]] = []
@@ -233,7 +203,7 @@ async def test_round_trip(store, engine):
     # Registered messages got one outbox row each; the partner acknowledges them.
     rows = await store.outbox_for("acme")
     assert [r["message_id"] for r in rows] == [single, long_]
-    assert rows[0]["pdu_enc"] == b"receipt:%d:2" % single
+    assert rows[0]["pdu_enc"] == b"receipt:%d:0:2" % single
     assert {"acme"} in store.outbox_accounts
     assert await store.outbox_for("acme", after_id=rows[0]["id"]) == rows[1:]
     assert await store.outbox_for("other") == []

@@ -22,8 +22,9 @@ import pytest
 from sqlalchemy import func, select
 
 from protocol.constants import MessageState as M
-from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
-from storage.store import Finished, Store, SubmitResult, Transaction, UpstreamReceipt, message_state
+from storage.schema import PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
+from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt, message_state
+from tests.store_helpers import Builder, early_decoder
 
 _ids = itertools.count((1 << 62) + 1)
 NOW = 1_800_000_000.5
@@ -55,34 +56,6 @@ def test_message_state(states, expected):
 # --------------------------------------------------------------------------- fixtures
 
 
-class Builder:
-    """Receipt builder: records what finished, makes a plain outbox row when asked for."""
-
-    def __init__(self) -> None:
-        self.finished: list[Finished] = []
-
-    def __call__(self, done: Finished) -> dict | None:
-        self.finished.append(done)
-        if not done.message["registered_delivery"]:
-            return None
-        return {
-            "id": next(_ids),
-            "account": done.message["account"],
-            "kind": OUTBOX_RECEIPT,
-            "message_id": done.message["id"],
-            "pdu_enc": b"receipt:%d:%d:%d" % (done.message["id"], done.part_no or 0, int(done.state)),
-            "created_at": done.done_at,
-            "expires_at": done.done_at + 3600.0,
-            "attempts": 0,
-        }
-
-
-def early_decoder(row: dict) -> UpstreamReceipt:
-    state, error = row["pdu_enc"].decode().split(":")
-    return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["pdu_enc"],
-                           row["received_at"])
-
-
 def receipt(upstream_id: str, state: M = M.DELIVERED, error: int = 0, connector: str = "op") -> UpstreamReceipt:
     return UpstreamReceipt(connector, upstream_id, int(state), error, b"%d:%d" % (state, error), NOW + 10)
 
@@ -94,7 +67,7 @@ def engine(sqlite_engine):
 
 @pytest.fixture
 async def store(engine):
-    builder = Builder()
+    builder = Builder(_ids)
     store = Store(engine, Transaction(builder, per_part_receipts=lambda account: account == "perpart",
                                       early_decoder=early_decoder))
     store.notified: list[set[str]] = []
@@ -159,7 +132,7 @@ async def test_group_commit_batches_many_messages_into_few_commits(store, engine
 
 async def test_a_full_batch_commits_without_waiting(engine):
     """``max_batch`` calls are committed at once, without the ``max_delay`` wait."""
-    store = Store(engine, Transaction(Builder()), max_batch=100, max_delay=1.0)
+    store = Store(engine, Transaction(Builder(_ids)), max_batch=100, max_delay=1.0)
     await store.start()
     try:
         futures = [store.add_message(*new_message()) for _ in range(100)]
@@ -186,7 +159,7 @@ async def test_calls_arriving_while_a_commit_runs_join_the_next_one(store, engin
 
 
 async def test_stop_commits_what_is_queued(engine):
-    store = Store(engine, Transaction(Builder()))
+    store = Store(engine, Transaction(Builder(_ids)))
     await store.start()
     futures = [store.add_message(*new_message()) for _ in range(20)]
     await store.stop()
@@ -398,7 +371,7 @@ async def test_committed_outbox_rows_are_handed_over(engine):
                 row["pdu"] = ("not a column", done.message["id"])
             return row
 
-    store = Store(engine, Transaction(WithPdu()))
+    store = Store(engine, Transaction(WithPdu(_ids)))
     store.on_outbox_rows = handed.append
     await store.start()
     try:

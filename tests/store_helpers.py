@@ -1,0 +1,41 @@
+"""Stand-ins for the daemon's transaction hooks, shared by the store tests (``tests/unit/
+test_store.py``, ``tests/integration/test_storage_backends.py``): a receipt builder that
+records what finished and writes a readable outbox row, and the decoder of the early
+receipts those tests store as ``b"state:error"``."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from storage.schema import OUTBOX_RECEIPT
+from storage.store import Finished, UpstreamReceipt
+
+
+class Builder:
+    """Records every ``Finished``; for a message that asked for a receipt, an outbox row
+    whose ``pdu_enc`` is ``b"receipt:<message id>:<part no or 0>:<state>"``."""
+
+    def __init__(self, ids: Iterator[int]) -> None:
+        self.ids = ids
+        self.finished: list[Finished] = []
+
+    def __call__(self, done: Finished) -> dict | None:
+        self.finished.append(done)
+        if not done.message["registered_delivery"]:
+            return None
+        return {
+            "id": next(self.ids),
+            "account": done.message["account"],
+            "kind": OUTBOX_RECEIPT,
+            "message_id": done.message["id"],
+            "pdu_enc": b"receipt:%d:%d:%d" % (done.message["id"], done.part_no or 0, int(done.state)),
+            "created_at": done.done_at,
+            "expires_at": done.done_at + 3600.0,
+            "attempts": 0,
+        }
+
+
+def early_decoder(row: dict) -> UpstreamReceipt:
+    state, error = row["pdu_enc"].decode().split(":")
+    return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["pdu_enc"],
+                           row["received_at"])

@@ -7,8 +7,9 @@ store ids as signed 64-bit integers are safe, and they sort in time order — ha
 and when reading logs. No hex anywhere: the hex/decimal mix-up is a classic Kannel/Jasmin
 receipt-correlation bug.
 
-One generator is shared by the event loop (submits, MO) and the store's writer thread
-(receipts built inside the group commit), so ``next()`` holds a lock. ``seed()`` makes ids
+A generator may be shared by the event loop and the store's writer thread (receipts built
+inside the group commit), so ``next()`` holds a lock; the daemon's writer process has its
+own, with another node id (``receipts.TRANSACTION_NODE``). ``seed()`` makes ids
 keep increasing across restarts even when the clock went back while we were down: the
 daemon seeds it with the largest id found in storage.
 """

@@ -27,7 +27,7 @@ import structlog
 
 from protocol import pdu as P
 from protocol.constants import CommandId, CommandStatus
-from protocol.errors import RemoteProtocolError
+from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.session import InvalidPdu, Role
 
 from .config import Connector as ConnectorConfig
@@ -119,7 +119,8 @@ class Connector:
         #: gets (link, response future) once the PDU is on the wire.
         self._queue: list[tuple] = []
         self._draining = False
-        self._drain_timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.Handle | None = None
+        self._drain_when = 0.0  # loop time the drain timer is due
         self._in_flight = 0  # our submits written and not yet ended
         self.stats = {"submitted": 0, "throttled": 0, "timeouts": 0, "reconnects": 0, "bind_refused": 0,
                       "bad_responses": 0}
@@ -383,12 +384,21 @@ class Connector:
                 if not self.bucket.try_take(now):
                     self._drain_at(self.bucket.delay(now))
                     return
-                _, written, pdu, still_wanted = heapq.heappop(queue)
+                entry = heapq.heappop(queue)
+                _, written, pdu, still_wanted = entry
                 if still_wanted is not None and not still_wanted():
                     self.bucket.give_back()  # unused: the next caller may have it
                     written.set_exception(NotWanted(f"connector {self.name}: the caller no longer wants it sent"))
                     continue
-                fut = link.request_nowait(pdu)
+                try:
+                    fut = link.request_nowait(pdu)
+                except (LinkClosed, LocalProtocolError):
+                    # The bind is going (its close signals) or its window was not free after
+                    # all (a keep-alive in it): the entry keeps its place, look again shortly.
+                    self.bucket.give_back()
+                    heapq.heappush(queue, entry)
+                    self._drain_at(0.01)
+                    return
                 self._in_flight += 1
                 fut.add_done_callback(self._request_done)
                 written.set_result((link, fut))
@@ -396,14 +406,16 @@ class Connector:
             self._draining = False
 
     def _drain_at(self, delay: float) -> None:
-        """Run ``_drain`` again after ``delay`` seconds (the earliest such wish wins)."""
+        """Run ``_drain`` again after ``delay`` seconds (the earliest such wish wins). The
+        deadline is kept here, not asked of the handle: uvloop answers a ``call_at`` that is
+        already due with a plain ``Handle``, which has no ``when()``."""
         loop = asyncio.get_running_loop()
         when = loop.time() + max(delay, 0.0)
-        timer = self._drain_timer
-        if timer is not None and not timer.cancelled() and timer.when() <= when:
-            return
-        if timer is not None:
-            timer.cancel()
+        if self._drain_timer is not None:
+            if self._drain_when <= when:
+                return
+            self._drain_timer.cancel()
+        self._drain_when = when
         self._drain_timer = loop.call_at(when, self._drain_timer_fired)
 
     def _drain_timer_fired(self) -> None:

@@ -520,3 +520,31 @@ async def test_one_bind_per_short_code_tags_mo(upstream, connectors):
     for session in upstream.bound_sessions:
         await session.request(P.DeliverSm(source_addr="33612345678", destination_addr=""), 2)
     assert sorted(seen) == ["36180", "38100"]
+
+
+def test_rate_limited_queue_drains_under_uvloop():
+    """The daemon runs on uvloop, whose ``call_at`` for a time already due returns a plain
+    ``Handle`` (no ``when()``) for anything due within half a millisecond: the rate
+    limiter's re-drain timer must not depend on it. At a few thousand per second the bucket
+    is often that close to its next token; every submit goes through, in order."""
+    import uvloop
+
+    async def scenario() -> None:
+        up = await Upstream().start()
+        connector = Connector(connector_config(up.port, throughput=3000, window=10))
+        try:
+            # A re-drain due at once (a Handle under uvloop), then a later wish: no when().
+            connector._drain_at(0.0)
+            connector._drain_at(0.05)
+            await started(connector)
+            responses = await asyncio.wait_for(
+                asyncio.gather(*(connector.submit(submit_sm(i)) for i in range(600))), 20
+            )
+            assert [r.command_status for r in responses] == [S.ESME_ROK] * 600
+            assert [index_of(p) for p in up.submits] == list(range(600))
+        finally:
+            await connector.stop(0.5)
+            await up.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())

@@ -1,5 +1,6 @@
 """``python -m smscenter.bench_mt`` runs end to end (tiny load, two rounds): the figures are
-printed for both paths and the rounds' median ratio; nothing is asserted about speed."""
+printed for both paths and the rounds' median ratio, and the daemon logged no error; nothing
+is asserted about speed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import subprocess
 import sys
 
 
-def test_bench_mt_smoke():
+def test_bench_mt_smoke(tmp_path):
+    log = tmp_path / "daemon.log"
     proc = subprocess.run(
         [sys.executable, "-m", "smscenter.bench_mt", "--messages", "60", "--warmup", "10", "--binds", "2",
-         "--window", "8", "--rounds", "2", "--timeout", "60"],
+         "--window", "8", "--rounds", "2", "--timeout", "60", "--daemon-log", str(log)],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -18,3 +20,7 @@ def test_bench_mt_smoke():
     assert out.count("\ndirect (sink)") == 2 and out.count("\nsmscenter ") == 2
     assert "sink saw 70 submits, sent 70 receipts" in out
     assert "median ratio smscenter/direct, end-to-end:" in out
+    # The daemon (uvloop, writer process, the whole MT path) logged no error on the way.
+    text = log.read_text(errors="replace")
+    assert "ready" in text
+    assert "[error" not in text and '"level": "error"' not in text, text[-3000:]

@@ -15,3 +15,11 @@ async def sqlite_engine(tmp_path):
     await db.upgrade(engine)
     yield engine
     await engine.dispose()
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Every async test runs on uvloop, as the daemon does: asyncio's own loop once hid a
+    uvloop-only bug (``call_at`` answering with a plain ``Handle``)."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from storage.schema import OUTBOX_RECEIPT
-from storage.store import Finished, UpstreamReceipt
+from storage.store import Finished, Store, Transaction, UpstreamReceipt
 
 
 class Builder:
@@ -39,3 +39,16 @@ def early_decoder(row: dict) -> UpstreamReceipt:
     state, error = row["pdu_enc"].decode().split(":")
     return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["pdu_enc"],
                            row["received_at"])
+
+
+def recording_store(engine, ids: Iterator[int]) -> Store:
+    """A store (not started) with these hooks, per-part receipts for account ``perpart``,
+    and two things to look at: ``builder`` (what finished) and ``notified`` (the accounts
+    of each batch of committed outbox rows)."""
+    builder = Builder(ids)
+    store = Store(engine, Transaction(builder, per_part_receipts=lambda account: account == "perpart",
+                                      early_decoder=early_decoder))
+    store.builder = builder
+    store.notified = []
+    store.on_outbox_rows = lambda rows: store.notified.append({row["account"] for row in rows})
+    return store

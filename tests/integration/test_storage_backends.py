@@ -22,8 +22,8 @@ from storage.schema import (
     messages,
     parts,
 )
-from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt
-from tests.store_helpers import Builder, early_decoder
+from storage.store import SubmitResult, UpstreamReceipt
+from tests.store_helpers import recording_store
 
 # Ids as the daemon makes them: 64-bit, close to the top of the signed range in ~70 years;
 # these are above 2**62 to catch a 32-bit or unsigned slip on either backend.
@@ -41,12 +41,7 @@ async def engine(db_url):
 
 @pytest.fixture
 async def store(engine):
-    builder = Builder(_ids)
-    store = Store(engine, Transaction(builder, per_part_receipts=lambda account: account == "perpart",
-                                      early_decoder=early_decoder))
-    store.outbox_accounts: list[set[str]] = []
-    store.on_outbox_rows = lambda rows: store.outbox_accounts.append({row["account"] for row in rows})
-    store.builder = builder
+    store = recording_store(engine, _ids)
     await store.start()
     yield store
     await store.stop()
@@ -204,7 +199,7 @@ async def test_round_trip(store, engine):
     rows = await store.outbox_for("acme")
     assert [r["message_id"] for r in rows] == [single, long_]
     assert rows[0]["pdu_enc"] == b"receipt:%d:0:2" % single
-    assert {"acme"} in store.outbox_accounts
+    assert {"acme"} in store.notified
     assert await store.outbox_for("acme", after_id=rows[0]["id"]) == rows[1:]
     assert await store.outbox_for("other") == []
     await store.retry_outbox(rows[1]["id"])

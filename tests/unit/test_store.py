@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from protocol.constants import MessageState as M
 from storage.schema import PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
 from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt, message_state
-from tests.store_helpers import Builder, early_decoder
+from tests.store_helpers import Builder, recording_store
 
 _ids = itertools.count((1 << 62) + 1)
 NOW = 1_800_000_000.5
@@ -67,12 +67,7 @@ def engine(sqlite_engine):
 
 @pytest.fixture
 async def store(engine):
-    builder = Builder(_ids)
-    store = Store(engine, Transaction(builder, per_part_receipts=lambda account: account == "perpart",
-                                      early_decoder=early_decoder))
-    store.notified: list[set[str]] = []
-    store.on_outbox_rows = lambda rows: store.notified.append({row["account"] for row in rows})
-    store.builder = builder
+    store = recording_store(engine, _ids)
     await store.start()
     yield store
     await store.stop()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from phonenumbers.phonemetadata import PhoneMetadata
 
 from routing import numbers
 from routing.numbers import InvalidNumber, country_of, mask, normalize_msisdn
@@ -252,3 +256,186 @@ class TestMask:
 
         assert mask(e164) == mask_number(e164)
         assert len(mask(e164)) == 10
+
+
+# -- The "+digits" fast path against phonenumbers ----------------------------------------------
+#
+# routing.numbers._parse sends "+" followed by ASCII digits (region None) to
+# _parse_international_fast, a replay of phonenumbers.parse + is_valid_number +
+# format_number(E164) specialised for that shape. It must give exactly _parse_slow's answer
+# (the generic phonenumbers calls), None included, for every input of that shape.
+
+_DIFF = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_CCS = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+_DESCS = (
+    "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
+    "voip", "pager", "uan", "voicemail",
+)  # fmt: skip
+
+
+def _same_as_phonenumbers(text: str) -> str | None:
+    """The fast path, called directly, equals the slow path; so does the dispatcher."""
+    assert text[0] == "+" and text[1:].isascii() and text[1:].isdigit()
+    expected = numbers._parse_slow(text, None)
+    got = numbers._parse_international_fast(text)
+    assert got == expected, (text, got, expected)
+    assert numbers._parse(text, None) == expected
+    return expected
+
+
+def _examples() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(country code, national significant number, national prefixes of its region) of every
+    example number phonenumbers ships: all regions x all types, and the non-geographic codes."""
+    found: set[tuple[str, str, tuple[str, ...]]] = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        metadata = PhoneMetadata.metadata_for_region(region)
+        prefixes = tuple(sorted({p for p in (metadata.national_prefix, "0") if p}))
+        for kind in phonenumbers.PhoneNumberType.values():
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None:
+                nsn = phonenumbers.national_significant_number(number)
+                found.add((str(number.country_code), nsn, prefixes))
+    for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        metadata = PhoneMetadata.metadata_for_nongeo_region(cc)
+        for name in _DESCS:
+            desc = getattr(metadata, name)
+            if desc is not None and desc.example_number:
+                found.add((str(cc), desc.example_number, ("0",)))
+    return sorted(found)
+
+
+_EXAMPLES = _examples()
+
+
+@st.composite
+def _mutated_examples(draw) -> str:
+    """A real example number, then up to four edits: digit changes, insertions, deletions,
+    truncation, extension, a national prefix or zeros (Italian style) after the country code,
+    a random 1-4 digit block after the country code (carrier codes)."""
+    cc, nsn, prefixes = draw(st.sampled_from(_EXAMPLES))
+    rest = list(nsn)
+    for op in draw(st.lists(st.integers(0, 7), max_size=4)):
+        digit = draw(st.sampled_from("0123456789"))
+        at = draw(st.integers(0, len(rest)))
+        if op == 0 and rest:
+            rest[min(at, len(rest) - 1)] = digit
+        elif op == 1:
+            rest.insert(at, digit)
+        elif op == 2 and rest:
+            del rest[min(at, len(rest) - 1)]
+        elif op == 3:
+            rest = rest[:at]
+        elif op == 4:
+            rest += draw(st.text("0123456789", min_size=1, max_size=3))
+        elif op == 5:
+            rest[:0] = draw(st.sampled_from(prefixes))
+        elif op == 6:
+            rest[:0] = "0" * draw(st.integers(1, 3))
+        else:
+            rest[:0] = draw(st.text("0123456789", min_size=1, max_size=4))
+    return "+" + cc + "".join(rest)
+
+
+class TestInternationalFastPath:
+    @_DIFF
+    @given(st.text("0123456789", min_size=1, max_size=17))
+    def test_any_digits(self, digits):
+        _same_as_phonenumbers("+" + digits)
+
+    @_DIFF
+    @given(st.sampled_from(_CCS), st.text("0123456789", max_size=14))
+    def test_every_country_code(self, cc, digits):
+        _same_as_phonenumbers(f"+{cc}{digits}")
+
+    @_DIFF
+    @given(_mutated_examples())
+    def test_mutated_example_numbers(self, text):
+        _same_as_phonenumbers(text)
+
+    def test_all_example_numbers(self):
+        valid = stripped = 0
+        for cc, nsn, prefixes in _EXAMPLES:
+            for text in [f"+{cc}{nsn}"] + [f"+{cc}{p}{nsn}" for p in prefixes]:
+                result = _same_as_phonenumbers(text)
+                valid += result is not None
+                stripped += result is not None and result != text
+        # the examples are valid numbers, and the prefix stripping path was exercised
+        assert valid > 0.9 * len(_EXAMPLES) and stripped > 100
+
+    def test_every_country_code_and_length(self):
+        rng = random.Random(20240607)
+        valid = 0
+        for cc in _CCS:
+            for length in range(15):
+                for _ in range(6):
+                    digits = "".join(rng.choice("0123456789") for _ in range(length))
+                    valid += _same_as_phonenumbers(f"+{cc}{digits}") is not None
+        assert valid > 100
+
+    @pytest.mark.parametrize(
+        "text, expected",
+        [
+            ("+33612345678", "+33612345678"),
+            ("+330612345678", "+33612345678"),  # national prefix after the country code
+            ("+33700000000", None),
+            ("+390612345678", "+390612345678"),  # Italian leading zero is kept
+            ("+3903123456789", "+3903123456789"),
+            ("+4407400123456", "+447400123456"),
+            ("+112125550123", "+12125550123"),  # NANPA trunk 1
+            ("+14165550123", "+14165550123"),  # Canada, shared +1
+            ("+77011234567", "+77011234567"),  # Kazakhstan, shared +7
+            ("+441624612345", "+441624612345"),  # Isle of Man, shared +44
+            ("+262269601234", "+262269601234"),  # Mayotte, shared +262
+            ("+540111523456789", "+5491123456789"),  # Argentina: prefix transform rule
+            ("+3606201234567", "+36201234567"),  # Hungary: two-digit national prefix
+            ("+80012345678", "+80012345678"),  # non-geographic
+            ("+8001234567", None),
+            ("+999123456789", None),  # unassigned country code
+            ("+0033612345678", None),
+            ("+33", None),
+            ("+336", None),
+            ("+3", None),
+            ("+33612345678901234", None),
+        ],
+    )
+    def test_known_answers(self, text, expected):
+        assert _same_as_phonenumbers(text) == expected
+
+    def test_digits_only_take_the_fast_path(self, monkeypatch):
+        def slow(text, region):
+            raise AssertionError("slow path")
+
+        monkeypatch.setattr(numbers, "_parse_slow", slow)
+        assert numbers._parse("+33612345678", None) == "+33612345678"
+        assert numbers._parse("+999123456789", None) is None
+
+    @pytest.mark.parametrize(
+        "text, region",
+        [
+            ("+33 612345678", None),
+            ("+33612345678", "FR"),
+            ("0612345678", "FR"),
+            ("＋33612345678", None),  # fullwidth plus
+            ("+３３６１２３４５６７８", None),  # fullwidth digits
+            ("+٣٣٦١٢٣٤٥٦٧٨", None),  # Arabic-Indic digits
+            ("+33612345678²", None),  # isdigit() but not ASCII
+            ("+", None),
+            ("", None),
+        ],
+    )
+    def test_other_shapes_take_the_slow_path(self, monkeypatch, text, region):
+        expected = numbers._parse_slow(text, region)
+        calls = []
+
+        def fast(text):
+            calls.append(text)
+            return "+0"
+
+        monkeypatch.setattr(numbers, "_parse_international_fast", fast)
+        assert numbers._parse(text, region) == expected
+        assert calls == []
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.text(alphabet="+＋0123456789٣３² -.x;", max_size=20), st.sampled_from([None, "FR"]))
+    def test_dispatch_is_transparent(self, text, region):
+        assert numbers._parse(text, region) == numbers._parse_slow(text, region)

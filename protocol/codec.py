@@ -307,6 +307,14 @@ def decode(frame: bytes) -> P.Pdu:
     return decoder(frame, HEADER_LEN, size, status, seq)
 
 
+#: Where ``encode`` keeps a PDU's body (everything after the header) in the instance's
+#: ``__dict__``, beside its fields. PDUs are frozen, so the body never goes stale, and most
+#: are encoded twice: a part is encoded to be stored, then again to be sent upstream; the
+#: partner's receipt is encoded in the writer process, then again to be sent (the memo
+#: travels with the pickled PDU). Not a field: equality, repr and ``replace`` ignore it.
+_BODY = "_body"
+
+
 def encode(pdu: P.Pdu, sequence_number: int | None = None) -> bytes:
     """Encode a PDU; ``sequence_number`` overrides the one in ``pdu`` (cheaper than replace()).
 
@@ -317,9 +325,13 @@ def encode(pdu: P.Pdu, sequence_number: int | None = None) -> bytes:
     if not 0 <= seq <= MAX_SEQUENCE:
         raise LocalProtocolError(f"sequence_number {seq} outside 0..0x7FFFFFFF")
     try:
-        body = _ENCODERS[type(pdu)](pdu)
-        if pdu.tlvs:
-            body += encode_tlvs(pdu.tlvs)
+        memo = pdu.__dict__
+        body = memo.get(_BODY)
+        if body is None:
+            body = _ENCODERS[type(pdu)](pdu)
+            if pdu.tlvs:
+                body += encode_tlvs(pdu.tlvs)
+            memo[_BODY] = body
         return _pack_header(HEADER_LEN + len(body), pdu.command_id, pdu.command_status, seq) + body
     except (UnicodeEncodeError, ValueError, TypeError, OverflowError, StructError) as exc:
         # StructError: a command_status or error_status_code outside 0..2**32-1.

@@ -1359,3 +1359,21 @@ def test_fuzz_framer_goldens_then_garbage(good, garbage, step):
     assert frames[: len(good)] == good
     for fr in frames[len(good) :]:
         must_not_crash(fr)
+
+
+def test_a_pdu_body_is_encoded_once_and_never_goes_stale():
+    """encode() keeps the body in the frozen PDU: a second encode (another sequence number)
+    reuses it, a pickled copy carries it, and replace() makes a PDU that encodes afresh."""
+    import pickle
+
+    pdu = P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"hi",
+                     tlvs=((0x0204, 7),))
+    first = encode(pdu, 1)
+    assert encode(pdu, 2) == first[:12] + (2).to_bytes(4, "big") + first[16:]
+    copy = pickle.loads(pickle.dumps(pdu))
+    assert copy == pdu and encode(copy, 1) == first
+    changed = replace(pdu, destination_addr="33699999999")
+    assert changed != pdu
+    assert decode(encode(changed, 1)).destination_addr == "33699999999"
+    assert repr(pdu) == repr(P.SubmitSm(source_addr="ACME", destination_addr="33612345678",
+                                        short_message=b"hi", tlvs=((0x0204, 7),)))

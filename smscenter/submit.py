@@ -43,6 +43,9 @@ MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0  # schedule_delivery_time further out: ESM
 SCHEDULE_PAST_TOLERANCE = 300.0  # clock skew we forgive on a schedule "in the past"
 
 
+_UDHI = int(EsmClass.UDHI)  # a plain int: IntFlag's & runs in Python, on every submit
+
+
 class Refused(Exception):
     """A submit we answer with an error status (never stored)."""
 
@@ -337,7 +340,7 @@ class SubmitPlanner:
             except RemoteProtocolError as exc:
                 raise Refused(exc.status, str(exc)) from None
         body = payload if payload is not None else short_message
-        udhi = esm_class & EsmClass.UDHI
+        udhi = esm_class & _UDHI
         if udhi:
             try:
                 parsed = parse_udh(body)

@@ -523,7 +523,7 @@ def _start_profiler(pid: int, out: str):
     fmt = "raw" if out.endswith(".txt") else "flamegraph"
     exe = os.path.join(os.path.dirname(sys.executable), "py-spy")
     proc = subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--format", fmt, "--output", out, "--rate", "250", "--nonblocking"],
+        [exe, "record", "--pid", str(pid), "--subprocesses", "--format", fmt, "--output", out, "--rate", "250", "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     time.sleep(0.5)

@@ -113,7 +113,10 @@ class Dispatcher:
         self.worker_count = workers or min(1024, max(16, 2 * capacity))
         self._lines: dict[tuple[str, bytes], _Line] = {}
         self._ready: deque[tuple[str, bytes]] = deque()
-        self._ready_event = asyncio.Event()
+        # Idle workers, each waiting on its own future: a line that becomes ready wakes one
+        # of them. (One shared Event woke every idle worker for each line — a hundred task
+        # switches to hand out one message.)
+        self._idle: deque[asyncio.Future] = deque()
         self._timers: list[tuple[float, int, QueuedMessage, bool]] = []
         self._timer_seq = itertools.count()
         self._timer_event = asyncio.Event()
@@ -189,8 +192,7 @@ class Dispatcher:
         else:
             line.queue.append(msg)
         if not line.busy and (head or len(line.queue) == 1):
-            self._ready.append(msg.key)
-            self._ready_event.set()
+            self._mark_ready(msg.key)
 
     def _reopen(self, key) -> None:
         line = self._lines.get(key)
@@ -198,10 +200,19 @@ class Dispatcher:
             return
         line.busy = False
         if line.queue:
-            self._ready.append(key)
-            self._ready_event.set()
+            self._mark_ready(key)
         else:
             del self._lines[key]
+
+    def _mark_ready(self, key) -> None:
+        """Queue a line for a worker and wake one idle worker, if any."""
+        self._ready.append(key)
+        idle = self._idle
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():  # a worker cancelled at stop leaves its future behind
+                waiter.set_result(None)
+                return
 
     def _at(self, when: float, msg: QueuedMessage, head: bool) -> None:
         heapq.heappush(self._timers, (when, next(self._timer_seq), msg, head))
@@ -239,10 +250,12 @@ class Dispatcher:
                 pass
 
     async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            while not self._ready:
-                self._ready_event.clear()
-                await self._ready_event.wait()
+            while not self._ready:  # another worker may have taken the line it was woken for
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
             key = self._ready.popleft()
             line = self._lines.get(key)
             if line is None or line.busy or not line.queue:
@@ -263,8 +276,7 @@ class Dispatcher:
                 continue  # the line stays busy until the message is back from its wait
             line.busy = False
             if line.queue:
-                self._ready.append(key)
-                self._ready_event.set()
+                self._ready.append(key)  # this worker goes on with the ready lines: none to wake
             else:
                 self._lines.pop(key, None)
 

@@ -382,12 +382,14 @@ class FieldCipher:
     Safe to share between threads and tasks; holds no state besides those caches.
     """
 
-    __slots__ = ("keyring", "_aeads", "_pseudonym_keys")
+    __slots__ = ("keyring", "_aeads", "_pseudonym_keys", "_lookup_mac")
 
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
         self._aeads: dict[int, tuple[bytes, AESGCM]] = {}
         self._pseudonym_keys: dict[bytes, bytes] = {}
+        # HMAC keyed once; each look-up copies it (a copy is cheaper than keying again).
+        self._lookup_mac = hmac.new(keyring._lookup, digestmod="sha256")
 
     def _aead(self, key_id: int) -> tuple[bytes, AESGCM]:
         entry = self._aeads.get(key_id)
@@ -478,9 +480,9 @@ class FieldCipher:
         number = e164.strip().translate(_E164_SEPARATORS)
         if not _E164.fullmatch(number):
             raise ValueError("not a normalised E.164 number (expected '+' then 2-15 digits)")
-        return hmac.digest(self.keyring._lookup, number.encode("ascii"), "sha256")[
-            :LOOKUP_HASH_SIZE
-        ]
+        mac = self._lookup_mac.copy()
+        mac.update(number.encode("ascii"))
+        return mac.digest()[:LOOKUP_HASH_SIZE]
 
     def pseudonymise(self, value: str, purpose: bytes) -> str:
         """A stable keyed pseudonym (16 hex chars) of ``value`` for records kept for billing.

@@ -122,6 +122,7 @@ class Connector:
         self._drain_timer: asyncio.Handle | None = None
         self._drain_when = 0.0  # loop time the drain timer is due
         self._in_flight = 0  # our submits written and not yet ended
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.stats = {"submitted": 0, "throttled": 0, "timeouts": 0, "reconnects": 0, "bind_refused": 0,
                       "bad_responses": 0}
 
@@ -140,7 +141,7 @@ class Connector:
         return [(kind, code) for _ in range(self.config.binds) for code in codes for kind in kinds]
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for index, (kind, code) in enumerate(self.bind_plan()):
             task = loop.create_task(self._supervise(kind, index, code), name=f"{self.name}#{index}")
             self._supervisors.append(task)
@@ -341,7 +342,8 @@ class Connector:
         connector, a caller keeps its place."""
         if self._stopping:
             raise ConnectorDown(f"connector {self.name} is stopping")
-        written = asyncio.get_running_loop().create_future()
+        # The loop kept by start(): asyncio.get_running_loop() costs a getpid() on Python 3.11.
+        written = (self._loop or asyncio.get_running_loop()).create_future()
         heapq.heappush(self._queue, (ticket, written, pdu, still_wanted))
         self._drain()
         try:

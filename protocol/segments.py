@@ -110,6 +110,11 @@ def _udh_length(method: str, reference: int | None = None) -> int:
     return 6
 
 
+def sms_capacity(dc: DataCoding) -> int:
+    """What one SMS without a UDH holds, in payload octets (GSM-7 unpacked: septets)."""
+    return 160 if dc is DataCoding.DEFAULT else 140
+
+
 def _capacities(dc: DataCoding, udh_length: int) -> tuple[int, int]:
     """(single-SMS capacity, per-part capacity) in payload octets."""
     if dc is DataCoding.DEFAULT:

@@ -19,7 +19,7 @@ from protocol import codec
 from protocol import pdu as P
 from protocol.constants import CommandStatus, DataCoding, EsmClass, MessageState, Tag
 from protocol.errors import RemoteProtocolError
-from protocol.segments import Concat, count_segments, parse_udh, split
+from protocol.segments import Concat, count_segments, parse_udh, sms_capacity, split
 from protocol.smpptime import parse_schedule_delivery_time, parse_validity_period
 from protocol.gsm7 import septet_count
 from protocol.text import UnsupportedDataCoding, canonical_coding, choose_encoding, decode_text, encode_text, is_binary
@@ -44,6 +44,7 @@ SCHEDULE_PAST_TOLERANCE = 300.0  # clock skew we forgive on a schedule "in the p
 
 
 _UDHI = int(EsmClass.UDHI)  # a plain int: IntFlag's & runs in Python, on every submit
+_NO_SAR = (None, None, None)
 
 
 class Refused(Exception):
@@ -323,22 +324,24 @@ class SubmitPlanner:
             coding = canonical_coding(pdu.data_coding)
         except UnsupportedDataCoding as exc:
             raise Refused(exc.status, str(exc)) from None
-        payload = pdu.tlv(Tag.MESSAGE_PAYLOAD)
         short_message = getattr(pdu, "short_message", b"")
         esm_class = getattr(pdu, "esm_class", 0)
-        passthrough = tuple(
-            (tag, value) for tag, value in pdu.tlvs if tag in _FORWARDED_TLVS
-        )
-        if payload is not None and short_message:
-            raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "short_message and message_payload together")
-        sar = (pdu.tlv(Tag.SAR_MSG_REF_NUM), pdu.tlv(Tag.SAR_TOTAL_SEGMENTS), pdu.tlv(Tag.SAR_SEGMENT_SEQNUM))
-        if any(v is not None for v in sar):
-            if any(v is None for v in sar):
-                raise Refused(CommandStatus.ESME_RMISSINGOPTPARAM, "SAR TLVs must come as a set of three")
-            try:
-                Concat.from_sar(*sar)
-            except RemoteProtocolError as exc:
-                raise Refused(exc.status, str(exc)) from None
+        payload, passthrough, sar = None, (), _NO_SAR
+        if pdu.tlvs:
+            payload = pdu.tlv(Tag.MESSAGE_PAYLOAD)
+            passthrough = tuple(
+                (tag, value) for tag, value in pdu.tlvs if tag in _FORWARDED_TLVS
+            )
+            if payload is not None and short_message:
+                raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "short_message and message_payload together")
+            sar = (pdu.tlv(Tag.SAR_MSG_REF_NUM), pdu.tlv(Tag.SAR_TOTAL_SEGMENTS), pdu.tlv(Tag.SAR_SEGMENT_SEQNUM))
+            if any(v is not None for v in sar):
+                if any(v is None for v in sar):
+                    raise Refused(CommandStatus.ESME_RMISSINGOPTPARAM, "SAR TLVs must come as a set of three")
+                try:
+                    Concat.from_sar(*sar)
+                except RemoteProtocolError as exc:
+                    raise Refused(exc.status, str(exc)) from None
         body = payload if payload is not None else short_message
         udhi = esm_class & _UDHI
         if udhi:
@@ -364,6 +367,11 @@ class SubmitPlanner:
         if mention is not None and not is_binary(coding):
             text_or_bytes = mention.apply(text_or_bytes)
             body = encode_text(text_or_bytes, coding)
+        if len(body) <= sms_capacity(coding):
+            # One SMS, without counting: decoding never makes a text longer to encode again
+            # (a GSM-7 escape pair is one character of two septets), so the octets as they
+            # came (or as just encoded with the mention) are the upper bound.
+            return [(body, esm_class & 0xC3, passthrough)]
         try:
             count = count_segments(text_or_bytes, coding)
         except Exception as exc:  # noqa: BLE001 - text the coding cannot hold

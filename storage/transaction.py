@@ -16,7 +16,8 @@ transaction for the same reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import Connection, and_, bindparam, literal_column, select, update
@@ -58,6 +59,20 @@ def message_state(part_states: Iterable[int]) -> MessageState | None:
     return worst
 
 
+def _pickled_by_fields(cls):
+    """Pickle as (class, field values): a slots dataclass's own pickling calls ``fields()``
+    for every object both ways, four times slower; these cross to the writer process by the
+    thousand."""
+    values = attrgetter(*(f.name for f in fields(cls)))
+
+    def __reduce__(self):
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__
+    return cls
+
+
+@_pickled_by_fields
 @dataclass(slots=True)
 class SubmitResult:
     """What happened to one part we handed to a connector."""
@@ -72,6 +87,7 @@ class SubmitResult:
     error: int = 0
 
 
+@_pickled_by_fields
 @dataclass(slots=True)
 class UpstreamReceipt:
     """A receipt from an upstream, already parsed and its id normalised."""
@@ -87,6 +103,7 @@ class UpstreamReceipt:
     done_at: float
 
 
+@_pickled_by_fields
 @dataclass(slots=True)
 class Finished:
     """A message (or, with per-part receipts, a part) that reached a final state in this

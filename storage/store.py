@@ -306,7 +306,8 @@ class Store:
                 # Let more work join this commit: one fsync for everything that arrives
                 # within max_delay of the batch's first call. A batch that filled while the
                 # previous commit ran has waited long enough. (A writer process needs no
-                # such wait: what arrives while it commits is sent as soon as it answers.)
+                # such wait: each loop iteration's calls go to it at once, and it commits
+                # together the batches that arrived while it was busy.)
                 linger = self.max_delay - (loop.time() - batch.started)
                 if linger > 0:
                     await asyncio.sleep(linger)

@@ -289,18 +289,7 @@ class ReceiptBuilder:
             tlvs += ((Tag.NETWORK_ERROR_CODE, b"\x03" + (error & 0xFFFF).to_bytes(2, "big")),)  # type 3: GSM
         if part_no is not None:
             tlvs += ((Tag.USER_MESSAGE_REFERENCE, part_no),)
-        pdu = P.DeliverSm(
-            source_addr_ton=1,
-            source_addr_npi=1,
-            source_addr=dest.lstrip("+"),
-            dest_addr_ton=msg["source_ton"],
-            dest_addr_npi=msg["source_npi"],
-            destination_addr=msg["source_addr"],
-            esm_class=EsmClass.DELIVERY_RECEIPT,
-            short_message=text,
-            tlvs=tlvs,
-        )
-        return self._row(msg, pdu, done.done_at)
+        return self._row(msg, _receipt_pdu(msg, dest, text, tlvs), done.done_at)
 
     def _build_reference(self, done: Finished) -> dict | None:
         """The general way (and the reference of the fast path in ``__call__``)."""
@@ -324,18 +313,7 @@ class ReceiptBuilder:
         tlvs = tuple(receipt_tlvs(our_id, done.state, (3, done.error & 0xFFFF) if done.error else None))
         if done.part_no is not None:
             tlvs += ((Tag.USER_MESSAGE_REFERENCE, done.part_no),)
-        pdu = P.DeliverSm(
-            source_addr_ton=1,
-            source_addr_npi=1,
-            source_addr=dest.lstrip("+"),
-            dest_addr_ton=msg["source_ton"],
-            dest_addr_npi=msg["source_npi"],
-            destination_addr=msg["source_addr"],
-            esm_class=EsmClass.DELIVERY_RECEIPT,
-            short_message=text.encode("ascii"),
-            tlvs=tlvs,
-        )
-        return self._row(msg, pdu, done.done_at)
+        return self._row(msg, _receipt_pdu(msg, dest, text.encode("ascii"), tlvs), done.done_at)
 
     def _row(self, msg: dict, pdu: P.DeliverSm, now: float) -> dict:
         """The outbox row; ``now`` is the transaction's time (the store's clock, wherever it
@@ -355,6 +333,21 @@ class ReceiptBuilder:
             # codec keeps the body it encoded here, and the pickle carries it).
             "pdu": pdu,
         }
+
+
+def _receipt_pdu(msg: dict, dest: str, text: bytes, tlvs: tuple) -> P.DeliverSm:
+    """The receipt deliver_sm: from the message's destination to its sender."""
+    return P.DeliverSm(
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr=dest.lstrip("+"),
+        dest_addr_ton=msg["source_ton"],
+        dest_addr_npi=msg["source_npi"],
+        destination_addr=msg["source_addr"],
+        esm_class=EsmClass.DELIVERY_RECEIPT,
+        short_message=text,
+        tlvs=tlvs,
+    )
 
 
 def seal_early(cipher: FieldCipher, receipt: UpstreamReceipt) -> bytes:

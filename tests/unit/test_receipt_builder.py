@@ -14,13 +14,11 @@ from hypothesis import strategies as st
 
 from protocol import codec
 from protocol import pdu as P
-from protocol.constants import EsmClass, MessageState, Tag
-from protocol.receipt import Receipt, format_receipt, receipt_tlvs
+from protocol.constants import MessageState, Tag
 from smscenter import receipts
 from smscenter.receipts import ReceiptBuilder
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
-from storage.schema import OUTBOX_RECEIPT
 from storage.transaction import Finished
 
 CLOCK = 1_750_000_000.0  # both id generators' clock: they hand out the same ids
@@ -39,52 +37,8 @@ def cipher() -> FieldCipher:
 
 
 def reference_build(cipher: FieldCipher, ids: IdGenerator, retention, done: Finished) -> dict | None:
-    """``ReceiptBuilder.__call__`` as it was before the fast path, verbatim (but the names
-    of its attributes, and UTC for timezone.utc)."""
-    msg = done.message
-    wanted = msg["registered_delivery"] & 0x03
-    if wanted == 0 or (wanted == 2 and done.state == MessageState.DELIVERED):
-        return None
-    dest = cipher.decrypt(msg["dest_enc"], b"dest:%d" % msg["id"]).decode()
-    our_id = str(msg["id"])
-    text = format_receipt(
-        Receipt(
-            our_id,
-            sub=1,
-            dlvrd=1 if done.state == MessageState.DELIVERED else 0,
-            submit_date=datetime.fromtimestamp(msg["submitted_at"], UTC),
-            done_date=datetime.fromtimestamp(done.done_at, UTC),
-            stat=done.state,
-            err=min(done.error, 999),
-        )
-    )
-    tlvs = tuple(receipt_tlvs(our_id, done.state, (3, done.error & 0xFFFF) if done.error else None))
-    if done.part_no is not None:
-        tlvs += ((Tag.USER_MESSAGE_REFERENCE, done.part_no),)
-    pdu = P.DeliverSm(
-        source_addr_ton=1,
-        source_addr_npi=1,
-        source_addr=dest.lstrip("+"),
-        dest_addr_ton=msg["source_ton"],
-        dest_addr_npi=msg["source_npi"],
-        destination_addr=msg["source_addr"],
-        esm_class=EsmClass.DELIVERY_RECEIPT,
-        short_message=text.encode("ascii"),
-        tlvs=tlvs,
-    )
-    outbox_id = ids.next()
-    now = done.done_at
-    return {
-        "id": outbox_id,
-        "account": msg["account"],
-        "kind": OUTBOX_RECEIPT,
-        "message_id": msg["id"],
-        "pdu_enc": cipher.encrypt(codec.encode(pdu), b"outbox:%d" % outbox_id),
-        "created_at": now,
-        "expires_at": now + retention(msg["account"]),
-        "attempts": 0,
-        "pdu": pdu,
-    }
+    """The general way: ``format_receipt``, ``receipt_tlvs``, the ``P.DeliverSm`` constructor."""
+    return ReceiptBuilder(cipher, ids, retention)._build_reference(done)
 
 
 class FastOnly(ReceiptBuilder):

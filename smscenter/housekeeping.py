@@ -60,7 +60,7 @@ class Housekeeping:
         if stale:
             futures = [
                 self.store.apply_receipt(
-                    UpstreamReceipt(connector, upstream_id, int(MessageState.EXPIRED), 0, b"", now)
+                    UpstreamReceipt(connector, upstream_id, int(MessageState.EXPIRED), 0, now)
                 )
                 for connector, upstream_id in stale
             ]

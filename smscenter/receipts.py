@@ -97,7 +97,6 @@ class UpstreamDeliveries:
             upstream_id=upstream_id,
             state=state,
             error=_error_code(err),
-            pdu=codec.encode(pdu, 0),  # kept (sealed) only if it came before its submit_sm_resp
             done_at=self.clock(),
         )
         try:
@@ -350,15 +349,9 @@ def _receipt_pdu(msg: dict, dest: str, text: bytes, tlvs: tuple) -> P.DeliverSm:
     )
 
 
-def seal_early(cipher: FieldCipher, receipt: UpstreamReceipt) -> bytes:
-    """What the store keeps of a receipt that came before its submit_sm_resp: the upstream's
-    deliver_sm, encrypted (it holds the number)."""
-    return cipher.encrypt(receipt.pdu, b"early:" + receipt.connector.encode())
-
-
 def decode_early(cipher: FieldCipher, row: dict) -> UpstreamReceipt:
-    """Turn a stored early receipt back into an ``UpstreamReceipt`` (inside the transaction
-    that found its message)."""
+    """Turn an early receipt kept before schema 0006 (the upstream's deliver_sm, encrypted)
+    back into an ``UpstreamReceipt`` (inside the transaction that found its message)."""
     raw = cipher.decrypt(row["pdu_enc"], b"early:" + row["connector"].encode())
     pdu = codec.decode(raw)
     parsed = _fast_receipt(pdu)
@@ -370,7 +363,6 @@ def decode_early(cipher: FieldCipher, row: dict) -> UpstreamReceipt:
         upstream_id=row["upstream_id"],
         state=parsed[1],
         error=_error_code(parsed[2]),
-        pdu=raw,
         done_at=row["received_at"],
     )
 
@@ -393,12 +385,11 @@ def daemon_transaction(
     return Transaction(
         ReceiptBuilder(cipher, ids, lambda account: retention.get(account, default_retention)),
         per_part_receipts=lambda account: per_part.get(account, False),
-        seal_early=partial(seal_early, cipher),
         early_decoder=partial(decode_early, cipher),
     )
 
 
 __all__ = [
-    "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "is_receipt", "seal_early",
+    "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "is_receipt",
     "CommandStatus",
 ]

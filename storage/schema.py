@@ -106,8 +106,11 @@ early_receipts = Table(
     metadata,
     Column("connector", String(64), nullable=False),
     Column("upstream_id", String(80), nullable=False),
-    Column("pdu_enc", LargeBinary, nullable=False),
+    # The upstream's deliver_sm, encrypted: only in rows kept before migration 0006.
+    Column("pdu_enc", LargeBinary, nullable=True),
     Column("received_at", Float, nullable=False),
+    Column("state", SmallInteger, nullable=True),  # MessageState (None in older rows)
+    Column("error", BigInteger, nullable=True),
     PrimaryKeyConstraint("connector", "upstream_id"),
 )
 

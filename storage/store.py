@@ -436,8 +436,8 @@ class Store:
 
     async def purge_early_receipts(self, received_before: float) -> int:
         """Drop early receipts that never found their message (e.g. the first copy of a
-        message sent twice around a crash): they hold an encrypted number, kept no longer
-        than needed."""
+        message sent twice around a crash): kept no longer than needed (rows from before
+        schema 0006 hold an encrypted number)."""
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(early_receipts).where(early_receipts.c.received_at < received_before))
             return result.rowcount or 0

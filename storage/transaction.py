@@ -10,7 +10,7 @@ Receipt correlation happens inside the same transaction as its consequences (par
 message state, the partner's receipt in the outbox, the early-receipt table), so a crash
 can never leave a receipt half applied: either the upstream's receipt was acknowledged and
 everything it caused is stored, or it was not and the upstream sends it again. The hooks
-(receipt builder, early-receipt sealer and decoder, per-part receipts) are called inside the
+(receipt builder, early-receipt decoder, per-part receipts) are called inside the
 transaction for the same reason.
 """
 
@@ -96,10 +96,6 @@ class UpstreamReceipt:
     upstream_id: str
     state: int  # MessageState
     error: int
-    #: The upstream's deliver_sm, encoded. Stored only if the receipt arrives before its
-    #: submit_sm_resp, and then through the transaction's ``seal_early`` hook (encryption):
-    #: the common case never pays for encrypting a copy nobody reads.
-    pdu: bytes
     done_at: float
 
 
@@ -188,6 +184,13 @@ _SQLITE_EARLY = (
 _CHUNK = 5000  # ids per IN list (SQLite and asyncpg both take 32766 parameters at most)
 
 
+def _capped(error: int) -> int:
+    """An upstream's err: field can hold any number; one that overflows its column would fail
+    the whole group commit (and come back with every resend), so it is capped at the widest
+    value SMPP itself carries (a 32-bit command_status)."""
+    return min(max(error, 0), 0xFFFFFFFF)
+
+
 def _chunks(values: list, size: int = _CHUNK):
     for i in range(0, len(values), size):
         yield values[i : i + size]
@@ -199,8 +202,9 @@ class Transaction:
 
     ``receipt_builder`` turns a ``Finished`` into the partner's outbox row (or None);
     ``per_part_receipts(account)`` says whether that account gets one receipt per part;
-    ``seal_early(receipt)`` gives the bytes stored for a receipt kept as early (its ``pdu``
-    when not set) and ``early_decoder(row)`` turns such a row back into a receipt.
+    ``early_decoder(row)`` reads an early receipt kept by a version before schema 0006 (the
+    upstream's deliver_sm, encrypted) back into a receipt; later ones keep their state and
+    error in columns and need no hook.
     """
 
     def __init__(
@@ -208,12 +212,10 @@ class Transaction:
         receipt_builder: ReceiptBuilder,
         *,
         per_part_receipts: Callable[[str], bool] = lambda account: False,
-        seal_early: Callable[[UpstreamReceipt], bytes] | None = None,
         early_decoder: Callable[[dict], UpstreamReceipt] | None = None,
     ) -> None:
         self.receipt_builder = receipt_builder
         self.per_part_receipts = per_part_receipts
-        self.seal_early = seal_early
         self.early_decoder = early_decoder
 
     def apply(self, conn: Connection, batch: Work) -> dict[int, Any]:
@@ -296,7 +298,9 @@ class Transaction:
             outcomes[pos] = finished
 
     def _early_to_receipt(self, row: dict) -> UpstreamReceipt:
-        if self.early_decoder is None:
+        if row["state"] is not None:
+            return UpstreamReceipt(row["connector"], row["upstream_id"], row["state"], row["error"], row["received_at"])
+        if self.early_decoder is None:  # a row from before schema 0006
             raise RuntimeError("Transaction.early_decoder is not set")
         return self.early_decoder(row)
 
@@ -340,10 +344,12 @@ class Transaction:
             if not rows:
                 # Kept until its submit_sm_resp comes — final states only: an intermediate
                 # notification would settle nothing, and keeping it (first one wins) would
-                # shadow the final receipt that follows.
+                # shadow the final receipt that follows. What it said is kept, not the
+                # upstream's PDU: nothing personal waits for the message.
                 if receipt.state in _FINAL_INTS:
-                    sealed = receipt.pdu if self.seal_early is None else self.seal_early(receipt)
-                    early_rows.append((receipt.connector, receipt.upstream_id, sealed, now))
+                    early_rows.append(
+                        (receipt.connector, receipt.upstream_id, None, now, receipt.state, _capped(receipt.error))
+                    )
                 if pos is not None:
                     outcomes[pos] = False
                 continue
@@ -413,10 +419,7 @@ class Transaction:
                 if e:
                     error = e
                     break
-            # An upstream's err: field can hold any number; one that overflows the column
-            # would fail the whole group commit (and come back with every resend), so it is
-            # capped at the widest value SMPP itself carries (a 32-bit command_status).
-            error = min(max(error, 0), 0xFFFFFFFF)
+            error = _capped(error)
             per_part = self.per_part_receipts(msg["account"])
             if per_part:
                 for part_no, part_error in changes:

@@ -1,7 +1,7 @@
 """Stand-ins for the daemon's transaction hooks, shared by the store tests (``tests/unit/
 test_store.py``, ``tests/integration/test_storage_backends.py``): a receipt builder that
-records what finished and writes a readable outbox row, and the decoder of the early
-receipts those tests store as ``b"state:error"``."""
+records what finished and writes a readable outbox row, and the decoder of early receipts
+kept before schema 0006, which those tests write as ``b"state:error"``."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ class Builder:
 
 def early_decoder(row: dict) -> UpstreamReceipt:
     state, error = row["pdu_enc"].decode().split(":")
-    return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["pdu_enc"],
-                           row["received_at"])
+    return UpstreamReceipt(row["connector"], row["upstream_id"], int(state), int(error), row["received_at"])
 
 
 def recording_store(engine, ids: Iterator[int]) -> Store:

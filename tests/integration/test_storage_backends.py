@@ -91,7 +91,7 @@ def part_rows(message_id: int, count: int = 1, now: float = 1_800_000_000.123456
 
 def receipt(upstream_id: str, state: MessageState = MessageState.DELIVERED, error: int = 0,
             connector: str = "op-a") -> UpstreamReceipt:
-    return UpstreamReceipt(connector, upstream_id, int(state), error, b"%d:%d" % (state, error), 1_800_000_100.5)
+    return UpstreamReceipt(connector, upstream_id, int(state), error, 1_800_000_100.5)
 
 
 async def scalar(engine, stmt):
@@ -129,7 +129,7 @@ async def test_schema_holds_what_the_protocol_can_send(engine):
         await conn.execute(messages.insert(), [{**message_row(top), "error": 0xFFFFFFFF}])
         await conn.execute(parts.insert(), [{**part_rows(top)[0], "upstream_id": huge_id, "connector": "c" * 64}])
         await conn.execute(early_receipts.insert(), [
-            {"connector": "c" * 64, "upstream_id": huge_id, "pdu_enc": b"\x00", "received_at": 1.5}
+            {"connector": "c" * 64, "upstream_id": huge_id, "received_at": 1.5, "state": 8, "error": 0xFFFFFFFF}
         ])
     async with engine.connect() as conn:
         row = (await conn.execute(select(messages.c.id, messages.c.error, messages.c.submitted_at))).one()

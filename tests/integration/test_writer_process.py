@@ -2,11 +2,12 @@
 
 The store is given the daemon's own transaction factory (``receipts.daemon_transaction``,
 real keys in a temporary folder), so these tests cross the process boundary with the real
-values: message rows, upstream receipts (sealed in the child when kept early), and the
-partner's receipt PDUs coming back. Also: the child keeps the daemon's clock, survives
-SIGTERM (the daemon's shutdown still needs it), is started again after it died, reports a
-failed batch without stopping, commits the batches waiting together in one transaction (a
-bad one failing alone), refuses to start without keys, and exits when its daemon is killed.
+values: message rows, upstream receipts (kept early without their PDU; older early rows
+decoded in the child), and the partner's receipt PDUs coming back. Also: the child keeps
+the daemon's clock, survives SIGTERM (the daemon's shutdown still needs it), is started
+again after it died, reports a failed batch without stopping, commits the batches waiting
+together in one transaction (a bad one failing alone), refuses to start without keys, and
+exits when its daemon is killed.
 """
 
 from __future__ import annotations
@@ -84,13 +85,7 @@ def new_message(cipher: FieldCipher, registered: int = 1) -> tuple[dict, list[di
 
 
 def upstream_receipt(upstream_id: str, state: M = M.DELIVERED) -> UpstreamReceipt:
-    pdu = P.DeliverSm(
-        source_addr=DEST.lstrip("+"), destination_addr="ACME", esm_class=EsmClass.DELIVERY_RECEIPT,
-        short_message=b"id:%s sub:001 dlvrd:001 submit date:2701010000 done date:2701010001 stat:DELIVRD err:000 text:"
-        % upstream_id.encode(),
-        tlvs=((Tag.RECEIPTED_MESSAGE_ID, upstream_id), (Tag.MESSAGE_STATE, int(state))),
-    )
-    return UpstreamReceipt("op", upstream_id, int(state), 0, codec.encode(pdu, 0), NOW)
+    return UpstreamReceipt("op", upstream_id, int(state), 0, NOW)
 
 
 async def columns_of(engine, table) -> list[dict]:
@@ -127,21 +122,39 @@ async def test_a_receipt_round_trip_through_the_writer_process(store, engine, ke
     assert codec.decode(cipher.decrypt(stored["pdu_enc"], b"outbox:%d" % stored["id"])) == pdu
 
 
-async def test_an_early_receipt_is_sealed_and_decoded_in_the_child(store, engine, keys):
+async def test_an_early_receipt_is_kept_without_its_pdu_and_matched_in_the_child(store, engine, keys):
     cipher = FieldCipher(Keyring.load(keys))
     row, parts_ = new_message(cipher)
     await store.add_message(row, parts_)
-    early = upstream_receipt("b7")
-    assert await store.apply_receipt(early) is False  # before its submit_sm_resp: kept
+    assert await store.apply_receipt(upstream_receipt("b7")) is False  # before its submit_sm_resp: kept
     [kept] = await columns_of(engine, early_receipts)
-    assert kept["pdu_enc"] != early.pdu and DEST.lstrip("+").encode() not in kept["pdu_enc"]
-    assert cipher.decrypt(kept["pdu_enc"], b"early:op") == early.pdu
+    assert (kept["state"], kept["error"], kept["pdu_enc"]) == (int(M.DELIVERED), 0, None)
 
     [done] = await store.record_submit(SubmitResult(row["id"], 1, PART_SUBMITTED, "op", "b7", 1, NOW))
     assert done.state == M.DELIVERED and done.message["id"] == row["id"]
     assert await columns_of(engine, early_receipts) == []
     [sent] = store.rows
     assert dict(sent["pdu"].tlvs)[Tag.RECEIPTED_MESSAGE_ID] == str(row["id"])
+
+
+async def test_an_early_receipt_kept_by_an_older_version_is_decoded_in_the_child(store, engine, keys):
+    """Before schema 0006 an early receipt was the upstream's deliver_sm, encrypted."""
+    cipher = FieldCipher(Keyring.load(keys))
+    row, parts_ = new_message(cipher)
+    await store.add_message(row, parts_)
+    deliver = P.DeliverSm(
+        source_addr=DEST.lstrip("+"), destination_addr="ACME", esm_class=EsmClass.DELIVERY_RECEIPT,
+        short_message=b"id:c8 sub:001 dlvrd:000 submit date:2701010000 done date:2701010001 stat:UNDELIV err:045 text:",
+        tlvs=((Tag.RECEIPTED_MESSAGE_ID, "c8"), (Tag.MESSAGE_STATE, int(M.UNDELIVERABLE))),
+    )
+    async with engine.begin() as conn:
+        await conn.execute(early_receipts.insert(), [{
+            "connector": "op", "upstream_id": "c8", "received_at": NOW,
+            "pdu_enc": cipher.encrypt(codec.encode(deliver), b"early:op"),
+        }])
+    [done] = await store.record_submit(SubmitResult(row["id"], 1, PART_SUBMITTED, "op", "c8", 1, NOW))
+    assert (done.state, done.error) == (M.UNDELIVERABLE, 45)  # err:045, decimal
+    assert await columns_of(engine, early_receipts) == []
 
 
 async def test_a_failed_batch_fails_its_calls_and_the_writer_goes_on(store, keys):

@@ -57,7 +57,7 @@ def test_message_state(states, expected):
 
 
 def receipt(upstream_id: str, state: M = M.DELIVERED, error: int = 0, connector: str = "op") -> UpstreamReceipt:
-    return UpstreamReceipt(connector, upstream_id, int(state), error, b"%d:%d" % (state, error), NOW + 10)
+    return UpstreamReceipt(connector, upstream_id, int(state), error, NOW + 10)
 
 
 @pytest.fixture
@@ -381,22 +381,26 @@ async def test_committed_outbox_rows_are_handed_over(engine):
         await store.stop()
 
 
-async def test_an_early_copy_is_sealed_only_for_a_receipt_kept_early(store, engine):
-    message_id = await add(store)
-    await store.record_submit(submitted(message_id, "1701"))
-    sealed: list[str] = []
-
-    def seal(r: UpstreamReceipt) -> bytes:
-        sealed.append(r.upstream_id)
-        return b"sealed:" + r.pdu
-
-    store.transaction.seal_early = seal
-    assert await store.apply_receipt(receipt("1701")) is True
-    assert sealed == []
-    assert await store.apply_receipt(receipt("1702")) is False
-    assert sealed == ["1702"]
+async def test_an_early_receipt_keeps_what_it_said_and_nothing_personal(store, engine):
+    """Kept early: its state and error, not the upstream's PDU (which holds the number)."""
+    assert await store.apply_receipt(receipt("1702", M.UNDELIVERABLE, 0x45)) is False
     [row] = [r async for r in _early_rows(engine)]
-    assert row["pdu_enc"] == b"sealed:%d:0" % M.DELIVERED
+    assert (row["state"], row["error"], row["pdu_enc"]) == (int(M.UNDELIVERABLE), 0x45, None)
+    message_id = await add(store)
+    [done] = await store.record_submit(submitted(message_id, "1702"))
+    assert (done.state, done.error) == (M.UNDELIVERABLE, 0x45)
+
+
+async def test_an_early_receipt_kept_by_an_older_version_is_still_read(store, engine):
+    """Rows from before schema 0006 carry the upstream's PDU (here the test's b"state:error"
+    stand-in) and no state: the transaction's early decoder reads them."""
+    async with engine.begin() as conn:
+        await conn.execute(early_receipts.insert(), [
+            {"connector": "op", "upstream_id": "1703", "pdu_enc": b"%d:0" % M.EXPIRED, "received_at": NOW}
+        ])
+    message_id = await add(store)
+    [done] = await store.record_submit(submitted(message_id, "1703"))
+    assert done.state == M.EXPIRED and await count(engine, early_receipts) == 0
 
 
 async def _early_rows(engine):

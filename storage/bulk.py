@@ -8,6 +8,7 @@ are. Split from ``store.py``, which decides *what* to write; this module only kn
 
 from __future__ import annotations
 
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Iterable
 
@@ -80,7 +81,7 @@ class Bulk:
                 sql = self._sql[size] = self._sqlite_sql(size)
             chunk = rows[i : i + size]
             i += size
-            conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row))
+            conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
 
     def _sqlite_rows(self, rows: list[tuple]) -> list[tuple]:
         return rows

@@ -21,7 +21,8 @@ Figures: MT/s = accepted submits per second, first submit to last ``submit_sm_re
 receipts/s (end-to-end) = messages per second, first submit to last receipt; submit latency
 = ``perf_counter`` around each ``await submit_sm``; receipt latency = submit to receipt;
 CPU seconds per 1,000 messages of each process over the measured part (first submit to last
-receipt, all threads, from ``/proc``; the daemon's figure includes its writer process). The
+receipt, all threads, from ``/proc``; the daemon's figure includes its writer process, and
+the line under the table splits it between the two). The
 ratio smscenter/direct of the end-to-end rate is the figure the target (≥ 40 %) is about.
 ``--rounds N`` runs both paths N times, alternating which goes first, and prints the median
 ratio: the direct rate alone moved between 3k and 12k receipts/s from one run to the next on

@@ -60,12 +60,12 @@ from .transaction import (
 )
 from .writer import WriterProcess
 
-#: Batches a writer process may hold at once. Each loop iteration's calls go as one batch
-#: without waiting for the previous answer; the child commits the batches that arrived while
-#: it committed as one transaction (``writer._Committer``), so the writer does not idle while
-#: the loop reacts to an answer. With one batch at a time, the writer and the event loop
-#: took turns: 109 % of one core between them on two cores, bench_mt bound by that ping-pong.
-PIPELINE = 16
+#: Batches a writer process may hold at once. One: what gathers while it commits goes as
+#: soon as it answers (``_answered``). More measured worse in bench_mt: two (the next batch
+#: waiting in the socket) made a call wait for up to three commits instead of two; sixteen,
+#: with the child merging the batches that had arrived into one transaction, made commits
+#: smaller and the writer ~15 % more costly per message, at no gain in throughput.
+PIPELINE = 1
 
 
 class Outcome:
@@ -306,8 +306,7 @@ class Store:
                 # Let more work join this commit: one fsync for everything that arrives
                 # within max_delay of the batch's first call. A batch that filled while the
                 # previous commit ran has waited long enough. (A writer process needs no
-                # such wait: each loop iteration's calls go to it at once, and it commits
-                # together the batches that arrived while it was busy.)
+                # such wait: what arrives while it commits is sent as soon as it answers.)
                 linger = self.max_delay - (loop.time() - batch.started)
                 if linger > 0:
                     await asyncio.sleep(linger)

@@ -11,8 +11,8 @@ The parent talks to it from the event loop itself (a socket pair, length-prefixe
 an ``asyncio.Protocol``), not from a thread that would compete for the GIL again, and a
 reply is handed to its callback in the loop iteration that reads it: a busy loop (hundreds
 of submits planned per iteration) must not add one iteration per await between the child's
-answer and the store learning of it. Batches are answered in the order they were sent; the
-ones that arrived while the child committed are committed together.
+answer and the store learning of it. Batches are answered in the order they were sent, one
+at a time (the store sends the next one from the callback that read the previous answer).
 
 The child is started with the ``spawn`` method (a clean interpreter: no inherited sockets,
 threads or SQLite handles), builds its ``Transaction`` with the picklable factory it is
@@ -181,142 +181,49 @@ class _Channel(asyncio.Protocol):
 
 
 def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) -> None:
-    """The writer process: answers batches in order until told to stop or the socket closes.
-    The batches that arrived while it committed are committed together (``_Committer``)."""
+    """The writer process: one batch at a time until told to stop or the socket closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from . import db
 
-    def send(*values) -> None:
-        out = bytearray()
-        for value in values:
-            data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-            out += _HEADER.pack(len(data))
-            out += data
-        sock.sendall(out)
+    stream = sock.makefile("rb")
+
+    def send(value) -> None:
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        sock.sendall(_HEADER.pack(len(data)) + data)
 
     try:
-        committer = _Committer(db.sync_writer_engine(url), factory())
+        engine = db.sync_writer_engine(url)
+        transaction = factory()
+        # One connection for the process's life (opened now: the file and its pragmas, not
+        # in the first batch); a new one after a failed batch, in case that one is broken.
+        conn = engine.connect()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses to start
         send((False, f"{type(exc).__name__}: {exc}"))
         return
     send((True, None))
-    frames = _Frames(sock)
     try:
         while True:
-            batch = frames.read()
-            if batch is None:
+            header = stream.read(_HEADER.size)
+            if len(header) < _HEADER.size:
                 return  # the daemon is gone
-            stop = None in batch  # what came before the stop request is still answered
-            if stop:
-                batch = batch[: batch.index(None)]
-            if batch:
-                send(*committer.commit(batch))
-            if stop:
+            (size,) = _HEADER.unpack(header)
+            work = pickle.loads(stream.read(size))
+            if work is None:
                 return
-    finally:
-        committer.close()
-
-
-class _Committer:
-    """The child's transactions, on one connection for the process's life (opened now: the
-    file and its pragmas, not in the first batch).
-
-    Batches are committed together when several are waiting: the parent sends what gathered
-    in each loop iteration without waiting for the previous answer, so the writer never
-    idles while the event loop reacts to an answer, and one fsync still covers everything
-    that arrived during a commit. If that shared transaction fails, each batch is run again
-    alone (from its pickle: ``apply`` may have changed the objects), so a bad batch fails
-    only its own calls."""
-
-    def __init__(self, engine, transaction: Transaction) -> None:
-        self.engine = engine
-        self.transaction = transaction
-        self.conn = engine.connect()
-
-    def commit(self, frames: list[bytes]) -> list[Reply]:
-        """One reply per frame, in order."""
-        if len(frames) > 1:
-            works = [pickle.loads(f) for f in frames]
-            added_from = [len(w.new_outbox) for w in works]
+            added_from = len(work.new_outbox)
             try:
-                with self.conn.begin():
-                    outcomes = [self.transaction.apply(self.conn, w) for w in works]
-            except Exception:  # noqa: BLE001 - redone one batch at a time below
-                self._reconnect()
-            else:
-                return [(True, o, _sent_back(w.new_outbox[a:])) for o, w, a in zip(outcomes, works, added_from)]
-        return [self._alone(pickle.loads(f)) for f in frames]
-
-    def _alone(self, work: Work) -> Reply:
-        added_from = len(work.new_outbox)
-        try:
-            with self.conn.begin():
-                outcomes = self.transaction.apply(self.conn, work)
-        except Exception as exc:  # noqa: BLE001 - the parent fails the batch's calls with it
-            self._reconnect()
-            return (False, _picklable(exc))
-        return (True, outcomes, _sent_back(work.new_outbox[added_from:]))
-
-    def _reconnect(self) -> None:
-        """A new connection after a failed transaction, in case that one is broken."""
-        self.conn.close()
-        self.conn = self.engine.connect()
-
-    def close(self) -> None:
-        self.conn.close()
-        self.engine.dispose()
-
-
-class _Frames:
-    """The child's end of the socket: waits for one frame, then also takes every frame
-    already received (what the parent sent during the last commit)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = bytearray()
-        self.eof = False
-
-    def read(self) -> list | None:
-        """The unpickled stop request (None) stays None; batches stay pickled bytes. None
-        at end of file."""
-        frames = self._complete()
-        while not frames:
-            if self.eof:
-                return None
-            self._receive(wait=True)
-            frames = self._complete()
-        while not self.eof and self._receive(wait=False):
-            pass
-        frames += self._complete()
-        return frames
-
-    def _receive(self, *, wait: bool) -> bool:
-        try:
-            data = self.sock.recv(1 << 20, 0 if wait else socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        if not data:
-            self.eof = True
-            return False
-        self.buffer += data
-        return True
-
-    def _complete(self) -> list:
-        buf, start, frames = self.buffer, 0, []
-        while len(buf) - start >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buf, start)
-            end = start + _HEADER.size + size
-            if len(buf) < end:
-                break
-            frame = bytes(buf[start + _HEADER.size : end])
-            frames.append(None if frame == _STOP else frame)
-            start = end
-        del buf[:start]
-        return frames
-
-
-_STOP = pickle.dumps(None, pickle.HIGHEST_PROTOCOL)
+                with conn.begin():
+                    outcomes = transaction.apply(conn, work)
+            except Exception as exc:  # noqa: BLE001 - the parent fails the batch's calls with it
+                send((False, _picklable(exc)))
+                conn.close()
+                conn = engine.connect()
+                continue
+            send((True, outcomes, _sent_back(work.new_outbox[added_from:])))
+    finally:
+        conn.close()
+        engine.dispose()
 
 
 def _sent_back(rows: list[dict]) -> list[dict]:

@@ -5,9 +5,8 @@ real keys in a temporary folder), so these tests cross the process boundary with
 values: message rows, upstream receipts (kept early without their PDU; older early rows
 decoded in the child), and the partner's receipt PDUs coming back. Also: the child keeps
 the daemon's clock, survives SIGTERM (the daemon's shutdown still needs it), is started
-again after it died, reports a failed batch without stopping, commits the batches waiting
-together in one transaction (a bad one failing alone), refuses to start without keys, and
-exits when its daemon is killed.
+again after it died, reports a failed batch without stopping, refuses to start without
+keys, and exits when its daemon is killed.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import asyncio
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -32,11 +30,9 @@ from protocol.constants import EsmClass, MessageState as M, Tag
 from smscenter.receipts import TRANSACTION_NODE, daemon_transaction
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import SEQ_BITS, MAX_NODE
-from storage import db
-from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox
+from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, outbox
 from storage.store import Store, SubmitResult, UpstreamReceipt
-from storage.transaction import Work
-from storage.writer import _HEADER, WriterDied, _Committer, _Frames
+from storage.writer import WriterDied
 
 NOW = 1_800_000_000.5
 DEST = "+33612345678"
@@ -287,62 +283,6 @@ async def test_a_failing_outbox_hook_is_reported_and_the_commit_still_answered(s
         assert [type(c["exception"]) for c in reported] == [RuntimeError]
     finally:
         loop.set_exception_handler(None)
-
-
-# --- batches that arrived during a commit ---------------------------------------------------
-
-
-def _frame(value) -> bytes:
-    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
-
-
-def test_the_child_takes_every_batch_already_received_at_once():
-    """What the parent sent while the child committed is read in one go (and a stop request
-    still ends it after the batches before it)."""
-    ours, theirs = socket.socketpair()
-    try:
-        frames = _Frames(theirs)
-        first, second = Work(now=1.0), Work(now=2.0)
-        ours.sendall(_frame(first) + _frame(second)[:7])  # the second one not whole yet
-        assert [pickle.loads(f).now for f in frames.read()] == [1.0]
-        ours.sendall(_frame(second)[7:] + _frame(Work(now=3.0)) + _frame(None))
-        got = frames.read()
-        assert [pickle.loads(f).now for f in got[:2]] == [2.0, 3.0] and got[2] is None
-        ours.close()
-        assert frames.read() is None  # end of file: the daemon is gone
-    finally:
-        ours.close()
-        theirs.close()
-
-
-async def test_batches_committed_together_fail_alone(engine, keys):
-    """Batches waiting together share one transaction; when it fails, each is run again on
-    its own, so only the bad one fails, and the others are committed and answered."""
-    cipher = FieldCipher(Keyring.load(keys))
-    good1, bad, good2 = (Work(now=NOW) for _ in range(3))
-    row, parts_ = new_message(cipher)
-    good1.new_messages.append(row), good1.new_parts.extend(parts_)
-    bad.new_messages.append(row), bad.new_parts.extend(parts_)  # the same id again
-    other, other_parts = new_message(cipher)
-    good2.new_messages.append(other), good2.new_parts.extend(other_parts)
-    url = db.writer_url(engine)
-
-    def run() -> list:
-        committer = _Committer(db.sync_writer_engine(url), factory(keys)())
-        try:
-            together = committer.commit([pickle.dumps(w) for w in (good1, good2)])
-            alone = committer.commit([pickle.dumps(w) for w in (bad,)])
-            mixed = committer.commit([pickle.dumps(w) for w in (Work(now=NOW), bad, Work(now=NOW))])
-            return together + alone + mixed
-        finally:
-            committer.close()
-
-    replies = await asyncio.to_thread(run)
-    assert [r[0] for r in replies] == [True, True, False, True, False, True]
-    assert "UNIQUE" in str(replies[2][1]) or "IntegrityError" in str(replies[2][1])
-    stored = {m["id"] for m in await columns_of(engine, messages)}
-    assert stored == {row["id"], other["id"]}
 
 
 def test_what_crosses_to_the_writer_pickles_to_equal_values():

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, TextIO
 
-from .config import ConfigError, Settings, load_settings
+from .config import Settings, load_or_report
 
 # storage (SQLAlchemy) and routing.numbers (phonenumbers) are imported where used: the other
 # verbs (check-config, hash-password) should not pay for them at start-up.
@@ -443,10 +443,8 @@ def _cmd(args: argparse.Namespace) -> int:
     from storage.crypto import CryptoError
 
     verb = f"smscenter {args.verb} {args.action}"
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        _err(*exc.errors, f"{verb}: {args.config}: invalid configuration")
+    settings = load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+    if settings is None:
         return EXIT_USAGE
     if getattr(args, "limit", None) is not None and args.limit <= 0:
         _err(f"{verb}: --limit must be positive")

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
+from .config import load_or_report
 
 __all__ = ["main"]
 
@@ -34,19 +34,9 @@ def _err(*lines: str) -> None:
         print(line, file=sys.stderr)
 
 
-def _load(path: str) -> Settings | None:
-    """The settings, or None after printing every error."""
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        _err(*exc.errors)
-        return None
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
+    settings = load_or_report(args.config, f"smscenter: {args.config}: invalid configuration, nothing started")
     if settings is None:
-        _err(f"smscenter: {args.config}: invalid configuration, nothing started")
         return EXIT_USAGE
     from .logs import configure_logging
 
@@ -67,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
+    settings = load_or_report(args.config)
     if settings is None:
         return EXIT_USAGE
     print(
@@ -159,7 +149,7 @@ def _cmd_windows(args: argparse.Namespace) -> int:
 
     settings = None
     if args.config:
-        settings = _load(args.config)
+        settings = load_or_report(args.config)
         if settings is None:
             return EXIT_USAGE
     return windows_run(settings, args.country, args.at)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import sys
 import tomllib
 import typing
 from functools import cached_property
@@ -819,3 +820,14 @@ def load_settings(path: str | Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
     return settings_from_dict(data, base_dir=path.resolve().parent)
+
+
+def load_or_report(path: str | Path, *then: str) -> Settings | None:
+    """For the command-line verbs: the settings, or None after printing every problem (and
+    the ``then`` lines, e.g. what the verb did not do) on stderr."""
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        for line in (*exc.errors, *then):
+            print(line, file=sys.stderr)
+        return None

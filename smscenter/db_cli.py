@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import sys
 
-from .config import ConfigError, load_settings
+from .config import load_or_report
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -32,11 +32,8 @@ def add_arguments(verbs) -> None:
 
 def _cmd(args: argparse.Namespace) -> int:
     verb = f"smscenter db {args.action}"
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        for line in (*exc.errors, f"{verb}: {args.config}: invalid configuration"):
-            print(line, file=sys.stderr)
+    settings = load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+    if settings is None:
         return EXIT_USAGE
     from storage import db
 

@@ -251,9 +251,11 @@ def _parser() -> argparse.ArgumentParser:
 
     from .admin import add_arguments as add_admin_arguments
     from .db_cli import add_arguments as add_db_arguments
+    from .keys_cli import add_arguments as add_keys_arguments
 
     add_admin_arguments(verbs)  # blacklist add|remove|list|import|export, mo list
     add_db_arguments(verbs)  # db status|upgrade
+    add_keys_arguments(verbs)  # keys list|rotate
     return parser
 
 

@@ -7,7 +7,9 @@ Keys folder (``[storage] keys``), mode 0700, every file 0600:
 
 - ``dek-0001.key``, ``dek-0002.key`` … — data-encryption keys, 32 random bytes each
   (AES-256-GCM). The highest id is the *current* key: new values are encrypted with it.
-  Older keys stay so older values still decrypt; ``Keyring.rotate()`` adds the next one.
+  Older keys stay so older values still decrypt; ``Keyring.rotate()`` (``smscenter keys
+  rotate``) adds the next one, and every ``FieldCipher`` — the running daemon's processes
+  too — encrypts with it within ``KEY_CHECK_INTERVAL``.
 - ``lookup.key`` — 32 random bytes, the HMAC key for look-up hashes and pseudonyms. It never
   rotates: a new one would change every stored hash, and look-ups would stop finding rows.
 
@@ -39,11 +41,14 @@ re-read the folder once before giving up.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import re
 import stat
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -73,11 +78,18 @@ MAX_KEY_ID = 0xFFFF
 LOOKUP_HASH_SIZE = 16
 PSEUDONYM_CHARS = 16
 
+#: Seconds between two looks at the keys folder for a key added since (``smscenter keys
+#: rotate``, or another node sharing the folder): a running daemon, its writer process
+#: included, encrypts with the new key within about this long, with no restart. A look
+#: lists a folder of a few files, once a second at most and only while encrypting.
+KEY_CHECK_INTERVAL = 1.0
+
 LOOKUP_FILE = "lookup.key"
 _DEK_NAME = re.compile(r"dek-(\d{4,5})\.key")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _E164_SEPARATORS = str.maketrans("", "", " \t-.()/")
 _PSEUDONYM_LABEL = b"smscenter pseudonym v1\x00"
+_log = logging.getLogger("smscenter.keys")
 
 
 class CryptoError(Exception):
@@ -382,14 +394,17 @@ class FieldCipher:
     Safe to share between threads and tasks; holds no state besides those caches.
     """
 
-    __slots__ = ("keyring", "_aeads", "_pseudonym_keys", "_lookup_mac")
+    __slots__ = ("keyring", "_aeads", "_pseudonym_keys", "_lookup_mac", "_clock", "_next_check", "_folder_error")
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.keyring = keyring
         self._aeads: dict[int, tuple[bytes, AESGCM]] = {}
         self._pseudonym_keys: dict[bytes, bytes] = {}
         # HMAC keyed once; each look-up copies it (a copy is cheaper than keying again).
         self._lookup_mac = hmac.new(keyring._lookup, digestmod="sha256")
+        self._clock = clock
+        self._next_check = clock() + KEY_CHECK_INTERVAL
+        self._folder_error: str | None = None
 
     def _aead(self, key_id: int) -> tuple[bytes, AESGCM]:
         entry = self._aeads.get(key_id)
@@ -414,9 +429,28 @@ class FieldCipher:
 
     def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         """A token: header (version, key id) + random nonce + ciphertext + tag."""
+        if self._clock() >= self._next_check:
+            self._look_for_new_keys()
         header, aead = self._aead(self.keyring.current_id)
         nonce = os.urandom(NONCE_SIZE)
         return header + nonce + aead.encrypt(nonce, plaintext, header + aad)
+
+    def _look_for_new_keys(self) -> None:
+        """Load keys added to the folder since we last looked; the highest becomes current.
+        A folder we cannot read now (moved, a new key with loose permissions) is reported
+        once and we go on with the keys we have: refusing to encrypt would refuse traffic."""
+        self._next_check = self._clock() + KEY_CHECK_INTERVAL
+        try:
+            added = self.keyring.refresh()
+        except (KeyringError, OSError) as exc:
+            if str(exc) != self._folder_error:
+                self._folder_error = str(exc)
+                _log.warning("keys folder unreadable, still encrypting with key %d: %s", self.keyring.current_id, exc)
+            return
+        self._folder_error = None
+        if added:
+            _log.info("keys %s added to %s; new values are encrypted with key %d",
+                      list(added), self.keyring.folder, self.keyring.current_id)
 
     def decrypt(self, token: bytes, aad: bytes = b"") -> bytes:
         """The plaintext of ``token``; ``DecryptError`` if it was altered or the AAD differs,

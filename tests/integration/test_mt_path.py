@@ -28,8 +28,11 @@ counts are exact: a duplicate receipt fails the test.
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import smpp34
@@ -39,6 +42,7 @@ from protocol.constants import MessageState
 from protocol.text import UnsupportedDataCoding
 from smscenter import dispatch
 from smscenter.connector import CONGESTION_RETRIES
+from storage.crypto import KEY_CHECK_INTERVAL
 from storage.schema import early_receipts, messages, outbox, parts
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
     HOST,
@@ -59,6 +63,7 @@ from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are 
 
 pytestmark = pytest.mark.timeout(60)
 
+REPO = Path(__file__).resolve().parents[2]
 DEST = "+33612345678"
 DEST_DIGITS = "33612345678"
 
@@ -613,6 +618,40 @@ async def test_database_files_hold_no_number_or_text_in_clear(mt, mt_settings):
     assert files
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+
+
+async def test_a_key_rotated_beside_the_running_daemon_is_used_without_restart(mt, mt_settings):
+    """``smscenter keys rotate`` while the daemon runs: within a second, new messages (the
+    event loop encrypts them) and new receipts (the writer process does) use the new key;
+    what the old key encrypted still decrypts, so the held receipts of both keys reach the
+    partner when it binds."""
+    up = await mt.upstream(stat="DELIVRD")
+    settings = mt_settings([connector_entry("op", up.port)])
+    d = await mt.daemon(settings)
+    tx = await mt.partner(d, "acme", "TX")  # receipts stay in the outbox, to read their key id
+    before = (await tx.submit(DEST, b"before the rotation")).message_id
+    await wait_for(lambda: count_rows(settings, outbox) == 1, what="the first receipt held")
+
+    rotate = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from storage.crypto import Keyring; print(Keyring.load(sys.argv[1]).rotate())",
+        str(settings.storage.keys), stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert (await rotate.communicate())[0].strip() == b"2"
+    await asyncio.sleep(KEY_CHECK_INTERVAL + 0.3)  # both processes' next look at the folder
+    after = (await tx.submit(DEST, b"after the rotation")).message_id
+    await wait_for(lambda: count_rows(settings, outbox) == 2, what="the second receipt held")
+
+    def key_ids(message_id: str) -> tuple[int, int, int]:
+        msg = message_row(settings, message_id)
+        part = next(p for p in rows(settings, parts) if p["message_id"] == msg["id"])
+        receipt = next(r for r in rows(settings, outbox) if r["message_id"] == msg["id"])
+        return tuple(int.from_bytes(bytes(v)[1:3], "big") for v in (msg["dest_enc"], part["pdu_enc"], receipt["pdu_enc"]))
+
+    assert key_ids(before) == (1, 1, 1)
+    assert key_ids(after) == (2, 2, 2)  # dest and part: event loop; receipt: writer process
+    rx = await mt.partner(d, "acme", "RX")
+    got = await rx.receipts(2)
+    assert sorted(r.id for r in got) == sorted([before, after]) and all(r.stat == "DELIVRD" for r in got)
 
 
 # --------------------------------------------------------------------------- 8. ordering

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage.crypto import (
+    KEY_CHECK_INTERVAL,
     OVERHEAD,
     DecryptError,
     FieldCipher,
@@ -141,6 +142,33 @@ def test_rotation_by_another_node_is_picked_up(keys):
     a.keyring.rotate()  # id 3 written by a
     assert b2.rotate() == 4
     assert Keyring.load(keys).key_ids == (1, 2, 3, 4)
+
+
+def test_a_key_added_to_the_folder_becomes_current_within_the_check_interval(keys, caplog):
+    """What ``smscenter keys rotate`` relies on: a cipher that is running (the daemon's, its
+    writer process's) starts encrypting with a key another process added, by itself."""
+    clock = [1000.0]
+    running = FieldCipher(Keyring.create(keys), clock=lambda: clock[0])
+    before = running.encrypt(b"before")
+    assert Keyring.load(keys).rotate() == 2  # another process: the CLI
+    clock[0] += KEY_CHECK_INTERVAL / 2
+    assert running.key_id_of(running.encrypt(b"x")) == 1  # not looked yet
+    clock[0] += KEY_CHECK_INTERVAL
+    after = running.encrypt(b"after")
+    assert running.key_id_of(after) == 2 and running.keyring.key_ids == (1, 2)
+    assert running.decrypt(before) == b"before" and running.decrypt(after) == b"after"
+
+    # A folder that went bad meanwhile: said once, and encryption goes on with what we have.
+    Keyring.load(keys).rotate()
+    os.chmod(keys / "dek-0003.key", 0o644)
+    for _ in range(3):
+        clock[0] += KEY_CHECK_INTERVAL
+        assert running.key_id_of(running.encrypt(b"y")) == 2
+    warnings = [r for r in caplog.records if r.name == "smscenter.keys" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "dek-0003.key" in warnings[0].getMessage()
+    os.chmod(keys / "dek-0003.key", 0o600)
+    clock[0] += KEY_CHECK_INTERVAL
+    assert running.key_id_of(running.encrypt(b"z")) == 3
 
 
 # ---------------------------------------------------------------------------- permissions

@@ -391,7 +391,9 @@ class FieldCipher:
     """Encrypts and decrypts column values; computes look-up hashes and pseudonyms.
 
     ``AESGCM`` objects are built once per key and cached (building one is the costly part).
-    Safe to share between threads and tasks; holds no state besides those caches.
+    While encrypting, it looks at the keys folder once per ``KEY_CHECK_INTERVAL`` (by
+    ``clock``) for a key added since, which then becomes current. Safe to share between
+    threads and tasks; holds no state besides those caches and when it last looked.
     """
 
     __slots__ = ("keyring", "_aeads", "_pseudonym_keys", "_lookup_mac", "_clock", "_next_check", "_folder_error")

@@ -33,15 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, TextIO
 
-from .config import Settings, load_or_report
+from .config import Settings
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
 
 # storage (SQLAlchemy) and routing.numbers (phonenumbers) are imported where used: the other
 # verbs (check-config, hash-password) should not pay for them at start-up.
 PLATFORM_PREFIX = "sc:"  # storage.optouts.PLATFORM_PREFIX
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 #: Node id of the ids this CLI makes (audit rows): the daemons use the low ones, so two
 #: writers never make the same id in the same millisecond.
@@ -359,7 +356,7 @@ def add_arguments(verbs) -> None:
     actions = bl.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def common(p, account_required: bool = True) -> None:
-        p.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML config file")
+        add_config_option(p)
         p.add_argument(
             "--account", required=account_required, metavar="ID",
             help="account system_id, or platform:<short code> for a shared code's platform-level list"
@@ -429,7 +426,7 @@ def add_arguments(verbs) -> None:
         description="Show received MO, newest first: time, short code, status, account, number "
         "(masked unless --show-numbers), text length and the reason it was not routed.",
     )
-    mo_ls.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML config file")
+    add_config_option(mo_ls)
     mo_ls.add_argument("--status", choices=_MO_STATUSES, default="unroutable",
                        help="which MO (default: unroutable)")
     mo_ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N rows (default 100)")
@@ -442,8 +439,7 @@ def _cmd(args: argparse.Namespace) -> int:
     """Load the config, open storage, run the verb; map errors to exit codes."""
     from storage.crypto import CryptoError
 
-    verb = f"smscenter {args.verb} {args.action}"
-    settings = load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+    verb, settings = load_for(args)
     if settings is None:
         return EXIT_USAGE
     if getattr(args, "limit", None) is not None and args.limit <= 0:

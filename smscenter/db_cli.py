@@ -14,25 +14,19 @@ import argparse
 import asyncio
 import sys
 
-from .config import load_or_report
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_actions, load_for
 
 
 def add_arguments(verbs) -> None:
     """Register ``db status`` and ``db upgrade`` on the ``smscenter`` sub-parsers."""
-    parser = verbs.add_parser("db", help="the database schema: status, upgrade")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    status = actions.add_parser("status", help="the schema's revision and this smscenter's (exit 1 if they differ)")
-    upgrade = actions.add_parser("upgrade", help="create or upgrade the schema to this smscenter's")
-    for sub, run in ((status, _status), (upgrade, _upgrade)):
-        sub.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML config file")
-        sub.set_defaults(func=_cmd, run=run)
+    add_actions(verbs, "db", "the database schema: status, upgrade", [
+        ("status", "the schema's revision and this smscenter's (exit 1 if they differ)", _status),
+        ("upgrade", "create or upgrade the schema to this smscenter's", _upgrade),
+    ], _cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    verb = f"smscenter db {args.action}"
-    settings = load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+    verb, settings = load_for(args)
     if settings is None:
         return EXIT_USAGE
     from storage import db

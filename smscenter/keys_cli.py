@@ -23,28 +23,20 @@ import stat
 import sys
 from pathlib import Path
 
-from .config import load_or_report
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_actions, load_for
 
 
 def add_arguments(verbs) -> None:
     """Register ``keys list`` and ``keys rotate`` on the ``smscenter`` sub-parsers."""
-    parser = verbs.add_parser("keys", help="the encryption keys: list, rotate")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="the keys folder's key ids and which one is current")
-    rotate = actions.add_parser(
-        "rotate",
-        help="add a new data-encryption key; new values are encrypted with it, old ones stay readable",
-    )
-    for sub, run in ((listing, _list), (rotate, _rotate)):
-        sub.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML config file")
-        sub.set_defaults(func=_cmd, run=run)
+    add_actions(verbs, "keys", "the encryption keys: list, rotate", [
+        ("list", "the keys folder's key ids and which one is current", _list),
+        ("rotate", "add a new data-encryption key; new values are encrypted with it, old ones stay readable",
+         _rotate),
+    ], _cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    verb = f"smscenter keys {args.action}"
-    settings = load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+    verb, settings = load_for(args)
     if settings is None:
         return EXIT_USAGE
     from storage.crypto import Keyring, KeyringError

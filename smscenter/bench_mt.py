@@ -26,7 +26,10 @@ the line under the table splits it between the two). The
 ratio smscenter/direct of the end-to-end rate is the figure the target (≥ 40 %) is about.
 ``--rounds N`` runs both paths N times, alternating which goes first, and prints the median
 ratio: the direct rate alone moved between 3k and 12k receipts/s from one run to the next on
-this shared machine, so one round's ratio says little. Figures are printed, never asserted;
+this shared machine, so one round's ratio says little. ``--pin-generator CPU`` keeps the load
+generator's threads on one CPU (the daemon and the sink stay free), as when partners are other
+machines: a diagnostic of what the daemon does without the generator's threads landing on its
+core, printed without a verdict on the target. Figures are printed, never asserted;
 exit 0 when every run completed, 1 otherwise.
 
 Everything listens on 127.0.0.1; child processes and the temporary folder are removed at the
@@ -410,6 +413,8 @@ async def drive(path: str, port: int, pids: dict[str, int], sink: SinkHandle, ar
     readers: list[asyncio.Task] = []
     try:
         sessions = list(await asyncio.gather(*(c.connect() for c in clients)))
+        if args.pin_generator is not None:
+            _pin_threads({args.pin_generator})  # the daemon and the sink were started before: unpinned
         readers = [asyncio.create_task(_read_receipts(s, tracker)) for s in sessions]
         if args.warmup:
             tracker.reset(args.warmup)
@@ -467,7 +472,21 @@ async def drive(path: str, port: int, pids: dict[str, int], sink: SinkHandle, ar
                 await c.stop()
             except Exception:  # noqa: BLE001
                 pass
+        if args.pin_generator is not None:
+            _pin_threads(_ALL_CPUS)  # the next path's daemon and sink must not inherit the pin
     return result
+
+
+_ALL_CPUS = frozenset(os.sched_getaffinity(0))
+
+
+def _pin_threads(cpus) -> None:
+    """Every thread of this process (ours and smpp34's native ones) onto ``cpus``."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # ended meanwhile
 
 
 # =========================================================================== runs
@@ -550,7 +569,9 @@ def _print_table(direct: Result | None, ours: Result | None, args) -> None:
         f"(+{args.warmup} warm-up), registered_delivery=1, one number per message; sink receipt delay "
         f"{args.receipt_delay * 1000:g} ms, {args.sink_window} in flight per bind; smscenter connector "
         f"{args.up_binds} TRX binds x window {args.up_window}, SQLite (WAL, synchronous=FULL); "
-        f"{os.cpu_count()} CPUs, not pinned"
+        f"{os.cpu_count()} CPUs, "
+        + (f"load generator pinned to CPU {args.pin_generator} (a diagnostic)" if args.pin_generator is not None
+           else "not pinned")
     )
     head = (
         f"{'path':<15}{'accepted':>9}{'failed':>7}{'receipts':>9}{'MT/s':>8}{'e2e/s':>8}"
@@ -607,6 +628,8 @@ def _print_table(direct: Result | None, ours: Result | None, args) -> None:
         e2e = ours.e2e_rate / direct.e2e_rate
         mt = ours.mt_rate / direct.mt_rate
         verdict = "meets" if ours.complete and e2e >= 0.40 else "MISSES"
+        if args.pin_generator is not None:
+            verdict = "generator pinned: no verdict on"
         print(
             f"\nratio smscenter/direct: end-to-end {100 * e2e:.0f} % ({verdict} the 40 % target), "
             f"MT/s {100 * mt:.0f} %, submit p50 latency x{Result.pct(ours.latencies, .5) / Result.pct(direct.latencies, .5):.1f}"
@@ -638,6 +661,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", default="direct,smscenter", help="comma-separated: direct, smscenter")
     parser.add_argument("--rounds", type=int, default=1, help="run the paths this many times, alternating their order")
     parser.add_argument("--log-level", default="info", help="the daemon's [logging] level")
+    parser.add_argument("--pin-generator", type=int, metavar="CPU",
+                        help="a diagnostic: keep the load generator's threads on this CPU (the daemon and the "
+                        "sink stay free), as when partners are other machines; no verdict on the target, which "
+                        "is measured unpinned")
     parser.add_argument("--profile", metavar="FILE", help="py-spy record the daemon during the run (.svg or .txt)")
     parser.add_argument("--daemon-source", metavar="DIR", help="run the daemon from this checkout (A/B a change)")
     parser.add_argument("--daemon-log", metavar="FILE", help="keep a copy of the daemon's log")
@@ -650,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("counts must be positive")
     if args.warmup < 0 or args.receipt_delay < 0 or args.timeout <= 0:
         parser.error("--warmup, --receipt-delay and --timeout must not be negative")
+    if args.pin_generator is not None and args.pin_generator not in os.sched_getaffinity(0):
+        parser.error(f"--pin-generator: CPU {args.pin_generator} is not one this process may use")
     if args.messages + args.warmup > 10_000_000:
         parser.error("at most 10,000,000 messages in all (one number each)")
 
@@ -688,12 +717,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     if args.rounds > 1:
-        _print_rounds(runs)
+        _print_rounds(runs, pinned=args.pin_generator is not None)
     ran = [r for pair in runs for r in pair if r is not None]
     return 0 if len(ran) == len(paths) * args.rounds and all(r.complete for r in ran) else 1
 
 
-def _print_rounds(runs: list[tuple[Result | None, Result | None]]) -> None:
+def _print_rounds(runs: list[tuple[Result | None, Result | None]], pinned: bool = False) -> None:
     """The rounds side by side, and the median ratio (the figure to quote: one round's
     ratio moves with whatever else the machine did meanwhile)."""
     ratios = []
@@ -706,7 +735,7 @@ def _print_rounds(runs: list[tuple[Result | None, Result | None]]) -> None:
         print(f"  {index}: {direct.e2e_rate:,.0f}  {ours.e2e_rate:,.0f}  {100 * ratios[-1]:.0f} %")
     if ratios:
         median = statistics.median(ratios)
-        verdict = "meets" if median >= 0.40 else "MISSES"
+        verdict = "generator pinned: no verdict on" if pinned else "meets" if median >= 0.40 else "MISSES"
         print(f"median ratio smscenter/direct, end-to-end: {100 * median:.0f} % ({verdict} the 40 % target)")
 
 

@@ -24,3 +24,18 @@ def test_bench_mt_smoke(tmp_path):
     text = log.read_text(errors="replace")
     assert "ready" in text
     assert "[error" not in text and '"level": "error"' not in text, text[-3000:]
+
+
+def test_bench_mt_pinned_generator_is_a_diagnostic_without_verdict():
+    proc = subprocess.run(
+        [sys.executable, "-m", "smscenter.bench_mt", "--messages", "40", "--warmup", "5", "--binds", "1",
+         "--window", "4", "--timeout", "60", "--pin-generator", "0"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "load generator pinned to CPU 0 (a diagnostic)" in out
+    assert "(generator pinned: no verdict on the 40 % target)" in out and "MISSES" not in out and "meets" not in out
+    bad = subprocess.run([sys.executable, "-m", "smscenter.bench_mt", "--pin-generator", "4096"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--pin-generator: CPU 4096" in bad.stderr

@@ -117,11 +117,12 @@ def sms_capacity(dc: DataCoding) -> int:
 
 def _capacities(dc: DataCoding, udh_length: int) -> tuple[int, int]:
     """(single-SMS capacity, per-part capacity) in payload octets."""
+    single = sms_capacity(dc)
     if dc is DataCoding.DEFAULT:
-        return 160, 160 - (udh_length * 8 + 6) // 7  # UDH is padded to a septet boundary
+        return single, single - (udh_length * 8 + 6) // 7  # UDH is padded to a septet boundary
     if dc is DataCoding.UCS2:
-        return 140, (140 - udh_length) // 2 * 2
-    return 140, 140 - udh_length
+        return single, (single - udh_length) // 2 * 2
+    return single, single - udh_length
 
 
 def _cuts(data: bytes, dc: DataCoding, capacity: int) -> list[int]:

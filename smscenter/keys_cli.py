@@ -39,11 +39,11 @@ def _cmd(args: argparse.Namespace) -> int:
     verb, settings = load_for(args)
     if settings is None:
         return EXIT_USAGE
-    from storage.crypto import Keyring, KeyringError
+    from storage.crypto import Keyring, KeyringError, has_keys
 
     folder = Path(settings.storage.keys)
     try:
-        if not folder.exists() or not any(folder.iterdir()):
+        if not has_keys(folder):
             print(
                 f"{verb}: no keys in {folder}: the daemon makes them on its first start with a new "
                 "database; if it has data, restore the keys folder from your backup",

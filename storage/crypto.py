@@ -59,6 +59,7 @@ __all__ = [
     "DecryptError",
     "UnknownKeyError",
     "Keyring",
+    "has_keys",
     "FieldCipher",
     "KEY_SIZE",
     "NONCE_SIZE",
@@ -225,7 +226,9 @@ def _scan(folder: Path) -> tuple[dict[int, Path], bool]:
     return deks, has_lookup
 
 
-def _has_any_key(folder: Path) -> bool:
+def has_keys(folder: Path) -> bool:
+    """Whether ``folder`` holds any key file (a DEK or the look-up key); False if it does
+    not exist, ``KeyringError`` if it is not a folder or holds a malformed key name."""
     if not folder.exists():
         return False
     if not folder.is_dir():
@@ -263,7 +266,7 @@ class Keyring:
         Refuses if the folder already holds keys: new keys over old would strand the data.
         """
         folder = Path(folder)
-        if _has_any_key(folder):
+        if has_keys(folder):
             raise KeyringError(
                 f"keys folder {folder} already holds keys; refusing to create new ones over them"
             )
@@ -315,7 +318,7 @@ class Keyring:
         would leave every stored value unreadable. Otherwise load (and refuse unsafe files).
         """
         folder = Path(folder)
-        if _has_any_key(folder):
+        if has_keys(folder):
             return cls.load(folder)
         if database_has_data:
             raise KeyringError(

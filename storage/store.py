@@ -58,13 +58,15 @@ from .transaction import (
     Work,
     message_state,
 )
-from .writer import WriterProcess
+from .writer import STORED, WriterProcess
 
 #: Batches a writer process may hold at once. One: what gathers while it commits goes as
 #: soon as it answers (``_answered``). More measured worse in bench_mt: two (the next batch
 #: waiting in the socket) made a call wait for up to three commits instead of two; sixteen,
 #: with the child merging the batches that had arrived into one transaction, made commits
-#: smaller and the writer ~15 % more costly per message, at no gain in throughput.
+#: smaller and the writer ~15 % more costly per message, at no gain in throughput; sending
+#: the next batch as soon as the writer said ``STORED`` (its messages committed, the rest
+#: still to apply) did no better than waiting for its whole answer.
 PIPELINE = 1
 
 
@@ -145,10 +147,11 @@ class Outcome:
 class _Pending:
     """The batch being gathered: its calls' outcomes and the work they asked for."""
 
-    __slots__ = ("outcomes", "work", "started")
+    __slots__ = ("outcomes", "work", "started", "messages")
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
+        self.messages: list[Outcome] = []  # add_message's, resolved early by a writer process
         self.work = Work()
         self.started = 0.0  # loop time of its first call
 
@@ -256,6 +259,7 @@ class Store:
     def add_message(self, message: dict, message_parts: list[dict]) -> Outcome:
         """Store a new message and its parts (queued). Resolves once committed."""
         fut, work, _ = self._join()
+        self._batch.messages.append(fut)
         work.new_messages.append(message)
         work.new_parts.extend(message_parts)
         return fut
@@ -343,7 +347,12 @@ class Store:
     def _answered(self, batch: _Pending, reply) -> None:
         """A batch's reply, in the loop iteration that read it. What gathered meanwhile goes
         to the writer at once: waiting for the write loop's next turn (behind a busy loop)
-        would leave the writer idle."""
+        would leave the writer idle. ``STORED`` comes first when the writer committed the
+        batch's new messages on their own: their submitters are answered now."""
+        if reply == STORED:
+            for fut in batch.messages:
+                fut.set_result(None)
+            return
         self._in_flight -= 1
         waiting = self._batch
         if waiting and self._process.running:

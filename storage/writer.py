@@ -14,6 +14,14 @@ of submits planned per iteration) must not add one iteration per await between t
 answer and the store learning of it. Batches are answered in the order they were sent, one
 at a time (the store sends the next one from the callback that read the previous answer).
 
+A batch's new messages are committed first, on their own, and said so (``STORED``) before
+the rest is applied. A partner's submit_sm_resp waits for that commit, and the rest of a
+busy batch — receipts settled, the partners' receipts built and encrypted, parts updated —
+is about four times the messages' share of the writer's work: in a benchmark run the
+submits' latency fell by a tenth and the accepted rate rose by about as much, for one more
+commit per batch. Nothing else waits for the messages: the other calls of a batch concern
+messages already stored (their parts were handed to a connector after their commit).
+
 The child is started with the ``spawn`` method (a clean interpreter: no inherited sockets,
 threads or SQLite handles), builds its ``Transaction`` with the picklable factory it is
 given (the factory opens the keys itself), then answers batches: ``Work`` in, (outcomes,
@@ -36,6 +44,7 @@ import signal
 import socket
 import struct
 from collections import deque
+from dataclasses import fields
 from typing import Any, Callable
 
 from .transaction import Transaction, Work
@@ -44,8 +53,11 @@ from .transaction import Transaction, Work
 START_TIMEOUT = 60.0
 _HEADER = struct.Struct("!Q")  # the length of the pickle that follows
 
-#: A batch's answer: (True, outcomes, outbox rows added) or (False, exception).
+#: A batch's answer: (True, outcomes, outbox rows added) or (False, exception); before it,
+#: for a batch that has more than new messages, ``STORED``.
 Reply = tuple
+#: The batch's new messages (and their parts) are committed; the rest of its answer follows.
+STORED: Reply = (None,)
 ReplyCallback = Callable[[Reply], None]
 
 
@@ -158,7 +170,9 @@ class _Channel(asyncio.Protocol):
                 break
             reply = pickle.loads(buf[start + _HEADER.size : end])  # a copy: buf is resized below
             start = end
-            self._call(self._callbacks.popleft(), reply)
+            # STORED is a word on the way: the batch's own answer is still to come.
+            callback = self._callbacks[0] if reply[0] is None else self._callbacks.popleft()
+            self._call(callback, reply)
         del buf[:start]
 
     @staticmethod
@@ -213,6 +227,11 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
                 return
             added_from = len(work.new_outbox)
             try:
+                if work.new_messages and _more_than_messages(work):
+                    with conn.begin():
+                        transaction.apply(conn, Work(work.new_messages, work.new_parts, now=work.now))
+                    send(STORED)
+                    work.new_messages, work.new_parts = [], []
                 with conn.begin():
                     outcomes = transaction.apply(conn, work)
             except Exception as exc:  # noqa: BLE001 - the parent fails the batch's calls with it
@@ -224,6 +243,14 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
     finally:
         conn.close()
         engine.dispose()
+
+
+_OTHER_WORK = tuple(f.name for f in fields(Work) if f.name not in ("new_messages", "new_parts", "now"))
+
+
+def _more_than_messages(work: Work) -> bool:
+    """Whether the batch asks for anything besides new messages (see the module docstring)."""
+    return any(getattr(work, name) for name in _OTHER_WORK)
 
 
 def _sent_back(rows: list[dict]) -> list[dict]:
@@ -242,4 +269,4 @@ def _picklable(exc: Exception) -> Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["WriterDied", "WriterProcess"]
+__all__ = ["STORED", "WriterDied", "WriterProcess"]

@@ -1,10 +1,13 @@
 """Stand-ins for the daemon's transaction hooks, shared by the store tests (``tests/unit/
 test_store.py``, ``tests/integration/test_storage_backends.py``): a receipt builder that
 records what finished and writes a readable outbox row, and the decoder of early receipts
-kept before schema 0006, which those tests write as ``b"state:error"``."""
+kept before schema 0006, which those tests write as ``b"state:error"``. Also the daemon's
+own transaction with its receipt builder held at a gate, for the writer process's tests."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Iterator
 
 from storage.schema import OUTBOX_RECEIPT
@@ -51,3 +54,24 @@ def recording_store(engine, ids: Iterator[int]) -> Store:
     store.notified = []
     store.on_outbox_rows = lambda rows: store.notified.append({row["account"] for row in rows})
     return store
+
+
+def gated_transaction(keys: str, gate: str, fail: bool = False) -> Transaction:
+    """The daemon's transaction (``receipts.daemon_transaction``) whose receipt builder waits
+    until the file ``gate`` exists (10 s at most), then builds — or raises, with ``fail``.
+    Module-level, so that a ``functools.partial`` of it can be a writer process's factory."""
+    from smscenter.receipts import daemon_transaction
+
+    transaction = daemon_transaction(keys, {}, 3600.0, {}, 0)
+    build = transaction.receipt_builder
+
+    def gated(done: Finished) -> dict | None:
+        deadline = time.monotonic() + 10.0
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if fail:
+            raise RuntimeError("the receipt builder failed")
+        return build(done)
+
+    transaction.receipt_builder = gated
+    return transaction

@@ -6,7 +6,8 @@ values: message rows, upstream receipts (kept early without their PDU; older ear
 decoded in the child), and the partner's receipt PDUs coming back. Also: the child keeps
 the daemon's clock, survives SIGTERM (the daemon's shutdown still needs it), is started
 again after it died, reports a failed batch without stopping, refuses to start without
-keys, and exits when its daemon is killed.
+keys, and exits when its daemon is killed. A batch's new messages are committed and
+answered before the rest of the batch is applied, and stay stored if the rest fails.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from storage.ids import SEQ_BITS, MAX_NODE
 from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, outbox
 from storage.store import Store, SubmitResult, UpstreamReceipt
 from storage.writer import WriterDied
+from tests.store_helpers import gated_transaction
 
 NOW = 1_800_000_000.5
 DEST = "+33612345678"
@@ -163,6 +165,58 @@ async def test_a_failed_batch_fails_its_calls_and_the_writer_goes_on(store, keys
     other, other_parts = new_message(cipher)
     await store.add_message(other, other_parts)
     assert store.writer_pid == pid
+
+
+async def _a_submitted_part(store, cipher, upstream_id: str) -> dict:
+    row, parts_ = new_message(cipher)
+    await store.add_message(row, parts_)
+    await store.record_submit(SubmitResult(row["id"], 1, PART_SUBMITTED, "op", upstream_id, 1, NOW))
+    return row
+
+
+async def test_a_batchs_new_messages_are_answered_before_the_rest_is_applied(engine, keys, tmp_path):
+    gate = tmp_path / "gate"
+    store = Store(engine, partial(gated_transaction, str(keys), str(gate)), clock=lambda: NOW)
+    await store.start()
+    try:
+        cipher = FieldCipher(Keyring.load(keys))
+        earlier = await _a_submitted_part(store, cipher, "g1")
+        row, parts_ = new_message(cipher)
+        receipt = store.apply_receipt(upstream_receipt("g1"))  # its receipt builder waits at the gate …
+        stored = store.add_message(row, parts_)  # … in the same batch as this new message
+        async with asyncio.timeout(5):
+            await stored
+        assert not receipt.done()
+        assert (await store.message(row["id"]))["state"] == int(M.ENROUTE)
+        assert (await store.message(earlier["id"]))["state"] == int(M.ENROUTE)  # not settled yet
+        gate.touch()
+        assert await receipt is True
+        assert (await store.message(earlier["id"]))["state"] == int(M.DELIVERED)
+    finally:
+        gate.touch()
+        await store.stop()
+
+
+async def test_new_messages_stay_stored_when_the_rest_of_their_batch_fails(engine, keys, tmp_path):
+    gate = tmp_path / "gate"
+    gate.touch()
+    store = Store(engine, partial(gated_transaction, str(keys), str(gate), fail=True), clock=lambda: NOW)
+    await store.start()
+    try:
+        cipher = FieldCipher(Keyring.load(keys))
+        earlier = await _a_submitted_part(store, cipher, "h1")
+        row, parts_ = new_message(cipher)
+        receipt = store.apply_receipt(upstream_receipt("h1"))
+        stored = store.add_message(row, parts_)
+        await stored  # committed on its own: the partner gets ESME_ROK
+        with pytest.raises(RuntimeError, match="receipt builder failed"):
+            await receipt  # not acknowledged upstream, which sends it again
+        assert (await store.message(row["id"]))["id"] == row["id"]
+        assert (await store.message(earlier["id"]))["state"] == int(M.ENROUTE)  # rolled back
+        other, other_parts = new_message(cipher)
+        await store.add_message(other, other_parts)  # the writer goes on
+    finally:
+        await store.stop()
 
 
 async def test_the_writer_ignores_sigterm(store, keys):

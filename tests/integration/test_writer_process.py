@@ -219,6 +219,32 @@ async def test_new_messages_stay_stored_when_the_rest_of_their_batch_fails(engin
         await store.stop()
 
 
+async def test_a_writer_that_dies_after_storing_the_messages_fails_only_the_rest(engine, keys, tmp_path):
+    gate = tmp_path / "gate"  # never opened: the writer is killed while the rest waits
+    store = Store(engine, partial(gated_transaction, str(keys), str(gate)), clock=lambda: NOW)
+    await store.start()
+    try:
+        cipher = FieldCipher(Keyring.load(keys))
+        earlier = await _a_submitted_part(store, cipher, "k1")
+        row, parts_ = new_message(cipher)
+        receipt = store.apply_receipt(upstream_receipt("k1"))
+        stored = store.add_message(row, parts_)
+        async with asyncio.timeout(5):
+            await stored
+        os.kill(store.writer_pid, signal.SIGKILL)
+        with pytest.raises(WriterDied):
+            async with asyncio.timeout(5):
+                await receipt  # not acknowledged: the upstream sends it again
+        gate.touch()
+        assert (await store.message(row["id"]))["id"] == row["id"]  # its ESME_ROK stands
+        assert (await store.message(earlier["id"]))["state"] == int(M.ENROUTE)
+        assert await store.apply_receipt(upstream_receipt("k1")) is True  # the resend, on a new writer
+        assert (await store.message(earlier["id"]))["state"] == int(M.DELIVERED)
+    finally:
+        gate.touch()
+        await store.stop()
+
+
 async def test_the_writer_ignores_sigterm(store, keys):
     """systemd signals the whole group: the daemon's staged shutdown still commits."""
     pid = store.writer_pid

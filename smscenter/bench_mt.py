@@ -723,18 +723,39 @@ def main(argv: list[str] | None = None) -> int:
 def _print_rounds(runs: list[tuple[Result | None, Result | None]], pinned: bool = False) -> None:
     """The rounds side by side, and the median ratio (the figure to quote: one round's
     ratio moves with whatever else the machine did meanwhile)."""
-    ratios = []
+    ratios, direct_rates = [], []
     print("\nrounds: direct e2e/s, smscenter e2e/s, ratio")
     for index, (direct, ours) in enumerate(runs, 1):
         if direct is None or ours is None or not (direct.complete and ours.complete):
             print(f"  {index}: incomplete")
             continue
         ratios.append(ours.e2e_rate / direct.e2e_rate)
+        direct_rates.append(direct.e2e_rate)
         print(f"  {index}: {direct.e2e_rate:,.0f}  {ours.e2e_rate:,.0f}  {100 * ratios[-1]:.0f} %")
     if ratios:
         median = statistics.median(ratios)
         verdict = _verdict(median, pinned)
         print(f"median ratio smscenter/direct, end-to-end: {100 * median:.0f} % ({verdict} the 40 % target)")
+        unsteady = _unsteady(direct_rates)
+        if unsteady:
+            print(unsteady)
+
+
+#: The direct path's rate may move this much between rounds before the verdict is flagged.
+STEADY_SPREAD = 1.3
+
+
+def _unsteady(direct_rates: list[float]) -> str:
+    """A warning when the reference itself moved between rounds (max/min over
+    ``STEADY_SPREAD``): the machine's speed changed meanwhile, and a median of ratios over a
+    reference that fell in some rounds says more about the machine than about smscenter."""
+    if len(direct_rates) < 2 or max(direct_rates) <= STEADY_SPREAD * min(direct_rates):
+        return ""
+    low, high = min(direct_rates), max(direct_rates)
+    return (
+        f"UNSTEADY: the direct path ran at {low:,.0f}–{high:,.0f}/s across the rounds ({high / low - 1:.0%} apart):"
+        " the machine's speed changed meanwhile, so the verdict is unreliable; run more rounds when it is quiet"
+    )
 
 
 def _verdict(ratio: float, pinned: bool) -> str:

@@ -13,6 +13,7 @@ answered before the rest of the batch is applied, and stay stored if the rest fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
@@ -167,68 +168,64 @@ async def test_a_failed_batch_fails_its_calls_and_the_writer_goes_on(store, keys
     assert store.writer_pid == pid
 
 
-async def _a_submitted_part(store, cipher, upstream_id: str) -> dict:
+@contextlib.asynccontextmanager
+async def _gated_store(engine, keys, gate, fail: bool = False):
+    """A store whose writer's receipt builder waits for the file ``gate`` (see
+    ``gated_transaction``); the gate is opened on the way out, so the writer can stop."""
+    store = Store(engine, partial(gated_transaction, str(keys), str(gate), fail=fail), clock=lambda: NOW)
+    await store.start()
+    try:
+        yield store
+    finally:
+        gate.touch()
+        await store.stop()
+
+
+async def _a_receipt_beside_a_new_message(store, keys, upstream_id: str):
+    """A message sent upstream as ``upstream_id``, then in one batch its receipt and a new
+    message: (the earlier row, the new row, the receipt's outcome, the new message's)."""
+    cipher = FieldCipher(Keyring.load(keys))
+    earlier, parts_ = new_message(cipher)
+    await store.add_message(earlier, parts_)
+    await store.record_submit(SubmitResult(earlier["id"], 1, PART_SUBMITTED, "op", upstream_id, 1, NOW))
     row, parts_ = new_message(cipher)
-    await store.add_message(row, parts_)
-    await store.record_submit(SubmitResult(row["id"], 1, PART_SUBMITTED, "op", upstream_id, 1, NOW))
-    return row
+    receipt = store.apply_receipt(upstream_receipt(upstream_id))
+    stored = store.add_message(row, parts_)
+    return earlier, row, receipt, stored
 
 
 async def test_a_batchs_new_messages_are_answered_before_the_rest_is_applied(engine, keys, tmp_path):
     gate = tmp_path / "gate"
-    store = Store(engine, partial(gated_transaction, str(keys), str(gate)), clock=lambda: NOW)
-    await store.start()
-    try:
-        cipher = FieldCipher(Keyring.load(keys))
-        earlier = await _a_submitted_part(store, cipher, "g1")
-        row, parts_ = new_message(cipher)
-        receipt = store.apply_receipt(upstream_receipt("g1"))  # its receipt builder waits at the gate …
-        stored = store.add_message(row, parts_)  # … in the same batch as this new message
+    async with _gated_store(engine, keys, gate) as store:
+        earlier, row, receipt, stored = await _a_receipt_beside_a_new_message(store, keys, "g1")
         async with asyncio.timeout(5):
-            await stored
+            await stored  # while the receipt builder waits at the gate
         assert not receipt.done()
         assert (await store.message(row["id"]))["state"] == int(M.ENROUTE)
         assert (await store.message(earlier["id"]))["state"] == int(M.ENROUTE)  # not settled yet
         gate.touch()
         assert await receipt is True
         assert (await store.message(earlier["id"]))["state"] == int(M.DELIVERED)
-    finally:
-        gate.touch()
-        await store.stop()
 
 
 async def test_new_messages_stay_stored_when_the_rest_of_their_batch_fails(engine, keys, tmp_path):
     gate = tmp_path / "gate"
     gate.touch()
-    store = Store(engine, partial(gated_transaction, str(keys), str(gate), fail=True), clock=lambda: NOW)
-    await store.start()
-    try:
-        cipher = FieldCipher(Keyring.load(keys))
-        earlier = await _a_submitted_part(store, cipher, "h1")
-        row, parts_ = new_message(cipher)
-        receipt = store.apply_receipt(upstream_receipt("h1"))
-        stored = store.add_message(row, parts_)
+    async with _gated_store(engine, keys, gate, fail=True) as store:
+        earlier, row, receipt, stored = await _a_receipt_beside_a_new_message(store, keys, "h1")
         await stored  # committed on its own: the partner gets ESME_ROK
         with pytest.raises(RuntimeError, match="receipt builder failed"):
             await receipt  # not acknowledged upstream, which sends it again
         assert (await store.message(row["id"]))["id"] == row["id"]
         assert (await store.message(earlier["id"]))["state"] == int(M.ENROUTE)  # rolled back
-        other, other_parts = new_message(cipher)
+        other, other_parts = new_message(FieldCipher(Keyring.load(keys)))
         await store.add_message(other, other_parts)  # the writer goes on
-    finally:
-        await store.stop()
 
 
 async def test_a_writer_that_dies_after_storing_the_messages_fails_only_the_rest(engine, keys, tmp_path):
-    gate = tmp_path / "gate"  # never opened: the writer is killed while the rest waits
-    store = Store(engine, partial(gated_transaction, str(keys), str(gate)), clock=lambda: NOW)
-    await store.start()
-    try:
-        cipher = FieldCipher(Keyring.load(keys))
-        earlier = await _a_submitted_part(store, cipher, "k1")
-        row, parts_ = new_message(cipher)
-        receipt = store.apply_receipt(upstream_receipt("k1"))
-        stored = store.add_message(row, parts_)
+    gate = tmp_path / "gate"  # kept closed: the writer is killed while the rest waits
+    async with _gated_store(engine, keys, gate) as store:
+        earlier, row, receipt, stored = await _a_receipt_beside_a_new_message(store, keys, "k1")
         async with asyncio.timeout(5):
             await stored
         os.kill(store.writer_pid, signal.SIGKILL)
@@ -240,9 +237,6 @@ async def test_a_writer_that_dies_after_storing_the_messages_fails_only_the_rest
         assert (await store.message(earlier["id"]))["state"] == int(M.ENROUTE)
         assert await store.apply_receipt(upstream_receipt("k1")) is True  # the resend, on a new writer
         assert (await store.message(earlier["id"]))["state"] == int(M.DELIVERED)
-    finally:
-        gate.touch()
-        await store.stop()
 
 
 async def test_the_writer_ignores_sigterm(store, keys):

@@ -57,6 +57,7 @@ from .transaction import (
     UpstreamReceipt,
     Work,
     message_state,
+    take_new_messages,
 )
 from .writer import STORED, WriterProcess
 
@@ -151,7 +152,7 @@ class _Pending:
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
-        self.messages: list[Outcome] = []  # add_message's, resolved early by a writer process
+        self.messages: list[Outcome] = []  # add_message's: resolved once their own commit is done
         self.work = Work()
         self.started = 0.0  # loop time of its first call
 
@@ -371,21 +372,30 @@ class Store:
             return self.transaction.apply(conn, work)
 
     async def _commit(self, batch: _Pending) -> None:
-        """Run the batch here: on the writer thread, or through ``run_sync``."""
+        """Run the batch here: on the writer thread, or through ``run_sync``; its new
+        messages first, in a transaction of their own (``take_new_messages``)."""
         work = batch.work
         work.now = self.clock()
         try:
-            if self._executor is not None:
-                outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, self._commit_sync, work)
-            else:
-                async with self.engine.begin() as conn:
-                    outcomes = await conn.run_sync(self.transaction.apply, work)
+            first = take_new_messages(work)
+            if first is not None:
+                await self._apply(first)
+                for fut in batch.messages:
+                    fut.set_result(None)
+            outcomes = await self._apply(work)
         except BaseException as exc:  # noqa: BLE001 - every waiter must learn of the failure
             self._fail(batch, exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
             if not isinstance(exc, Exception):
                 raise
             return
         self._resolve(batch, outcomes)
+
+    async def _apply(self, work: Work) -> dict[int, Any]:
+        """One transaction: on the writer thread, or through ``run_sync``."""
+        if self._executor is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._commit_sync, work)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(self.transaction.apply, work)
 
     def _resolve(self, batch: _Pending, outcomes: dict[int, Any]) -> None:
         self.commits += 1

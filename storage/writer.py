@@ -15,12 +15,9 @@ answer and the store learning of it. Batches are answered in the order they were
 at a time (the store sends the next one from the callback that read the previous answer).
 
 A batch's new messages are committed first, on their own, and said so (``STORED``) before
-the rest is applied. A partner's submit_sm_resp waits for that commit, and the rest of a
-busy batch — receipts settled, the partners' receipts built and encrypted, parts updated —
-is about four times the messages' share of the writer's work: in a benchmark run the
-submits' latency fell by a tenth and the accepted rate rose by about as much, for one more
-commit per batch. Nothing else waits for the messages: the other calls of a batch concern
-messages already stored (their parts were handed to a connector after their commit).
+the rest is applied (``transaction.take_new_messages`` says why): in bench_mt the submits'
+latency fell by a tenth and the accepted rate rose by about as much, for one more commit
+per batch.
 
 The child is started with the ``spawn`` method (a clean interpreter: no inherited sockets,
 threads or SQLite handles), builds its ``Transaction`` with the picklable factory it is
@@ -44,10 +41,9 @@ import signal
 import socket
 import struct
 from collections import deque
-from dataclasses import fields
 from typing import Any, Callable
 
-from .transaction import Transaction, Work
+from .transaction import Transaction, Work, take_new_messages
 
 #: Seconds to wait for the child to start (imports, keys, first connection).
 START_TIMEOUT = 60.0
@@ -227,11 +223,11 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
                 return
             added_from = len(work.new_outbox)
             try:
-                if work.new_messages and _more_than_messages(work):
+                first = take_new_messages(work)
+                if first is not None:
                     with conn.begin():
-                        transaction.apply(conn, Work(work.new_messages, work.new_parts, now=work.now))
+                        transaction.apply(conn, first)
                     send(STORED)
-                    work.new_messages, work.new_parts = [], []
                 with conn.begin():
                     outcomes = transaction.apply(conn, work)
             except Exception as exc:  # noqa: BLE001 - the parent fails the batch's calls with it
@@ -243,14 +239,6 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
     finally:
         conn.close()
         engine.dispose()
-
-
-_OTHER_WORK = tuple(f.name for f in fields(Work) if f.name not in ("new_messages", "new_parts", "now"))
-
-
-def _more_than_messages(work: Work) -> bool:
-    """Whether the batch asks for anything besides new messages (see the module docstring)."""
-    return any(getattr(work, name) for name in _OTHER_WORK)
 
 
 def _sent_back(rows: list[dict]) -> list[dict]:

@@ -22,7 +22,7 @@ from storage.schema import (
     messages,
     parts,
 )
-from storage.store import SubmitResult, UpstreamReceipt
+from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt
 from tests.store_helpers import recording_store
 
 # Ids as the daemon makes them: 64-bit, close to the top of the signed range in ~70 years;
@@ -265,6 +265,35 @@ async def test_a_failed_commit_fails_its_waiters_and_the_writer_goes_on(store):
     other = next(_ids)
     await store.add_message(message_row(other), part_rows(other))
     assert await store.message(other) is not None
+
+
+async def test_a_batchs_new_messages_are_committed_first_and_kept_if_the_rest_fails(engine):
+    """The in-process commit (SQLite's writer thread, PostgreSQL's ``run_sync``) takes a
+    batch's new messages first, like the writer process: they are answered before the rest
+    runs, and stay stored when the rest fails."""
+    seen_when_building: list[bool] = []
+
+    def failing_builder(done):
+        seen_when_building.append(stored.done())
+        raise RuntimeError("the receipt builder failed")
+
+    store = Store(engine, Transaction(failing_builder))
+    await store.start()
+    try:
+        earlier = next(_ids)
+        await store.add_message(message_row(earlier), part_rows(earlier))
+        await store.record_submit(SubmitResult(earlier, 1, PART_SUBMITTED, "op-a", "f1", 1, 0.0))
+        new = next(_ids)
+        settled = store.apply_receipt(receipt("f1"))
+        stored = store.add_message(message_row(new), part_rows(new))  # the same batch
+        await stored
+        with pytest.raises(RuntimeError, match="receipt builder failed"):
+            await settled  # not acknowledged upstream, which sends it again
+        assert seen_when_building == [True]  # answered before the rest was applied
+        assert (await store.message(new))["id"] == new
+        assert (await store.message(earlier))["state"] == MessageState.ENROUTE  # rolled back
+    finally:
+        await store.stop()
 
 
 async def test_group_commit_under_concurrency(store, engine):

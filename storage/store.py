@@ -367,7 +367,7 @@ class Store:
             self._fail(batch, reply[1])
 
     def _commit_sync(self, work: Work) -> dict[int, Any]:
-        """The whole transaction, on the writer thread."""
+        """One transaction, on the writer thread."""
         with self._sync_engine.begin() as conn:
             return self.transaction.apply(conn, work)
 

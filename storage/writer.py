@@ -167,7 +167,7 @@ class _Channel(asyncio.Protocol):
             reply = pickle.loads(buf[start + _HEADER.size : end])  # a copy: buf is resized below
             start = end
             # STORED is a word on the way: the batch's own answer is still to come.
-            callback = self._callbacks[0] if reply[0] is None else self._callbacks.popleft()
+            callback = self._callbacks[0] if reply == STORED else self._callbacks.popleft()
             self._call(callback, reply)
         del buf[:start]
 

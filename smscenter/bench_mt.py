@@ -675,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("counts must be positive")
     if args.warmup < 0 or args.receipt_delay < 0 or args.timeout <= 0:
         parser.error("--warmup, --receipt-delay and --timeout must not be negative")
-    if args.pin_generator is not None and args.pin_generator not in os.sched_getaffinity(0):
+    if args.pin_generator is not None and args.pin_generator not in _ALL_CPUS:
         parser.error(f"--pin-generator: CPU {args.pin_generator} is not one this process may use")
     if args.messages + args.warmup > 10_000_000:
         parser.error("at most 10,000,000 messages in all (one number each)")
@@ -749,9 +749,9 @@ def _unsteady(direct_rates: list[float]) -> str:
     """A warning when the reference itself moved between rounds (max/min over
     ``STEADY_SPREAD``): the machine's speed changed meanwhile, and a median of ratios over a
     reference that fell in some rounds says more about the machine than about smscenter."""
-    if len(direct_rates) < 2 or max(direct_rates) <= STEADY_SPREAD * min(direct_rates):
+    low, high = min(direct_rates, default=0.0), max(direct_rates, default=0.0)
+    if len(direct_rates) < 2 or high <= STEADY_SPREAD * low:
         return ""
-    low, high = min(direct_rates), max(direct_rates)
     return (
         f"UNSTEADY: the direct path ran at {low:,.0f}–{high:,.0f}/s across the rounds ({high / low - 1:.0%} apart):"
         " the machine's speed changed meanwhile, so the verdict is unreliable; run more rounds when it is quiet"

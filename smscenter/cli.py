@@ -21,12 +21,9 @@ from collections.abc import Sequence
 
 from . import __version__
 from .config import load_or_report
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option
 
 __all__ = ["main"]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def _err(*lines: str) -> None:
@@ -179,13 +176,13 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     run = verbs.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML config file")
+    add_config_option(run)
     run.set_defaults(func=_cmd_run)
 
     check = verbs.add_parser(
         "check-config", help="validate a config file; print every error with its key path"
     )
-    check.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML config file")
+    add_config_option(check)
     check.set_defaults(func=_cmd_check_config)
 
     hashpw = verbs.add_parser(

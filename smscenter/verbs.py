@@ -1,5 +1,6 @@
-"""What the administrator verbs (``db``, ``keys``, ``blacklist``, ``mo``) share: exit codes,
-``-c FILE`` on each action, and the config loaded or its problems printed (exit 2)."""
+"""What the ``smscenter`` verbs share: exit codes, ``-c FILE``, and (for the administrator
+verbs ``db``, ``keys``, ``blacklist``, ``mo``) the config loaded or its problems printed
+(exit 2)."""
 
 from __future__ import annotations
 

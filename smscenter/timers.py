@@ -1,0 +1,170 @@
+"""Time for the components that wait: the clock and the timers, injected together.
+
+Components that run timers (links, connectors, the dispatcher, the outbox, MO reassembly,
+housekeeping, the store's linger) take a ``Timers`` instead of calling the event loop's timers
+themselves, so that a test can run them on virtual time: ``FakeTimers.advance(3600)`` makes an
+hour pass at once, firing every timer due meanwhile in order, instead of sleeping. The daemon
+uses ``RealTimers`` (the loop's timers; ``now()`` is the wall clock it stamps messages with).
+
+Both offer the same four things:
+
+- ``now()``: seconds (epoch for ``RealTimers()``; any clock passed in);
+- ``call_later(delay, callback, *args)``: a handle with ``cancel()``;
+- ``await sleep(delay)``;
+- ``async with timeout(delay)``: ``TimeoutError`` when the block runs past ``delay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from typing import Any, Callable, Protocol
+
+
+class Handle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Timers(Protocol):
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Handle: ...
+
+    async def sleep(self, delay: float) -> None: ...
+
+    def timeout(self, delay: float | None): ...
+
+
+class RealTimers:
+    """The running event loop's timers, with ``clock`` as ``now()``."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.now = clock
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, delay), callback, *args)
+
+    async def sleep(self, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay))
+
+    def timeout(self, delay: float | None):
+        return asyncio.timeout(None if delay is None else max(0.0, delay))
+
+
+class _FakeHandle:
+    __slots__ = ("when", "callback", "args", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _FakeTimeout:
+    """``asyncio.timeout`` on virtual time: the block's task is cancelled when the clock
+    passes the deadline, and the cancellation comes out as ``TimeoutError``."""
+
+    def __init__(self, timers: "FakeTimers", delay: float | None) -> None:
+        self._timers = timers
+        self._delay = delay
+        self._handle: _FakeHandle | None = None
+        self._task: asyncio.Task | None = None
+        self._expired = False
+
+    async def __aenter__(self) -> "_FakeTimeout":
+        self._task = asyncio.current_task()
+        if self._delay is not None:
+            self._handle = self._timers.call_later(self._delay, self._expire)
+        return self
+
+    def _expire(self) -> None:
+        self._expired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._expired and exc_type is asyncio.CancelledError:
+            assert self._task is not None
+            if self._task.uncancel() == 0:
+                raise TimeoutError from exc
+        return False
+
+
+class FakeTimers:
+    """Virtual time for tests: nothing fires until ``advance`` moves the clock."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self._now = start
+        self._heap: list[tuple[float, int, _FakeHandle]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def __call__(self) -> float:
+        """Usable where a plain clock callable is expected."""
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> _FakeHandle:
+        handle = _FakeHandle(self._now + max(0.0, delay), callback, args)
+        heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+        return handle
+
+    async def sleep(self, delay: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        handle = self.call_later(delay, _resolve, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+
+    def timeout(self, delay: float | None) -> _FakeTimeout:
+        return _FakeTimeout(self, delay)
+
+    @property
+    def pending(self) -> int:
+        """Timers still to fire (cancelled ones excluded)."""
+        return sum(1 for _, _, h in self._heap if not h.cancelled)
+
+    def next_due(self) -> float | None:
+        for when, _, handle in sorted(self._heap):
+            if not handle.cancelled:
+                return when
+        return None
+
+    async def advance(self, seconds: float, *, settle: int = 20) -> None:
+        """Move the clock ``seconds`` forward, firing every timer due on the way at its own
+        time, in order, and letting the loop run what each one woke (``settle`` turns)."""
+        target = self._now + max(0.0, seconds)
+        await self.settle(settle)
+        while self._heap and self._heap[0][0] <= target:
+            when, _, handle = heapq.heappop(self._heap)
+            if handle.cancelled:
+                continue
+            self._now = max(self._now, when)
+            handle.callback(*handle.args)
+            await self.settle(settle)
+        self._now = target
+        await self.settle(settle)
+
+    @staticmethod
+    async def settle(turns: int = 20) -> None:
+        """Let the event loop run ready callbacks for a few turns (no real time passes)."""
+        for _ in range(turns):
+            await asyncio.sleep(0)
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+__all__ = ["FakeTimers", "RealTimers", "Timers"]

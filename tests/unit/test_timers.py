@@ -1,0 +1,69 @@
+"""The injected timers: virtual time fires what is due, in order, and nothing else."""
+
+import asyncio
+
+import pytest
+
+from smscenter.timers import FakeTimers, RealTimers
+
+
+async def test_fake_timers_fire_in_order_when_advanced():
+    timers = FakeTimers(start=100.0)
+    fired = []
+    timers.call_later(5, fired.append, "b")
+    timers.call_later(1, fired.append, "a")
+    cancelled = timers.call_later(2, fired.append, "never")
+    cancelled.cancel()
+    await timers.advance(0.5)
+    assert fired == [] and timers.now() == 100.5
+    await timers.advance(10)
+    assert fired == ["a", "b"] and timers.now() == 110.5
+    assert timers.pending == 0
+
+
+async def test_fake_sleep_and_timeout_follow_the_clock():
+    timers = FakeTimers()
+    order = []
+
+    async def sleeper():
+        await timers.sleep(60)
+        order.append(timers.now())
+
+    async def waiter():
+        with pytest.raises(TimeoutError):
+            async with timers.timeout(30):
+                await asyncio.Event().wait()
+        order.append("timed out")
+
+    start = timers.now()
+    tasks = [asyncio.create_task(sleeper()), asyncio.create_task(waiter())]
+    await timers.advance(29)
+    assert order == []
+    await timers.advance(31)
+    await asyncio.gather(*tasks)
+    assert order == ["timed out", start + 60]
+
+
+async def test_fake_timeout_lets_an_outer_cancel_through():
+    timers = FakeTimers()
+
+    async def body():
+        async with timers.timeout(30):
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(body())
+    await timers.settle()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_real_timers_use_the_loop():
+    timers = RealTimers(clock=lambda: 42.0)
+    assert timers.now() == 42.0
+    fired = asyncio.Event()
+    timers.call_later(0, fired.set)
+    await asyncio.wait_for(fired.wait(), 5)
+    with pytest.raises(TimeoutError):
+        async with timers.timeout(0):
+            await asyncio.Event().wait()

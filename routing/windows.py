@@ -139,6 +139,21 @@ DEFAULT_RULES: dict[str, WindowRule] = {
 }
 
 
+HOLIDAY_LANGUAGES = ("en_US", "en_GB")
+"""The language of holiday names, fixed: the ``holidays`` package otherwise takes it from the
+environment's ``LANG`` and falls back to the country's own language, so the same date was
+"Ascension Day" under ``LANG=en_US.UTF-8`` and "Ascension" with no ``LANG`` (a bare container,
+a systemd unit). English when the calendar has it, else the calendar's own default."""
+
+
+def _language(calendar_class: Any) -> str | None:
+    supported = getattr(calendar_class, "supported_languages", ()) or ()
+    for language in HOLIDAY_LANGUAGES:
+        if language in supported:
+            return language
+    return getattr(calendar_class, "default_language", None)
+
+
 # --- decisions -------------------------------------------------------------------------------
 
 
@@ -236,16 +251,18 @@ class SendWindows:
         calendar: Any
         if country == "FR":
             subdiv = ALSACE_MOSELLE_SUBDIV if self.alsace_moselle else None
-            calendar = holidays.France(subdiv=subdiv)
+            calendar = holidays.France(subdiv=subdiv, language=_language(holidays.France))
         elif country in _FRANCE_SUBDIVS:
-            calendar = holidays.France(subdiv=_FRANCE_SUBDIVS[country])
+            calendar = holidays.France(subdiv=_FRANCE_SUBDIVS[country], language=_language(holidays.France))
         elif country == "BE":
-            calendar = holidays.Belgium()
+            calendar = holidays.Belgium(language=_language(holidays.Belgium))
         else:
             try:
-                calendar = holidays.country_holidays(country)
+                cls = type(holidays.country_holidays(country))
             except NotImplementedError:
                 calendar = None
+            else:
+                calendar = cls(language=_language(cls))
         self._calendars[country] = calendar
         return calendar
 

@@ -13,6 +13,15 @@ from routing.windows import DEFAULT_KEY, DEFAULT_RULES, SendWindows
 
 EXIT_USAGE = 2
 
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+"""Day names in English whatever the locale: ``%a`` would follow ``LC_TIME`` once anything in
+the process calls ``setlocale``, and the output is read by scripts and tests."""
+
+
+def stamp(when: datetime) -> str:
+    """``Thu 2026-05-14 10:00``: the weekday from a fixed table, digits only otherwise."""
+    return f"{WEEKDAYS[when.weekday()]} {when:%Y-%m-%d %H:%M}"
+
 
 def parse_at(value: str | None) -> datetime:
     """``--at``: ISO 8601; without an offset it is read as UTC. Default: now."""
@@ -33,11 +42,11 @@ def report(windows: SendWindows, countries: list[str], at: datetime) -> list[str
             state = "open: marketing may go now"
         else:
             opening = decision.next_open.astimezone(zone)
-            state = f"closed: next opening {opening:%a %Y-%m-%d %H:%M} {zone.key}"
+            state = f"closed: next opening {stamp(opening)} {zone.key}"
             holiday = windows.holiday(decision.country, local.date()) if rule.holidays_closed else None
             if holiday:
                 state += f" (today: {holiday})"
-        lines.append(f"{country:<3} {local:%a %Y-%m-%d %H:%M} {zone.key:<22} [{key}: {rule}]  {state}")
+        lines.append(f"{country:<3} {stamp(local)} {zone.key:<22} [{key}: {rule}]  {state}")
     return lines
 
 

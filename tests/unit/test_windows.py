@@ -497,3 +497,27 @@ def _rules(draw: st.DrawFn) -> WindowRule:
 @given(_rules())
 def test_str_round_trips(rule: WindowRule) -> None:
     assert parse_rule(str(rule)) == rule
+
+
+@pytest.mark.parametrize("lang", [None, "fr_FR.UTF-8", "de_DE.UTF-8", "C"])
+def test_holiday_names_do_not_follow_the_locale(monkeypatch, lang) -> None:
+    """The ``holidays`` package reads ``LANG`` when a calendar is made: the names must be the
+    same English ones whatever the environment (no LANG gave "Ascension", not "Ascension Day")."""
+    for name in ("LANG", "LC_ALL", "LC_MESSAGES", "LANGUAGE"):
+        monkeypatch.delenv(name, raising=False)
+    if lang:
+        monkeypatch.setenv("LANG", lang)
+    windows = SendWindows()
+    assert windows.holiday("FR", date(2026, 5, 14)) == "Ascension Day"
+    assert windows.holiday("BE", date(2026, 7, 21)) == "National Day"
+    assert windows.holiday("DE", date(2026, 10, 3)) == "German Unity Day"
+    assert windows.holiday("FR", date(2026, 5, 15)) is None
+
+
+def test_windows_cli_day_names_do_not_follow_the_locale(monkeypatch) -> None:
+    """``smscenter windows`` prints weekday names from a fixed table, not ``%a`` (LC_TIME)."""
+    from smscenter.windows_cli import WEEKDAYS, stamp
+
+    monday = datetime(2026, 5, 11, 8, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    assert [stamp(monday + timedelta(days=i))[:3] for i in range(7)] == list(WEEKDAYS)
+    assert stamp(monday) == "Mon 2026-05-11 08:00"

@@ -116,6 +116,7 @@ class SmscPeer:
         self.statuses: list[int] = []
         self.submits: list[Submitted] = []
         self.receipt_results: list[int] = []  # deliver_sm_resp command_status per receipt sent
+        self._receipt_answered = asyncio.Event()  # set at each new entry of receipt_results
         self.esmes: dict[str, Any] = {}
         self.binds = 0
         self._number = first_number
@@ -210,7 +211,24 @@ class SmscPeer:
             5,
         )
         self.receipt_results.append(resp.command_status)
+        self._receipt_answered.set()
         return resp.command_status
+
+    async def receipt_answers(self, count: int, timeout: float = 10.0) -> list[int]:
+        """The statuses of our ``deliver_sm_resp`` once ``count`` receipts were answered.
+
+        The partner may get a receipt before this peer has read our answer to it (the daemon
+        answers upstream after its commit, the peer's reader runs on its own), so a test that
+        checks what the upstream saw waits for it here instead of reading the list at once."""
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.receipt_results) < count:
+                    self._receipt_answered.clear()
+                    await self._receipt_answered.wait()
+        except TimeoutError:
+            raise AssertionError(f"{len(self.receipt_results)} of {count} receipts answered "
+                                 f"within {timeout}s: {self.receipt_results}") from None
+        return list(self.receipt_results)
 
 
 # --------------------------------------------------------------------------- partners

@@ -120,7 +120,7 @@ async def test_end_to_end_receipt_carries_our_id(mt, mt_settings, resp_ids, rece
             assert sub.upstream_id == format(sub.number, "X") and not sub.upstream_id.isdigit()
         else:
             assert sub.upstream_id == str(sub.number)
-    assert up.receipt_results == [S.ESME_ROK] * 3
+    assert await up.receipt_answers(3) == [S.ESME_ROK] * 3
 
     assert sorted(r.id for r in got) == sorted(sent)
     for r in got:
@@ -175,7 +175,7 @@ async def test_end_to_end_with_smpplib_partner(mt, mt_settings):
     assert f"id:{our_id} ".encode() in pdu.short_message
     assert b"stat:DELIVRD" in pdu.short_message
     assert pdu.receipted_message_id.rstrip(b"\0").decode() == our_id
-    assert up.receipt_results == [S.ESME_ROK]
+    assert await up.receipt_answers(1) == [S.ESME_ROK]
 
 
 async def test_wrong_id_mode_would_lose_the_receipt(mt, mt_settings):

@@ -45,6 +45,7 @@ from protocol.session import (
     State,
     StreamBroken,
 )
+from smscenter.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.link")
 
@@ -91,13 +92,17 @@ class Link(asyncio.Protocol):
         bad_pdu_budget: int = 10,
         clock: Callable[[], float] = time.monotonic,
         name: str = "",
+        timers: Timers | None = None,
     ) -> None:
         self.session = Session(
             role, max_pdu_size=max_pdu_size, window=window, response_timeout=response_timeout
         )
         self.handler = handler
         self.name = name
-        self.clock = clock
+        #: Keep-alive, inactivity, bind and response deadlines run on these timers (the loop's
+        #: by default, virtual time in tests); ``clock`` is their ``now()``.
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = self.timers.now
         self.enquire_link_interval = enquire_link_interval
         self.inactivity_timeout = inactivity_timeout
         self.bind_timeout = bind_timeout
@@ -118,7 +123,7 @@ class Link(asyncio.Protocol):
         self._last_received = 0.0
         self._last_sent = 0.0
         self._opened_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = None  # the timers' handle of the next deadline
         self._keepalive_pending = False
         self._close_reason: BaseException | None = None
         self._unbind_request: P.Pdu | None = None
@@ -384,14 +389,14 @@ class Link(asyncio.Protocol):
         """Orderly end: send unbind, wait for unbind_resp up to ``timeout``, close."""
         if self.is_bound and self.is_open:
             try:
-                async with asyncio.timeout(timeout):
+                async with self.timers.timeout(timeout):
                     await self.request(P.Unbind())
             except (TimeoutError, LinkClosed, LocalProtocolError, ResponseTimeout):
                 pass
         self.close()
         if self.closed is not None:
             try:
-                async with asyncio.timeout(timeout):
+                async with self.timers.timeout(timeout):
                     await asyncio.shield(self.closed)
             except TimeoutError:
                 if self.transport is not None:
@@ -416,7 +421,7 @@ class Link(asyncio.Protocol):
         if nd is not None:
             deadlines.append(nd)
         delay = max(0.0, min(deadlines) - now) + 0.001
-        self._timer = self._loop.call_later(delay, self._on_timer)
+        self._timer = self.timers.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -25,6 +25,7 @@ from protocol.session import InvalidPdu, Role
 from .accounts import AccountRegistry, PartnerBind
 from .config import Settings
 from .link import Link
+from .timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.server")
 
@@ -76,11 +77,14 @@ class FailedBinds:
 class PartnerServer:
     """Listens for partners; owns their links and their binds."""
 
-    def __init__(self, settings: Settings, handler: MessageHandler, clock=time.monotonic) -> None:
+    def __init__(self, settings: Settings, handler: MessageHandler, clock=time.monotonic,
+                 timers: Timers | None = None) -> None:
         self.settings = settings
         self.config = settings.server
         self.handler = handler
-        self.clock = clock
+        #: The links' deadlines (bind, inactivity, keep-alive, responses) run on these.
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = clock = self.timers.now
         self.registry = AccountRegistry(settings.accounts, clock)
         self.failed_binds = FailedBinds(self.config.failed_bind_delay)
         self.links: set[Link] = set()
@@ -127,6 +131,7 @@ class PartnerServer:
             max_pdu_size=self.config.max_pdu_size,
             bad_pdu_budget=self.config.bad_pdu_budget,
             clock=self.clock,
+            timers=self.timers,
             name="partner",
         )
         self.links.add(link)

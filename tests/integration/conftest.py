@@ -45,6 +45,22 @@ FAST_SERVER = {
 }
 
 
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Wait for I/O: poll ``predicate`` (every loop turn, then every 5 ms) until it is truthy,
+    and return it; AssertionError after ``timeout`` seconds. Not for waiting on a timer: tests
+    on ``FakeTimers`` move time with ``advance`` and use this for what the sockets carry."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for turn in range(1_000_000):
+        value = predicate()
+        if value:
+            return value
+        if loop.time() >= deadline:
+            raise AssertionError(f"not true within {timeout}s: {what or predicate}")
+        await asyncio.sleep(0 if turn < 20 else 0.005)
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def password_hashes() -> dict[str, str]:
     return {system_id: hash_password(pw) for system_id, pw in PASSWORDS.items()}
@@ -106,14 +122,16 @@ class Running:
 
 @pytest.fixture
 async def start_server(make_settings):
-    """``await start_server(settings=None, handler=None, **make_settings_kwargs)`` → Running."""
+    """``await start_server(settings=None, handler=None, timers=None, **make_settings_kwargs)``
+    → Running. With ``timers`` (a ``FakeTimers``) the links' deadlines are on virtual time."""
     started: list[PartnerServer] = []
 
-    async def start(settings: Settings | None = None, handler: Any = None, **kwargs) -> Running:
+    async def start(settings: Settings | None = None, handler: Any = None, timers: Any = None,
+                    **kwargs) -> Running:
         if settings is None:
             settings = make_settings(**kwargs)
         handler = handler if handler is not None else AcceptAll()
-        server = PartnerServer(settings, handler)
+        server = PartnerServer(settings, handler, timers=timers)
         await server.start()
         started.append(server)
         assert all(host == HOST for host, _ in server.addresses)

@@ -27,11 +27,18 @@ import smpplib.smpp
 from protocol import pdu as P
 from protocol.codec import encode
 from protocol.constants import CommandId as C, CommandStatus as S
-from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient, header
+from smscenter.timers import FakeTimers
+from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient, header, until
 
 REPO = Path(__file__).resolve().parents[2]
 
 SUBMIT = P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"hello")
+
+
+async def accepted(running):
+    """The server's one link, once its connection is made (its timers armed)."""
+    return await until(lambda: next((link for link in running.server.links if link.transport is not None), None),
+                       what="connection accepted")
 
 
 # --- smpplib helpers (blocking: always called through asyncio.to_thread) -------------------
@@ -412,27 +419,23 @@ async def test_window_full_gets_rmsgqful(start_server, raw_client):
 # --- slowloris, connection limit ---------------------------------------------------------------
 
 
-async def test_slowloris_closed_after_bind_timeout(server, raw_client):
-    client = await raw_client(server.port)
+async def test_slowloris_closed_after_bind_timeout(start_server, raw_client):
+    """Bytes that never make a bind do not stop the bind timeout (0.5 s): open at 0.4 s of
+    trickle, closed once it passed. Virtual time: the bytes are real, the seconds are not."""
+    timers = FakeTimers()
+    running = await start_server(timers=timers)
+    client = await raw_client(running.port)
+    link = await accepted(running)
     bind = encode(P.BindTransmitter(system_id="acme", password=PASSWORDS["acme"]), 1)
-
-    async def trickle():
-        try:
-            for byte in bind[:-1]:  # never completes the PDU
-                client.writer.write(bytes([byte]))
-                await client.writer.drain()
-                await asyncio.sleep(0.1)
-        except (ConnectionError, OSError):
-            pass
-
-    started = time.monotonic()
-    task = asyncio.create_task(trickle())
-    try:
-        assert await client.closed(timeout=5.0), "a trickling, unbound socket stayed open"
-    finally:
-        task.cancel()
-    elapsed = time.monotonic() - started
-    assert 0.45 <= elapsed < 3.0  # bind_timeout is 0.5s; the trickle alone takes > 3s
+    for byte in bind[:4]:  # never completes the PDU
+        client.writer.write(bytes([byte]))
+        await client.writer.drain()
+        await timers.advance(0.1)
+    assert not link.transport.is_closing(), "closed before the bind timeout"
+    client.writer.write(bind[4:8])
+    await timers.advance(0.2)
+    assert link.transport.is_closing()
+    assert await client.closed(timeout=5.0), "a trickling, unbound socket stayed open"
 
 
 async def test_bind_received_in_time_is_answered_after_bind_timeout(start_server, raw_client):
@@ -487,33 +490,35 @@ async def test_connection_limit_closes_extra_connections(start_server, raw_clien
 
 
 async def test_idle_bound_session_gets_enquire_link(start_server, raw_client):
-    running = await start_server(server={"enquire_link_interval": "300ms", "inactivity_timeout": "2s"})
+    timers = FakeTimers()
+    running = await start_server(timers=timers, server={"enquire_link_interval": "300ms", "inactivity_timeout": "2s"})
     client = await raw_client(running.port)
     assert (await client.bind(kind=P.BindTransceiver)).command_status == S.ESME_ROK
+    link = await accepted(running)
     for _ in range(2):
+        await timers.advance(0.29)
+        assert link.in_flight == 0, "enquire_link before the interval"
+        await timers.advance(0.02)
         frame = await client.read(timeout=3.0)
         assert (frame.command_id, frame.command_status) == (C.ENQUIRE_LINK, 0)
         client.send(header(C.ENQUIRE_LINK_RESP, frame.sequence_number))
+        await until(lambda: link.in_flight == 0, what="our enquire_link answered")
     assert len(running.server.links) == 1
-    link = next(iter(running.server.links))
-    for _ in range(100):  # our answer to the last one is on its way
-        if link.in_flight == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert link.is_bound and link.in_flight == 0
+    assert link.is_bound
 
 
 async def test_dead_session_closed_after_inactivity_timeout(start_server, raw_client):
-    running = await start_server(server={"enquire_link_interval": "300ms", "inactivity_timeout": "800ms"})
+    timers = FakeTimers()
+    running = await start_server(timers=timers, server={"enquire_link_interval": "300ms", "inactivity_timeout": "800ms"})
     client = await raw_client(running.port)
-    started = time.monotonic()  # the bind is the last thing the server receives
-    assert (await client.bind()).command_status == S.ESME_ROK
-    # Reads (so it sees our enquire_links) but never answers and never sends.
+    assert (await client.bind()).command_status == S.ESME_ROK  # the last thing the server receives
+    link = await accepted(running)
+    # It reads (so it sees our enquire_links) but never answers and never sends.
+    await timers.advance(0.79)
+    assert not link.transport.is_closing(), "closed before the inactivity timeout"
+    await timers.advance(0.02)
     assert await client.closed(timeout=5.0)
-    elapsed = time.monotonic() - started
-    assert 0.75 <= elapsed < 4.0
-    await asyncio.sleep(0.01)
-    assert running.server.links == set()
+    await until(lambda: running.server.links == set(), what="the link forgotten")
     assert running.server.registry.get("acme").binds == []
 
 
@@ -768,40 +773,43 @@ def test_daemon_malformed_config_exits_2(tmp_path, password_hashes):
 
 async def test_bound_session_trickling_a_pdu_is_closed_after_inactivity_timeout(start_server, raw_client):
     """Bytes that never make a PDU are not activity: a bound partner sending one byte of a
-    submit_sm every 100 ms (and reading our enquire_links without answering) is closed once
+    submit_sm every 100 ms (and not answering our enquire_links) is closed once
     inactivity_timeout passed since its last complete PDU."""
-    running = await start_server(server={"enquire_link_interval": "300ms", "inactivity_timeout": "800ms"})
+    timers = FakeTimers()
+    running = await start_server(timers=timers, server={"enquire_link_interval": "300ms", "inactivity_timeout": "800ms"})
     client = await raw_client(running.port)
-    started = time.monotonic()  # the bind is its last complete PDU
-    assert (await client.bind()).command_status == S.ESME_ROK
+    assert (await client.bind()).command_status == S.ESME_ROK  # its last complete PDU
+    link = await accepted(running)
     submit = encode(SUBMIT, 2)
-
-    async def trickle():
-        try:
-            for byte in submit[:-1]:  # never completes the PDU (its trickle takes > 4 s)
-                client.writer.write(bytes([byte]))
-                await client.writer.drain()
-                await asyncio.sleep(0.1)
-        except (ConnectionError, OSError):
-            pass
-
-    task = asyncio.create_task(trickle())
-    try:
-        assert await client.closed(timeout=5.0), "a bound partner trickling bytes stayed open"
-    finally:
-        task.cancel()
-    assert 0.75 <= time.monotonic() - started < 3.0
+    for byte in submit[:7]:  # 0.7 s of trickle: open
+        client.writer.write(bytes([byte]))
+        await client.writer.drain()
+        await timers.advance(0.1)
+    assert not link.transport.is_closing(), "closed before the inactivity timeout"
+    for byte in submit[7:9]:  # past 0.8 s: closed, though bytes kept coming
+        client.writer.write(bytes([byte]))
+        await client.writer.drain()
+        await timers.advance(0.1)
+    assert link.transport.is_closing()
+    assert await client.closed(timeout=5.0), "a bound partner trickling bytes stayed open"
 
 
 async def test_complete_pdus_keep_a_bound_session_open(start_server, raw_client):
     """The other side of the rule: a partner answering our enquire_links stays bound past
-    several inactivity timeouts."""
-    running = await start_server(server={"enquire_link_interval": "200ms", "inactivity_timeout": "500ms"})
+    several inactivity timeouts (1.6 s of virtual time, inactivity_timeout 0.5 s)."""
+    timers = FakeTimers()
+    running = await start_server(timers=timers, server={"enquire_link_interval": "200ms", "inactivity_timeout": "500ms"})
     client = await raw_client(running.port)
     assert (await client.bind(kind=P.BindTransceiver)).command_status == S.ESME_ROK
-    deadline = time.monotonic() + 1.6
-    while time.monotonic() < deadline:
-        frame = await client.read(timeout=2.0)
-        if frame.command_id == C.ENQUIRE_LINK:
+    link = await accepted(running)
+    answered = 0
+    for _ in range(16):
+        await timers.advance(0.1)
+        if link.in_flight:  # our enquire_link went out: answer it, and let the answer arrive
+            frame = await client.read(timeout=2.0)
+            assert frame.command_id == C.ENQUIRE_LINK
             client.send(header(C.ENQUIRE_LINK_RESP, frame.sequence_number))
-    assert len(running.server.links) == 1 and next(iter(running.server.links)).is_bound
+            await until(lambda: link.in_flight == 0, what="enquire_link_resp received")
+            answered += 1
+    assert answered >= 5
+    assert len(running.server.links) == 1 and link.is_bound and not link.transport.is_closing()

@@ -33,6 +33,7 @@ from protocol.session import InvalidPdu, Role
 from .config import Connector as ConnectorConfig
 from .link import Link, LinkClosed, ResponseTimeout
 from .ratelimit import TokenBucket
+from .timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.connector")
 
@@ -100,11 +101,15 @@ class Connector:
         *,
         bind_timeout: float = 10.0,
         inactivity_timeout: float | None = None,
+        timers: Timers | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.deliver_handler = deliver_handler or AckDeliveries()
-        self.clock = clock
+        #: Reconnect backoff, bind and submit deadlines, rate and congestion pauses, and the
+        #: links' own deadlines, all on these (virtual time in tests); ``clock`` is their now().
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = clock = self.timers.now
         self.bind_timeout = bind_timeout
         self.inactivity_timeout = inactivity_timeout or max(3 * config.enquire_link_interval, 30.0)
         self.bucket = TokenBucket(config.throughput, clock())
@@ -119,8 +124,8 @@ class Connector:
         #: gets (link, response future) once the PDU is on the wire.
         self._queue: list[tuple] = []
         self._draining = False
-        self._drain_timer: asyncio.Handle | None = None
-        self._drain_when = 0.0  # loop time the drain timer is due
+        self._drain_timer = None  # the timers' handle of the next drain
+        self._drain_when = 0.0  # clock time the drain timer is due
         self._in_flight = 0  # our submits written and not yet ended
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.stats = {"submitted": 0, "throttled": 0, "timeouts": 0, "reconnects": 0, "bind_refused": 0,
@@ -169,7 +174,7 @@ class Connector:
         return False
 
     async def wait_up(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
+        async with self.timers.timeout(timeout):
             while not self.is_up:
                 await self._wait_changed()
 
@@ -212,7 +217,7 @@ class Connector:
                 self.stats["reconnects"] += 1
                 log.warning("upstream_lost", connector=self.name, bind=index, reason=str(link.closed.result() or "closed"))
             # Full jitter on an exponential backoff: reconnect storms from many nodes spread out.
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await self.timers.sleep(random.uniform(delay / 2, delay))
             delay = min(cfg.reconnect_max, delay * 2)
 
     async def _connect(self, bind_type: str, short_code: str | None = None) -> Link:
@@ -229,10 +234,11 @@ class Connector:
                 enquire_link_interval=cfg.enquire_link_interval,
                 inactivity_timeout=self.inactivity_timeout,
                 clock=self.clock,
+                timers=self.timers,
                 name=f"upstream:{self.name}",
             )
 
-        async with asyncio.timeout(self.bind_timeout):
+        async with self.timers.timeout(self.bind_timeout):
             _, link = await loop.create_connection(factory, cfg.host, cfg.port, ssl=context)
             bind = _BIND_PDU[bind_type](
                 system_id=cfg.system_id,
@@ -349,7 +355,7 @@ class Connector:
         try:
             while True:
                 remaining = None if deadline is None else max(0.0, deadline - self.clock())
-                if await _wait_done(written, remaining):
+                if await _wait_done(written, remaining, self.timers):
                     return written.result()
                 if self._stopping or not self.is_up:
                     raise ConnectorDown(f"connector {self.name} has no bound session")
@@ -374,7 +380,7 @@ class Connector:
                     return
                 now = self.clock()
                 if now < self._backoff_until:
-                    self._drain_at(self._backoff_until - now)
+                    self._drain_at(max(self._backoff_until - now, 0.001))
                     return
                 link = self._pick()
                 if link is None:
@@ -384,7 +390,9 @@ class Connector:
                         self._drain_at(0.01)
                     return
                 if not self.bucket.try_take(now):
-                    self._drain_at(self.bucket.delay(now))
+                    # At least a millisecond: a float clock in epoch seconds cannot tell a
+                    # shorter step apart (the token would never come on virtual time).
+                    self._drain_at(max(self.bucket.delay(now), 0.001))
                     return
                 entry = heapq.heappop(queue)
                 _, written, pdu, still_wanted = entry
@@ -410,15 +418,14 @@ class Connector:
     def _drain_at(self, delay: float) -> None:
         """Run ``_drain`` again after ``delay`` seconds (the earliest such wish wins). The
         deadline is kept here, not asked of the handle: uvloop answers a ``call_at`` that is
-        already due with a plain ``Handle``, which has no ``when()``."""
-        loop = asyncio.get_running_loop()
-        when = loop.time() + max(delay, 0.0)
+        already due with a plain ``Handle``, which has no ``when()`` (nor has a fake one)."""
+        when = self.clock() + max(delay, 0.0)
         if self._drain_timer is not None:
             if self._drain_when <= when:
                 return
             self._drain_timer.cancel()
         self._drain_when = when
-        self._drain_timer = loop.call_at(when, self._drain_timer_fired)
+        self._drain_timer = self.timers.call_later(max(delay, 0.0), self._drain_timer_fired)
 
     def _drain_timer_fired(self) -> None:
         self._drain_timer = None
@@ -459,7 +466,7 @@ class Connector:
         self._signal()
 
 
-async def _wait_done(fut: asyncio.Future, timeout: float | None) -> bool:
+async def _wait_done(fut: asyncio.Future, timeout: float | None, timers: Timers) -> bool:
     """``asyncio.wait((fut,), timeout=timeout)`` for one future, without its sets and
     wrapping: True once ``fut`` is done, False when ``timeout`` passed first. ``fut`` is left
     as it is either way (also when the caller is cancelled)."""
@@ -472,7 +479,7 @@ async def _wait_done(fut: asyncio.Future, timeout: float | None) -> bool:
         if not waiter.done():
             waiter.set_result(None)
 
-    handle = loop.call_later(timeout, wake) if timeout is not None else None
+    handle = timers.call_later(timeout, wake) if timeout is not None else None
     fut.add_done_callback(wake)
     try:
         await waiter

@@ -28,6 +28,7 @@ from protocol.constants import CommandId, CommandStatus as S
 from smscenter.config import settings_from_dict
 from smscenter.connector import CONGESTION_RETRIES, Connector, ConnectorDown, UnreadableResponse
 from smscenter.link import ResponseTimeout
+from smscenter.timers import FakeTimers
 
 
 def _load_upstream():
@@ -90,8 +91,8 @@ async def connectors():
     """Make connectors that are stopped at teardown, whatever the test did."""
     made: list[Connector] = []
 
-    def make(port: int, deliver_handler=None, **overrides) -> Connector:
-        connector = Connector(connector_config(port, **overrides), deliver_handler)
+    def make(port: int, deliver_handler=None, timers=None, **overrides) -> Connector:
+        connector = Connector(connector_config(port, **overrides), deliver_handler, timers=timers)
         made.append(connector)
         return connector
 
@@ -298,17 +299,24 @@ async def test_an_upstream_that_keeps_throttling_gets_its_answer_back_to_the_cal
 
 async def test_never_answers_times_out_then_reconnects(upstream, connectors):
     upstream.never_answer = True
-    connector = await started(connectors(upstream.port, response_timeout="200ms"))
+    timers = FakeTimers()
+    connector = await started(connectors(upstream.port, response_timeout="200ms", timers=timers))
     first_link = connector.links[0]
     for n in range(1, 4):
-        start = time.monotonic()
+        submit = asyncio.create_task(connector.submit(submit_sm(n)))
+        await wait_for(lambda: len(upstream.submits) == n, 2)
+        await timers.advance(0.19)
+        assert not submit.done(), "timed out before response_timeout"
+        await timers.advance(0.02)
         with pytest.raises(ResponseTimeout):
-            await asyncio.wait_for(connector.submit(submit_sm(n)), 2)
-        assert 0.15 <= time.monotonic() - start < 1.5
+            await asyncio.wait_for(submit, 2)
         if n < 3:
             assert first_link.is_open and upstream.connections == 1
     assert connector.stats["timeouts"] == 3
-    # After three timeouts in a row the bind is declared dead and reopened.
+    # After three timeouts in a row the bind is declared dead and reopened (after a backoff
+    # of reconnect_min, 50 ms, with jitter).
+    await wait_for(lambda: not first_link.is_open, 2)
+    await timers.advance(0.05)
     await wait_for(lambda: upstream.binds == 2, 3)
     await connector.wait_up(3)
     assert not first_link.is_open
@@ -355,16 +363,19 @@ async def test_generic_nack_is_returned_to_the_caller(upstream, connectors):
 
 async def test_unreadable_response_fails_the_request_like_a_timeout(upstream, connectors):
     upstream.garble = True
-    connector = await started(connectors(upstream.port, response_timeout="5s"))
+    timers = FakeTimers()
+    connector = await started(connectors(upstream.port, response_timeout="5s", timers=timers))
     first_link = connector.links[0]
+    start = timers.now()
     for n in range(3):
-        start = time.monotonic()
         with pytest.raises(UnreadableResponse) as info:
             await asyncio.wait_for(connector.submit(submit_sm(n)), 2)
         assert isinstance(info.value, ResponseTimeout)  # callers treat both alike
-        assert time.monotonic() - start < 1  # at once, not after response_timeout
+    assert timers.now() == start  # at once: no virtual time passed, so not the response_timeout
     assert connector.stats["bad_responses"] == 3
     # Three in a row: the bind is reopened, like after three timeouts.
+    await wait_for(lambda: not first_link.is_open, 2)
+    await timers.advance(0.05)  # reconnect_min
     await wait_for(lambda: upstream.binds == 2, 3)
     assert not first_link.is_open
     upstream.garble = False
@@ -373,16 +384,20 @@ async def test_unreadable_response_fails_the_request_like_a_timeout(upstream, co
 
 
 async def test_throughput_is_a_rate_with_a_one_second_burst(upstream, connectors):
-    connector = await started(connectors(upstream.port, throughput=20, window=50))
-    start = time.monotonic()
-    responses = await asyncio.wait_for(
-        asyncio.gather(*(connector.submit(submit_sm(i)) for i in range(40))), 10
-    )
-    elapsed = time.monotonic() - start
+    timers = FakeTimers()
+    connector = await started(connectors(upstream.port, throughput=20, window=50, timers=timers))
+    submits = asyncio.gather(*(connector.submit(submit_sm(i)) for i in range(40)))
+    # 20 at once (the burst), then 20 more at 20/s: one a 50 ms step, all within a second.
+    await wait_for(lambda: len(upstream.submits) == 20, 3)
+    await FakeTimers.settle(50)
+    assert len(upstream.submits) == 20, "past the burst without time passing"
+    await timers.advance(0.5)
+    await wait_for(lambda: len(upstream.submits) >= 29, 3)
+    assert len(upstream.submits) <= 31
+    await timers.advance(0.5)
+    responses = await asyncio.wait_for(submits, 5)
     assert all(r.command_status == S.ESME_ROK for r in responses)
-    # 20 at once (the burst), then 20 more at 20/s: about one second.
-    assert elapsed >= 0.8
-    assert elapsed < 5
+    assert [index_of(p) for p in upstream.submits] == list(range(40))
 
 
 async def test_deliver_sm_reaches_the_handler_and_is_acknowledged(upstream, connectors):
@@ -409,19 +424,20 @@ async def test_deliver_sm_reaches_the_handler_and_is_acknowledged(upstream, conn
 
 
 async def test_stop_unbinds(upstream, connectors):
-    connector = await started(connectors(upstream.port))
+    timers = FakeTimers()
+    connector = await started(connectors(upstream.port, timers=timers))
     assert (await connector.submit(submit_sm(1))).command_status == S.ESME_ROK
-    start = time.monotonic()
+    start = timers.now()
     await asyncio.wait_for(connector.stop(1.0), 3)
-    assert time.monotonic() - start < 1.0  # the upstream answered: no need for the grace
+    assert timers.now() == start  # the upstream answered: no grace waited for
     assert upstream.unbinds == 1
     assert connector.links == []
     await wait_for(lambda: not upstream.sessions, 1)
     # Stopped means stopped: no reconnection, and a late caller is told at once.
     with pytest.raises(ConnectorDown):
         await asyncio.wait_for(connector.submit(submit_sm(2)), 1)
-    await asyncio.sleep(0.2)
-    assert upstream.connections == 1
+    await timers.advance(1.0)  # past reconnect_max
+    assert upstream.connections == 1 and timers.pending == 0
 
 
 async def test_stop_releases_callers_waiting_for_a_bind(connectors):
@@ -472,9 +488,16 @@ async def test_a_cancelled_submit_does_not_block_the_others(upstream, connectors
 
 
 async def test_keepalive_enquire_link_on_an_idle_bind(upstream, connectors):
-    connector = await started(connectors(upstream.port, enquire_link_interval="100ms"))
+    timers = FakeTimers()
+    connector = await started(connectors(upstream.port, enquire_link_interval="100ms", timers=timers))
     # The first keep-alive comes one interval after the bind, not after some other timer.
-    await wait_for(lambda: upstream.enquire_links >= 2, 1)
+    await timers.advance(0.09)
+    assert upstream.enquire_links == 0
+    for n in (1, 2):
+        await timers.advance(0.02)
+        await wait_for(lambda: upstream.enquire_links == n, 2)
+        await wait_for(lambda: connector.links[0].in_flight == 0, 2)  # its answer arrived
+        await timers.advance(0.08)
     assert connector.is_up and upstream.connections == 1
     assert (await connector.submit(submit_sm(1))).command_status == S.ESME_ROK
 

@@ -33,6 +33,7 @@ from storage.store import Store
 
 from .accounts import AccountRegistry, AccountState
 from .link import LinkClosed, ResponseTimeout
+from .timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.outbox")
 
@@ -42,11 +43,14 @@ MEMORY_LIMIT = 20_000  # rows queued in memory per account; past it, the table i
 
 
 class OutboxSender:
-    def __init__(self, store: Store, registry: AccountRegistry, cipher: FieldCipher, clock=time.time) -> None:
+    def __init__(self, store: Store, registry: AccountRegistry, cipher: FieldCipher, clock=time.time,
+                 timers: Timers | None = None) -> None:
         self.store = store
         self.registry = registry
         self.cipher = cipher
-        self.clock = clock
+        #: Retry waits, expiry and the idle re-read run on these (virtual time in tests).
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = self.timers.now
         self._pumps: dict[str, asyncio.Task] = {}
         self._accounts: dict[str, _Account] = {}
         self._stopping = False
@@ -136,7 +140,7 @@ class OutboxSender:
                 except Exception:  # noqa: BLE001 - a failed read must not stop deliveries
                     pending.end_read([])
                     log.exception("outbox_read_failed", account=account.system_id)
-                    await asyncio.sleep(1.0)
+                    await self.timers.sleep(1.0)
                     continue
                 for row in pending.end_read(batch):
                     acc.add(row)
@@ -154,7 +158,7 @@ class OutboxSender:
             # Nothing to do. New rows are handed over (or notified); a refused row's wait
             # ends; or, every RETRY_DELAY, the table is read again from the top.
             try:
-                async with asyncio.timeout(pending.next_wait(self.clock(), RETRY_DELAY)):
+                async with self.timers.timeout(pending.next_wait(self.clock(), RETRY_DELAY)):
                     await acc.wake.wait()
             except TimeoutError:
                 acc.cursor = 0

@@ -9,7 +9,8 @@ import asyncio
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import CommandStatus
-from smscenter.outbox import OutboxSender
+from smscenter.outbox import RETRY_DELAY, OutboxSender
+from smscenter.timers import FakeTimers
 
 NOW = 1_800_000_000.0
 
@@ -113,10 +114,10 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def make():
+def make(timers=None):
     store = FakeStore()
     account = FakeAccount("acme")
-    sender = OutboxSender(store, FakeRegistry(account), cipher=Cipher(), clock=lambda: NOW)
+    sender = OutboxSender(store, FakeRegistry(account), cipher=Cipher(), clock=lambda: NOW, timers=timers)
     return store, account.binds[0].link, sender
 
 
@@ -210,4 +211,39 @@ async def test_nothing_is_queued_in_memory_while_the_partner_is_away():
     sender.notify(["acme"])  # the bind: everything comes from the table
     await settle()
     assert len(bind.link.sent) == 1
+    await sender.stop()
+
+
+async def test_a_refused_row_goes_again_after_the_retry_delay_not_before():
+    timers = FakeTimers(NOW)
+    store, link, sender = make(timers)
+    r = row(4)
+    store.table[4] = stored(r)
+    sender.handoff([r])
+    await timers.settle()
+    answer(link, CommandStatus.ESME_RSYSERR)  # refused: held for RETRY_DELAY
+    await timers.advance(RETRY_DELAY - 0.1)
+    assert len(link.sent) == 1, "sent again before the retry delay"
+    await timers.advance(0.2)
+    assert len(link.sent) == 2 and store.deletes == []
+    answer(link)
+    await timers.settle()
+    assert [row_id for row_id, _ in store.deletes] == [4]
+    await sender.stop()
+
+
+async def test_a_row_past_its_retention_is_dropped_not_sent():
+    timers = FakeTimers(NOW)
+    store, link, sender = make(timers)
+    r = row(6)
+    store.table[6] = stored(r)
+    sender.handoff([r])
+    await timers.settle()
+    answer(link, CommandStatus.ESME_RSYSERR)
+    await timers.advance(3600 + RETRY_DELAY)  # the partner kept refusing past expires_at
+    sent = len(link.sent)
+    answer(link, CommandStatus.ESME_RSYSERR)
+    await timers.advance(RETRY_DELAY * 2)
+    assert len(link.sent) == sent, "an expired row was sent"
+    assert sender.stats["expired"] == 1 and [row_id for row_id, _ in store.deletes] == [6]
     await sender.stop()

@@ -91,13 +91,11 @@ class Pipeline:
         if not self.reads.try_enter():
             self._refuse(bind, pdu, CommandStatus.ESME_RTHROTTLED)
             return
-        self._spawn(self._gated(work(bind, pdu)))
+        # Left when the task is done (after it left ``_tasks``): tasks ≤ max_storage_reads.
+        self._spawn(work(bind, pdu)).add_done_callback(self._left)
 
-    async def _gated(self, coro) -> None:
-        try:
-            await coro
-        finally:
-            self.reads.leave()
+    def _left(self, _task: asyncio.Task) -> None:
+        self.reads.leave()
 
     def _storage_failed(self, event: str, bind: PartnerBind, exc: BaseException) -> CommandStatus:
         """The status for a storage failure, logged once per cause: temporary (pool
@@ -226,10 +224,11 @@ class Pipeline:
         self.dispatcher.restore(queued)
         bind.respond(pdu.response(failed if failed is not None else CommandStatus.ESME_RCANCELFAIL))
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         for task in list(self._tasks):

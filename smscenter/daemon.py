@@ -114,7 +114,8 @@ class Daemon:
         # The pipeline needs the outbox, which needs the server's account registry.
         self.server = PartnerServer(s, handler=None)  # type: ignore[arg-type]
         self.outbox = OutboxSender(self.store, self.server.registry, self.cipher, clock=self.clock)
-        self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher)
+        self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
+                                 budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
         self.server.handler = self.pipeline
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,

@@ -14,7 +14,10 @@ Used both ways: partners binding to us (``Role.SMSC``) and our connectors bindin
   ``write()``, with TCP_NODELAY set, so many PDUs in flight cost few syscalls and no Nagle
   delay;
 - backpressure: when the transport's write buffer passes its high-water mark we stop
-  reading from the peer, so a peer that does not read cannot make us buffer without limit.
+  reading from the peer, so a peer that does not read cannot make us buffer without limit;
+- a per-turn budget (``pdus_per_turn``): after that many PDUs from one read, reading pauses
+  and the rest is processed on the next loop turn, so one session's 64 KB chunk of requests
+  cannot hold the loop while others wait.
 
 The application sees a ``LinkHandler``: it is told about requests (and answers them with
 ``respond()`` whenever it is ready, e.g. after a durable commit), bad PDUs and the close.
@@ -90,6 +93,7 @@ class Link(asyncio.Protocol):
         bind_timeout: float | None = None,
         max_pdu_size: int = 65536,
         bad_pdu_budget: int = 10,
+        pdus_per_turn: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str = "",
         timers: Timers | None = None,
@@ -108,6 +112,11 @@ class Link(asyncio.Protocol):
         self.bind_timeout = bind_timeout
         self.bad_pdu_budget = bad_pdu_budget
         self.bad_pdus = 0
+        # The handler may set the budget for all its links (the partner server does).
+        self.pdus_per_turn = pdus_per_turn if pdus_per_turn is not None else getattr(handler, "pdus_per_turn", None)
+        self._turn_scheduled = False
+        # Optional: told of each enquire_link from the peer (answered here), to meter its rate.
+        self._on_enquire_link = getattr(handler, "on_enquire_link", None)
         self.peer: tuple = ("?", 0)
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future | None = None
@@ -188,8 +197,8 @@ class Link(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         self._last_received = self.clock()  # it read: it is alive
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if self.transport is not None and not self.transport.is_closing() and not self._turn_scheduled:
+            self.transport.resume_reading()  # (with a turn scheduled, _next_turn resumes)
         for fut in self._drain_waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -200,7 +209,15 @@ class Link(asyncio.Protocol):
     def _process_events(self) -> None:
         session = self.session
         first = True
+        budget = self.pdus_per_turn
         while True:
+            if budget is not None:
+                if budget <= 0:
+                    self._yield_turn()
+                    return
+                budget -= 1
+                if self.transport is not None and self.transport.is_closing():
+                    return  # e.g. unbound for flooding by the handler: the rest is dropped
             event = session.next_event()
             if event is None:
                 return
@@ -212,6 +229,8 @@ class Link(asyncio.Protocol):
                 pdu = event.pdu
                 if pdu.command_id == CommandId.ENQUIRE_LINK:
                     self.respond(pdu.response())
+                    if self._on_enquire_link is not None:
+                        self._on_enquire_link(self)
                 elif pdu.command_id == CommandId.UNBIND:
                     # Answer what the peer is still waiting for (e.g. submits being stored)
                     # before unbind_resp: after it, nothing more may be sent.
@@ -260,6 +279,24 @@ class Link(asyncio.Protocol):
                 return
             elif kind is PeerClosed:
                 return
+
+    def _yield_turn(self) -> None:
+        """The turn's budget is spent: stop reading and go on with what is buffered on the
+        next loop turn, after the other sessions had theirs."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.pause_reading()
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._next_turn)  # type: ignore[union-attr]
+
+    def _next_turn(self) -> None:
+        self._turn_scheduled = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._process_events()
+        if not self._turn_scheduled and not self._paused and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     # --- sending ----------------------------------------------------------------------------
 

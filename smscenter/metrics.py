@@ -38,10 +38,34 @@ class DaemonCollector:
             for key, value in stats.items():
                 yield CounterMetricFamily(f"smscenter_{prefix}_{key}", f"{prefix} {key.replace('_', ' ')}", value=value)
         yield CounterMetricFamily("smscenter_store_commits", "Group commits", value=d.store.commits)
+        yield from _budget_metrics(d)
         yield CounterMetricFamily(
             "smscenter_store_writer_restarts", "Writer processes started again after one died",
             value=d.store.writer_restarts,
         )
+
+
+def _budget_metrics(d):
+    """The budgets of partner sessions (budgets.py) and the aggregated logs (floodlog.py)."""
+    budgets = d.server.budgets
+    for key, value in budgets.stats.items():
+        yield CounterMetricFamily(f"smscenter_budget_{key}", f"budget {key.replace('_', ' ')}", value=value)
+    refused = CounterMetricFamily(
+        "smscenter_requests_refused", "Partner requests refused, by account and status", labels=["account", "reason"]
+    )
+    for (account, reason), n in budgets.refusals.totals.items():
+        refused.add_metric([account or "", reason], n)
+    yield refused
+    reads = d.pipeline.reads
+    yield GaugeMetricFamily("smscenter_storage_reads_in_use", "query_sm/cancel_sm at the database now", value=reads.in_use)
+    yield CounterMetricFamily(
+        "smscenter_storage_reads_refused", "query_sm/cancel_sm refused: max_storage_reads reached", value=reads.refused
+    )
+    errors = CounterMetricFamily("smscenter_errors", "Errors by event and exception type", labels=["event", "error"])
+    if d.pipeline.errors is not None:
+        for (event, kind), n in d.pipeline.errors.totals.items():
+            errors.add_metric([event, kind], n)
+    yield errors
 
 
 def registry_for(daemon) -> CollectorRegistry:

@@ -2,7 +2,11 @@
 
 submit_sm / data_sm: planned (``submit.py``), stored with group commit, answered ESME_ROK
 with our id only after the commit, then queued for dispatch. query_sm and cancel_sm work on
-our ids. Requests we do not serve get a precise status, never a dropped session.
+our ids, each through the storage gate (``max_storage_reads`` at the database at once,
+over all sessions; beyond it ESME_RTHROTTLED at once, never a waiting task). A storage that
+is busy (connection pool exhausted, database locked) answers ESME_RTHROTTLED too: the
+partner retries later, and the cause is logged once, not one traceback per PDU. Requests we
+do not serve get a precise status, never a dropped session.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from storage.crypto import FieldCipher
 from storage.store import FINAL_STATES, Store
 
 from .accounts import PartnerBind
+from .budgets import SessionBudgets, StorageGate
 from .dispatch import Dispatcher, QueuedMessage
+from .floodlog import ErrorLog
 from .outbox import OutboxSender
 from .submit import PlannedMessage, Refused, SubmitPlanner
 
@@ -43,6 +49,9 @@ class Pipeline:
         outbox: OutboxSender,
         routes: RouteTable,
         cipher: FieldCipher,
+        *,
+        budgets: SessionBudgets | None = None,
+        max_storage_reads: int = 8,
     ) -> None:
         self.planner = planner
         self.store = store
@@ -51,7 +60,10 @@ class Pipeline:
         self.routes = routes
         self.cipher = cipher
         self._tasks: set[asyncio.Task] = set()
-        self.stats = {"accepted": 0, "refused": 0}
+        self.budgets = budgets
+        self.reads = StorageGate(max_storage_reads)
+        self.errors = ErrorLog(budgets.timers, budgets.config.refusal_log_interval) if budgets else None
+        self.stats = {"accepted": 0, "refused": 0, "storage_busy": 0, "storage_errors": 0}
 
     # --- MessageHandler ---------------------------------------------------------------------
 
@@ -60,11 +72,41 @@ class Pipeline:
         if cid == CommandId.SUBMIT_SM or cid == CommandId.DATA_SM:
             self._submit(bind, pdu)
         elif cid == CommandId.QUERY_SM:
-            self._spawn(self._query(bind, pdu))
+            self._read(bind, pdu, self._query)
         elif cid == CommandId.CANCEL_SM:
-            self._spawn(self._cancel(bind, pdu))
+            self._read(bind, pdu, self._cancel)
         else:
-            bind.respond(pdu.response(_NOT_SERVED.get(cid, CommandStatus.ESME_RINVCMDID)))
+            self._refuse(bind, pdu, _NOT_SERVED.get(cid, CommandStatus.ESME_RINVCMDID))
+
+    def _refuse(self, bind: PartnerBind, pdu: P.Pdu, status: int) -> None:
+        """Answer ``status`` at once; counted and logged aggregated (and a strike on the
+        session's flood meter)."""
+        self.stats["refused"] += 1
+        if self.budgets is not None:
+            self.budgets.refused(bind.link, bind.account.system_id, status)
+        bind.respond(pdu.response(status))
+
+    def _read(self, bind: PartnerBind, pdu: P.Pdu, work) -> None:
+        """Run a storage-reading request if the gate has room, else ESME_RTHROTTLED now."""
+        if not self.reads.try_enter():
+            self._refuse(bind, pdu, CommandStatus.ESME_RTHROTTLED)
+            return
+        # Left when the task is done (after it left ``_tasks``): tasks ≤ max_storage_reads.
+        self._spawn(work(bind, pdu)).add_done_callback(self._left)
+
+    def _left(self, _task: asyncio.Task) -> None:
+        self.reads.leave()
+
+    def _storage_failed(self, event: str, bind: PartnerBind, exc: BaseException) -> CommandStatus:
+        """The status for a storage failure, logged once per cause: temporary (pool
+        exhausted, database locked) → ESME_RTHROTTLED, anything else → ESME_RSYSERR."""
+        busy = storage_busy(exc)
+        self.stats["storage_busy" if busy else "storage_errors"] += 1
+        if self.errors is not None:
+            self.errors.exception(event, exc, with_traceback=not busy, account=bind.account.system_id)
+        else:
+            log.error(event, account=bind.account.system_id, error=type(exc).__name__)
+        return CommandStatus.ESME_RTHROTTLED if busy else CommandStatus.ESME_RSYSERR
 
     def bound(self, bind: PartnerBind) -> None:
         """A partner bound: if it can receive, deliver what it is owed."""
@@ -77,20 +119,12 @@ class Pipeline:
         try:
             plan = self.planner.plan(bind, pdu)
             fut = self.store.add_message(plan.row, plan.part_rows)
-        except Refused as exc:
-            self.stats["refused"] += 1
-            log.info("submit_refused", account=bind.account.system_id, status=CommandStatus.name_of(exc.status),
-                     reason=str(exc))
-            bind.respond(pdu.response(exc.status))
+        except (Refused, RemoteProtocolError) as exc:
+            self._refuse(bind, pdu, exc.status)  # aggregated: requests_refused per account and status
             return
-        except RemoteProtocolError as exc:
+        except Exception as exc:  # noqa: BLE001 - a bug or a closing store must not kill the session
             self.stats["refused"] += 1
-            bind.respond(pdu.response(exc.status))
-            return
-        except Exception:  # noqa: BLE001 - a bug or a closing store must not kill the session
-            self.stats["refused"] += 1
-            log.exception("submit_failed", account=bind.account.system_id)
-            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            bind.respond(pdu.response(self._storage_failed("submit_failed", bind, exc)))
             return
         fut.add_done_callback(lambda f: self._committed(f, bind, pdu, plan))
 
@@ -141,9 +175,8 @@ class Pipeline:
             return
         try:
             msg = await self._own_message(bind, message_id)
-        except Exception:  # noqa: BLE001 - answer, whatever happened
-            log.exception("query_failed", account=bind.account.system_id)
-            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+        except Exception as exc:  # noqa: BLE001 - answer, whatever happened
+            bind.respond(pdu.response(self._storage_failed("query_failed", bind, exc)))
             return
         if msg is None:
             bind.respond(pdu.response(CommandStatus.ESME_RQUERYFAIL))
@@ -166,9 +199,8 @@ class Pipeline:
         account = bind.account.system_id
         try:
             msg = await self._own_message(bind, message_id)
-        except Exception:  # noqa: BLE001
-            log.exception("cancel_failed", account=account)
-            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+        except Exception as exc:  # noqa: BLE001
+            bind.respond(pdu.response(self._storage_failed("cancel_failed", bind, exc)))
             return
         if msg is None or msg["state"] in FINAL_STATES:
             bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
@@ -179,27 +211,47 @@ class Pipeline:
         if queued is None:
             bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
             return
+        failed: CommandStatus | None = None
         try:
             cancelled = await self.store.cancel(message_id, account)
-        except Exception:  # noqa: BLE001
-            log.exception("cancel_failed", account=account)
-            cancelled = None
+        except Exception as exc:  # noqa: BLE001
+            failed = self._storage_failed("cancel_failed", bind, exc)
+            cancelled = False
         if cancelled:
             log.info("cancelled", account=account, message_id=message_id)
             bind.respond(pdu.response())
             return
         self.dispatcher.restore(queued)
-        bind.respond(pdu.response(CommandStatus.ESME_RSYSERR if cancelled is None else CommandStatus.ESME_RCANCELFAIL))
+        bind.respond(pdu.response(failed if failed is not None else CommandStatus.ESME_RCANCELFAIL))
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def storage_busy(exc: BaseException) -> bool:
+    """A temporary storage failure, worth a retry (ESME_RTHROTTLED) rather than a system
+    error: SQLAlchemy's pool timeout ("QueuePool limit of size … reached"), a database that is
+    locked or busy, a connection lost or refused, a server with too many connections."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, (sa.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, sa.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        text = str(exc.orig).lower() if exc.orig is not None else ""
+        return isinstance(exc, sa.OperationalError) and any(
+            word in text for word in ("locked", "busy", "too many connections", "could not connect")
+        ) or "toomanyconnections" in type(exc.orig).__name__.lower()
+    return type(exc).__name__ in ("TooManyConnectionsError", "CannotConnectNowError")
 
 
 def parse_message_id(text: str) -> int | None:
@@ -211,4 +263,4 @@ def parse_message_id(text: str) -> int | None:
     return value if value < 1 << 63 else None
 
 
-__all__ = ["Pipeline", "MessageState", "parse_message_id"]
+__all__ = ["Pipeline", "MessageState", "parse_message_id", "storage_busy"]

@@ -4,8 +4,10 @@ Each accepted connection becomes a ``Link`` in the SMSC role. This module decide
 (credentials, IP allow-list, bind types, bind limits; failures answered after a delay that
 grows with repeated failures from one address) and applies the session-level checks on each
 request — window (ESME_RMSGQFUL) and the account's throughput across all its binds
-(ESME_RTHROTTLED) — before handing it to the ``MessageHandler``, which answers it when it is
-ready (after a durable commit).
+(ESME_RTHROTTLED), for every request, not only submits (``budgets.py``) — before handing it
+to the ``MessageHandler``, which answers it when it is ready (after a durable commit). A
+session that keeps sending what we refuse, or enquire_link far beyond a sane rate, is
+unbound (``session_flooding``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import structlog
 
 from protocol import pdu as P
 from protocol.constants import CommandId, CommandStatus
+from protocol.errors import LocalProtocolError
 from protocol.session import InvalidPdu, Role
 
 from .accounts import AccountRegistry, PartnerBind
+from .budgets import SessionBudgets, SessionFlooding
 from .config import Settings
-from .link import Link
+from .link import Link, LinkClosed
 from .timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.server")
@@ -91,6 +95,9 @@ class PartnerServer:
         self.servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task] = set()
         self.accepting = False
+        self.budgets = SessionBudgets(self.config, timers or RealTimers(clock), self._unbind_flooding)
+        #: Read by each ``Link`` made with this server as its handler.
+        self.pdus_per_turn = self.config.pdus_per_turn
 
     # --- listeners --------------------------------------------------------------------------
 
@@ -148,15 +155,26 @@ class PartnerServer:
         if bind is None:  # the session only lets bound requests through; belt and braces
             link.respond(pdu.response(CommandStatus.ESME_RINVBNDSTS))
             return
-        if cid == CommandId.SUBMIT_SM or cid == CommandId.DATA_SM or cid == CommandId.SUBMIT_MULTI:
-            # session.pending counts this request too: the partner's unanswered requests.
-            if link.session.pending > bind.account.config.window:
-                link.respond(pdu.response(CommandStatus.ESME_RMSGQFUL))
-                return
-            if not bind.account.bucket.try_take(self.clock()):
-                link.respond(pdu.response(CommandStatus.ESME_RTHROTTLED))
-                return
+        # Every request costs the session's window and the account's throughput, submit or
+        # not: a query_sm flood is as much work for the database as a submit flood.
+        refused = self.budgets.admit(link, bind, self.clock())
+        if refused is not None:
+            link.respond(pdu.response(refused))
+            return
         self.handler.handle(bind, pdu)
+
+    def on_enquire_link(self, link: Link) -> None:
+        """An enquire_link from the partner (already answered): metered against its rate."""
+        self.budgets.enquire_link(link)
+
+    def _unbind_flooding(self, link: Link, reason: SessionFlooding) -> None:
+        """Unbind a flooding session: unbind sent, then closed (what it sends meanwhile is
+        not read)."""
+        try:
+            link.request_nowait(P.Unbind()).add_done_callback(_ignore_result)
+        except (LinkClosed, LocalProtocolError):
+            pass
+        link.close(reason)
 
     def on_invalid(self, link: Link, event: InvalidPdu) -> None:
         log.info(
@@ -172,6 +190,7 @@ class PartnerServer:
 
     def on_closed(self, link: Link, exc: BaseException | None) -> None:
         self.links.discard(link)
+        self.budgets.forget(link)
         bind: PartnerBind | None = link.context  # type: ignore[assignment]
         if bind is not None:
             self.registry.detach(bind)
@@ -225,6 +244,11 @@ class PartnerServer:
             task.cancel()
         for server in self.servers:
             await server.wait_closed()
+
+
+def _ignore_result(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # the session is closing: its unbind_resp does not matter
 
 
 class _Refused(asyncio.Protocol):

@@ -64,6 +64,14 @@ class Server(_Section):
     bad_pdu_budget: int = Field(10, ge=0)
     shutdown_grace: Duration = "5s"  # type: ignore[assignment]
     failed_bind_delay: Duration = "1s"  # type: ignore[assignment]
+    # Budgets (README "Budgets"): what one session may cost the others.
+    pdus_per_turn: int = Field(32, gt=0, le=100_000)  # PDUs read from one session before others get a turn
+    enquire_link_rate: float = Field(2.0, gt=0)  # enquire_link per second a session may send (sustained)
+    enquire_link_burst: int = Field(10, gt=0)  # ... and in a burst
+    max_storage_reads: int = Field(8, gt=0, le=10_000)  # query_sm / cancel_sm at the database at once (all sessions)
+    flood_refusals: int = Field(1000, gt=0)  # refused requests + excess enquire_link per flood_interval before unbind
+    flood_interval: PositiveDuration = "10s"  # type: ignore[assignment]
+    refusal_log_interval: PositiveDuration = "10s"  # type: ignore[assignment]  # one log line per (account, reason) per interval
 
 
 def _storage_url(value: Any, info: ValidationInfo) -> str:

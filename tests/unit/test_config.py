@@ -225,12 +225,12 @@ def test_error_path_with_index():
 def test_unknown_keys():
     errs = errors_of(
         {
-            "server": {"enquire_link": "30s"},
+            "server": {"enquire_interval": "30s"},
             "frobnicate": 1,
             "account": [account(category="alert", colour="red")],
         }
     )
-    assert "server.enquire_link: unknown key (did you mean 'enquire_link_interval'?)" in errs
+    assert "server.enquire_interval: unknown key (did you mean 'enquire_link_interval'?)" in errs
     assert "frobnicate: unknown key" in errs
     assert "account[0].colour: unknown key" in errs
 
@@ -437,3 +437,27 @@ def test_array_of_tables_in_toml(tmp_path):
 def test_model_validate_alone_uses_toml_names():
     s = Settings.model_validate({"account": [account(category="alert")]})
     assert s.accounts[0].system_id == "acme"
+
+
+def test_budget_keys_defaults_and_errors_name_the_key():
+    s = settings_from_dict({"account": [account(category="alert")]})
+    srv = s.server
+    assert (srv.pdus_per_turn, srv.enquire_link_rate, srv.enquire_link_burst) == (32, 2.0, 10)
+    assert (srv.max_storage_reads, srv.flood_refusals, srv.flood_interval, srv.refusal_log_interval) == (8, 1000, 10.0, 10.0)
+    errs = errors_of(
+        {
+            "server": {
+                "pdus_per_turn": 0,
+                "enquire_link_rate": -1,
+                "enquire_link_burst": 0,
+                "max_storage_reads": 0,
+                "flood_refusals": 0,
+                "flood_interval": "0s",
+                "refusal_log_interval": "often",
+            },
+            "account": [account(category="alert")],
+        }
+    )
+    for key in ("pdus_per_turn", "enquire_link_rate", "enquire_link_burst", "max_storage_reads", "flood_refusals",
+                "flood_interval", "refusal_log_interval"):
+        assert any(e.startswith(f"server.{key}: ") for e in errs), (key, errs)

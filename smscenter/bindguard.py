@@ -22,8 +22,8 @@ The rules, and why each one:
   Beyond either: ESME_RBINDFAIL at once, without spending scrypt on it.
 - **scrypt runs on its own small thread pool** (``bind_check_threads``), never the loop's
   default executor (which storage uses), and checks waiting for a thread are served
-  round-robin by IP: 300 checks queued from one address delay another address's check by at
-  most one check per busy address, not by 300.
+  fairly by IP (the IP with the fewest checks running goes next): 300 checks queued from one
+  address delay another address's check by the checks already running, not by 300.
 
 Every failure is counted by reason (``smscenter_binds_failed_total{reason}``) and logged
 aggregated (one line per IP, reason and known account per interval). All tables are bounded
@@ -74,13 +74,17 @@ _AT_ONCE = frozenset({"checks_per_ip", "checks_total"})
 
 
 class FairExecutor:
-    """A bounded thread pool whose queue is served round-robin by key (the peer IP)."""
+    """A bounded thread pool whose queue is served fairly by key (the peer IP): the next
+    check to start is from the key with the fewest checks running, so a key that floods the
+    queue delays another key's check by at most the checks already running."""
 
     def __init__(self, workers: int, name: str = "bind-check") -> None:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self._queues: OrderedDict[str, deque[tuple[Callable, tuple, asyncio.Future]]] = OrderedDict()
         self.running = 0
+        self._running_by: dict[str, int] = {}
+        self._last: dict[str, int] = {}  # key -> when its last check started (queued or running keys)
         self.queued = 0
         #: Checks started so far (tests read it to see who went before whom).
         self.started = 0
@@ -95,22 +99,36 @@ class FairExecutor:
     def _pump(self) -> None:
         loop = asyncio.get_running_loop()
         while self.running < self.workers and self._queues:
-            key, queue = next(iter(self._queues.items()))
+            # The key with the fewest checks running goes next; among those, the one whose
+            # last check started longest ago.
+            key = min(self._queues, key=lambda k: (self._running_by.get(k, 0), self._last.get(k, -1)))
+            queue = self._queues[key]
             fn, args, fut = queue.popleft()
             self.queued -= 1
             if queue:
-                self._queues.move_to_end(key)  # the next check goes to the next key
+                self._queues.move_to_end(key)
             else:
                 del self._queues[key]
             if fut.done():  # its bind was cancelled while it waited
+                if key not in self._queues and key not in self._running_by:
+                    self._last.pop(key, None)
                 continue
             self.running += 1
+            self._running_by[key] = self._running_by.get(key, 0) + 1
             self.started += 1
+            self._last[key] = self.started
             job = loop.run_in_executor(self._pool, fn, *args)
-            job.add_done_callback(lambda job, fut=fut: self._done(job, fut))
+            job.add_done_callback(lambda job, fut=fut, key=key: self._done(job, fut, key))
 
-    def _done(self, job: asyncio.Future, fut: asyncio.Future) -> None:
+    def _done(self, job: asyncio.Future, fut: asyncio.Future, key: str) -> None:
         self.running -= 1
+        left = self._running_by[key] - 1
+        if left:
+            self._running_by[key] = left
+        else:
+            del self._running_by[key]
+            if key not in self._queues:
+                self._last.pop(key, None)
         if not fut.done():
             if job.cancelled():
                 fut.cancel()

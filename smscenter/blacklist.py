@@ -24,6 +24,8 @@ import structlog
 from storage.ids import NODE_BITS, SEQ_BITS
 from storage.optouts import OptOutStore, is_alphanumeric, platform_scope
 
+from .timers import RealTimers, Timers
+
 log = structlog.get_logger("smscenter.blacklist")
 
 #: Seconds of audit ids re-read below the high-water mark at each refresh.
@@ -39,13 +41,18 @@ class Blacklist:
         refresh_interval: float = 2.0,
         clock=time.time,
         invalid_interval: float = 30.0,
+        timers: Timers | None = None,
     ):
         self.store = store
         self.shared_scope = platform_scope(shared_short_code) if shared_short_code else None
         self.shared_short_code = shared_short_code
         self.refresh_interval = refresh_interval
         self.invalid_interval = invalid_interval
-        self.clock = clock
+        #: The refresh interval runs on these (virtual time in tests). Re-read ages are
+        #: measured on ``_elapsed``: the monotonic clock for real, the timers' own in tests.
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = self.timers.now
+        self._elapsed = time.monotonic if timers is None else timers.now
         self._keys: set[tuple[str, bytes]] = set()
         self._invalid: dict[bytes, float] = {}
         self._invalid_read_at = 0.0
@@ -60,7 +67,7 @@ class Blacklist:
         self._audit_id = await self.store.last_audit_id()
         self._keys = await self.store.all_keys()
         self._invalid = await self.store.invalid()
-        self._invalid_read_at = time.monotonic()
+        self._invalid_read_at = self._elapsed()
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="blacklist-follow")
         log.info("blacklist_loaded", entries=len(self._keys), invalid_numbers=len(self._invalid))
 
@@ -71,7 +78,7 @@ class Blacklist:
 
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self.refresh_interval)
+            await self.timers.sleep(self.refresh_interval)
             try:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001 - keep following; the copy stays usable
@@ -93,8 +100,8 @@ class Blacklist:
             self._audit_id = max(self._audit_id, events[-1][0])
         floor = max(0, self._audit_id - _MARGIN_IDS)
         self._seen = {i for i in self._seen if i > floor}
-        if time.monotonic() - self._invalid_read_at >= self.invalid_interval:
-            started = time.monotonic()
+        if self._elapsed() - self._invalid_read_at >= self.invalid_interval:
+            started = self._elapsed()
             invalid = await self.store.invalid()
             self._marked = {h: m for h, m in self._marked.items() if m[1] > started - REREAD_MARGIN}
             for dest_hash, (expires_at, _) in self._marked.items():
@@ -130,7 +137,7 @@ class Blacklist:
 
     def mark_invalid(self, dest_hash: bytes, expires_at: float) -> None:
         self._invalid[dest_hash] = expires_at
-        self._marked[dest_hash] = (expires_at, time.monotonic())
+        self._marked[dest_hash] = (expires_at, self._elapsed())
 
     def __len__(self) -> int:
         return len(self._keys)

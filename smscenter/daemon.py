@@ -44,6 +44,7 @@ from .receipts import UpstreamDeliveries, daemon_transaction
 from .metrics import registry_for
 from .server import PartnerServer
 from .submit import MentionPolicy, SubmitPlanner
+from .timers import RealTimers, Timers
 from .web import WebApp
 
 log = structlog.get_logger("smscenter.daemon")
@@ -54,12 +55,20 @@ def route_table(settings: Settings) -> RouteTable:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, clock=time.time) -> None:
+    def __init__(self, settings: Settings, *, clock=time.time, timers: Timers | None = None) -> None:
         self.settings = settings
         #: The wall clock (epoch seconds) of everything that stamps or compares message
         #: times: submit planning and send windows, the queue, the store, receipts, opt-outs.
-        #: Tests pass a fake one (then ``dispatcher.poke()`` after moving it).
-        self.clock = clock
+        #: Tests pass a fake one (then ``dispatcher.poke()`` after moving it), or ``timers``.
+        #: ``timers``: a ``FakeTimers`` puts every component's waits (links, connectors,
+        #: outbox, MO reassembly, housekeeping, blacklist refresh, the store's linger, the
+        #: watchdog) and the clock on one virtual time; without it, the wall clock's timers
+        #: for those that stamp messages and the monotonic one for links and connectors
+        #: (their keep-alive and rates must not jump with the wall clock).
+        self._virtual = timers
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.link_timers: Timers = timers if timers is not None else RealTimers(time.monotonic)
+        self.clock = self.timers.now
         self.stopping = asyncio.Event()
         self._background: set[asyncio.Task] = set()
 
@@ -86,13 +95,14 @@ class Daemon:
             {a.system_id: a.per_part_receipts for a in s.accounts},
             id_floor,
         )
-        self.store = Store(self.engine, transaction, clock=self.clock)
+        self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
         self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
-        self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None, clock=self.clock)
+        self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None, clock=self.clock,
+                                   timers=self._virtual)
         await self.blacklist.start()
         self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock)
         await self.store.start()
-        self.connectors = {c.name: Connector(c, self.deliveries) for c in s.connectors}
+        self.connectors = {c.name: Connector(c, self.deliveries, timers=self.link_timers) for c in s.connectors}
         self.dispatcher = Dispatcher(
             self.connectors, self.store, clock=self.clock, response_timeout=s.server.response_timeout
         )
@@ -112,20 +122,20 @@ class Daemon:
         )
         self.dispatcher.on_invalid_number = self._invalid_number
         # The pipeline needs the outbox, which needs the server's account registry.
-        self.server = PartnerServer(s, handler=None)  # type: ignore[arg-type]
-        self.outbox = OutboxSender(self.store, self.server.registry, self.cipher, clock=self.clock)
+        self.server = PartnerServer(s, handler=None, timers=self.link_timers)  # type: ignore[arg-type]
+        self.outbox = OutboxSender(self.store, self.server.registry, self.cipher, timers=self.timers)
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
                                  budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
         self.server.handler = self.pipeline
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
-            lambda account: retention.get(account, s.retention.message_details), clock=self.clock,
+            lambda account: retention.get(account, s.retention.message_details), timers=self.timers,
         )
         self.deliveries.mo_handler = self.mo
         for connector in self.connectors.values():
             await connector.start()
         await self.dispatcher.start()
-        self.housekeeping = Housekeeping(self.store, clock=self.clock)
+        self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
         await self.pipeline.load()
         await self.server.start()
@@ -177,7 +187,7 @@ class Daemon:
         systemd.notify("READY=1", f"STATUS=listening on {', '.join(listen)}")
         log.info("ready", listen=listen, connectors=list(self.connectors))
         watchdog = systemd.watchdog_interval()
-        watchdog_task = loop.create_task(_watchdog(watchdog)) if watchdog else None
+        watchdog_task = loop.create_task(_watchdog(watchdog, self.link_timers)) if watchdog else None
         await self.stopping.wait()
         if watchdog_task is not None:
             watchdog_task.cancel()
@@ -212,10 +222,10 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def _watchdog(interval: float) -> None:
+async def _watchdog(interval: float, timers: Timers) -> None:
     while True:
         systemd.notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
+        await timers.sleep(interval)
 
 
 def main(settings: Settings) -> int:

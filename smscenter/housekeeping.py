@@ -17,6 +17,8 @@ import structlog
 from protocol.constants import MessageState
 from storage.store import Store, UpstreamReceipt
 
+from .timers import RealTimers, Timers
+
 log = structlog.get_logger("smscenter.housekeeping")
 
 
@@ -29,12 +31,15 @@ class Housekeeping:
         receipt_grace: float = 24 * 3600.0,
         early_ttl: float = 7 * 24 * 3600.0,
         clock=time.time,
+        timers: Timers | None = None,
     ) -> None:
         self.store = store
         self.interval = interval
         self.receipt_grace = receipt_grace
         self.early_ttl = early_ttl
-        self.clock = clock
+        #: The interval between runs is on these (virtual time in tests); ``clock`` is now().
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = self.timers.now
         self._task: asyncio.Task | None = None
         self.stats = {"expired_without_receipt": 0, "early_receipts_purged": 0}
 
@@ -48,7 +53,7 @@ class Housekeeping:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            await self.timers.sleep(self.interval)
             try:
                 await self.run_once()
             except Exception as exc:  # noqa: BLE001 - try again next time

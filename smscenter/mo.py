@@ -42,6 +42,7 @@ from .config import Settings
 from .connector import Connector
 from .dispatch import QueuedMessage
 from .link import Link
+from .timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.mo")
 
@@ -96,6 +97,7 @@ class MoService:
         outbox,
         retention,
         clock=time.time,
+        timers: Timers | None = None,
     ) -> None:
         self.settings = settings
         self.optouts = optouts
@@ -106,7 +108,9 @@ class MoService:
         self.dispatcher = dispatcher
         self.outbox = outbox
         self.retention = retention  # account -> seconds
-        self.clock = clock
+        #: The reassembly timeout runs on these (virtual time in tests).
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = self.timers.now
         self.owners, self.keywords = short_code_owners(settings)
         opt = settings.optout
         self.shared_short_code = opt.short_code if opt else None
@@ -153,7 +157,7 @@ class MoService:
 
     async def _expire_loop(self) -> None:
         while len(self.reassembler):
-            await asyncio.sleep(1.0)
+            await self.timers.sleep(1.0)
             for key, parts in self.reassembler.expire(self.clock()):
                 holders = self._held.pop(key, [])
                 if not holders:

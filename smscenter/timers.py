@@ -155,6 +155,15 @@ class FakeTimers:
         self._now = target
         await self.settle(settle)
 
+    async def jump(self, seconds: float, *, settle: int = 20) -> None:
+        """Move the clock ``seconds`` forward at once, as a host that was suspended sees it,
+        then fire what fell due meanwhile, in order, each once (a timer re-armed by one of
+        them for a time already past fires too). Unlike ``advance``, what the timers start
+        meanwhile (reconnects, keep-alives on real sockets) does not run once per period:
+        for hours of nothing, where ``advance`` would replay every period of every timer."""
+        self._now += max(0.0, seconds)
+        await self.advance(0.0, settle=settle)
+
     @staticmethod
     async def settle(turns: int = 20) -> None:
         """Let the event loop run ready callbacks for a few turns (no real time passes)."""

@@ -154,7 +154,7 @@ class _Pending:
         self.outcomes: list[Outcome] = []
         self.messages: list[Outcome] = []  # add_message's: resolved once their own commit is done
         self.work = Work()
-        self.started = 0.0  # loop time of its first call
+        self.started = 0.0  # linger-clock time of its first call
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -173,6 +173,7 @@ class Store:
         max_batch: int = 2000,
         max_delay: float = 0.002,
         clock: Callable[[], float] = time.time,
+        timers: Any = None,
     ) -> None:
         self.engine = engine
         if isinstance(transaction, Transaction):
@@ -184,6 +185,11 @@ class Store:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.clock = clock
+        #: The group commit's linger (``max_delay``) on a ``smscenter.timers.Timers`` (virtual
+        #: time in tests); without one, on the monotonic clock and the loop's own sleep.
+        self.timers = timers
+        self._linger_clock: Callable[[], float] = time.monotonic if timers is None else timers.now
+        self._linger = asyncio.sleep if timers is None else timers.sleep
         self._batch = _Pending()
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task | None = None
@@ -251,7 +257,7 @@ class Store:
         pos = len(outcomes)
         outcomes.append(fut)
         if pos == 0:
-            batch.started = asyncio.get_running_loop().time()
+            batch.started = self._linger_clock()
             self._wakeup.set()
         elif pos + 1 >= self.max_batch:
             self._wakeup.set()
@@ -300,7 +306,6 @@ class Store:
         return fut
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -312,9 +317,9 @@ class Store:
                 # within max_delay of the batch's first call. A batch that filled while the
                 # previous commit ran has waited long enough. (A writer process needs no
                 # such wait: what arrives while it commits is sent as soon as it answers.)
-                linger = self.max_delay - (loop.time() - batch.started)
+                linger = self.max_delay - (self._linger_clock() - batch.started)
                 if linger > 0:
-                    await asyncio.sleep(linger)
+                    await self._linger(linger)
             batch, self._batch = self._batch, _Pending()
             if batch:
                 if self._process is not None:

@@ -383,6 +383,25 @@ class RawPartner:
                 if not cid & 0x80000000:
                     return cid, seq, body
 
+    async def quiet(self, timeout: float = 5.0) -> list[tuple[int, int, bytes]]:
+        """The requests the server sent before it answered an enquire_link of ours: a
+        barrier, so that "nothing was sent" is checked without waiting on the wall clock
+        (the socket keeps order: whatever the server wrote first arrives first)."""
+        self.seq += 1
+        seq = self.seq
+        self.writer.write(struct.pack(">IIII", 16, 0x00000015, 0, seq))
+        seen = []
+        async with asyncio.timeout(timeout):
+            while True:
+                length, cid, _status, rseq = struct.unpack(">IIII", await self.reader.readexactly(16))
+                body = await self.reader.readexactly(length - 16)
+                if cid == 0x80000015 and rseq == seq:
+                    return seen
+                if cid == 0x00000015:
+                    self.writer.write(struct.pack(">IIII", 16, 0x80000015, 0, rseq))
+                elif not cid & 0x80000000:
+                    seen.append((cid, rseq, body))
+
     def answer(self, command_id: int, seq: int, status: int = 0) -> None:
         body = b"\0" if command_id == 0x00000005 else b""  # deliver_sm_resp: empty message_id
         self.writer.write(struct.pack(">IIII", 16 + len(body), command_id | 0x80000000, status, seq) + body)
@@ -530,14 +549,16 @@ class Harness:
         self.peers.append(peer)
         return peer
 
-    async def daemon(self, settings: Settings, wait_up: tuple[str, ...] | None = None) -> Daemon:
-        """Start a Daemon; wait until the named connectors (default: all) are bound."""
-        d = Daemon(settings)
+    async def daemon(self, settings: Settings, wait_up: tuple[str, ...] | None = None, timers=None) -> Daemon:
+        """Start a Daemon; wait until the named connectors (default: all) are bound. With
+        ``timers`` (a ``FakeTimers``) the daemon's clock and timers are on virtual time."""
+        d = Daemon(settings, timers=timers)
         await d.start()
         self.daemons.append(d)
         names = wait_up if wait_up is not None else tuple(d.connectors)
-        for name in names:
-            await d.connectors[name].wait_up(5)
+        async with asyncio.timeout(10):  # real time: virtual deadlines never pass by themselves
+            for name in names:
+                await d.connectors[name].wait_up(5)
         return d
 
     async def stop_daemon(self, d: Daemon) -> None:
@@ -565,6 +586,11 @@ class Harness:
                 pass
         for peer in reversed(self.peers):
             await peer.stop()
+
+
+#: A Tuesday, 10:00 in Paris (2 June 2026, 08:00 UTC): where tests on virtual time start,
+#: inside every send window.
+TUESDAY_MORNING = 1_780_387_200.0
 
 
 def port_of(d: Daemon) -> int:

@@ -10,12 +10,20 @@ import pytest
 from smscenter.admin import CLI_NODE
 from smscenter.blacklist import Blacklist
 from smscenter.config import load_settings
+from smscenter.timers import FakeTimers
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore
 from storage.schema import audit_log, blacklist
-from tests.integration.mt_fixtures import free_port, mt, port_of, rows, wait_for  # noqa: F401 - mt: fixture
+from tests.integration.mt_fixtures import (  # noqa: F401 - mt: fixture
+    TUESDAY_MORNING,
+    free_port,
+    mt,
+    port_of,
+    rows,
+    wait_for,
+)
 from tests.integration.optout_fixtures import SHARED, SmpplibPartner, config_data, run_cli, write_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -214,24 +222,30 @@ async def test_missing_keys_is_an_error(tmp_path, password_hashes):
 
 
 async def test_running_daemon_picks_up_cli_changes(mt, tmp_path, password_hashes):
+    """The daemon's copy of the blacklist follows the table every ``refresh_interval`` (2 s),
+    on virtual time: not before the interval, and once it passed."""
+    timers = FakeTimers(TUESDAY_MORNING)
     up = await mt.upstream()
     path = write_config(tmp_path, config_data(password_hashes, up.port))
-    d = await mt.daemon(load_settings(path))
+    d = await mt.daemon(load_settings(path), timers=timers)
     acme = await SmpplibPartner(port_of(d), "acme").connect()
     mt.partners.append(acme)
     assert (await acme.submit("33612345678", source="ACME"))[0] == 0
 
     added = await cli("blacklist", "add", "-c", str(path), "--account", "acme", "--number", NUMBER)
     assert added.returncode == 0, added.stderr
+    assert (await acme.submit("33612345678", b"Promo", source="ACME"))[0] == 0  # not re-read yet
     statuses: list[int] = []
 
     async def refused() -> bool:
         statuses.append((await acme.submit("33612345678", b"Promo", source="ACME"))[0])
         return statuses[-1] == 0x400
 
-    await _eventually(refused, 5, "the daemon refuses after the CLI add")
+    await timers.advance(d.blacklist.refresh_interval)
+    await _eventually(refused, 5, "the daemon refuses after the CLI add")  # the re-read's I/O
     removed = await cli("blacklist", "remove", "-c", str(path), "--account", "acme", "--number", NUMBER)
     assert removed.returncode == 0, removed.stderr
+    await timers.advance(d.blacklist.refresh_interval)
 
     async def accepted() -> bool:
         return (await acme.submit("33612345678", b"Promo", source="ACME"))[0] == 0
@@ -244,7 +258,7 @@ async def _eventually(check, timeout: float, what: str) -> None:
     deadline = loop.time() + timeout
     while not await check():
         assert loop.time() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.05)
 
 
 async def test_cache_sees_changes_committed_out_of_id_order(tmp_path):

@@ -455,13 +455,18 @@ async def test_stop_releases_callers_waiting_for_a_bind(connectors):
 
 async def test_upstream_down_at_start_then_up_nothing_lost(connectors):
     port = free_port()
-    connector = connectors(port)
-    await connector.start()
-    tasks = [asyncio.create_task(connector.submit(submit_sm(i))) for i in range(5)]
-    await asyncio.sleep(0.3)  # several refused connects
+    timers = FakeTimers()
+    connector = connectors(port, timers=timers)
+    with structlog.testing.capture_logs() as logs:
+        await connector.start()
+        tasks = [asyncio.create_task(connector.submit(submit_sm(i))) for i in range(5)]
+        for n in range(1, 4):  # several refused connects, one per backoff (at most 200 ms)
+            await wait_for(lambda: sum(e["event"] == "upstream_connect_failed" for e in logs) >= n, 3)
+            await timers.advance(0.2)
     assert not any(t.done() for t in tasks)
     up = await Upstream(port=port).start()
     try:
+        await timers.advance(0.2)  # the next attempt finds it
         responses = await asyncio.wait_for(asyncio.gather(*tasks), 3)
         assert all(r.command_status == S.ESME_ROK for r in responses)
         assert [index_of(p) for p in up.submits] == list(range(5))

@@ -532,4 +532,3 @@ async def test_sigkill_under_load_loses_nothing(tmp_path, password_hashes, db_ur
     print(f"partner: attempts={partner.attempts} not_acked={dict(partner.not_acked)} binds={partner.binds} "
           f"in_flight_at_kill_1={in_flight_partner} receipts_at_kill_2={receipts_at_kill} "
           f"upstream_receipts_resent_2={receipts_resent} elapsed={elapsed:.1f}s")
-    assert elapsed < 60

@@ -42,11 +42,13 @@ from protocol.constants import MessageState
 from protocol.text import UnsupportedDataCoding
 from smscenter import dispatch
 from smscenter.connector import CONGESTION_RETRIES
+from smscenter.timers import FakeTimers
 from storage.crypto import KEY_CHECK_INTERVAL
 from storage.schema import early_receipts, messages, outbox, parts
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
     HOST,
     PARTNER_PASSWORDS,
+    TUESDAY_MORNING,
     RawPartner,
     Submitted,
     connector_entry,
@@ -259,7 +261,8 @@ async def test_offline_partner_gets_held_receipts_when_it_binds(mt, mt_settings)
 async def test_held_receipts_survive_a_restart_and_hours(mt, mt_settings):
     up = await mt.upstream(stat="UNDELIV")
     settings = mt_settings([connector_entry("op", up.port)])
-    d1 = await mt.daemon(settings)
+    timers = FakeTimers(TUESDAY_MORNING)
+    d1 = await mt.daemon(settings, timers=timers)
     tx = await mt.partner(d1, "acme", "TX")
     ids = [assert_our_id((await tx.submit(DEST, b"restart %d" % i)).message_id) for i in range(4)]
     await wait_for(lambda: count_rows(settings, outbox) == 4, what="4 receipts held")
@@ -267,10 +270,9 @@ async def test_held_receipts_survive_a_restart_and_hours(mt, mt_settings):
     await mt.stop_daemon(d1)
     assert count_rows(settings, outbox) == 4
 
-    d2 = await mt.daemon(settings)
+    d2 = await mt.daemon(settings, timers=timers)
     # Five hours later: nothing in the outbox depends on time but its retention expiry.
-    d2.outbox.clock = lambda: time.time() + 5 * 3600
-    await asyncio.sleep(0.2)
+    await timers.jump(5 * 3600)
     assert count_rows(settings, outbox) == 4
     rx = await mt.partner(d2, "acme", "RX")
     got = await rx.receipts(4)
@@ -279,30 +281,32 @@ async def test_held_receipts_survive_a_restart_and_hours(mt, mt_settings):
     await wait_for(lambda: count_rows(settings, outbox) == 0, what="outbox emptied after restart")
 
 
-async def test_refused_receipt_is_retried_later_not_at_once(mt, mt_settings, monkeypatch):
+async def test_refused_receipt_is_retried_later_not_at_once(mt, mt_settings):
     """A partner answering a receipt with an error gets it again after RETRY_DELAY — not in
-    a tight loop — and it leaves the outbox only once acknowledged."""
-    from smscenter import outbox as outbox_module
+    a tight loop — and it leaves the outbox only once acknowledged. On virtual time."""
+    from smscenter.outbox import RETRY_DELAY
 
-    monkeypatch.setattr(outbox_module, "RETRY_DELAY", 0.6)
+    timers = FakeTimers(TUESDAY_MORNING)
     up = await mt.upstream(stat="DELIVRD")
     settings = mt_settings([connector_entry("op", up.port)])
-    d = await mt.daemon(settings)
+    d = await mt.daemon(settings, timers=timers)
     tx = await mt.partner(d, "acme", "TX")
     our_id = assert_our_id((await tx.submit(DEST, b"refuse the receipt")).message_id)
     await wait_for(lambda: count_rows(settings, outbox) == 1, what="receipt held")
     rx = await mt.raw(d, "acme", command_id=RawPartner.BIND_RX)
     cid, seq, body = await rx.read_request()
     assert cid == 0x00000005 and f"id:{our_id} ".encode() in body
-    first = time.monotonic()
     rx.answer(cid, seq, S.ESME_RX_T_APPN)
+    await wait_for(lambda: d.outbox.stats["refused"] == 1, what="the refusal read")
+    await timers.advance(RETRY_DELAY - 0.5)
+    assert await rx.quiet() == [], "resent before RETRY_DELAY"
+    await timers.advance(1.0)
     cid, seq, body = await rx.read_request(timeout=5)
     assert cid == 0x00000005 and f"id:{our_id} ".encode() in body
-    assert time.monotonic() - first >= 0.5, "resent at once"
     rx.answer(cid, seq, S.ESME_ROK)
     await wait_for(lambda: count_rows(settings, outbox) == 0, what="acknowledged receipt deleted")
-    with pytest.raises(TimeoutError):
-        await rx.read_request(timeout=0.8)  # and not sent a third time
+    await timers.advance(3 * RETRY_DELAY)
+    assert await rx.quiet() == []  # and not sent a third time
 
 
 async def test_receipt_in_flight_on_a_lost_bind_goes_to_the_other_bind(mt, mt_settings, monkeypatch):
@@ -713,13 +717,12 @@ async def test_failover_on_temporary_error(mt, mt_settings):
     )
     d = await mt.daemon(settings)
     partner = await mt.partner(d)
-    started = time.monotonic()
     ids = [assert_our_id((await partner.submit(DEST, b"m%d" % i)).message_id) for i in range(3)]
     got = await partner.receipts(3)
-    assert time.monotonic() - started < dispatch.RETRY_MIN, "went to the next connector, not a retry wait"
     assert sorted(r.id for r in got) == sorted(ids)
     assert [s.status for s in flaky.submits] == [S.ESME_RSYSERR] * 3
     assert len(up.accepted) == 3
+    # Went to the next connector at once, not after a retry wait (RETRY_MIN): none retried.
     assert d.dispatcher.stats["retried"] == 0
 
 

@@ -31,8 +31,10 @@ import asyncio
 import pytest
 
 from smscenter.config import load_settings
+from smscenter.timers import FakeTimers
 from storage.schema import blacklist, invalid_numbers, messages, mo_messages, outbox
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
+    TUESDAY_MORNING,
     Harness,
     count_rows,
     mt,
@@ -62,12 +64,13 @@ OPTED_OUT = 0x400
 RINVDSTADR = 0x0B
 
 
-async def start(mt: Harness, tmp_path, password_hashes, **config):
-    """Upstream peer + config file + daemon. Returns (upstream, daemon, settings, config path)."""
+async def start(mt: Harness, tmp_path, password_hashes, timers=None, **config):
+    """Upstream peer + config file + daemon (on ``timers`` if given: virtual time).
+    Returns (upstream, daemon, settings, config path)."""
     up = await mt.upstream()
     path = write_config(tmp_path, config_data(password_hashes, up.port, **config))
     settings = load_settings(path)
-    d = await mt.daemon(settings)
+    d = await mt.daemon(settings, timers=timers)
     return up, d, settings, path
 
 
@@ -299,7 +302,11 @@ async def test_concatenated_mo_in_reverse_order_arrives_whole(mt, tmp_path, pass
 
 
 async def test_incomplete_concatenated_mo_is_stored_and_acknowledged_after_the_timeout(mt, tmp_path, password_hashes):
-    up, d, settings, _ = await start(mt, tmp_path, password_hashes, optout={"mo_reassembly_timeout": "1s"},
+    """On virtual time: held (unanswered) until mo_reassembly_timeout, then stored as
+    incomplete and both parts acknowledged."""
+    timers = FakeTimers(TUESDAY_MORNING)
+    up, d, settings, _ = await start(mt, tmp_path, password_hashes, timers=timers,
+                                     optout={"mo_reassembly_timeout": "30s"},
                                      accounts=[{"system_id": "acme", "sender_ids": ["ACME"], "short_codes": ["38100"]}])
     esme = upstream_esme(up)
     parts = [
@@ -308,6 +315,11 @@ async def test_incomplete_concatenated_mo_is_stored_and_acknowledged_after_the_t
             source_addr_ton=1, source_addr_npi=1, dest_addr_ton=3, esm_class=0x40, data_coding=0x00))
         for seq in (1, 3)  # part 2 never comes
     ]
+    await wait_for(lambda: sum(len(h) for h in d.mo._held.values()) == 2, 5, what="both parts held")
+    await timers.advance(29)
+    assert not any(p.done() for p in parts), "answered before the reassembly timeout"
+    assert rows(settings, mo_messages) == []
+    await timers.advance(2)
     results = await asyncio.wait_for(asyncio.gather(*parts), 10)
     assert [r.command_status for r in results] == [0, 0]  # answered once stored, not left hanging
     [mo] = rows(settings, mo_messages)

@@ -1,5 +1,5 @@
 """``smscenter.link``: what counts as the peer's activity (inactivity timeout), on a fake
-transport with a fake clock.
+transport, on virtual time (``FakeTimers``: the link's own timers fire as the clock moves).
 
 - bytes that never complete a PDU are not activity;
 - time we ourselves stopped reading (backpressure: the peer did not read our answers) is
@@ -14,14 +14,7 @@ from protocol import pdu as P
 from protocol.codec import encode
 from protocol.session import Role
 from smscenter.link import Link
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from smscenter.timers import FakeTimers
 
 
 class FakeTransport(asyncio.Transport):
@@ -70,53 +63,52 @@ class Handler:
         pass
 
 
-def open_link(clock: Clock) -> tuple[Link, FakeTransport]:
-    link = Link(Role.SMSC, Handler(), enquire_link_interval=30.0, inactivity_timeout=60.0, clock=clock)
+def open_link(timers: FakeTimers) -> tuple[Link, FakeTransport]:
+    link = Link(Role.SMSC, Handler(), enquire_link_interval=30.0, inactivity_timeout=60.0, timers=timers)
     transport = FakeTransport()
     link.connection_made(transport)
     return link, transport
 
 
-def tick(link: Link, clock: Clock, seconds: float) -> None:
-    """Let ``seconds`` pass and run the link's timer (what call_later would do)."""
-    clock.now += seconds
-    link._on_timer()
+async def tick(timers: FakeTimers, seconds: float) -> None:
+    """Let ``seconds`` pass: the link's timers due meanwhile fire, in order."""
+    await timers.advance(seconds)
 
 
 async def test_partial_pdu_bytes_are_not_activity():
-    clock = Clock()
-    link, transport = open_link(clock)
+    timers = FakeTimers(start=1000.0)
+    link, transport = open_link(timers)
     data = encode(P.EnquireLink(), 1)
     for byte in data[:-1]:
-        tick(link, clock, 5.0)
+        await tick(timers, 5.0)
         link.data_received(bytes([byte]))  # 15 bytes over 75 s: never a whole PDU
     assert transport.closing, "bytes that never made a PDU kept the session open"
 
 
 async def test_a_complete_pdu_is_activity():
-    clock = Clock()
-    link, transport = open_link(clock)
+    timers = FakeTimers(start=1000.0)
+    link, transport = open_link(timers)
     for seq in range(1, 6):
-        tick(link, clock, 50.0)
+        await tick(timers, 50.0)
         link.data_received(encode(P.EnquireLink(), seq))
     assert not transport.closing
 
 
 async def test_time_paused_for_backpressure_is_not_the_peers_silence():
-    clock = Clock()
-    link, transport = open_link(clock)
-    tick(link, clock, 50.0)  # quiet, but within the timeout
+    timers = FakeTimers(start=1000.0)
+    link, transport = open_link(timers)
+    await tick(timers, 50.0)  # quiet, but within the timeout
     link.pause_writing()  # the peer stopped reading our answers: we stop reading it
-    tick(link, clock, 50.0)  # 100 s since its last PDU, 50 s of them ours
+    await tick(timers, 50.0)  # 100 s since its last PDU, 50 s of them ours
     assert not transport.closing
     link.resume_writing()  # it read: alive
-    tick(link, clock, 50.0)
+    await tick(timers, 50.0)
     assert not transport.closing
 
 
 async def test_a_peer_that_reads_nothing_for_the_whole_timeout_is_closed():
-    clock = Clock()
-    link, transport = open_link(clock)
+    timers = FakeTimers(start=1000.0)
+    link, transport = open_link(timers)
     link.pause_writing()
-    tick(link, clock, 61.0)
+    await tick(timers, 61.0)
     assert transport.closing

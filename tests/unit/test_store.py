@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import func, select
 
 from protocol.constants import MessageState as M
+from smscenter.timers import FakeTimers
 from storage.schema import PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
 from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt, message_state
 from tests.store_helpers import Builder, recording_store
@@ -126,22 +127,26 @@ async def test_group_commit_batches_many_messages_into_few_commits(store, engine
 
 
 async def test_a_full_batch_commits_without_waiting(engine):
-    """``max_batch`` calls are committed at once, without the ``max_delay`` wait."""
-    store = Store(engine, Transaction(Builder(_ids)), max_batch=100, max_delay=1.0)
+    """``max_batch`` calls are committed at once, without the ``max_delay`` wait (virtual
+    time: a full batch commits while the clock stands still)."""
+    timers = FakeTimers()
+    store = Store(engine, Transaction(Builder(_ids)), max_batch=100, max_delay=1.0, timers=timers)
     await store.start()
     try:
         futures = [store.add_message(*new_message()) for _ in range(100)]
-        await asyncio.wait_for(asyncio.gather(*futures), 1.0)
+        await asyncio.wait_for(asyncio.gather(*futures), 5)
         assert store.commits == 1
         # Fewer than max_batch: the writer waits max_delay for more to join.
         lone = store.add_message(*new_message())
-        await asyncio.sleep(0.3)
-        assert not lone.done()
-        await asyncio.wait_for(lone, 5)
+        await timers.advance(0.9)
+        assert not lone.done() and store.commits == 1
+        joining = store.add_message(*new_message())  # within the linger: the same commit
+        await timers.advance(0.2)
+        await asyncio.wait_for(asyncio.gather(lone, joining), 5)
         assert store.commits == 2
     finally:
         await store.stop()
-    assert await count(engine, messages) == 101
+    assert await count(engine, messages) == 102
 
 
 async def test_calls_arriving_while_a_commit_runs_join_the_next_one(store, engine):

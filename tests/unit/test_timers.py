@@ -67,3 +67,20 @@ async def test_real_timers_use_the_loop():
     with pytest.raises(TimeoutError):
         async with timers.timeout(0):
             await asyncio.Event().wait()
+
+
+async def test_fake_jump_fires_what_fell_due_once_at_the_new_time():
+    timers = FakeTimers(start=0.0)
+    fired: list[tuple[str, float]] = []
+
+    def periodic() -> None:  # re-arms itself every second, as a keep-alive would
+        fired.append(("tick", timers.now()))
+        timers.call_later(1.0, periodic)
+
+    timers.call_later(1.0, periodic)
+    timers.call_later(5.0, lambda: fired.append(("once", timers.now())))
+    await timers.jump(3600)
+    assert fired == [("tick", 3600.0), ("once", 3600.0)]
+    assert timers.now() == 3600.0 and timers.next_due() == 3601.0
+    await timers.advance(1.0)
+    assert fired[-1] == ("tick", 3601.0)

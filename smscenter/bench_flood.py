@@ -235,6 +235,7 @@ async def run(args) -> int:
                 await asyncio.sleep(0.5)  # the other partner is bound and submitting
                 rss_peak = rss_before
                 t0 = time.perf_counter()
+                flooder.expected = args.queries
                 reader = asyncio.create_task(flooder.read())
                 writer = asyncio.create_task(flooder.flood(ids, args.queries))
                 deadline = time.monotonic() + args.timeout

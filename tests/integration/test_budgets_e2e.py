@@ -18,12 +18,14 @@ import asyncio
 import struct
 
 import pytest
+from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from protocol import pdu as P
 from protocol.codec import encode
 from protocol.constants import CommandId as C
 from protocol.constants import CommandStatus as S
+from smscenter.metrics import registry_for
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
     HOST,
     PARTNER_PASSWORDS,
@@ -168,6 +170,9 @@ async def test_query_sm_flood_answers_every_request_with_a_proper_status(mt, mt_
     assert not flood.closed.is_set()  # answered, not unbound
     refused = d.server.budgets.refusals.totals
     assert sum(n for (account, _), n in refused.items() if account == "acme") >= flood.statuses[S.ESME_RTHROTTLED]
+    metrics = generate_latest(registry_for(d)).decode()
+    assert "smscenter_storage_reads_refused_total" in metrics and "smscenter_storage_reads_in_use 0.0" in metrics
+    assert 'smscenter_requests_refused_total{account="acme",reason="ESME_RTHROTTLED"}' in metrics
     await flood.close()
 
 
@@ -224,5 +229,9 @@ async def test_flooding_sessions_are_unbound_while_a_partner_binds_and_submits(m
     refusal_lines = [e for e in logs if e["event"] == "requests_refused"]
     assert 1 <= len(refusal_lines) <= 6, refusal_lines
     assert not [e for e in logs if e["event"] == "submit_refused"]
+    metrics = generate_latest(registry_for(d)).decode()
+    assert "smscenter_budget_flooding_unbinds_total 8.0" in metrics
+    assert 'smscenter_requests_refused_total{account="acme",reason="ESME_RINVSRCADR"}' in metrics
+    assert "smscenter_budget_enquire_link_over_rate_total" in metrics
     for flood in floods:
         await flood.close()

@@ -129,10 +129,12 @@ class Pipeline:
         fut.add_done_callback(lambda f: self._committed(f, bind, pdu, plan))
 
     def _committed(self, fut: asyncio.Future, bind: PartnerBind, pdu: P.Pdu, plan: PlannedMessage) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            log.error("submit_not_stored", account=plan.account,
-                      error=str(fut.exception()) if not fut.cancelled() else "cancelled")
+        if fut.cancelled():
+            log.error("submit_not_stored", account=plan.account, error="cancelled")
             bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            return
+        if fut.exception() is not None:  # once per cause, not per PDU; busy → ESME_RTHROTTLED
+            bind.respond(pdu.response(self._storage_failed("submit_not_stored", bind, fut.exception())))
             return
         self.stats["accepted"] += 1
         bind.respond(pdu.response(message_id=str(plan.id)))

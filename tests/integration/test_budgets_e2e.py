@@ -235,3 +235,37 @@ async def test_flooding_sessions_are_unbound_while_a_partner_binds_and_submits(m
     assert "smscenter_budget_enquire_link_over_rate_total" in metrics
     for flood in floods:
         await flood.close()
+
+
+async def test_storage_pool_exhausted_is_a_temporary_status_logged_once(mt, mt_settings):
+    from sqlalchemy import exc as sa
+
+    up = await mt.upstream(stat=None)
+    d = await mt.daemon(mt_settings([connector_entry("op", up.port)]))
+    raw = await mt.raw(d, "acme")
+
+    async def pool_exhausted(message_id: int):
+        raise sa.TimeoutError("QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00")
+
+    d.store.message = pool_exhausted  # what a real pool does when every connection is taken
+    with capture_logs() as logs:
+        statuses = [(await raw.query("1234567890")).status for _ in range(50)]
+        statuses += [(await raw.cancel("1234567890")).status for _ in range(10)]
+    assert statuses == [S.ESME_RTHROTTLED] * 60
+    failed = [e for e in logs if e["event"] in ("query_failed", "cancel_failed")]
+    assert [(e["event"], e["error"]) for e in failed] == [("query_failed", "TimeoutError"), ("cancel_failed", "TimeoutError")]
+    assert all(e.get("exc_info") is None for e in failed)  # expected: one line, no traceback
+    assert d.pipeline.stats["storage_busy"] == 60 and d.pipeline.stats["storage_errors"] == 0
+
+    async def broken(message_id: int):
+        raise KeyError("a bug")
+
+    d.store.message = broken
+    with capture_logs() as logs:
+        statuses = [(await raw.query("1234567890")).status for _ in range(20)]
+    assert statuses == [S.ESME_RSYSERR] * 20
+    tracebacks = [e for e in logs if e.get("exc_info") is not None]
+    assert len(tracebacks) == 1 and tracebacks[0]["event"] == "query_failed"
+    metrics = generate_latest(registry_for(d)).decode()
+    assert 'smscenter_errors_total{error="TimeoutError",event="query_failed"} 50.0' in metrics
+    assert 'smscenter_errors_total{error="KeyError",event="query_failed"} 20.0' in metrics

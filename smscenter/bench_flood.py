@@ -72,7 +72,7 @@ listen = ["127.0.0.1:{port}"]
 system_id = "SMSCENTER"
 pdus_per_turn = {args.pdus_per_turn}
 max_storage_reads = {args.max_storage_reads}
-flood_refusals = {max(10 * args.queries, 1000)}
+flood_refusals = {args.flood_refusals or max(10 * args.queries, 1000)}
 
 [storage]
 url = "sqlite:///{os.path.join(tmp, 'smscenter.db')}"
@@ -264,7 +264,8 @@ async def run(args) -> int:
     print(f"flood: {args.queries:,} query_sm on one session, pdus_per_turn={args.pdus_per_turn}, "
           f"max_storage_reads={args.max_storage_reads}")
     print(f"  answered {flooder.answered:,} in {seconds:.1f} s ({flooder.answered / seconds:,.0f}/s)"
-          + (f"; {args.queries - flooder.answered:,} unanswered" if flooder.answered < args.queries else ""))
+          + (f"; {args.queries - flooder.answered:,} unanswered" if flooder.answered < args.queries else "")
+          + ("; the session was closed (session_flooding?)" if flooder.closed else ""))
     for status, n in sorted(flooder.statuses.items(), key=lambda kv: -kv[1]):
         print(f"  {name(status):<18} {n:>9,}")
     mb = 1024 * 1024
@@ -288,11 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pdus-per-turn", type=int, default=32, help="[server] pdus_per_turn")
     parser.add_argument("--max-storage-reads", type=int, default=8, help="[server] max_storage_reads")
     parser.add_argument("--flood-throughput", type=int, default=10_000_000, help="the flooder's account throughput")
+    parser.add_argument("--flood-refusals", type=int, default=0,
+                        help="[server] flood_refusals (default: ten times --queries, so the flood is answered, not "
+                        "unbound; 1000 is the daemon's default)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every answer")
     parser.add_argument("--log-level", default="warning", help="the daemon's [logging] level")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the daemon's log tail")
     args = parser.parse_args(argv)
-    if min(args.queries, args.pdus_per_turn, args.max_storage_reads, args.flood_throughput) <= 0 or args.submit_rate <= 0:
+    if min(args.queries, args.pdus_per_turn, args.max_storage_reads, args.flood_throughput) <= 0 or args.submit_rate <= 0 \
+            or args.flood_refusals < 0:
         parser.error("counts and rates must be positive")
     import uvloop
 

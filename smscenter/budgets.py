@@ -139,7 +139,7 @@ class SessionBudgets:
     def refused(self, link, account: str, status: int) -> None:
         """A request of ``link`` was refused with ``status``: one more in the aggregated log
         and one strike on the session's flood meter."""
-        self.refusals.refused(account, CommandStatus.name_of(status))
+        self.refusals.refused(account, int(status))
         self._strike(link, "refused_requests")
 
     def enquire_link(self, link) -> None:

@@ -247,13 +247,17 @@ def storage_busy(exc: BaseException) -> bool:
     if isinstance(exc, (sa.TimeoutError, TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, sa.DBAPIError):
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or type(exc.orig).__name__ in _BUSY_DRIVER_ERRORS:
             return True
-        text = str(exc.orig).lower() if exc.orig is not None else ""
-        return isinstance(exc, sa.OperationalError) and any(
-            word in text for word in ("locked", "busy", "too many connections", "could not connect")
-        ) or "toomanyconnections" in type(exc.orig).__name__.lower()
-    return type(exc).__name__ in ("TooManyConnectionsError", "CannotConnectNowError")
+        if isinstance(exc, sa.OperationalError):
+            text = str(exc.orig).lower()
+            return any(word in text for word in ("locked", "busy", "too many connections", "could not connect"))
+        return False
+    return type(exc).__name__ in _BUSY_DRIVER_ERRORS
+
+
+#: asyncpg's names for a server that cannot take one more connection now.
+_BUSY_DRIVER_ERRORS = frozenset({"TooManyConnectionsError", "CannotConnectNowError"})
 
 
 def parse_message_id(text: str) -> int | None:

@@ -24,7 +24,7 @@ import structlog
 
 from protocol.constants import CommandStatus
 
-from .floodlog import RefusalLog
+from .floodlog import AggregatedLog, RefusalLog
 from .ratelimit import TokenBucket
 from .timers import Timers
 
@@ -103,12 +103,14 @@ class SessionBudgets:
         self.timers = timers
         self.unbind = unbind
         self.refusals = RefusalLog(timers, config.refusal_log_interval)
+        self._late = AggregatedLog(timers, config.refusal_log_interval, self._late_summary)
         self._meters: dict[object, FloodMeter] = {}
         self.stats = {
             "window_full": 0,  # requests answered ESME_RMSGQFUL: over the session's window
             "throttled": 0,  # requests answered ESME_RTHROTTLED: over the account's throughput
             "enquire_link_over_rate": 0,  # enquire_link answered but beyond enquire_link_rate
             "flooding_unbinds": 0,  # sessions unbound as session_flooding
+            "late_responses": 0,  # responses to nothing we sent (or sent too long ago)
         }
 
     def _meter(self, link) -> FloodMeter:
@@ -137,7 +139,7 @@ class SessionBudgets:
     def refused(self, link, account: str, status: int) -> None:
         """A request of ``link`` was refused with ``status``: one more in the aggregated log
         and one strike on the session's flood meter."""
-        self.refusals.refused(account, CommandStatus.name_of(status))
+        self.refusals.refused(account, int(status))
         self._strike(link, "refused_requests")
 
     def enquire_link(self, link) -> None:
@@ -147,6 +149,21 @@ class SessionBudgets:
         if not meter.enquire_links.try_take(now):
             self.stats["enquire_link_over_rate"] += 1
             self._strike(link, "enquire_link")
+
+    def late_response(self, link, command: str) -> None:
+        """A response that answers nothing outstanding: logged aggregated, a strike (a peer
+        can send them as fast as refused requests)."""
+        self.stats["late_responses"] += 1
+        bind = getattr(link, "context", None)
+        account = bind.account.system_id if bind is not None else None
+        if self._late.note((account, command)):
+            log.info("late_response", account=account, peer=str(link.peer[0]), command=command, count=1)
+        self._strike(link, "refused_requests")
+
+    def _late_summary(self, key, count: int) -> None:
+        account, command = key
+        log.info("late_response", account=account, command=command, count=count,
+                 interval=self.config.refusal_log_interval)
 
     def _strike(self, link, cause: str) -> None:
         if self._meter(link).strike(self.timers.now()):

@@ -23,6 +23,8 @@ from typing import Callable, Hashable
 
 import structlog
 
+from protocol.constants import CommandStatus
+
 from .timers import Timers
 
 log = structlog.get_logger("smscenter.floodlog")
@@ -80,17 +82,24 @@ class RefusalLog:
         self.interval = interval
         self._log = AggregatedLog(timers, interval, self._summary)
 
-    def refused(self, account: str | None, reason: str) -> None:
+    def refused(self, account: str | None, reason: int | str) -> None:
+        """``reason``: the status answered (named when logged: this runs once per PDU) or a
+        word."""
         if self._log.note((account, reason)):
-            log.info("requests_refused", account=account, reason=reason, count=1)
+            log.info("requests_refused", account=account, reason=_reason(reason), count=1)
 
     def _summary(self, key, count: int) -> None:
         account, reason = key
-        log.info("requests_refused", account=account, reason=reason, count=count, interval=self.interval)
+        log.info("requests_refused", account=account, reason=_reason(reason), count=count, interval=self.interval)
 
     @property
     def totals(self) -> dict[tuple[str | None, str], int]:
-        return dict(self._log.totals)
+        """(account, reason name) -> refusals since start."""
+        return {(account, _reason(reason)): n for (account, reason), n in self._log.totals.items()}
+
+
+def _reason(reason: int | str) -> str:
+    return reason if isinstance(reason, str) else CommandStatus.name_of(reason)
 
 
 def cause_of(exc: BaseException) -> tuple[str, str]:

@@ -16,7 +16,7 @@ Used both ways: partners binding to us (``Role.SMSC``) and our connectors bindin
 - backpressure: when the transport's write buffer passes its high-water mark we stop
   reading from the peer, so a peer that does not read cannot make us buffer without limit;
 - a per-turn budget (``pdus_per_turn``): after that many PDUs from one read, reading pauses
-  and the rest is processed on the next loop turn, so one session's 64 KB chunk of requests
+  and the rest is processed on the next loop turn, so one session's read (up to 256 KB of requests)
   cannot hold the loop while others wait.
 
 The application sees a ``LinkHandler``: it is told about requests (and answers them with

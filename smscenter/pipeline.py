@@ -129,10 +129,12 @@ class Pipeline:
         fut.add_done_callback(lambda f: self._committed(f, bind, pdu, plan))
 
     def _committed(self, fut: asyncio.Future, bind: PartnerBind, pdu: P.Pdu, plan: PlannedMessage) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            log.error("submit_not_stored", account=plan.account,
-                      error=str(fut.exception()) if not fut.cancelled() else "cancelled")
+        if fut.cancelled():
+            log.error("submit_not_stored", account=plan.account, error="cancelled")
             bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            return
+        if fut.exception() is not None:  # once per cause, not per PDU; busy → ESME_RTHROTTLED
+            bind.respond(pdu.response(self._storage_failed("submit_not_stored", bind, fut.exception())))
             return
         self.stats["accepted"] += 1
         bind.respond(pdu.response(message_id=str(plan.id)))
@@ -245,13 +247,17 @@ def storage_busy(exc: BaseException) -> bool:
     if isinstance(exc, (sa.TimeoutError, TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, sa.DBAPIError):
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or type(exc.orig).__name__ in _BUSY_DRIVER_ERRORS:
             return True
-        text = str(exc.orig).lower() if exc.orig is not None else ""
-        return isinstance(exc, sa.OperationalError) and any(
-            word in text for word in ("locked", "busy", "too many connections", "could not connect")
-        ) or "toomanyconnections" in type(exc.orig).__name__.lower()
-    return type(exc).__name__ in ("TooManyConnectionsError", "CannotConnectNowError")
+        if isinstance(exc, sa.OperationalError):
+            text = str(exc.orig).lower()
+            return any(word in text for word in ("locked", "busy", "too many connections", "could not connect"))
+        return False
+    return type(exc).__name__ in _BUSY_DRIVER_ERRORS
+
+
+#: asyncpg's names for a server that cannot take one more connection now.
+_BUSY_DRIVER_ERRORS = frozenset({"TooManyConnectionsError", "CannotConnectNowError"})
 
 
 def parse_message_id(text: str) -> int | None:

@@ -187,7 +187,7 @@ class PartnerServer:
         )
 
     def on_late_response(self, link: Link, pdu: P.Pdu) -> None:
-        log.info("late_response", peer=link.peer[0], command=type(pdu).__name__, seq=pdu.sequence_number)
+        self.budgets.late_response(link, type(pdu).__name__)  # aggregated: a peer can send floods of them
 
     def on_closed(self, link: Link, exc: BaseException | None) -> None:
         self.links.discard(link)

@@ -18,12 +18,14 @@ import asyncio
 import struct
 
 import pytest
+from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from protocol import pdu as P
 from protocol.codec import encode
 from protocol.constants import CommandId as C
 from protocol.constants import CommandStatus as S
+from smscenter.metrics import registry_for
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
     HOST,
     PARTNER_PASSWORDS,
@@ -168,6 +170,9 @@ async def test_query_sm_flood_answers_every_request_with_a_proper_status(mt, mt_
     assert not flood.closed.is_set()  # answered, not unbound
     refused = d.server.budgets.refusals.totals
     assert sum(n for (account, _), n in refused.items() if account == "acme") >= flood.statuses[S.ESME_RTHROTTLED]
+    metrics = generate_latest(registry_for(d)).decode()
+    assert "smscenter_storage_reads_refused_total" in metrics and "smscenter_storage_reads_in_use 0.0" in metrics
+    assert 'smscenter_requests_refused_total{account="acme",reason="ESME_RTHROTTLED"}' in metrics
     await flood.close()
 
 
@@ -224,5 +229,43 @@ async def test_flooding_sessions_are_unbound_while_a_partner_binds_and_submits(m
     refusal_lines = [e for e in logs if e["event"] == "requests_refused"]
     assert 1 <= len(refusal_lines) <= 6, refusal_lines
     assert not [e for e in logs if e["event"] == "submit_refused"]
+    metrics = generate_latest(registry_for(d)).decode()
+    assert "smscenter_budget_flooding_unbinds_total 8.0" in metrics
+    assert 'smscenter_requests_refused_total{account="acme",reason="ESME_RINVSRCADR"}' in metrics
+    assert "smscenter_budget_enquire_link_over_rate_total" in metrics
     for flood in floods:
         await flood.close()
+
+
+async def test_storage_pool_exhausted_is_a_temporary_status_logged_once(mt, mt_settings):
+    from sqlalchemy import exc as sa
+
+    up = await mt.upstream(stat=None)
+    d = await mt.daemon(mt_settings([connector_entry("op", up.port)]))
+    raw = await mt.raw(d, "acme")
+
+    async def pool_exhausted(message_id: int):
+        raise sa.TimeoutError("QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00")
+
+    d.store.message = pool_exhausted  # what a real pool does when every connection is taken
+    with capture_logs() as logs:
+        statuses = [(await raw.query("1234567890")).status for _ in range(50)]
+        statuses += [(await raw.cancel("1234567890")).status for _ in range(10)]
+    assert statuses == [S.ESME_RTHROTTLED] * 60
+    failed = [e for e in logs if e["event"] in ("query_failed", "cancel_failed")]
+    assert [(e["event"], e["error"]) for e in failed] == [("query_failed", "TimeoutError"), ("cancel_failed", "TimeoutError")]
+    assert all(e.get("exc_info") is None for e in failed)  # expected: one line, no traceback
+    assert d.pipeline.stats["storage_busy"] == 60 and d.pipeline.stats["storage_errors"] == 0
+
+    async def broken(message_id: int):
+        raise KeyError("a bug")
+
+    d.store.message = broken
+    with capture_logs() as logs:
+        statuses = [(await raw.query("1234567890")).status for _ in range(20)]
+    assert statuses == [S.ESME_RSYSERR] * 20
+    tracebacks = [e for e in logs if e.get("exc_info") is not None]
+    assert len(tracebacks) == 1 and tracebacks[0]["event"] == "query_failed"
+    metrics = generate_latest(registry_for(d)).decode()
+    assert 'smscenter_errors_total{error="TimeoutError",event="query_failed"} 50.0' in metrics
+    assert 'smscenter_errors_total{error="KeyError",event="query_failed"} 20.0' in metrics

@@ -125,3 +125,18 @@ def test_storage_gate_answers_at_once_when_full():
     assert gate.in_use == 0
     with pytest.raises(ValueError):
         StorageGate(0)
+
+
+async def test_late_responses_are_logged_aggregated_and_strike():
+    timers = FakeTimers()
+    budgets, unbound = budgets_for(timers, flood_refusals=100, refusal_log_interval="10s")
+    link = fake_link()
+    with capture_logs() as logs:
+        for _ in range(100):
+            budgets.late_response(link, "SubmitSmResp")
+        assert unbound == []
+        budgets.late_response(link, "SubmitSmResp")  # the 101st within the interval
+        assert [reason.cause for _, reason in unbound] == ["refused_requests"]
+        await timers.advance(10.0)
+    assert [e["count"] for e in logs if e["event"] == "late_response"] == [1, 100]
+    assert budgets.stats["late_responses"] == 101

@@ -9,7 +9,7 @@ still counts towards ``max_connections_per_ip``); a socket that closes frees its
 
 A socket over a cap is aborted at once (no SMPP answer: it has not said anything yet), counted
 in ``refused`` by reason (``/metrics``) and logged aggregated (one line per IP and reason per
-interval, with the count).
+interval, with the count). "Per IP" means per IPv4 address, or per IPv6 /64.
 
 The peer's address is only known once the connection is made, so the listener's protocol
 factory returns a ``Gate``: it asks for a slot in ``connection_made`` and then hands the
@@ -19,6 +19,7 @@ transport over to the real protocol (``transport.set_protocol``), or aborts it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections import Counter
 from typing import Callable
 
@@ -29,17 +30,33 @@ from .timers import Timers
 
 log = structlog.get_logger("smscenter.server")
 
-__all__ = ["Admission", "Gate", "REASONS"]
+__all__ = ["Admission", "Gate", "REASONS", "address_key"]
 
 #: Why a socket was refused, as labelled in ``smscenter_connections_refused_total``.
 REASONS = ("max_connections", "max_connections_per_ip", "max_unbound_per_ip", "shutting_down")
+
+
+def address_key(ip: str) -> str:
+    """The unit the per-IP limits count by: an IPv4 address (also when IPv4-mapped), or an
+    IPv6 /64 — one subscriber's allocation, whose 2^64 addresses would otherwise each get
+    their own share."""
+    ip = ip.split("%")[0]
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def peer_ip(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if not peer:
         return "?"
-    return str(peer[0]).split("%")[0]
+    return address_key(str(peer[0]))
 
 
 class _Count:

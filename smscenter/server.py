@@ -22,7 +22,7 @@ from protocol.constants import CommandId, CommandStatus
 from protocol.session import InvalidPdu, Role
 
 from .accounts import AccountRegistry, PartnerBind
-from .admission import Admission, Gate
+from .admission import Admission, Gate, address_key
 from .bindguard import BindGuard
 from .config import Settings
 from .link import Link
@@ -180,7 +180,7 @@ class PartnerServer:
             return self.registry.authenticate(pdu.command_id, system_id, pdu.password, ip, run=run)  # type: ignore[attr-defined]
 
         known = system_id if self.registry.get(system_id) is not None else None
-        state, status = await self.guard.bind(ip, system_id, check, lambda: link.is_open, account=known)
+        state, status = await self.guard.bind(address_key(ip), system_id, check, lambda: link.is_open, account=known)
         if not link.is_open:
             return
         bind = self.registry.attach(state, link, pdu.command_id) if status == CommandStatus.ESME_ROK else None

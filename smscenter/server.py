@@ -11,6 +11,7 @@ ready (after a durable commit).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from typing import Protocol
@@ -87,9 +88,9 @@ class PartnerServer:
         loop = asyncio.get_running_loop()
         tls = self._tls_context() if self.config.tls_listen else None
         for address, context in [(a, None) for a in self.config.listen] + [(a, tls) for a in self.config.tls_listen]:
+            # TLS is started by the Gate once the socket has its slot (see admission.py).
             server = await loop.create_server(
-                self._accept, address.host, address.port, ssl=context, reuse_address=True, backlog=1024,
-                ssl_handshake_timeout=self.config.bind_timeout if context is not None else None,
+                functools.partial(self._accept, context), address.host, address.port, reuse_address=True, backlog=1024
             )
             self.servers.append(server)
             for sock in server.sockets:
@@ -107,12 +108,20 @@ class PartnerServer:
         """Where we actually listen (useful with port 0 in tests)."""
         return [sock.getsockname()[:2] for server in self.servers for sock in server.sockets]
 
-    def _accept(self) -> asyncio.Protocol:
+    def _accept(self, tls: ssl.SSLContext | None = None) -> asyncio.Protocol:
         # The peer's address is known in connection_made: the Gate takes its slot (total,
         # per IP, unbound share) or aborts the socket at once.
-        return Gate(self.admission, self._new_link, refuse=None if self.accepting else "shutting_down")
+        return Gate(
+            self.admission,
+            self._new_link,
+            refuse=None if self.accepting else "shutting_down",
+            tls=tls,
+            handshake_timeout=self.config.bind_timeout,
+        )
 
-    def _new_link(self) -> Link:
+    def _new_link(self) -> Link | None:
+        if not self.accepting:
+            return None
         link = Link(
             Role.SMSC,
             self,

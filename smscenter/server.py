@@ -1,9 +1,9 @@
 """The partner-facing SMPP server: listeners, binds, per-session checks, then the pipeline.
 
-Each accepted connection becomes a ``Link`` in the SMSC role. This module decides binds
-(credentials, IP allow-list, bind types, bind limits; throttled by ``bindguard.BindGuard``),
-gives each socket a connection slot (``admission.Admission``: per IP, unbound share) and applies the session-level checks on each
-request — window (ESME_RMSGQFUL) and the account's throughput across all its binds
+Each accepted connection takes a connection slot (``admission``: in total, per IP, and a
+smaller share per IP for sockets not bound yet) and becomes a ``Link`` in the SMSC role. This
+module decides binds (credentials, IP allow-list, bind types, bind limits; paced and capped by
+``bindguard.BindGuard``) and applies the session-level checks on each request — window (ESME_RMSGQFUL) and the account's throughput across all its binds
 (ESME_RTHROTTLED) — before handing it to the ``MessageHandler``, which answers it when it is
 ready (after a durable commit).
 """

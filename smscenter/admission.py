@@ -9,7 +9,7 @@ still counts towards ``max_connections_per_ip``); a socket that closes frees its
 
 A socket over a cap is aborted at once (no SMPP answer: it has not said anything yet), counted
 in ``refused`` by reason (``/metrics``) and logged aggregated (one line per IP and reason per
-interval, with the count).
+interval, with the count). "Per IP" means per IPv4 address, or per IPv6 /64.
 
 The peer's address is only known once the connection is made, so the listener's protocol
 factory returns a ``Gate``: it asks for a slot in ``connection_made`` and then hands the
@@ -19,6 +19,9 @@ transport over to the real protocol (``transport.set_protocol``), or aborts it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
+from asyncio import sslproto
 from collections import Counter
 from typing import Callable
 
@@ -29,17 +32,33 @@ from .timers import Timers
 
 log = structlog.get_logger("smscenter.server")
 
-__all__ = ["Admission", "Gate", "REASONS"]
+__all__ = ["Admission", "Gate", "REASONS", "address_key"]
 
 #: Why a socket was refused, as labelled in ``smscenter_connections_refused_total``.
-REASONS = ("max_connections", "max_connections_per_ip", "max_unbound_per_ip", "shutting_down")
+REASONS = ("max_connections", "max_connections_per_ip", "max_unbound_per_ip", "shutting_down", "tls_handshake")
+
+
+def address_key(ip: str) -> str:
+    """The unit the per-IP limits count by: an IPv4 address (also when IPv4-mapped), or an
+    IPv6 /64 — one subscriber's allocation, whose 2^64 addresses would otherwise each get
+    their own share."""
+    ip = ip.split("%")[0]
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def peer_ip(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if not peer:
         return "?"
-    return str(peer[0]).split("%")[0]
+    return address_key(str(peer[0]))
 
 
 class _Count:
@@ -108,6 +127,12 @@ class Admission:
         count.unbound += 1
         self._holders[holder] = (ip, False)
 
+    def transfer(self, old: object, new: object) -> None:
+        """The slot held by ``old`` (the Gate) now belongs to ``new`` (the session)."""
+        entry = self._holders.pop(old, None)
+        if entry is not None:
+            self._holders[new] = entry
+
     def bound(self, holder: object) -> None:
         """``holder`` bound: it leaves its IP's unbound share (idempotent)."""
         entry = self._holders.get(holder)
@@ -136,14 +161,30 @@ class Admission:
 
 class Gate(asyncio.Protocol):
     """The listener's protocol until the peer's address is known: takes a slot and hands the
-    transport to ``make_protocol()``, or aborts the socket."""
+    transport to ``make_protocol()`` (``None``: refused, e.g. shutting down), or aborts the
+    socket.
+
+    With ``tls``, the listener is plain TCP and the Gate starts the TLS handshake itself
+    (within ``handshake_timeout``) once the socket has its slot: a socket that never finishes
+    its handshake holds one of its IP's unbound slots like any other, instead of a file
+    descriptor outside every count. The handshake starts inside ``connection_made``, before
+    the loop reads anything, so no byte of the ClientHello can be missed.
+    """
 
     def __init__(
-        self, admission: Admission, make_protocol: Callable[[], asyncio.Protocol], refuse: str | None = None
+        self,
+        admission: Admission,
+        make_protocol: Callable[[], asyncio.Protocol | None],
+        refuse: str | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = None,
     ) -> None:
         self.admission = admission
         self.make_protocol = make_protocol
         self.refuse = refuse
+        self.tls = tls
+        self.handshake_timeout = handshake_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ip = peer_ip(transport)
@@ -152,10 +193,55 @@ class Gate(asyncio.Protocol):
             self.admission.refuse(ip, reason)
             transport.abort()
             return
+        self.admission.take(self, ip)
+        if self.tls is None:
+            self._hand_over(transport, transport, ip)
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        waiter.add_done_callback(lambda fut: self._handshake_done(fut, transport, ip))
+        tls = sslproto.SSLProtocol(
+            loop,
+            _Handshaken(self, transport, ip),
+            self.tls,
+            waiter,
+            server_side=True,
+            ssl_handshake_timeout=self.handshake_timeout,
+        )
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+
+    def _handshake_done(self, waiter: asyncio.Future, transport: asyncio.BaseTransport, ip: str) -> None:
+        if not waiter.cancelled() and waiter.exception() is None:
+            return  # handed over in _Handshaken.connection_made
+        transport.abort()
+        self.admission.release(self)
+        self.admission.refuse(ip, "tls_handshake")
+
+    def _hand_over(self, transport: asyncio.BaseTransport, raw: asyncio.BaseTransport, ip: str) -> None:
         protocol = self.make_protocol()
-        self.admission.take(protocol, ip)
+        if protocol is None:
+            self.admission.release(self)
+            self.admission.refuse(ip, "shutting_down")
+            raw.abort()
+            return
+        self.admission.transfer(self, protocol)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass  # only refused sockets end here; admitted ones belong to their protocol
+        pass  # refused sockets end here; admitted ones belong to their protocol
+
+
+class _Handshaken(asyncio.Protocol):
+    """The TLS layer's application protocol for the instant between the end of the
+    handshake and the hand-over to the session (before any application data is read)."""
+
+    def __init__(self, gate: Gate, raw: asyncio.BaseTransport, ip: str) -> None:
+        self.gate, self.raw, self.ip = gate, raw, ip
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.gate._hand_over(transport, self.raw, self.ip)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass

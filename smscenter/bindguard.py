@@ -22,8 +22,9 @@ The rules, and why each one:
   Beyond either: ESME_RBINDFAIL at once, without spending scrypt on it.
 - **scrypt runs on its own small thread pool** (``bind_check_threads``), never the loop's
   default executor (which storage uses), and checks waiting for a thread are served
-  fairly by IP (the IP with the fewest checks running goes next): 300 checks queued from one
-  address delay another address's check by the checks already running, not by 300.
+  fairly by IP: one IP's checks run on at most half the threads, and the IP with the fewest
+  checks running goes next. 300 checks queued from one address leave a thread free for
+  another address's check.
 
 Every failure is counted by reason (``smscenter_binds_failed_total{reason}``) and logged
 aggregated (one line per IP, reason and known account per interval). All tables are bounded
@@ -74,12 +75,15 @@ _AT_ONCE = frozenset({"checks_per_ip", "checks_total"})
 
 
 class FairExecutor:
-    """A bounded thread pool whose queue is served fairly by key (the peer IP): the next
-    check to start is from the key with the fewest checks running, so a key that floods the
-    queue delays another key's check by at most the checks already running."""
+    """A bounded thread pool whose queue is served fairly by key (the peer IP): one key runs
+    on at most half the threads, and the next check to start is from the key with the fewest
+    checks running, so a key that floods the queue does not delay another key's check."""
 
     def __init__(self, workers: int, name: str = "bind-check") -> None:
         self.workers = workers
+        #: Threads one key may use at once: at most half, so another key's check can start
+        #: at once however many checks one key queued.
+        self.per_key = max(1, workers // 2)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self._queues: OrderedDict[str, deque[tuple[Callable, tuple, asyncio.Future]]] = OrderedDict()
         self.running = 0
@@ -100,8 +104,11 @@ class FairExecutor:
         loop = asyncio.get_running_loop()
         while self.running < self.workers and self._queues:
             # The key with the fewest checks running goes next; among those, the one whose
-            # last check started longest ago.
-            key = min(self._queues, key=lambda k: (self._running_by.get(k, 0), self._last.get(k, -1)))
+            # last check started longest ago. No key holds more than half the threads.
+            ready = [k for k in self._queues if self._running_by.get(k, 0) < self.per_key]
+            if not ready:
+                break
+            key = min(ready, key=lambda k: (self._running_by.get(k, 0), self._last.get(k, -1)))
             queue = self._queues[key]
             fn, args, fut = queue.popleft()
             self.queued -= 1

@@ -1,18 +1,19 @@
 """The partner-facing SMPP server: listeners, binds, per-session checks, then the pipeline.
 
-Each accepted connection becomes a ``Link`` in the SMSC role. This module decides binds
-(credentials, IP allow-list, bind types, bind limits; throttled by ``bindguard.BindGuard``),
-gives each socket a connection slot (``admission.Admission``: per IP, unbound share) and applies the session-level checks on each
-request — window (ESME_RMSGQFUL) and the account's throughput across all its binds
-(ESME_RTHROTTLED), for every request, not only submits (``budgets.py``) — before handing it
-to the ``MessageHandler``, which answers it when it is ready (after a durable commit). A
-session that keeps sending what we refuse, or enquire_link far beyond a sane rate, is
-unbound (``session_flooding``).
+Each accepted connection takes a connection slot (``admission``: in total, per IP, and a
+smaller share per IP for sockets not bound yet) and becomes a ``Link`` in the SMSC role. This
+module decides binds (credentials, IP allow-list, bind types, bind limits; paced and capped by
+``bindguard.BindGuard``) and applies the session-level checks on each request — window
+(ESME_RMSGQFUL) and the account's throughput across all its binds (ESME_RTHROTTLED), for every
+request, not only submits (``budgets.py``) — before handing it to the ``MessageHandler``, which
+answers it when it is ready (after a durable commit). A session that keeps sending what we
+refuse, or enquire_link far beyond a sane rate, is unbound (``session_flooding``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from typing import Protocol
@@ -25,7 +26,7 @@ from protocol.errors import LocalProtocolError
 from protocol.session import InvalidPdu, Role
 
 from .accounts import AccountRegistry, PartnerBind
-from .admission import Admission, Gate
+from .admission import Admission, Gate, address_key
 from .bindguard import BindGuard
 from .budgets import SessionBudgets, SessionFlooding
 from .config import Settings
@@ -102,9 +103,9 @@ class PartnerServer:
         loop = asyncio.get_running_loop()
         tls = self._tls_context() if self.config.tls_listen else None
         for address, context in [(a, None) for a in self.config.listen] + [(a, tls) for a in self.config.tls_listen]:
+            # TLS is started by the Gate once the socket has its slot (see admission.py).
             server = await loop.create_server(
-                self._accept, address.host, address.port, ssl=context, reuse_address=True, backlog=1024,
-                ssl_handshake_timeout=self.config.bind_timeout if context is not None else None,
+                functools.partial(self._accept, context), address.host, address.port, reuse_address=True, backlog=1024
             )
             self.servers.append(server)
             for sock in server.sockets:
@@ -122,12 +123,20 @@ class PartnerServer:
         """Where we actually listen (useful with port 0 in tests)."""
         return [sock.getsockname()[:2] for server in self.servers for sock in server.sockets]
 
-    def _accept(self) -> asyncio.Protocol:
+    def _accept(self, tls: ssl.SSLContext | None = None) -> asyncio.Protocol:
         # The peer's address is known in connection_made: the Gate takes its slot (total,
         # per IP, unbound share) or aborts the socket at once.
-        return Gate(self.admission, self._new_link, refuse=None if self.accepting else "shutting_down")
+        return Gate(
+            self.admission,
+            self._new_link,
+            refuse=None if self.accepting else "shutting_down",
+            tls=tls,
+            handshake_timeout=self.config.bind_timeout,
+        )
 
-    def _new_link(self) -> Link:
+    def _new_link(self) -> Link | None:
+        if not self.accepting:
+            return None
         link = Link(
             Role.SMSC,
             self,
@@ -208,7 +217,7 @@ class PartnerServer:
             return self.registry.authenticate(pdu.command_id, system_id, pdu.password, ip, run=run)  # type: ignore[attr-defined]
 
         known = system_id if self.registry.get(system_id) is not None else None
-        state, status = await self.guard.bind(ip, system_id, check, lambda: link.is_open, account=known)
+        state, status = await self.guard.bind(address_key(ip), system_id, check, lambda: link.is_open, account=known)
         if not link.is_open:
             return
         bind = self.registry.attach(state, link, pdu.command_id) if status == CommandStatus.ESME_ROK else None

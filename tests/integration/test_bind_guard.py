@@ -201,7 +201,8 @@ async def test_a_bind_from_another_ip_is_not_queued_behind_300_wrong_binds(start
     server.registry.authenticate = spy  # type: ignore[method-assign]
     clients, answers = await flood_binds(running.port, 300)
     try:
-        await until(lambda: server.guard.checking == 300, "300 checks queued", turns=3000)
+        await until(lambda: pool.queued + pool.started >= 300, "300 checks queued", turns=3000)
+        assert pool.queued > 250
         status = await asyncio.to_thread(smpplib_bind_status, running.port)
         answered = sum(a.done() for a in answers)
         assert status == S.ESME_ROK
@@ -291,3 +292,47 @@ async def test_guesses_per_minute_capped_however_paced(make_settings, delay, pac
     assert set(statuses) <= {S.ESME_RINVPASWD, S.ESME_RBINDFAIL}
     if pace < 12 and delay == "0s":
         assert server.guard.failed["guess_limit"] > 0
+
+
+async def test_sockets_stuck_before_their_tls_handshake_hold_unbound_slots(start_server, make_settings, tmp_path):
+    """On a TLS listener the slot is taken before the handshake: sockets from 127.0.0.2 that
+    never send a ClientHello fill their IP's unbound share (the rest are closed at once) and
+    are closed after bind_timeout; a partner from 127.0.0.1 binds over TLS meanwhile."""
+    import ssl
+
+    from tests.integration.test_tls import make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    settings = make_settings(
+        server={"listen": [], "tls_listen": [f"{HOST}:0"], "tls_cert": str(cert), "tls_key": str(key),
+                "max_unbound_per_ip": 5, "bind_timeout": "1s"}
+    )
+    running = await start_server(settings)
+    admission = running.server.admission
+    silent = await asyncio.gather(*(connect_from(ATTACKER, running.port) for _ in range(20)))
+    try:
+        await until(lambda: admission.refused["max_unbound_per_ip"] == 15, "15 refusals")
+        assert admission.unbound(ATTACKER) == 5
+
+        def tls_bind() -> int:
+            context = ssl.create_default_context(cafile=str(cert))
+            context.check_hostname = False
+            client = smpplib.client.Client(HOST, running.port, ssl_context=context, timeout=10,
+                                           allow_unknown_opt_params=True)
+            client.connect()
+            try:
+                status = int(client.bind_transceiver(system_id="acme", password=PASSWORDS["acme"]).status)
+                client.unbind()
+                return status
+            finally:
+                client.disconnect()
+
+        assert await asyncio.to_thread(tls_bind) == S.ESME_ROK
+        # The silent ones: closed when their handshake time (bind_timeout) runs out.
+        assert all(await asyncio.gather(*(closed_by_server(s, timeout=5.0) for s in silent)))
+        await until(lambda: admission.unbound(ATTACKER) == 0, "the stuck handshakes' slots freed")
+        assert admission.refused["tls_handshake"] == 5
+        assert running.server.links == set()
+    finally:
+        for s in silent:
+            s.close()

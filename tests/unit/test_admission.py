@@ -122,3 +122,13 @@ def test_gate_hands_the_socket_over_or_aborts_it():
     Gate(adm, Recorder, refuse="shutting_down").connection_made(closing)
     assert closing.aborted
     assert (adm.refused["max_unbound_per_ip"], adm.refused["shutting_down"], adm.open) == (1, 1, 1)
+
+
+def test_per_ip_means_ipv4_address_or_ipv6_slash_64():
+    from smscenter.admission import address_key
+
+    assert address_key("192.0.2.1") == "192.0.2.1"
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_key("fe80::1%eth0") == "fe80::/64"

@@ -275,3 +275,27 @@ async def test_fair_executor_skips_checks_whose_bind_was_cancelled():
         assert ran == ["first"] and pool.running == 0
     finally:
         pool.close()
+
+
+async def test_one_ip_never_holds_all_the_check_threads():
+    """Two threads, five blocked checks from one IP: one of them runs, and another IP's check
+    starts at once on the other thread, while the flood still waits."""
+    pool = FairExecutor(2)
+    gate = threading.Event()
+
+    def blocked(name):
+        gate.wait(5)
+        return name
+
+    try:
+        flood = [asyncio.create_task(pool.run("a", blocked, f"a{i}")) for i in range(5)]
+        await asyncio.sleep(0)
+        assert (pool.running, pool.queued) == (1, 4)
+        other = asyncio.create_task(pool.run("b", lambda: "b"))
+        assert await other == "b"
+        assert not any(t.done() for t in flood) and pool.queued == 4
+        gate.set()
+        await asyncio.gather(*flood)
+    finally:
+        gate.set()
+        pool.close()

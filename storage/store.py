@@ -209,7 +209,7 @@ class Store:
 
     #: Hears each message cancelled (after its commit): the dispatcher, whose queue is mostly
     #: in the database, counts it out and stops guarding it from its loader.
-    on_cancelled: Callable[[int], None] | None = None
+    on_cancelled: Callable[[int, dict], None] | None = None
 
     @property
     def writer_pid(self) -> int | None:
@@ -444,20 +444,24 @@ class Store:
             )
             return [dict(r) for r in rows.mappings()]
 
-    async def due_messages(self, now: float, limit: int, after: tuple[float, int] = (float("-inf"), 0)) -> list[dict]:
+    async def due_messages(
+        self, now: float, limit: int, after: tuple[float, int] = (float("-inf"), 0)
+    ) -> tuple[list[dict], bool]:
         """The waiting parts of the next messages due by ``now``, in the queue's due order
         ``(next_attempt_at, message_id)`` strictly after ``after``: whole messages, at most
-        ``limit`` parts unless one message alone has more (ix_parts_due makes it a range scan)."""
+        ``limit`` parts unless one message alone has more (ix_parts_due makes it a range
+        scan); and whether more may follow."""
         query = (
             select(parts, messages.c.account, messages.c.dest_hash, messages.c.category,
-                   messages.c.expires_at, messages.c.not_before, messages.c.dest_enc)
+                   messages.c.expires_at, messages.c.not_before, messages.c.submitted_at, messages.c.dest_enc)
             .join(messages, messages.c.id == parts.c.message_id)
             .where(_WAITING, parts.c.next_attempt_at <= now, *_after(after))
             .order_by(parts.c.next_attempt_at, parts.c.message_id, parts.c.part_no)
         )
         async with self.engine.connect() as conn:
             rows = [dict(r) for r in (await conn.execute(query.limit(limit + 1))).mappings()]
-            if len(rows) > limit:
+            more = len(rows) > limit
+            if more:
                 # The page ends inside a message: drop it (it comes whole in the next page),
                 # unless it is the only one (then read the rest of it).
                 last = rows[-1]["message_id"]
@@ -469,7 +473,7 @@ class Store:
                         query.where(parts.c.message_id == last, parts.c.part_no > rows[-1]["part_no"])
                     )
                     rows.extend(dict(r) for r in rest.mappings())
-            return rows
+            return rows, more
 
     async def next_due(self, after: tuple[float, int] = (float("-inf"), 0)) -> float | None:
         """When the first waiting part after ``after`` in the due order comes due (None: the
@@ -500,16 +504,16 @@ class Store:
             ).first()
             return int(row[0]), int(row[1])
 
-    async def blocking_lines(self, now: float, limit: int) -> list[tuple[str, bytes, int, float]]:
-        """(account, dest_hash, message id, due) of messages waiting for a retry after
-        ``now``: each keeps its (account, destination) line closed behind it until then. At
-        most ``limit`` rows, the earliest ids first."""
+    async def blocking_lines(self, limit: int) -> list[tuple[str, bytes, int, float]]:
+        """(account, dest_hash, message id, due) of messages waiting for a retry: each keeps
+        its (account, destination) line closed behind it until it is sent. At most ``limit``
+        rows, the latest ids first (a line's latest retry closes it for the most)."""
         query = (
             select(messages.c.account, messages.c.dest_hash, parts.c.message_id, func.max(parts.c.next_attempt_at))
             .join(messages, messages.c.id == parts.c.message_id)
-            .where(_WAITING, parts.c.attempts > 0, parts.c.next_attempt_at > now)
+            .where(_WAITING, parts.c.attempts > 0)
             .group_by(messages.c.account, messages.c.dest_hash, parts.c.message_id)
-            .order_by(parts.c.message_id)
+            .order_by(parts.c.message_id.desc())
             .limit(limit)
         )
         async with self.engine.connect() as conn:
@@ -564,12 +568,18 @@ class Store:
         now = self.clock()
         async with self.engine.begin() as conn:
             msg = (
-                await conn.execute(select(messages.c.state, messages.c.account).where(messages.c.id == message_id))
+                await conn.execute(
+                    select(messages.c.state, messages.c.account, messages.c.category).where(messages.c.id == message_id)
+                )
             ).first()
             if msg is None or msg.account != account or msg.state in FINAL_STATES:
                 return False
-            states = [r.state for r in await conn.execute(select(parts.c.state).where(parts.c.message_id == message_id))]
-            if any(s != PART_QUEUED for s in states):
+            found = (
+                await conn.execute(
+                    select(parts.c.state, parts.c.next_attempt_at, parts.c.attempts).where(parts.c.message_id == message_id)
+                )
+            ).all()
+            if any(p.state != PART_QUEUED for p in found):
                 return False
             await conn.execute(
                 update(parts).where(parts.c.message_id == message_id).values(state=int(MessageState.DELETED), updated_at=now)
@@ -578,7 +588,11 @@ class Store:
                 update(messages).where(messages.c.id == message_id).values(state=int(MessageState.DELETED), done_at=now)
             )
         if self.on_cancelled is not None:
-            self.on_cancelled(message_id)
+            self.on_cancelled(message_id, {
+                "category": msg.category,
+                "due": max((p.next_attempt_at for p in found), default=0.0),
+                "attempts": max((p.attempts for p in found), default=0),
+            })
         return True
 
 

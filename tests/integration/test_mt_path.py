@@ -441,7 +441,7 @@ async def test_query_and_cancel(mt, mt_settings):
     assert (await raw.cancel(scheduled)).status == S.ESME_RCANCELFAIL  # already cancelled
     # Two minutes later for the queue: the kept one goes, the cancelled one never does.
     d.dispatcher.clock = lambda: time.time() + 120
-    d.dispatcher._timer_event.set()
+    d.dispatcher.poke()
     await wait_for(lambda: len(up.submits) == 2, what="the kept scheduled message sent")
     await asyncio.sleep(0.2)
     assert [s.short_message for s in up.submits] == [b"query me", b"later too"]
@@ -474,7 +474,7 @@ async def test_scheduled_message_keeps_its_full_validity(mt, mt_settings):
     assert row["expires_at"] > row["not_before"] + 24 * 3600
     # Three days later for the queue: it leaves, it does not expire.
     d.dispatcher.clock = lambda: time.time() + 3 * 86400 + 60
-    d.dispatcher._timer_event.set()
+    d.dispatcher.poke()
     await wait_for(lambda: up.accepted, what="the scheduled message sent")
     assert message_row(settings, our_id)["state"] == MessageState.ENROUTE
 

@@ -379,18 +379,21 @@ async def test_due_messages_pages_the_queue_in_due_order(store, engine):
     await store.add_message(message_row(done), part_rows(done, now=t))
     await store.record_submit(SubmitResult(done, 1, PART_SUBMITTED, "op-a", "d1", 1, t))
 
-    def keys(rows):
+    def keys(page):
+        rows, _ = page
         return [(r["message_id"], r["part_no"]) for r in rows]
 
-    everything = await store.due_messages(t + 10, 100)
-    assert keys(everything) == [(b, 1), (a, 1), (a, 2), (c, 1)]
+    everything, more = await store.due_messages(t + 10, 100)
+    assert not more
+    assert everything[0]["submitted_at"] == pytest.approx(1_800_000_000.123456)
+    assert keys((everything, more)) == [(b, 1), (a, 1), (a, 2), (c, 1)]
     assert everything[0]["dest_enc"] == message_row(b)["dest_enc"] and everything[0]["category"] == "marketing"
     # A page ends on a message boundary: a's second part does not fit, a waits for the next.
-    assert keys(await store.due_messages(t + 10, 2)) == [(b, 1)]
+    assert await store.due_messages(t + 10, 2) == ([everything[0]], True)
     # One message alone larger than the page comes whole.
     assert keys(await store.due_messages(t + 10, 1, after=(t + 1, b))) == [(a, 1), (a, 2)]
     assert keys(await store.due_messages(t + 10, 100, after=(t + 2, a))) == [(c, 1)]
-    assert await store.due_messages(t + 10, 100, after=(t + 2, c)) == []
+    assert await store.due_messages(t + 10, 100, after=(t + 2, c)) == ([], False)
     assert keys(await store.due_messages(t + 1.5, 100)) == [(b, 1)]  # not yet due: not loaded
     # The next due after the cursor: the held one.
     assert await store.next_due(after=(t + 2, c)) == t + 3600
@@ -399,14 +402,13 @@ async def test_due_messages_pages_the_queue_in_due_order(store, engine):
     # A retry moves a message's due time; it blocks its line until then.
     await store.record_submit(SubmitResult(c, 1, PART_QUEUED, None, None, 1, next_attempt_at=t + 60))
     assert keys(await store.due_messages(t + 10, 100, after=(t + 2, a))) == []
-    assert await store.blocking_lines(t + 10, 100) == [("acme", bytes(range(16)), c, t + 60)]
-    assert await store.blocking_lines(t + 61, 100) == []
+    assert await store.blocking_lines(100) == [("acme", bytes(range(16)), c, t + 60)]
     assert await store.queue_counts(t + 10) == (4, 1)  # a retry is not a hold
 
     cancelled = []
-    store.on_cancelled = cancelled.append
+    store.on_cancelled = lambda message_id, row: cancelled.append((message_id, row))
     assert await store.cancel(b, "acme") is True
-    assert cancelled == [b]
+    assert cancelled == [(b, {"category": "marketing", "due": t + 1, "attempts": 0})]
     assert keys(await store.due_messages(t + 10, 100)) == [(a, 1), (a, 2)]
 
 

@@ -221,7 +221,7 @@ class SinkConnection(asyncio.Protocol):
             sink.pump(self.system_id)
 
 
-def sink_process(conn, delay: float, window: int) -> None:
+def sink_process(conn, delay: float, window: int, port: int = 0) -> None:
     """Child process: the sink on uvloop until the parent says stop. Answers ``"stats"``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     import uvloop
@@ -230,7 +230,7 @@ def sink_process(conn, delay: float, window: int) -> None:
         loop = asyncio.get_running_loop()
         sink = Sink(delay, window)
         stopping = asyncio.Event()
-        server = await loop.create_server(lambda: SinkConnection(sink), "127.0.0.1", 0, backlog=1024)
+        server = await loop.create_server(lambda: SinkConnection(sink), "127.0.0.1", port, backlog=1024)
 
         def on_message() -> None:
             try:
@@ -255,10 +255,11 @@ def sink_process(conn, delay: float, window: int) -> None:
 class SinkHandle:
     """The parent's side of a sink process."""
 
-    def __init__(self, delay: float, window: int) -> None:
+    def __init__(self, delay: float, window: int, port: int = 0) -> None:
         ctx = mp.get_context("spawn")
         self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=sink_process, args=(child, delay, window), name="bench-mt-sink", daemon=True)
+        self.proc = ctx.Process(target=sink_process, args=(child, delay, window, port), name="bench-mt-sink",
+                                daemon=True)
         self.proc.start()
         child.close()
         try:

@@ -1,8 +1,8 @@
 """The MT queue: stored messages go upstream through their route's connectors.
 
-The durable queue is the ``parts`` table; this module keeps the working copy in memory and
-rebuilds it from the table at start (``load``), so a restart loses nothing. What it
-guarantees:
+The queue is the database (the ``parts`` table, in the due order of ``ix_parts_due``):
+memory holds only a bounded *working set* of due messages (``[queue] working_set``), so the
+daemon's size does not follow the queue's depth. What it guarantees:
 
 - order per (account, destination): a number's messages from one account go out one after
   the other, while different numbers go in parallel (as many as the connectors' windows);
@@ -11,19 +11,31 @@ guarantees:
   exponential backoff) and keeps its place in its number's line;
 - permanent upstream errors end the message (REJECTED) and the partner gets its receipt;
 - a message whose validity ends before it could be sent ends EXPIRED and is never sent;
-- scheduled messages (``not_before``) wait in a timer heap, not in a worker;
-- marketing goes only inside its send window (``windows``): checked when it leaves the
-  heap and again by the connector right before its first part is written, so a window that
-  closes while the queue drains (or while messages wait behind the connector's rate) sends
-  the rest back to the heap until the next opening. ``poke()`` re-reads the timers after
-  the clock jumped.
+- scheduled, held (send window) and backed-off messages wait in the database, their next
+  due time in ``parts.next_attempt_at``; one timer, for the earliest, wakes the loader;
+- marketing goes only inside its send window (``windows``): checked when it is loaded and
+  again by the connector right before its first part is written, so a window that closes
+  while the queue drains sends the rest back to the database until the next opening.
+  ``poke()`` re-reads the timer after the clock jumped.
+
+How the working set is fed (``_load_pass``): a cursor walks the waiting parts in
+``(next_attempt_at, message_id)`` order, one page at a time, as the working set drains or
+when the timer fires. New submits go straight into the working set while it has room and
+nothing due is left behind the cursor; otherwise they stay in the database ("spill") until
+the loader reaches them. Any write that moves a message's due time (retry, window, a line
+closed behind a retry) moves the cursor back to it once committed, and the loader skips the
+messages whose writes are still in flight, so nothing is loaded twice or left behind.
+
+Order across a retry: a message that backs off closes its line until it comes back. The
+line's other resident messages leave memory with their due time moved to the retry's (so
+they sort right after it), and ``_blocked`` remembers the line (bounded; rebuilt from the
+database at start) so that later messages to it — new submits or loaded ones — wait behind
+it in the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -40,6 +52,7 @@ from storage.store import Store, SubmitResult
 from .connector import Connector, ConnectorDown, NotWanted
 from .link import LinkClosed, ResponseTimeout
 from .submit import PlannedMessage, with_source
+from .timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.dispatch")
 
@@ -95,6 +108,11 @@ class _Line:
     busy: bool = False
 
 
+_START = (float("-inf"), 0)  # the due order's beginning
+_NEVER = (float("inf"), 0)
+_INF = float("inf")
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -103,26 +121,60 @@ class Dispatcher:
         *,
         workers: int | None = None,
         clock=time.time,
+        timers: Timers | None = None,
         response_timeout: float = 30.0,
+        working_set: int = 10_000,
+        page: int = 1_000,
     ) -> None:
         self.connectors = connectors
         self.store = store
         self.clock = clock
+        self.timers = timers if timers is not None else RealTimers(clock)
         self.response_timeout = response_timeout
         capacity = sum(c.config.window * c.config.binds for c in connectors.values()) or 1
         self.worker_count = workers or min(1024, max(16, 2 * capacity))
+        self.working_set = max(1, working_set)
+        self.page = max(1, min(page, self.working_set))
+        #: Loaded again once this many places are free (not one page per message sent).
+        self._refill_step = max(1, min(self.page, self.working_set // 4))
         self._lines: dict[tuple[str, bytes], _Line] = {}
         self._ready: deque[tuple[str, bytes]] = deque()
         # Idle workers, each waiting on its own future: a line that becomes ready wakes one
         # of them. (One shared Event woke every idle worker for each line — a hundred task
         # switches to hand out one message.)
         self._idle: deque[asyncio.Future] = deque()
-        self._timers: list[tuple[float, int, QueuedMessage, bool]] = []
-        self._timer_seq = itertools.count()
-        self._timer_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._cancelled: set[int] = set()
-        self.stats = {"sent": 0, "failed": 0, "expired": 0, "retried": 0, "window_deferred": 0}
+        #: The working set: messages in memory (in a line, or being sent), by id.
+        self._resident: dict[int, QueuedMessage] = {}
+        #: Messages that left memory with a write not committed yet (count of writes): the
+        #: loader must not read their old rows.
+        self._writing: dict[int, int] = {}
+        self._written_while_loading: set[int] = set()
+        #: cancel_sm under way: the message (None when it was not in memory), until the store
+        #: said (``cancelled``) or the pipeline gave it back (``restore``).
+        self._cancelling: dict[int, QueuedMessage | None] = {}
+        self._cancel_skipped: set[int] = set()
+        #: Lines closed behind a retry: key -> (id of the message retrying, its due time).
+        self._blocked: dict[tuple[str, bytes], tuple[int, float]] = {}
+        self._blockers: dict[int, tuple[str, bytes]] = {}
+        self.blocked_cap = max(1_000, 4 * self.working_set)
+        # The loader: its cursor in the due order, whether due rows may lie after it, the
+        # earliest known due time after it and the one timer set for it.
+        self._cursor = _START
+        self._more = True  # until the first pass caught up: the database may hold due rows
+        self._loading = False
+        self._rewound = _NEVER
+        self._load_event = asyncio.Event()
+        self._resumed = False
+        self._wake_at = _INF
+        self._wake_handle = None
+        #: Turns rows of ``Store.due_messages`` (one message's parts, in order) into a
+        #: ``QueuedMessage`` (decryption and routing are the pipeline's: set by its ``load``).
+        self.decode = None
+        self._queued = 0
+        self._held = 0
+        self.stats = {"sent": 0, "failed": 0, "expired": 0, "retried": 0, "window_deferred": 0,
+                      "spilled": 0, "loaded": 0, "load_pages": 0, "blocked_lines_dropped": 0}
         self.windows = None  # routing.windows.SendWindows: marketing re-checked at send time
         #: Called with the destination's hash when an upstream says the number is invalid.
         self.on_invalid_number = None
@@ -130,79 +182,106 @@ class Dispatcher:
     # --- feeding ----------------------------------------------------------------------------
 
     def enqueue(self, msg: QueuedMessage) -> None:
-        """Add a stored message; it waits for its ``not_before`` and its line."""
-        if msg.not_before > self.clock():
-            # Comes back when it may go, or when its validity ends (to expire it) if sooner.
-            self._at(min(msg.not_before, msg.expires_at), msg, head=False)
-        else:
-            self._append(msg, head=False)
+        """A message just stored: into the working set if it is due and may go now, else it
+        waits in the database (its row already says when it is due)."""
+        self._queued += 1
+        self._offer(msg)
 
-    def cancel(self, message_id: int) -> QueuedMessage | None:
-        """Take a message out of the queue if none of it left yet (cancel_sm). Returns it
-        (for ``restore``), or None when it is not waiting here."""
-        for key, line in self._lines.items():
-            for msg in line.queue:
-                if msg.id == message_id and msg.next_index == 0 and not (line.busy and line.queue[0] is msg):
-                    line.queue.remove(msg)
-                    if not line.queue and not line.busy:
-                        del self._lines[key]
-                    return msg
-        for _, _, msg, _ in self._timers:
-            if msg.id == message_id and msg.next_index == 0 and message_id not in self._cancelled:
-                self._cancelled.add(message_id)
-                return msg
-        return None
+    def _offer(self, msg: QueuedMessage) -> None:
+        due = min(msg.not_before, msg.expires_at)
+        if due > self.clock():
+            if msg.marketing:
+                self._held += 1
+            self._schedule(due)
+            return
+        if self._more or len(self._resident) >= self.working_set or self._closed_for(msg):
+            # The loader reaches it in its turn: behind what is due before it, and behind
+            # its line's retry.
+            self.stats["spilled"] += 1
+            self._rewind((due, msg.id - 1))
+            return
+        self._admit(msg)
 
-    def restore(self, msg: QueuedMessage) -> None:
-        """Undo ``cancel`` (the stored cancel did not happen): the message waits again (at
-        the end of its number's line if it had left the timers)."""
-        if msg.id in self._cancelled:
-            self._cancelled.discard(msg.id)
-        else:
-            self.enqueue(msg)
+    def _closed_for(self, msg: QueuedMessage) -> bool:
+        entry = self._blocked.get(msg.key)
+        return entry is not None and msg.id > entry[0]
 
-    def poke(self) -> None:
-        """Look at the timers again now: for a clock that jumped (tests, or an operator's
-        correction), rather than wait for the delay computed before the jump."""
-        self._timer_event.set()
-
-    def held(self) -> int:
-        """Marketing messages waiting for their send window (or schedule); not those
-        cancelled meanwhile (they leave the timers only when their time comes)."""
-        now = self.clock()
-        return sum(
-            1
-            for when, _, msg, head in self._timers
-            if not head and msg.marketing and when > now and msg.id not in self._cancelled
-        )
-
-    @property
-    def queued(self) -> int:
-        waiting = len(self._timers) - len(self._cancelled)  # cancelled ones are still in the heap
-        return sum(len(line.queue) for line in self._lines.values()) + waiting
-
-    def _append(self, msg: QueuedMessage, head: bool) -> None:
+    def _admit(self, msg: QueuedMessage) -> None:
+        """Into the working set, at the end of its line."""
+        self._resident[msg.id] = msg
         line = self._lines.get(msg.key)
         if line is None:
             line = self._lines[msg.key] = _Line()
-        if head:
-            # A message back from its retry wait: it reopens its line, ahead of the rest.
-            line.queue.appendleft(msg)
-            line.busy = False
-        else:
-            line.queue.append(msg)
-        if not line.busy and (head or len(line.queue) == 1):
+        line.queue.append(msg)
+        if not line.busy and len(line.queue) == 1:
             self._mark_ready(msg.key)
 
-    def _reopen(self, key) -> None:
-        line = self._lines.get(key)
-        if line is None:
-            return
-        line.busy = False
-        if line.queue:
-            self._mark_ready(key)
-        else:
-            del self._lines[key]
+    def cancel(self, message_id: int) -> QueuedMessage | None:
+        """Take a message out of the queue if none of it left yet (cancel_sm). Returns it
+        (for ``restore``), or None when it cannot be cancelled here. A message that waits
+        in the database is kept from the loader until the store answered."""
+        msg = self._resident.get(message_id)
+        if msg is not None:
+            line = self._lines.get(msg.key)
+            if msg.next_index or line is None or (line.busy and line.queue and line.queue[0] is msg):
+                return None
+            line.queue.remove(msg)
+            if not line.queue and not line.busy:
+                del self._lines[msg.key]
+            del self._resident[message_id]
+            self._cancelling[message_id] = msg
+            return msg
+        if message_id in self._writing or message_id in self._cancelling:
+            return None  # leaving the queue, or a cancel already under way
+        self._cancelling[message_id] = None
+        return QueuedMessage(message_id, "", b"", (), 0.0, 0.0, [])
+
+    def restore(self, msg: QueuedMessage) -> None:
+        """Undo ``cancel`` (the stored cancel did not happen): the message waits again (at
+        the end of its number's line if it was in memory)."""
+        held = self._cancelling.pop(msg.id, None)
+        if held is not None:
+            self._offer(held)
+        elif msg.id in self._cancel_skipped:
+            self._cancel_skipped.discard(msg.id)
+            self._rewind(_START)  # the loader passed it meanwhile
+
+    def cancelled(self, message_id: int, row: dict) -> None:
+        """The store cancelled a message (``Store.on_cancelled``): out of the counts."""
+        self._cancelling.pop(message_id, None)
+        self._cancel_skipped.discard(message_id)
+        self._queued = max(0, self._queued - 1)
+        if row.get("category") == "marketing" and not row.get("attempts") and row.get("due", 0) > self.clock():
+            self._held = max(0, self._held - 1)
+        key = self._blockers.pop(message_id, None)
+        if key is not None:
+            self._blocked.pop(key, None)
+
+    def poke(self) -> None:
+        """Look at the timer again now: for a clock that jumped (tests, or an operator's
+        correction), rather than wait for the delay computed before the jump."""
+        when, self._wake_at = self._wake_at, _INF
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
+        if when < _INF:
+            self._schedule(when)
+        self._kick()
+
+    def held(self) -> int:
+        """Marketing messages waiting for their send window (or schedule): counted as they
+        come and go, read from the database at start."""
+        return self._held
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the queue (in memory or in the database)."""
+        return max(self._queued, len(self._resident))
+
+    @property
+    def resident(self) -> int:
+        """Messages in the working set."""
+        return len(self._resident)
 
     def _mark_ready(self, key) -> None:
         """Queue a line for a worker and wake one idle worker, if any."""
@@ -214,40 +293,197 @@ class Dispatcher:
                 waiter.set_result(None)
                 return
 
-    def _at(self, when: float, msg: QueuedMessage, head: bool) -> None:
-        heapq.heappush(self._timers, (when, next(self._timer_seq), msg, head))
-        self._timer_event.set()
+    # --- the database side: writes, cursor, timer ---------------------------------------------
+
+    def _write(self, msg: QueuedMessage, result: SubmitResult, due: float | None = None) -> None:
+        """Store ``result``; the loader skips the message until it is committed, then (for a
+        new due time) finds it again from there."""
+        try:
+            outcome = self.store.record_submit(result)
+        except Exception as exc:  # noqa: BLE001 - a closing store: the row stays as it was
+            log.error("store_write_failed", error=str(exc))
+            return
+        self._writing[msg.id] = self._writing.get(msg.id, 0) + 1
+        outcome.add_done_callback(lambda fut: self._written(msg.id, due, fut))
+
+    def _written(self, message_id: int, due: float | None, fut) -> None:
+        left = self._writing.get(message_id, 1) - 1
+        if left:
+            self._writing[message_id] = left
+        else:
+            self._writing.pop(message_id, None)
+        if self._loading:
+            self._written_while_loading.add(message_id)  # the page in flight may hold its old row
+        if fut.exception() is not None:
+            log.error("store_write_failed", error=str(fut.exception()))
+            self._rewind(_START)  # its row is as it was: let the loader see it again
+        elif due is not None:
+            self._rewind((due, message_id - 1))
+
+    def _rewind(self, key: tuple[float, int]) -> None:
+        """A waiting row at ``key`` in the due order: the cursor goes back to it if it had
+        passed it, and the loader looks (now, or when it comes due)."""
+        if key < self._cursor:
+            self._cursor = key
+        if self._loading and key < self._rewound:
+            self._rewound = key
+        if key[0] <= self.clock():
+            self._more = True
+            self._kick()
+        else:
+            self._schedule(key[0])
+
+    def _schedule(self, due: float) -> None:
+        """The one timer: for the earliest due time known after the cursor."""
+        if due >= self._wake_at:
+            return
+        self._wake_at = due
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+        self._wake_handle = self.timers.call_later(max(0.0, due - self.clock()), self._wake)
+
+    def _wake(self) -> None:
+        self._wake_handle = None
+        self._wake_at = _INF
+        self._more = True
+        self._kick()
+
+    def _kick(self) -> None:
+        """Wake the loader if due rows may wait and the working set has room for a page."""
+        if self._more and (self.working_set - len(self._resident) >= self._refill_step or not self._resident):
+            self._load_event.set()
+
+    def _leave(self, msg: QueuedMessage) -> None:
+        self._resident.pop(msg.id, None)
+        if self._more:
+            self._kick()
+
+    # --- the loader -----------------------------------------------------------------------
+
+    async def resume(self) -> int:
+        """At start: the counts and the lines closed behind a retry, from the database; then
+        the loader begins from the start of the due order. Returns the messages waiting."""
+        now = self.clock()
+        queued, held = await self.store.queue_counts(now)
+        self._queued += queued
+        self._held += held
+        for account, dest_hash, message_id, due in await self.store.blocking_lines(self.blocked_cap):
+            self._close_line((account, dest_hash), message_id, due)
+        self._resumed = True
+        self._rewind(_START)
+        return queued
+
+    def _close_line(self, key, message_id: int, due: float) -> None:
+        old = self._blocked.get(key)
+        if old is not None and old[0] > message_id:
+            return  # a later message of the line already closes it for more
+        if old is not None:
+            self._blockers.pop(old[0], None)
+        elif len(self._blocked) >= self.blocked_cap:
+            dropped, (blocker, _) = next(iter(self._blocked.items()))
+            del self._blocked[dropped]
+            self._blockers.pop(blocker, None)
+            self.stats["blocked_lines_dropped"] += 1
+            _limited_warning("queue_blocked_lines_full", cap=self.blocked_cap)
+        self._blocked[key] = (message_id, due)
+        self._blockers[message_id] = key
+
+    async def _loader(self) -> None:
+        while True:
+            await self._load_event.wait()
+            self._load_event.clear()
+            if not self._resumed:
+                continue
+            try:
+                await self._load_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the queue must go on: try again shortly
+                log.exception("queue_load_failed")
+                await self.timers.sleep(1.0)
+                self._more = True
+                self._load_event.set()
+
+    async def _load_pass(self) -> None:
+        while self._more:
+            room = self.working_set - len(self._resident)
+            if room < self._refill_step and self._resident:
+                return  # full: the drain wakes us
+            now = self.clock()
+            after = self._cursor
+            self._loading, self._rewound = True, _NEVER
+            self._written_while_loading = set()
+            try:
+                rows, more = await self.store.due_messages(now, min(room, self.page), after)
+            finally:
+                self._loading = False
+            self.stats["load_pages"] += 1
+            if rows:
+                after = max(after, (rows[-1]["next_attempt_at"], rows[-1]["message_id"]))
+            self._cursor = min(after, self._rewound)
+            self._take(rows, now)
+            if not more and self._rewound == _NEVER:
+                self._more = False
+        # Caught up: the timer for the next one due.
+        due = await self.store.next_due(self._cursor)
+        if due is None:
+            return
+        if due <= self.clock():
+            self._more = True  # came due (or was stored) meanwhile
+            self._kick()
+        else:
+            self._schedule(due)
+
+    def _take(self, rows: list[dict], now: float) -> None:
+        """A page's messages into the working set, but those already here, being written or
+        cancelled; those whose line is closed behind a retry move behind it."""
+        skip = self._resident.keys() | self._writing.keys() | self._written_while_loading
+        by_id: dict[int, list[dict]] = {}
+        for row in rows:
+            message_id = row["message_id"]
+            if message_id in skip:
+                continue
+            if message_id in self._cancelling:
+                self._cancel_skipped.add(message_id)
+                continue
+            by_id.setdefault(message_id, []).append(row)
+        for message_id, parts in by_id.items():
+            msg = self.decode(parts)
+            first = parts[0]
+            self.stats["loaded"] += 1
+            if msg.marketing and not msg.attempts and first["next_attempt_at"] > first["submitted_at"]:
+                self._held = max(0, self._held - 1)  # held until now
+            entry = self._blocked.get(msg.key)
+            if entry is not None:
+                blocker, until = entry
+                if message_id == blocker:
+                    del self._blocked[msg.key]
+                    self._blockers.pop(message_id, None)
+                elif message_id > blocker:
+                    self._move_behind(msg, max(until, first["next_attempt_at"]))
+                    continue
+            self._admit(msg)
+
+    def _move_behind(self, msg: QueuedMessage, due: float) -> None:
+        """Back to the database, due with the retry that closes its line (and after it: the
+        due order breaks ties by id)."""
+        for part_no, _ in msg.parts[msg.next_index :]:
+            self._write(msg, SubmitResult(msg.id, part_no, PART_QUEUED, None, None, msg.attempts, due), due)
 
     # --- running ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker(), name=f"dispatch-{i}") for i in range(self.worker_count)]
-        self._tasks.append(loop.create_task(self._timer_loop(), name="dispatch-timers"))
+        self._tasks.append(loop.create_task(self._loader(), name="dispatch-loader"))
 
     async def stop(self) -> None:
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _timer_loop(self) -> None:
-        while True:
-            now = self.clock()
-            while self._timers and self._timers[0][0] <= now:
-                _, _, msg, head = heapq.heappop(self._timers)
-                if msg.id in self._cancelled:
-                    self._cancelled.discard(msg.id)
-                    if head:  # it held its line closed while waiting: reopen it
-                        self._reopen(msg.key)
-                    continue
-                self._append(msg, head)
-            self._timer_event.clear()
-            delay = self._timers[0][0] - now if self._timers else None
-            try:
-                async with asyncio.timeout(delay):
-                    await self._timer_event.wait()
-            except TimeoutError:
-                pass
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -272,8 +508,18 @@ class Dispatcher:
                 self._retry_later(msg)
             if line.queue and line.queue[0] is msg:
                 line.queue.popleft()
+            if done is True:
+                self._queued = max(0, self._queued - 1)
+            self._leave(msg)
             if done is False:
-                continue  # the line stays busy until the message is back from its wait
+                # Its line is closed until it comes back: the rest waits behind it, in the
+                # database.
+                self._lines.pop(key, None)
+                for later in line.queue:
+                    self._resident.pop(later.id, None)
+                    self._move_behind(later, msg.not_before)
+                line.queue.clear()
+                continue
             line.busy = False
             if line.queue:
                 self._ready.append(key)  # this worker goes on with the ready lines: none to wake
@@ -307,9 +553,8 @@ class Dispatcher:
                 return False
             status, connector, upstream_id = outcome
             if status == CommandStatus.ESME_ROK:
-                self.store.record_submit(
-                    SubmitResult(msg.id, part_no, PART_SUBMITTED, connector, upstream_id, msg.attempts + 1, now)
-                ).add_done_callback(_log_failure)
+                self._write(msg, SubmitResult(msg.id, part_no, PART_SUBMITTED, connector, upstream_id,
+                                              msg.attempts + 1, now))
                 msg.next_index += 1
                 self.stats["sent"] += 1
                 continue
@@ -327,10 +572,15 @@ class Dispatcher:
         return decision.open
 
     def _defer(self, msg: QueuedMessage) -> str:
-        """Back to wait for the next opening (set in ``msg.not_before`` by ``_window_open``):
-        alerts and this number's later messages are not held behind it."""
+        """Back to the database until the next opening (set in ``msg.not_before`` by
+        ``_window_open``), or its validity's end if sooner: alerts and this number's later
+        messages are not held behind it."""
         self.stats["window_deferred"] += 1
-        self.enqueue(msg)
+        due = min(msg.not_before, msg.expires_at)
+        for part_no, _ in msg.parts[msg.next_index :]:
+            self._write(msg, SubmitResult(msg.id, part_no, PART_QUEUED, None, None, msg.attempts, due), due)
+        if msg.marketing:
+            self._held += 1
         return DEFERRED
 
     async def _send_part(
@@ -378,17 +628,19 @@ class Dispatcher:
         if when >= msg.expires_at:
             when = msg.expires_at  # comes back once more, to end EXPIRED
         self.stats["retried"] += 1
-        # Its line stays busy meanwhile, so later messages to the number cannot overtake it.
-        self._at(when, msg, head=True)
+        msg.not_before = when
+        # It waits in the database; its line stays closed meanwhile, so later messages to the
+        # number cannot overtake it.
+        self._close_line(msg.key, msg.id, when)
+        for part_no, _ in msg.parts[msg.next_index :]:
+            self._write(msg, SubmitResult(msg.id, part_no, PART_QUEUED, None, None, msg.attempts, when), when)
 
     def _finish(self, msg: QueuedMessage, state: MessageState, error: int, connector: str | None) -> None:
         """End the message's remaining parts in ``state`` (the store settles the message and
         queues the partner's receipt in the same transaction)."""
         now = self.clock()
         for part_no, _ in msg.parts[msg.next_index :]:
-            self.store.record_submit(
-                SubmitResult(msg.id, part_no, int(state), connector, None, msg.attempts, now, error)
-            ).add_done_callback(_log_failure)
+            self._write(msg, SubmitResult(msg.id, part_no, int(state), connector, None, msg.attempts, now, error))
         msg.next_index = len(msg.parts)
 
 
@@ -403,9 +655,15 @@ def _source_ton_npi(pdu: P.SubmitSm, cfg) -> tuple[int, int]:
     return pair[0], pair[1]
 
 
-def _log_failure(fut: asyncio.Future) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("store_write_failed", error=str(fut.exception()))
+_warned: dict[str, float] = {}
+
+
+def _limited_warning(event: str, interval: float = 60.0, **fields) -> None:
+    """A limit reached: logged at most once per ``interval`` (it is counted in the stats)."""
+    now = time.monotonic()
+    if now - _warned.get(event, -interval) >= interval:
+        _warned[event] = now
+        log.warning(event, **fields)
 
 
 __all__ = ["Dispatcher", "QueuedMessage", "PART_QUEUED"]

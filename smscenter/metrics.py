@@ -50,6 +50,9 @@ class DaemonCollector:
         yield up
         yield GaugeMetricFamily("smscenter_queue_messages", "Messages waiting in the MT queue", value=d.dispatcher.queued)
         yield GaugeMetricFamily(
+            "smscenter_queue_resident", "MT queue messages in memory (the working set)", value=d.dispatcher.resident
+        )
+        yield GaugeMetricFamily(
             "smscenter_held_for_window", "Marketing messages held until their send window opens", value=d.dispatcher.held()
         )
         for prefix, stats in (

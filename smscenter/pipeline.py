@@ -141,26 +141,28 @@ class Pipeline:
         self.dispatcher.enqueue(QueuedMessage.from_plan(plan))
 
     async def load(self) -> int:
-        """Rebuild the in-memory queue from the parts table (at start)."""
-        rows = await self.store.pending_parts()
-        messages: dict[int, QueuedMessage] = {}
-        for row in rows:
-            msg = messages.get(row["message_id"])
-            if msg is None:
-                dest = self.cipher.decrypt(row["dest_enc"], b"dest:%d" % row["message_id"]).decode()
-                connectors = self.routes.connectors_for(dest, row["account"], row["category"])
-                msg = messages[row["message_id"]] = QueuedMessage(
-                    row["message_id"], row["account"], row["dest_hash"], connectors,
-                    max(row["not_before"], row["next_attempt_at"]), row["expires_at"], [], attempts=row["attempts"],
-                    dest=dest, marketing=row["category"] == "marketing",
-                )
-            aad = b"part:%d:%d" % (row["message_id"], row["part_no"])
-            msg.parts.append((row["part_no"], codec.decode(self.cipher.decrypt(row["pdu_enc"], aad))))
-        for msg in messages.values():
-            self.dispatcher.enqueue(msg)
-        if messages:
-            log.info("queue_restored", messages=len(messages), parts=len(rows))
-        return len(messages)
+        """At start: the queue stays in the database; the dispatcher learns to read it (its
+        loader decodes rows here), hears of cancels, and begins loading what is due."""
+        self.dispatcher.decode = self._queued_message
+        self.store.on_cancelled = self.dispatcher.cancelled
+        waiting = await self.dispatcher.resume()
+        if waiting:
+            log.info("queue_restored", messages=waiting)
+        return waiting
+
+    def _queued_message(self, rows: list[dict]) -> QueuedMessage:
+        """One message's waiting parts (rows of ``Store.due_messages``) as a queue entry."""
+        row = rows[0]
+        message_id = row["message_id"]
+        dest = self.cipher.decrypt(row["dest_enc"], b"dest:%d" % message_id).decode()
+        connectors = self.routes.connectors_for(dest, row["account"], row["category"])
+        return QueuedMessage(
+            message_id, row["account"], row["dest_hash"], connectors,
+            max(row["not_before"], row["next_attempt_at"]), row["expires_at"],
+            [(r["part_no"], codec.decode(self.cipher.decrypt(r["pdu_enc"], b"part:%d:%d" % (message_id, r["part_no"]))))
+             for r in rows],
+            attempts=max(r["attempts"] for r in rows), dest=dest, marketing=row["category"] == "marketing",
+        )
 
     # --- query_sm / cancel_sm ---------------------------------------------------------------
 

@@ -302,7 +302,9 @@ class SubmitPlanner:
                 "connector": None,
                 "upstream_id": None,
                 "attempts": 0,
-                "next_attempt_at": not_before,
+                # When the queue next looks at it: at its schedule (or window), or at its
+                # validity's end if that comes first, to expire it.
+                "next_attempt_at": min(not_before, expires_at),
                 "updated_at": now,
             }
             for part in upstream_parts

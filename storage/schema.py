@@ -9,7 +9,9 @@ Tables:
 - ``messages``: one row per partner message (our 64-bit id), its final state and receipt
   wishes;
 - ``parts``: one row per segment sent upstream — also the durable MT queue (``state``,
-  ``next_attempt_at``) and the receipt correlation key ``(connector, upstream_id)``;
+  ``next_attempt_at``: when the dispatcher next looks at it — its schedule, its send window's
+  opening, its retry, or its validity's end if sooner) and the receipt correlation key
+  ``(connector, upstream_id)``;
 - ``outbox``: everything owed to a partner (receipts, MO) until the partner acknowledged it;
 - ``early_receipts``: upstream receipts that arrived before the ``submit_sm_resp`` that
   tells us which message they belong to;
@@ -81,7 +83,6 @@ parts = Table(
     Column("updated_at", Float, nullable=False),
     PrimaryKeyConstraint("message_id", "part_no"),
     Index("ix_parts_upstream", "connector", "upstream_id"),
-    Index("ix_parts_queue", "state", "next_attempt_at"),
 )
 
 outbox = Table(
@@ -180,6 +181,13 @@ audit_log = Table(
 )
 
 Index("ix_messages_dest", messages.c.dest_hash, messages.c.submitted_at)
+#: The queue's due order (migration 0007): only waiting parts are in it, so paging through
+#: the queue by (next_attempt_at, message_id) never reads the settled bulk of the table.
+_WAITING = parts.c.state.in_(PART_PENDING_STATES)
+Index(
+    "ix_parts_due", parts.c.next_attempt_at, parts.c.message_id, parts.c.part_no,
+    sqlite_where=_WAITING, postgresql_where=_WAITING,
+)
 # Partial: most messages carry no unsubscribe link, and every index costs each insert.
 _WITH_TOKEN = messages.c.unsub_token.isnot(None)
 Index("ix_messages_unsub_token", messages.c.unsub_token, sqlite_where=_WITH_TOKEN, postgresql_where=_WITH_TOKEN)

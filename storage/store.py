@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from protocol.constants import MessageState
@@ -160,6 +160,12 @@ class _Pending:
         return len(self.outcomes)
 
 
+#: The partial index's own predicate, as literal SQL: SQLite uses a partial index only for a
+#: query whose WHERE holds its predicate as written, not with bound parameters.
+_WAITING = text("parts.state IN (0, 1)")
+assert PART_PENDING_STATES == (0, 1)
+
+
 class Store:
     """``transaction`` is a ``Transaction``, run in this process, or a picklable
     zero-argument factory of one (e.g. a ``functools.partial`` of a module-level function),
@@ -206,6 +212,10 @@ class Store:
     #: sent without being read back. Rows may carry, besides the table's columns, what their
     #: builder put there for the sender (e.g. ``pdu``).
     on_outbox_rows: Callable[[list[dict]], None] | None = None
+
+    #: Hears each message cancelled (after its commit): the dispatcher, whose queue is mostly
+    #: in the database, counts it out and stops guarding it from its loader.
+    on_cancelled: Callable[[int, dict], None] | None = None
 
     @property
     def writer_pid(self) -> int | None:
@@ -439,6 +449,81 @@ class Store:
             )
             return [dict(r) for r in rows.mappings()]
 
+    async def due_messages(
+        self, now: float, limit: int, after: tuple[float, int] = (float("-inf"), 0)
+    ) -> tuple[list[dict], bool]:
+        """The waiting parts of the next messages due by ``now``, in the queue's due order
+        ``(next_attempt_at, message_id)`` strictly after ``after``: whole messages, at most
+        ``limit`` parts unless one message alone has more (ix_parts_due makes it a range
+        scan); and whether more may follow."""
+        query = (
+            select(parts, messages.c.account, messages.c.dest_hash, messages.c.category,
+                   messages.c.expires_at, messages.c.not_before, messages.c.submitted_at, messages.c.dest_enc)
+            .join(messages, messages.c.id == parts.c.message_id)
+            .where(_WAITING, parts.c.next_attempt_at <= now, *_after(after))
+            .order_by(parts.c.next_attempt_at, parts.c.message_id, parts.c.part_no)
+        )
+        async with self.engine.connect() as conn:
+            rows = [dict(r) for r in (await conn.execute(query.limit(limit + 1))).mappings()]
+            more = len(rows) > limit
+            if more:
+                # The page ends inside a message: drop it (it comes whole in the next page),
+                # unless it is the only one (then read the rest of it).
+                last = rows[-1]["message_id"]
+                first = rows[0]["message_id"]
+                if first != last:
+                    rows = [r for r in rows if r["message_id"] != last]
+                else:
+                    rest = await conn.execute(
+                        query.where(parts.c.message_id == last, parts.c.part_no > rows[-1]["part_no"])
+                    )
+                    rows.extend(dict(r) for r in rest.mappings())
+            return rows, more
+
+    async def next_due(self, after: tuple[float, int] = (float("-inf"), 0)) -> float | None:
+        """When the first waiting part after ``after`` in the due order comes due (None: the
+        queue holds nothing after it)."""
+        query = select(parts.c.next_attempt_at).where(_WAITING, *_after(after))
+        query = query.order_by(parts.c.next_attempt_at, parts.c.message_id).limit(1)
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def queue_counts(self, now: float) -> tuple[int, int]:
+        """(messages waiting in the queue, marketing ones among them held for later — their
+        window or schedule, not a retry): the dispatcher's gauges, read at start and after
+        each of its timer passes rather than counted per message in memory."""
+        waiting = (
+            select(parts.c.message_id, func.max(parts.c.next_attempt_at).label("due"),
+                   func.max(parts.c.attempts).label("attempts"))
+            .where(_WAITING)
+            .group_by(parts.c.message_id)
+            .subquery()
+        )
+        held = and_(messages.c.category == "marketing", waiting.c.due > now, waiting.c.attempts == 0)
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.coalesce(func.sum(case((held, 1), else_=0)), 0))
+                    .select_from(waiting.join(messages, messages.c.id == waiting.c.message_id))
+                )
+            ).first()
+            return int(row[0]), int(row[1])
+
+    async def blocking_lines(self, limit: int) -> list[tuple[str, bytes, int, float]]:
+        """(account, dest_hash, message id, due) of messages waiting for a retry: each keeps
+        its (account, destination) line closed behind it until it is sent. At most ``limit``
+        rows, the latest ids first (a line's latest retry closes it for the most)."""
+        query = (
+            select(messages.c.account, messages.c.dest_hash, parts.c.message_id, func.max(parts.c.next_attempt_at))
+            .join(messages, messages.c.id == parts.c.message_id)
+            .where(_WAITING, parts.c.attempts > 0)
+            .group_by(messages.c.account, messages.c.dest_hash, parts.c.message_id)
+            .order_by(parts.c.message_id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [tuple(r) for r in await conn.execute(query)]
+
     async def stale_parts(self, expired_before: float, limit: int = 10_000) -> list[tuple[str, str]]:
         """(connector, upstream id) of parts the upstream accepted but never sent a receipt
         for, whose message's validity ended before ``expired_before``."""
@@ -488,12 +573,18 @@ class Store:
         now = self.clock()
         async with self.engine.begin() as conn:
             msg = (
-                await conn.execute(select(messages.c.state, messages.c.account).where(messages.c.id == message_id))
+                await conn.execute(
+                    select(messages.c.state, messages.c.account, messages.c.category).where(messages.c.id == message_id)
+                )
             ).first()
             if msg is None or msg.account != account or msg.state in FINAL_STATES:
                 return False
-            states = [r.state for r in await conn.execute(select(parts.c.state).where(parts.c.message_id == message_id))]
-            if any(s != PART_QUEUED for s in states):
+            found = (
+                await conn.execute(
+                    select(parts.c.state, parts.c.next_attempt_at, parts.c.attempts).where(parts.c.message_id == message_id)
+                )
+            ).all()
+            if any(p.state != PART_QUEUED for p in found):
                 return False
             await conn.execute(
                 update(parts).where(parts.c.message_id == message_id).values(state=int(MessageState.DELETED), updated_at=now)
@@ -501,7 +592,21 @@ class Store:
             await conn.execute(
                 update(messages).where(messages.c.id == message_id).values(state=int(MessageState.DELETED), done_at=now)
             )
-            return True
+        if self.on_cancelled is not None:
+            self.on_cancelled(message_id, {
+                "category": msg.category,
+                "due": max((p.next_attempt_at for p in found), default=0.0),
+                "attempts": max((p.attempts for p in found), default=0),
+            })
+        return True
+
+
+def _after(after: tuple[float, int]) -> list:
+    """Strictly after ``(due, message_id)`` in the queue's due order (nothing for the start)."""
+    due, message_id = after
+    if due == float("-inf"):
+        return []
+    return [or_(parts.c.next_attempt_at > due, and_(parts.c.next_attempt_at == due, parts.c.message_id > message_id))]
 
 
 async def max_ids(engine: AsyncEngine) -> dict[str, int]:

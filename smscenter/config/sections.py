@@ -124,6 +124,14 @@ class Storage(_Section):
     keys: RelPath = "var/keys"  # type: ignore[assignment]
 
 
+class Queue(_Section):
+    """``[queue]``: the MT queue lives in the database; memory holds only its working set."""
+
+    #: Due messages kept in memory at most (each a few KB): beyond, they wait in the
+    #: database until the loader reaches them. Held, scheduled and retrying ones never count.
+    working_set: int = Field(10_000, ge=100, le=1_000_000)
+
+
 class Logging(_Section):
     """``[logging]``."""
 
@@ -395,6 +403,7 @@ class Settings(_Section):
     optout: OptOut | None = None
     windows: Windows = Field(default_factory=dict)  # type: ignore[arg-type]
     http: Http = Field(default_factory=dict)  # type: ignore[arg-type]
+    queue: Queue = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @cached_property
     def accounts_by_id(self) -> dict[str, Account]:

@@ -445,7 +445,7 @@ async def test_query_and_cancel(mt, mt_settings):
     assert (await raw.cancel(scheduled)).status == S.ESME_RCANCELFAIL  # already cancelled
     # Two minutes later for the queue: the kept one goes, the cancelled one never does.
     d.dispatcher.clock = lambda: time.time() + 120
-    d.dispatcher._timer_event.set()
+    d.dispatcher.poke()
     await wait_for(lambda: len(up.submits) == 2, what="the kept scheduled message sent")
     await asyncio.sleep(0.2)
     assert [s.short_message for s in up.submits] == [b"query me", b"later too"]
@@ -478,7 +478,7 @@ async def test_scheduled_message_keeps_its_full_validity(mt, mt_settings):
     assert row["expires_at"] > row["not_before"] + 24 * 3600
     # Three days later for the queue: it leaves, it does not expire.
     d.dispatcher.clock = lambda: time.time() + 3 * 86400 + 60
-    d.dispatcher._timer_event.set()
+    d.dispatcher.poke()
     await wait_for(lambda: up.accepted, what="the scheduled message sent")
     assert message_row(settings, our_id)["state"] == MessageState.ENROUTE
 
@@ -684,6 +684,46 @@ async def test_order_per_number_kept_others_interleave(mt, mt_settings):
     last_same = max(i for i, dest in enumerate(order) if dest == DEST_DIGITS)
     others_before = sum(1 for dest in order[:last_same] if dest != DEST_DIGITS)
     assert others_before >= 15, order
+
+
+async def test_a_queue_deeper_than_the_working_set_waits_in_the_database(mt, mt_settings):
+    """``[queue] working_set = 100`` and 400 messages written at once (20 numbers × 20)
+    faster than the upstream takes them: memory never holds more than the working set (the
+    rest spills to the database and is loaded as it drains), each is sent once, and every
+    number's messages go in the order written, across load boundaries."""
+    from smscenter.config.sections import Queue
+
+    up = await mt.upstream(stat=None, answer_delay=0.02)
+    settings = mt_settings([connector_entry("op", up.port, window=5)])
+    settings = settings.model_copy(update={"queue": Queue(working_set=100)})
+    d = await mt.daemon(settings)
+    raw = await mt.raw(d, "acme")
+    peak = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, d.dispatcher.resident)
+            await asyncio.sleep(0.001)
+
+    sampler = asyncio.get_running_loop().create_task(sample())
+    numbers = [f"3361{i:07d}" for i in range(20)]
+    batch = [(number, b"%s-%02d" % (number.encode(), n)) for n in range(20) for number in numbers]
+    answers = []
+    for start in range(0, 400, 50):  # within the session's window
+        answers += await raw.submit_pipelined(batch[start : start + 50])
+    assert [a.status for a in answers] == [S.ESME_ROK] * 400
+    await wait_for(lambda: len(up.accepted) == 400, timeout=20, what="400 submits upstream")
+    sampling = False
+    await sampler
+    assert d.dispatcher.stats["spilled"] > 0
+    assert d.dispatcher.stats["loaded"] > 0
+    assert peak <= 100, peak
+    for number in numbers:
+        got = [s.short_message for s in up.submits if s.destination_addr == number]
+        assert got == [b"%s-%02d" % (number.encode(), n) for n in range(20)], number
+    await wait_for(lambda: d.dispatcher.queued == 0, what="the queue counted empty")
 
 
 # --------------------------------------------------------------------------- 9. failover

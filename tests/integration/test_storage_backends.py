@@ -362,3 +362,76 @@ async def test_nodes_starting_together_upgrade_once(db_url):
     finally:
         for e in engines:
             await e.dispose()
+
+
+# --- the queue in the database (issue 14) ------------------------------------------------------
+
+
+async def test_due_messages_pages_the_queue_in_due_order(store, engine):
+    """The dispatcher's loader: whole messages due by ``now``, in (next_attempt_at, id)
+    order, strictly after a cursor; held and settled parts are not in it."""
+    t = 1_800_000_000.0
+    a, b, c, held, done = (next(_ids) for _ in range(5))
+    await store.add_message(message_row(a, parts_total=2), part_rows(a, 2, now=t + 2))
+    await store.add_message(message_row(b), part_rows(b, now=t + 1))
+    await store.add_message(message_row(c), part_rows(c, now=t + 2))
+    await store.add_message(message_row(held), part_rows(held, now=t + 3600))
+    await store.add_message(message_row(done), part_rows(done, now=t))
+    await store.record_submit(SubmitResult(done, 1, PART_SUBMITTED, "op-a", "d1", 1, t))
+
+    def keys(page):
+        rows, _ = page
+        return [(r["message_id"], r["part_no"]) for r in rows]
+
+    everything, more = await store.due_messages(t + 10, 100)
+    assert not more
+    assert everything[0]["submitted_at"] == pytest.approx(1_800_000_000.123456)
+    assert keys((everything, more)) == [(b, 1), (a, 1), (a, 2), (c, 1)]
+    assert everything[0]["dest_enc"] == message_row(b)["dest_enc"] and everything[0]["category"] == "marketing"
+    # A page ends on a message boundary: a's second part does not fit, a waits for the next.
+    assert await store.due_messages(t + 10, 2) == ([everything[0]], True)
+    # One message alone larger than the page comes whole.
+    assert keys(await store.due_messages(t + 10, 1, after=(t + 1, b))) == [(a, 1), (a, 2)]
+    assert keys(await store.due_messages(t + 10, 100, after=(t + 2, a))) == [(c, 1)]
+    assert await store.due_messages(t + 10, 100, after=(t + 2, c)) == ([], False)
+    assert keys(await store.due_messages(t + 1.5, 100)) == [(b, 1)]  # not yet due: not loaded
+    # The next due after the cursor: the held one.
+    assert await store.next_due(after=(t + 2, c)) == t + 3600
+    assert await store.next_due() == t + 1
+    assert await store.queue_counts(t + 10) == (4, 1)  # the held one is marketing
+    # A retry moves a message's due time; it blocks its line until then.
+    await store.record_submit(SubmitResult(c, 1, PART_QUEUED, None, None, 1, next_attempt_at=t + 60))
+    assert keys(await store.due_messages(t + 10, 100, after=(t + 2, a))) == []
+    assert await store.blocking_lines(100) == [("acme", bytes(range(16)), c, t + 60)]
+    assert await store.queue_counts(t + 10) == (4, 1)  # a retry is not a hold
+
+    cancelled = []
+    store.on_cancelled = lambda message_id, row: cancelled.append((message_id, row))
+    assert await store.cancel(b, "acme") is True
+    assert cancelled == [(b, {"category": "marketing", "due": t + 1, "attempts": 0})]
+    assert keys(await store.due_messages(t + 10, 100)) == [(a, 1), (a, 2)]
+
+
+async def test_the_loader_reads_the_partial_index(engine, db_url):
+    """Paging through the queue is a range scan of ix_parts_due on both backends, never a
+    scan of the whole parts table (or a sort of it)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from storage.store import _WAITING, _after
+
+    query = (
+        select(parts.c.message_id)
+        .where(_WAITING, parts.c.next_attempt_at <= 2e9, *_after((1.8e9, 5)))
+        .order_by(parts.c.next_attempt_at, parts.c.message_id, parts.c.part_no)
+        .limit(10)
+    )
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(r[-1]) for r in await conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+            assert "ix_parts_due" in plan and "TEMP B-TREE" not in plan, plan
+        else:
+            await conn.execute(text("SET enable_seqscan = off"))  # an empty table: force the choice
+            sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+            plan = " ".join(r[0] for r in await conn.execute(text("EXPLAIN " + sql)))
+            assert "ix_parts_due" in plan, plan

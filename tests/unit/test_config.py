@@ -247,6 +247,16 @@ def test_bad_duration_names_the_key():
     assert "connector[0].reconnect_max: duration must be longer than 0s" in errs
 
 
+def test_queue_working_set():
+    assert settings_from_dict({}).queue.working_set == 10_000
+    assert settings_from_dict({"queue": {"working_set": 500}}).queue.working_set == 500
+    errs = errors_of({"queue": {"working_set": 10}})
+    assert any(e.startswith("queue.working_set: ") and "100" in e for e in errs), errs
+    errs = errors_of({"queue": {"working_set": "many"}})
+    assert any(e.startswith("queue.working_set: ") for e in errs), errs
+    assert any(e.startswith("queue.size") for e in errors_of({"queue": {"size": 5}}))
+
+
 def test_plaintext_password_rejected_without_echo():
     errs = errors_of({"account": [account(password="hunter2", category="alert")]})
     assert len(errs) == 1

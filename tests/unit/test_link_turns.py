@@ -10,7 +10,8 @@ from protocol import pdu as P
 from protocol.codec import encode
 from protocol.session import Role
 from smscenter.link import Link
-from tests.unit.test_link_activity import Clock, FakeTransport, Handler
+from smscenter.timers import FakeTimers
+from tests.unit.test_link_activity import FakeTransport, Handler
 
 SUBMIT = P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"hi")
 
@@ -31,7 +32,8 @@ class Counting(Handler):
 
 
 def bound_link(handler) -> tuple[Link, FakeTransport]:
-    link = Link(Role.SMSC, handler, enquire_link_interval=30.0, inactivity_timeout=60.0, clock=Clock())
+    link = Link(Role.SMSC, handler, enquire_link_interval=30.0, inactivity_timeout=60.0,
+                timers=FakeTimers(start=1000.0))
     transport = FakeTransport()
     link.connection_made(transport)
     link.session.receive_data(encode(P.BindTransmitter(system_id="acme", password="x"), 1))
@@ -80,7 +82,7 @@ async def test_enquire_link_answered_then_metered_and_no_budget_without_one():
     link.data_received(b"".join(encode(P.EnquireLink(), seq) for seq in range(2, 7)))
     assert handler.enquire_links == 5
     handler2 = Handler()  # no pdus_per_turn, no on_enquire_link: as before (connectors)
-    link2 = Link(Role.SMSC, handler2, clock=Clock())
+    link2 = Link(Role.SMSC, handler2, timers=FakeTimers(start=1000.0))
     assert link2.pdus_per_turn is None
 
 

@@ -222,7 +222,9 @@ async def test_flooding_sessions_are_unbound_while_a_partner_binds_and_submits(m
     budgets = d.server.budgets
     assert budgets.stats["flooding_unbinds"] == 8
     assert budgets.stats["enquire_link_over_rate"] >= 4 * 1000
-    assert all(f.unbinds == 1 for f in floods)  # told: unbind, then closed
+    # Told: unbind, then closed. (A socket closed with the flood unread in it may reset, and a
+    # reset can overtake the unbind on the way: so at least one, not all eight.)
+    assert all(f.unbinds <= 1 for f in floods) and sum(f.unbinds for f in floods) >= 1
     flooding = [e for e in logs if e["event"] == "session_flooding"]
     assert sorted(e["cause"] for e in flooding) == ["enquire_link"] * 4 + ["refused_requests"] * 4
     unbound = [e for e in logs if e["event"] == "unbound" and "session_flooding" in e["reason"]]

@@ -7,8 +7,10 @@ judged on all of them together. Three ideas, each small:
   (query_sm, cancel_sm). Full means "answer ESME_RTHROTTLED now", never "wait in a queue":
   a waiting task holds memory and its PDU, and 100,000 of them are 1 GB.
 - ``FloodMeter``: one session's strikes (requests refused by a budget or a policy, enquire_link
-  beyond its rate) over a fixed interval. Past ``flood_refusals`` strikes in one interval the
-  session is flooding and is unbound: it costs the loop more than it is worth.
+  beyond its rate) over a fixed interval. Past ``flood_refusals`` strikes in one interval, and
+  more strikes than half its requests, the session is flooding and is unbound: it costs the
+  loop more than it is worth. (The share keeps a busy partner whose campaign meets many
+  opted-out or invalid numbers bound: its refusals are a minority of what it sends.)
 - ``SessionBudgets``: the per-request checks (window → ESME_RMSGQFUL, account throughput →
   ESME_RTHROTTLED), the enquire_link rate, and the per-session meters, with their counters
   for /metrics and the aggregated refusal log.
@@ -70,22 +72,30 @@ class FloodMeter:
     """Strikes of one session over fixed intervals; ``strike`` says True once the session
     passes ``limit`` strikes within one interval (and only that once)."""
 
-    __slots__ = ("limit", "interval", "_start", "count", "enquire_links", "tripped")
+    __slots__ = ("limit", "interval", "_start", "count", "requests", "enquire_links", "tripped")
 
     def __init__(self, limit: int, interval: float, now: float, enquire_rate: float, enquire_burst: int) -> None:
         self.limit = limit
         self.interval = interval
         self._start = now
-        self.count = 0
+        self.count = 0  # strikes in this interval
+        self.requests = 0  # requests in this interval (refused or not)
         self.enquire_links = TokenBucket(enquire_rate, now, burst=enquire_burst)
         self.tripped = False
 
-    def strike(self, now: float) -> bool:
+    def _roll(self, now: float) -> None:
         if now - self._start >= self.interval:
             self._start = now
-            self.count = 0
+            self.count = self.requests = 0
+
+    def request(self, now: float) -> None:
+        self._roll(now)
+        self.requests += 1
+
+    def strike(self, now: float) -> bool:
+        self._roll(now)
         self.count += 1
-        if self.count > self.limit and not self.tripped:
+        if self.count > self.limit and 2 * self.count > self.requests and not self.tripped:
             self.tripped = True
             return True
         return False
@@ -125,6 +135,7 @@ class SessionBudgets:
     def admit(self, link, bind: "PartnerBind", now: float) -> CommandStatus | None:
         """The window and throughput check of every request a bound partner makes (but
         binds, unbind and enquire_link): None to go on, else the status to answer at once."""
+        self._meter(link).request(now)
         # session.pending counts this request too: the partner's unanswered requests.
         if link.session.pending > bind.account.config.window:
             self.stats["window_full"] += 1

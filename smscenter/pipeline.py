@@ -87,12 +87,17 @@ class Pipeline:
         bind.respond(pdu.response(status))
 
     def _read(self, bind: PartnerBind, pdu: P.Pdu, work) -> None:
-        """Run a storage-reading request if the gate has room, else ESME_RTHROTTLED now."""
+        """Run a storage-reading request on one of our ids if the gate has room, else
+        ESME_RTHROTTLED now. An id that cannot be ours is ESME_RINVMSGID without a look."""
+        message_id = parse_message_id(pdu.message_id)  # type: ignore[attr-defined]
+        if message_id is None:
+            self._refuse(bind, pdu, CommandStatus.ESME_RINVMSGID)
+            return
         if not self.reads.try_enter():
             self._refuse(bind, pdu, CommandStatus.ESME_RTHROTTLED)
             return
         # Left when the task is done (after it left ``_tasks``): tasks ≤ max_storage_reads.
-        self._spawn(work(bind, pdu)).add_done_callback(self._left)
+        self._spawn(work(bind, pdu, message_id)).add_done_callback(self._left)
 
     def _left(self, _task: asyncio.Task) -> None:
         self.reads.leave()
@@ -172,11 +177,7 @@ class Pipeline:
             return None
         return msg
 
-    async def _query(self, bind: PartnerBind, pdu: P.QuerySm) -> None:
-        message_id = parse_message_id(pdu.message_id)
-        if message_id is None:
-            bind.respond(pdu.response(CommandStatus.ESME_RINVMSGID))
-            return
+    async def _query(self, bind: PartnerBind, pdu: P.QuerySm, message_id: int) -> None:
         try:
             msg = await self._own_message(bind, message_id)
         except Exception as exc:  # noqa: BLE001 - answer, whatever happened
@@ -195,11 +196,7 @@ class Pipeline:
             )
         )
 
-    async def _cancel(self, bind: PartnerBind, pdu: P.CancelSm) -> None:
-        message_id = parse_message_id(pdu.message_id)
-        if message_id is None:
-            bind.respond(pdu.response(CommandStatus.ESME_RINVMSGID))
-            return
+    async def _cancel(self, bind: PartnerBind, pdu: P.CancelSm, message_id: int) -> None:
         account = bind.account.system_id
         try:
             msg = await self._own_message(bind, message_id)

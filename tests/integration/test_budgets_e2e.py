@@ -10,6 +10,9 @@ Peers: ``smpp34.Client`` as the well-behaved partner, and raw sockets writing PD
 2. 8 sessions flooding enquire_link or refused submits: each is unbound as
    ``session_flooding`` (counted), the refusals are logged as a few aggregated lines, and a
    well-behaved partner binds and submits meanwhile.
+3. A storage pool exhausted answers ESME_RTHROTTLED, logged once; a bug ESME_RSYSERR with one
+   traceback.
+4. One session's big read does not hold another's request behind it (per-turn budget).
 """
 
 from __future__ import annotations
@@ -219,7 +222,9 @@ async def test_flooding_sessions_are_unbound_while_a_partner_binds_and_submits(m
     budgets = d.server.budgets
     assert budgets.stats["flooding_unbinds"] == 8
     assert budgets.stats["enquire_link_over_rate"] >= 4 * 1000
-    assert all(f.unbinds == 1 for f in floods)  # told: unbind, then closed
+    # Told: unbind, then closed. (A socket closed with the flood unread in it may reset, and a
+    # reset can overtake the unbind on the way: so at least one, not all eight.)
+    assert all(f.unbinds <= 1 for f in floods) and sum(f.unbinds for f in floods) >= 1
     flooding = [e for e in logs if e["event"] == "session_flooding"]
     assert sorted(e["cause"] for e in flooding) == ["enquire_link"] * 4 + ["refused_requests"] * 4
     unbound = [e for e in logs if e["event"] == "unbound" and "session_flooding" in e["reason"]]
@@ -269,3 +274,49 @@ async def test_storage_pool_exhausted_is_a_temporary_status_logged_once(mt, mt_s
     metrics = generate_latest(registry_for(d)).decode()
     assert 'smscenter_errors_total{error="TimeoutError",event="query_failed"} 50.0' in metrics
     assert 'smscenter_errors_total{error="KeyError",event="query_failed"} 20.0' in metrics
+
+
+class Recording:
+    """Answers every request at once and records which session's request it handled, in order."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def handle(self, bind, pdu) -> None:
+        self.order.append(bind.link.peer[1])
+        bind.respond(pdu.response(message_id="1"))
+
+
+async def test_one_sessions_big_read_does_not_hold_the_others(start_server, raw_client):
+    """20,000 submit_sm written at once on session A, then one on session B: B's is handled
+    within a few turns of A's, not after A's whole read (thousands of PDUs)."""
+    handler = Recording()
+    running = await start_server(handler=handler, server={"pdus_per_turn": 32},
+                                 accounts=[{"system_id": "acme", "throughput": 10_000_000, "window": 100_000}])
+    a, b = await raw_client(running.port), await raw_client(running.port)
+    assert (await a.bind()).command_status == S.ESME_ROK
+    assert (await b.bind()).command_status == S.ESME_ROK
+    port_b = b.writer.get_extra_info("sockname")[1]
+    body = encode(P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"x"), 1)[16:]
+    flood = b"".join(struct.pack(">IIII", 16 + len(body), C.SUBMIT_SM, 0, 10 + i) + body for i in range(20_000))
+    a.writer.write(flood)  # sent to the kernel at once, as far as the socket takes it
+    b.send(P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"y"))
+
+    async def drain_answers(client, count: int) -> None:
+        got, buf = 0, bytearray()
+        while got < count:
+            chunk = await client.reader.read(1 << 20)
+            assert chunk, "closed"
+            buf += chunk
+            off = 0
+            while len(buf) - off >= 16:
+                length, cid = struct.unpack_from(">II", buf, off)
+                if len(buf) - off < length:
+                    break
+                off += length
+                got += cid == C.SUBMIT_SM_RESP
+            del buf[:off]
+    await asyncio.wait_for(asyncio.gather(drain_answers(a, 20_000), drain_answers(b, 1)), 30)
+    position = handler.order.index(port_b)
+    # One turn of A (32) here; without the per-turn budget, after A's whole read (2,612 when tried).
+    assert position < 1000, position

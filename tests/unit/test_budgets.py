@@ -140,3 +140,30 @@ async def test_late_responses_are_logged_aggregated_and_strike():
         await timers.advance(10.0)
     assert [e["count"] for e in logs if e["event"] == "late_response"] == [1, 100]
     assert budgets.stats["late_responses"] == 101
+
+
+async def test_a_busy_partner_whose_refusals_are_a_minority_stays_bound():
+    """A campaign meeting many opted-out numbers: 2,000 refusals in 10 s, but out of 10,000
+    requests. Flooding is most of what a session sends being refused."""
+    timers = FakeTimers()
+    budgets, unbound = budgets_for(timers, flood_refusals=1000, flood_interval="10s")
+    link = fake_link(throughput=1_000_000, window=1_000_000, now=timers.now())
+    for i in range(10_000):
+        assert budgets.admit(link, link.context, timers.now()) is None
+        if i % 5 == 0:
+            budgets.refused(link, "acme", S.SMSC_ROPTEDOUT)  # refused by policy after admission
+    assert unbound == []
+    # The same refusals with no accepted traffic around them: flooding.
+    await timers.advance(10.0, settle=0)
+    for _ in range(1001):
+        assert budgets.admit(link, link.context, timers.now()) is None
+        budgets.refused(link, "acme", S.ESME_RINVSRCADR)
+    assert [reason.cause for _, reason in unbound] == ["refused_requests"]
+
+
+def test_flood_meter_needs_refusals_to_be_most_requests():
+    meter = FloodMeter(limit=3, interval=10.0, now=0.0, enquire_rate=1.0, enquire_burst=1)
+    for _ in range(20):
+        meter.request(1.0)
+    assert [meter.strike(1.0) for _ in range(10)] == [False] * 10  # 10 of 20: not most
+    assert meter.strike(1.0) is True  # 11 of 20

@@ -336,3 +336,51 @@ async def test_sockets_stuck_before_their_tls_handshake_hold_unbound_slots(start
     finally:
         for s in silent:
             s.close()
+
+
+async def test_a_client_that_hangs_up_during_the_check_counts_as_a_failure(start_server):
+    running = await start_server()
+    guard = running.server.guard
+    client = await raw_from(ATTACKER, running.port)
+    client.send(P.BindTransceiver(system_id="acme", password="guess"))
+    await client.writer.drain()
+    await client.close()  # gone before the scrypt check is done
+    await until(lambda: guard.failed["hung_up"] == 1, "the hang-up counted")
+    assert guard.score(ATTACKER) == pytest.approx(1.0, rel=0.01)
+    assert guard.delay(ATTACKER) > 0
+
+
+async def test_right_password_waits_the_penalty_too_on_virtual_time(make_settings):
+    """After two failures from 127.0.0.2, its bind with the right password is answered only
+    once virtual time passes the penalty (2 × 1 s); 127.0.0.1 is answered without waiting."""
+    settings = make_settings(server={"failed_bind_delay": "1s", "bind_timeout": "30s"})
+    timers = FakeTimers()
+    server = PartnerServer(settings, AcceptAll(), guard_timers=timers)
+    await server.start()
+    port = server.addresses[0][1]
+    clients = []
+    try:
+        for _ in range(2):
+            client = await raw_from(ATTACKER, port)
+            clients.append(client)
+            frame = await drive(asyncio.create_task(client.bind(password="wrong")), timers)
+            assert frame.command_status == S.ESME_RINVPASWD
+        assert server.guard.delay(ATTACKER) == 2.0
+        right = await raw_from(ATTACKER, port)
+        partner = await raw_from(HOST, port)
+        clients += [right, partner]
+        answer = asyncio.create_task(right.bind())
+        # The partner from another address: answered with virtual time standing still.
+        assert (await partner.bind()).command_status == S.ESME_ROK
+        pool = server.guard.executor
+        await until(lambda: pool.started == 4 and server.guard.checking == 0, "the right bind checked")
+        start = timers.now()
+        await timers.advance(1.9)
+        # Checked, still held by the guard: its answer cannot have been sent.
+        assert server.guard.in_progress(ATTACKER) == 1 and not answer.done()
+        frame = await drive(answer, timers)
+        assert frame.command_status == S.ESME_ROK and timers.now() - start >= 1.9
+    finally:
+        for c in clients:
+            await c.close()
+        await server.stop(0.2)

@@ -110,6 +110,7 @@ class _Line:
 
 _START = (float("-inf"), 0)  # the due order's beginning
 _NEVER = (float("inf"), 0)
+_LAST_ID = (1 << 63) - 1  # every message id is at most this (64-bit signed)
 _INF = float("inf")
 
 
@@ -242,6 +243,7 @@ class Dispatcher:
         held = self._cancelling.pop(msg.id, None)
         if held is not None:
             self._offer(held)
+            self._rewind(_START)  # in case it spilled: its row may lie behind the cursor
         elif msg.id in self._cancel_skipped:
             self._cancel_skipped.discard(msg.id)
             self._rewind(_START)  # the loader passed it meanwhile
@@ -423,8 +425,11 @@ class Dispatcher:
             self._cursor = min(after, self._rewound)
             self._take(rows, now)
             if not more and self._rewound == _NEVER:
+                # Caught up: whatever comes due by ``now`` from here on is a submit (in memory,
+                # or spilled: it rewinds), or a row a write moved (it rewinds once committed).
                 self._more = False
-        # Caught up: the timer for the next one due.
+                self._cursor = max(self._cursor, (now, _LAST_ID))
+        # The timer for the next one due.
         due = await self.store.next_due(self._cursor)
         if due is None:
             return

@@ -120,7 +120,9 @@ class Queue:
         while not condition():
             self.watch()
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
+                d = self.dispatcher
+                raise AssertionError(f"timed out waiting for {what}: resident {d.resident}, more {d._more}, "
+                                     f"cursor {d._cursor}, writing {len(d._writing)}, sent {self.upstream.ids()}")
             await asyncio.sleep(0.005)
         self.watch()
 

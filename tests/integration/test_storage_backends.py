@@ -403,6 +403,9 @@ async def test_due_messages_pages_the_queue_in_due_order(store, engine):
     await store.record_submit(SubmitResult(c, 1, PART_QUEUED, None, None, 1, next_attempt_at=t + 60))
     assert keys(await store.due_messages(t + 10, 100, after=(t + 2, a))) == []
     assert await store.blocking_lines(100) == [("acme", bytes(range(16)), c, t + 60)]
+    line = ("acme", bytes(range(16)))
+    assert await store.blockers_of({line, ("beta", bytes(16))}) == {line: [(c, t + 60)]}
+    assert await store.blockers_of({("beta", bytes(range(16)))}) == {}
     assert await store.queue_counts(t + 10) == (4, 1)  # a retry is not a hold
 
     cancelled = []

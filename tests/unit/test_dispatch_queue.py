@@ -321,3 +321,28 @@ async def test_a_submit_with_room_still_spills_while_due_ones_wait_in_the_databa
     reads.set()
     await q.until(lambda: len(upstream.submitted) == 6, "all six")
     assert upstream.ids() == line + [late]
+
+
+async def test_closed_lines_beyond_the_cap_are_asked_of_the_database(make):
+    """Memory keeps at most ``blocked_cap`` closed lines; a line it forgot is still closed:
+    the loader asks the database, and submits go through the loader meanwhile."""
+    timers = FakeTimers(START)
+    upstream = Upstream()
+    upstream.down = True
+    q = await make(timers=timers, upstream=upstream, working_set=100, page=10)
+    q.dispatcher.blocked_cap = 1
+    first = await q.submit("33600000001")
+    await q.until(lambda: q.dispatcher.stats["retried"] == 1, "line 1 closed")
+    other = await q.submit("33600000002")
+    await q.until(lambda: q.dispatcher.stats["retried"] == 2, "line 2 closed: line 1 forgotten")
+    await q.until(lambda: not q.dispatcher._writing, "the retries stored")
+    assert q.dispatcher.stats["blocked_lines_dropped"] == 1
+    upstream.down = False
+    later = await q.submit("33600000001")
+    await asyncio.sleep(0.05)  # the loader's reads (real I/O) would have sent it by now
+    await FakeTimers.settle()
+    assert upstream.submitted == []
+    await timers.advance(2.0)
+    await q.until(lambda: len(upstream.submitted) == 3, "all three")
+    assert in_line_order(upstream.ids(), [first, later])
+    assert other in upstream.ids()

@@ -244,9 +244,11 @@ async def run(args) -> int:
             drained = await _until("the queue drained", lambda: queued() == 0, args.drain_timeout, daemon)
             took = time.perf_counter() - t0
             left = queued()
-            await asyncio.sleep(args.settle)
             done = args.messages - int(left or 0)
-            _line(f"4. drained {done:,} in {took:.0f} s ({done / took:,.0f}/s)", daemon, queued())
+            await asyncio.sleep(args.settle)
+            label = f"4. drained {done:,} in {took:.0f} s ({done / took:,.0f}/s)" if drained else \
+                f"4. {done:,} drained in {took:.0f} s ({done / took:,.0f}/s)"
+            _line(label, daemon, queued())
             print(f"   sink saw {sink.stats()['submits']:,} submits")
             return 0 if drained else 1
         finally:

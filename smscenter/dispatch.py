@@ -179,6 +179,10 @@ class Dispatcher:
         self.decode = None
         self._queued = 0
         self._held = 0
+        self._counted_at = float("-inf")
+        #: The gauges are counted as messages come and go, and read again from the database
+        #: this often (they may drift: a retry that then waits for its window, say).
+        self.recount_interval = 300.0
         self.stats = {"sent": 0, "failed": 0, "expired": 0, "retried": 0, "window_deferred": 0,
                       "spilled": 0, "loaded": 0, "load_pages": 0, "blocked_lines_dropped": 0}
         self.windows = None  # routing.windows.SendWindows: marketing re-checked at send time
@@ -282,7 +286,7 @@ class Dispatcher:
 
     def held(self) -> int:
         """Marketing messages waiting for their send window (or schedule): counted as they
-        come and go, read from the database at start."""
+        come and go, read from the database at start and every ``recount_interval``."""
         return self._held
 
     @property
@@ -379,6 +383,7 @@ class Dispatcher:
         queued, held = await self.store.queue_counts(now)
         self._queued += queued
         self._held += held
+        self._counted_at = now
         closed = await self.store.blocking_lines(self.blocked_cap + 1)
         for account, dest_hash, message_id, due in closed[: self.blocked_cap]:
             self._close_line((account, dest_hash), message_id, due)
@@ -450,6 +455,8 @@ class Dispatcher:
                 self._more = False
                 self._cursor = max(self._cursor, (now, _LAST_ID))
                 self._caught_up_at = now
+        if not self._more and self._caught_up_at - self._counted_at >= self.recount_interval:
+            await self._recount()
         # The timer for the next one due.
         due = await self.store.next_due(self._cursor)
         if due is None:
@@ -459,6 +466,15 @@ class Dispatcher:
             self._kick()
         else:
             self._schedule(due)
+
+    async def _recount(self) -> None:
+        """The gauges from the database; what changed while it counted is kept on top."""
+        now = self.clock()
+        queued0, held0 = self._queued, self._held
+        queued, held = await self.store.queue_counts(now)
+        self._queued = max(0, queued + self._queued - queued0)
+        self._held = max(0, held + self._held - held0)
+        self._counted_at = now
 
     def _take(self, rows: list[dict], now: float, closed: dict | None = None) -> None:
         """A page's messages into the working set, but those already here, being written or

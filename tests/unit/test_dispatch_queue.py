@@ -346,3 +346,17 @@ async def test_closed_lines_beyond_the_cap_are_asked_of_the_database(make):
     await q.until(lambda: len(upstream.submitted) == 3, "all three")
     assert in_line_order(upstream.ids(), [first, later])
     assert other in upstream.ids()
+
+
+async def test_the_gauges_are_read_again_from_the_database(make, store):
+    """Counted in memory as messages come and go, and corrected from the database after a
+    timer pass every ``recount_interval`` (here: a count that drifted)."""
+    timers = FakeTimers(START)
+    q = await make(timers=timers, working_set=100, page=10)
+    await q.submit("33600000001", delay=600, category="marketing")
+    await q.submit("33600000002", delay=900, category="marketing")
+    q.dispatcher._held = 7  # drifted
+    q.dispatcher._queued = 9
+    await timers.advance(600)
+    await q.until(lambda: len(q.upstream.submitted) == 1, "the first one")
+    await q.until(lambda: (q.dispatcher.held(), q.dispatcher.queued) == (1, 1), "the gauges read again")

@@ -163,7 +163,8 @@ class _Pending:
 #: The partial index's own predicate, as literal SQL: SQLite uses a partial index only for a
 #: query whose WHERE holds its predicate as written, not with bound parameters.
 _WAITING = text("parts.state IN (0, 1)")
-assert PART_PENDING_STATES == (0, 1)
+_SUBMITTED = text("parts.state = 10")  # ix_parts_submitted's
+assert PART_PENDING_STATES == (0, 1) and PART_SUBMITTED == 10
 
 
 class Store:
@@ -549,7 +550,7 @@ class Store:
                 .join(messages, messages.c.id == parts.c.message_id)
                 .where(
                     and_(
-                        parts.c.state == PART_SUBMITTED,
+                        _SUBMITTED,
                         parts.c.upstream_id.is_not(None),
                         messages.c.expires_at < expired_before,
                     )

@@ -44,5 +44,11 @@ bench-sessions: install
 bench-mt: install
 	$(BIN)/python -m smscenter.bench_mt $(BENCH_MT_ARGS)
 
+# The daemon's memory with a deep MT queue behind a closed connector, then drained
+# (python -m smscenter.bench_queue --help; e.g. make bench-queue BENCH_QUEUE_ARGS="--messages 1000000").
+.PHONY: bench-queue
+bench-queue: install
+	$(BIN)/python -m smscenter.bench_queue $(BENCH_QUEUE_ARGS)
+
 clean:
 	rm -rf $(VENV) var build *.egg-info

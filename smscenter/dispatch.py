@@ -110,6 +110,7 @@ class _Line:
 
 _START = (float("-inf"), 0)  # the due order's beginning
 _NEVER = (float("inf"), 0)
+_LAST_ID = (1 << 63) - 1  # every message id is at most this (64-bit signed)
 _INF = float("inf")
 
 
@@ -158,6 +159,11 @@ class Dispatcher:
         self._blocked: dict[tuple[str, bytes], tuple[int, float]] = {}
         self._blockers: dict[int, tuple[str, bytes]] = {}
         self.blocked_cap = max(1_000, 4 * self.working_set)
+        # Beyond the cap the oldest closed lines are forgotten: until every forgotten retry
+        # came due and the loader caught up past it, the database is asked instead (each
+        # page's lines) and submits go through the loader.
+        self._forgotten_until = float("-inf")
+        self._caught_up_at = float("-inf")
         # The loader: its cursor in the due order, whether due rows may lie after it, the
         # earliest known due time after it and the one timer set for it.
         self._cursor = _START
@@ -173,6 +179,10 @@ class Dispatcher:
         self.decode = None
         self._queued = 0
         self._held = 0
+        self._counted_at = float("-inf")
+        #: The gauges are counted as messages come and go, and read again from the database
+        #: this often (they may drift: a retry that then waits for its window, say).
+        self.recount_interval = 300.0
         self.stats = {"sent": 0, "failed": 0, "expired": 0, "retried": 0, "window_deferred": 0,
                       "spilled": 0, "loaded": 0, "load_pages": 0, "blocked_lines_dropped": 0}
         self.windows = None  # routing.windows.SendWindows: marketing re-checked at send time
@@ -194,13 +204,18 @@ class Dispatcher:
                 self._held += 1
             self._schedule(due)
             return
-        if self._more or len(self._resident) >= self.working_set or self._closed_for(msg):
+        if self._more or len(self._resident) >= self.working_set or self._closed_for(msg) or self._forgetful:
             # The loader reaches it in its turn: behind what is due before it, and behind
             # its line's retry.
             self.stats["spilled"] += 1
             self._rewind((due, msg.id - 1))
             return
         self._admit(msg)
+
+    @property
+    def _forgetful(self) -> bool:
+        """Some closed lines were forgotten (the cap) and may still be closed."""
+        return self._forgotten_until > self._caught_up_at
 
     def _closed_for(self, msg: QueuedMessage) -> bool:
         entry = self._blocked.get(msg.key)
@@ -242,6 +257,7 @@ class Dispatcher:
         held = self._cancelling.pop(msg.id, None)
         if held is not None:
             self._offer(held)
+            self._rewind(_START)  # in case it spilled: its row may lie behind the cursor
         elif msg.id in self._cancel_skipped:
             self._cancel_skipped.discard(msg.id)
             self._rewind(_START)  # the loader passed it meanwhile
@@ -270,7 +286,7 @@ class Dispatcher:
 
     def held(self) -> int:
         """Marketing messages waiting for their send window (or schedule): counted as they
-        come and go, read from the database at start."""
+        come and go, read from the database at start and every ``recount_interval``."""
         return self._held
 
     @property
@@ -367,8 +383,14 @@ class Dispatcher:
         queued, held = await self.store.queue_counts(now)
         self._queued += queued
         self._held += held
-        for account, dest_hash, message_id, due in await self.store.blocking_lines(self.blocked_cap):
+        self._counted_at = now
+        closed = await self.store.blocking_lines(self.blocked_cap + 1)
+        for account, dest_hash, message_id, due in closed[: self.blocked_cap]:
             self._close_line((account, dest_hash), message_id, due)
+        if len(closed) > self.blocked_cap:  # more than we keep: as if forgotten
+            self._forgotten_until = _INF
+            self.stats["blocked_lines_dropped"] += 1
+            _limited_warning("queue_blocked_lines_full", cap=self.blocked_cap)
         self._resumed = True
         self._rewind(_START)
         return queued
@@ -380,9 +402,10 @@ class Dispatcher:
         if old is not None:
             self._blockers.pop(old[0], None)
         elif len(self._blocked) >= self.blocked_cap:
-            dropped, (blocker, _) = next(iter(self._blocked.items()))
+            dropped, (blocker, until) = next(iter(self._blocked.items()))
             del self._blocked[dropped]
             self._blockers.pop(blocker, None)
+            self._forgotten_until = max(self._forgotten_until, until)
             self.stats["blocked_lines_dropped"] += 1
             _limited_warning("queue_blocked_lines_full", cap=self.blocked_cap)
         self._blocked[key] = (message_id, due)
@@ -413,18 +436,28 @@ class Dispatcher:
             after = self._cursor
             self._loading, self._rewound = True, _NEVER
             self._written_while_loading = set()
+            forgetful = self._forgetful
             try:
                 rows, more = await self.store.due_messages(now, min(room, self.page), after)
+                # Lines closed that memory forgot: the database says which.
+                closed = await self.store.blockers_of({(r["account"], r["dest_hash"]) for r in rows}) \
+                    if forgetful and rows else None
             finally:
                 self._loading = False
             self.stats["load_pages"] += 1
             if rows:
                 after = max(after, (rows[-1]["next_attempt_at"], rows[-1]["message_id"]))
             self._cursor = min(after, self._rewound)
-            self._take(rows, now)
+            self._take(rows, now, closed)
             if not more and self._rewound == _NEVER:
+                # Caught up: whatever comes due by ``now`` from here on is a submit (in memory,
+                # or spilled: it rewinds), or a row a write moved (it rewinds once committed).
                 self._more = False
-        # Caught up: the timer for the next one due.
+                self._cursor = max(self._cursor, (now, _LAST_ID))
+                self._caught_up_at = now
+        if not self._more and self._caught_up_at - self._counted_at >= self.recount_interval:
+            await self._recount()
+        # The timer for the next one due.
         due = await self.store.next_due(self._cursor)
         if due is None:
             return
@@ -434,9 +467,20 @@ class Dispatcher:
         else:
             self._schedule(due)
 
-    def _take(self, rows: list[dict], now: float) -> None:
+    async def _recount(self) -> None:
+        """The gauges from the database; what changed while it counted is kept on top."""
+        now = self.clock()
+        queued0, held0 = self._queued, self._held
+        queued, held = await self.store.queue_counts(now)
+        self._queued = max(0, queued + self._queued - queued0)
+        self._held = max(0, held + self._held - held0)
+        self._counted_at = now
+
+    def _take(self, rows: list[dict], now: float, closed: dict | None = None) -> None:
         """A page's messages into the working set, but those already here, being written or
-        cancelled; those whose line is closed behind a retry move behind it."""
+        cancelled; those whose line is closed behind a retry move behind it. ``closed``
+        (line -> [(id, due)] of its messages waiting for a retry, from the database) is
+        given when memory may have forgotten some closed lines."""
         skip = self._resident.keys() | self._writing.keys() | self._written_while_loading
         by_id: dict[int, list[dict]] = {}
         for row in rows:
@@ -461,6 +505,12 @@ class Dispatcher:
                     self._blockers.pop(message_id, None)
                 elif message_id > blocker:
                     self._move_behind(msg, max(until, first["next_attempt_at"]))
+                    continue
+            if closed:
+                waits = [due for blocker, due in closed.get(msg.key, ())
+                         if blocker < message_id and blocker not in self._resident]
+                if waits:
+                    self._move_behind(msg, max(max(waits), first["next_attempt_at"]))
                     continue
             self._admit(msg)
 

@@ -188,6 +188,9 @@ Index(
     "ix_parts_due", parts.c.next_attempt_at, parts.c.message_id, parts.c.part_no,
     sqlite_where=_WAITING, postgresql_where=_WAITING,
 )
+#: The parts out upstream, waiting for their receipt (migration 0008): housekeeping's look-up.
+_OUT = parts.c.state == PART_SUBMITTED
+Index("ix_parts_submitted", parts.c.message_id, sqlite_where=_OUT, postgresql_where=_OUT)
 # Partial: most messages carry no unsubscribe link, and every index costs each insert.
 _WITH_TOKEN = messages.c.unsub_token.isnot(None)
 Index("ix_messages_unsub_token", messages.c.unsub_token, sqlite_where=_WITH_TOKEN, postgresql_where=_WITH_TOKEN)

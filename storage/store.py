@@ -163,7 +163,8 @@ class _Pending:
 #: The partial index's own predicate, as literal SQL: SQLite uses a partial index only for a
 #: query whose WHERE holds its predicate as written, not with bound parameters.
 _WAITING = text("parts.state IN (0, 1)")
-assert PART_PENDING_STATES == (0, 1)
+_SUBMITTED = text("parts.state = 10")  # ix_parts_submitted's
+assert PART_PENDING_STATES == (0, 1) and PART_SUBMITTED == 10
 
 
 class Store:
@@ -524,6 +525,27 @@ class Store:
         async with self.engine.connect() as conn:
             return [tuple(r) for r in await conn.execute(query)]
 
+    async def blockers_of(self, lines: set[tuple[str, bytes]]) -> dict[tuple[str, bytes], list[tuple[int, float]]]:
+        """For these (account, dest_hash) lines: [(message id, due)] of their messages
+        waiting for a retry (each closes its line to later messages until it is sent)."""
+        out: dict[tuple[str, bytes], list[tuple[int, float]]] = {}
+        if not lines:
+            return out
+        hashes = sorted({dest_hash for _, dest_hash in lines})
+        async with self.engine.connect() as conn:
+            for i in range(0, len(hashes), 500):
+                rows = await conn.execute(
+                    select(messages.c.account, messages.c.dest_hash, parts.c.message_id,
+                           func.max(parts.c.next_attempt_at))
+                    .join(messages, messages.c.id == parts.c.message_id)
+                    .where(_WAITING, parts.c.attempts > 0, messages.c.dest_hash.in_(hashes[i : i + 500]))
+                    .group_by(messages.c.account, messages.c.dest_hash, parts.c.message_id)
+                )
+                for account, dest_hash, message_id, due in rows:
+                    if (account, dest_hash) in lines:
+                        out.setdefault((account, dest_hash), []).append((message_id, due))
+        return out
+
     async def stale_parts(self, expired_before: float, limit: int = 10_000) -> list[tuple[str, str]]:
         """(connector, upstream id) of parts the upstream accepted but never sent a receipt
         for, whose message's validity ended before ``expired_before``."""
@@ -533,7 +555,7 @@ class Store:
                 .join(messages, messages.c.id == parts.c.message_id)
                 .where(
                     and_(
-                        parts.c.state == PART_SUBMITTED,
+                        _SUBMITTED,
                         parts.c.upstream_id.is_not(None),
                         messages.c.expires_at < expired_before,
                     )

@@ -52,6 +52,7 @@ CONCURRENCY = 32  # partner submits in flight
 WINDOW = 10  # the connector's window
 BINDS = 1  # the connector's binds
 UPSTREAM_RATE = 300  # the connector's throughput (submit_sm/s): a backlog is queued at the kill
+WORKING_SET = 100  # the queue's memory: most of the backlog waits in the database at the kill
 KILL_SLACK = 1.0  # a duplicate's first copy reached the upstream at most this long before the kill
 WIRE_SLACK = 0.05  # ... or this long after it (already on the wire when the process died)
 
@@ -337,6 +338,9 @@ keys = "var/keys"
 [logging]
 level = "warning"
 format = "json"
+
+[queue]
+working_set = {WORKING_SET}
 
 [[account]]
 system_id = "acme"

@@ -403,6 +403,9 @@ async def test_due_messages_pages_the_queue_in_due_order(store, engine):
     await store.record_submit(SubmitResult(c, 1, PART_QUEUED, None, None, 1, next_attempt_at=t + 60))
     assert keys(await store.due_messages(t + 10, 100, after=(t + 2, a))) == []
     assert await store.blocking_lines(100) == [("acme", bytes(range(16)), c, t + 60)]
+    line = ("acme", bytes(range(16)))
+    assert await store.blockers_of({line, ("beta", bytes(16))}) == {line: [(c, t + 60)]}
+    assert await store.blockers_of({("beta", bytes(range(16)))}) == {}
     assert await store.queue_counts(t + 10) == (4, 1)  # a retry is not a hold
 
     cancelled = []
@@ -435,3 +438,25 @@ async def test_the_loader_reads_the_partial_index(engine, db_url):
             sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
             plan = " ".join(r[0] for r in await conn.execute(text("EXPLAIN " + sql)))
             assert "ix_parts_due" in plan, plan
+
+
+async def test_housekeeping_reads_the_submitted_parts_index(engine, store):
+    """``stale_parts`` finds what it looks for, through ix_parts_submitted (only the parts out
+    upstream), not a scan of every part ever sent."""
+    from sqlalchemy.dialects import sqlite
+
+    from storage.store import _SUBMITTED
+
+    t = 1_800_000_000.0
+    old, fresh = next(_ids), next(_ids)
+    await store.add_message({**message_row(old), "expires_at": t - 10}, part_rows(old))
+    await store.add_message({**message_row(fresh), "expires_at": t + 10}, part_rows(fresh))
+    await store.record_submit(SubmitResult(old, 1, PART_SUBMITTED, "op-a", "s1", 1, t))
+    await store.record_submit(SubmitResult(fresh, 1, PART_SUBMITTED, "op-a", "s2", 1, t))
+    assert await store.stale_parts(t) == [("op-a", "s1")]
+    if engine.dialect.name == "sqlite":
+        query = select(parts.c.message_id).where(_SUBMITTED)
+        sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+        async with engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in await conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+        assert "ix_parts_submitted" in plan, plan

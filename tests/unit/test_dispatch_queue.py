@@ -120,7 +120,9 @@ class Queue:
         while not condition():
             self.watch()
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
+                d = self.dispatcher
+                raise AssertionError(f"timed out waiting for {what}: resident {d.resident}, more {d._more}, "
+                                     f"cursor {d._cursor}, writing {len(d._writing)}, sent {self.upstream.ids()}")
             await asyncio.sleep(0.005)
         self.watch()
 
@@ -319,3 +321,42 @@ async def test_a_submit_with_room_still_spills_while_due_ones_wait_in_the_databa
     reads.set()
     await q.until(lambda: len(upstream.submitted) == 6, "all six")
     assert upstream.ids() == line + [late]
+
+
+async def test_closed_lines_beyond_the_cap_are_asked_of_the_database(make):
+    """Memory keeps at most ``blocked_cap`` closed lines; a line it forgot is still closed:
+    the loader asks the database, and submits go through the loader meanwhile."""
+    timers = FakeTimers(START)
+    upstream = Upstream()
+    upstream.down = True
+    q = await make(timers=timers, upstream=upstream, working_set=100, page=10)
+    q.dispatcher.blocked_cap = 1
+    first = await q.submit("33600000001")
+    await q.until(lambda: q.dispatcher.stats["retried"] == 1, "line 1 closed")
+    other = await q.submit("33600000002")
+    await q.until(lambda: q.dispatcher.stats["retried"] == 2, "line 2 closed: line 1 forgotten")
+    await q.until(lambda: not q.dispatcher._writing, "the retries stored")
+    assert q.dispatcher.stats["blocked_lines_dropped"] == 1
+    upstream.down = False
+    later = await q.submit("33600000001")
+    await asyncio.sleep(0.05)  # the loader's reads (real I/O) would have sent it by now
+    await FakeTimers.settle()
+    assert upstream.submitted == []
+    await timers.advance(2.0)
+    await q.until(lambda: len(upstream.submitted) == 3, "all three")
+    assert in_line_order(upstream.ids(), [first, later])
+    assert other in upstream.ids()
+
+
+async def test_the_gauges_are_read_again_from_the_database(make, store):
+    """Counted in memory as messages come and go, and corrected from the database after a
+    timer pass every ``recount_interval`` (here: a count that drifted)."""
+    timers = FakeTimers(START)
+    q = await make(timers=timers, working_set=100, page=10)
+    await q.submit("33600000001", delay=600, category="marketing")
+    await q.submit("33600000002", delay=900, category="marketing")
+    q.dispatcher._held = 7  # drifted
+    q.dispatcher._queued = 9
+    await timers.advance(600)
+    await q.until(lambda: len(q.upstream.submitted) == 1, "the first one")
+    await q.until(lambda: (q.dispatcher.held(), q.dispatcher.queued) == (1, 1), "the gauges read again")

@@ -280,18 +280,18 @@ class SmpplibPartner:
 # --------------------------------------------------------------------------- upstream MO
 
 
-def upstream_esme(peer) -> Any:
-    """The daemon's bind on the upstream peer that can receive deliver_sm."""
-    esme = next((e for e in peer.esmes.values() if e.can_receive), None)
-    assert esme is not None, "the daemon has no receiving bind on the upstream"
-    return esme
+async def upstream_esme(peer, timeout: float = 5.0) -> Any:
+    """The daemon's bind on the upstream peer that can receive deliver_sm, once the peer has
+    seen it (our side may be bound a moment before the peer's event loop hears of it)."""
+    return await wait_for(lambda: next((e for e in peer.esmes.values() if e.can_receive), None), timeout,
+                          what="the daemon's receiving bind on the upstream")
 
 
 async def inject_mo(peer, text: bytes, *, source: str = "33612345678", short_code: str = SHARED,
                     source_ton: int = 1, source_npi: int = 1, data_coding: int = 0, esm_class: int = 0,
                     tlvs: list | None = None, timeout: float = 5.0) -> int:
     """The upstream sends an MO (deliver_sm) and waits for our deliver_sm_resp: its status."""
-    esme = upstream_esme(peer)
+    esme = await upstream_esme(peer)
     resp = await asyncio.wait_for(
         esme.deliver_sm(short_code, text, source_addr=source, source_addr_ton=source_ton,
                         source_addr_npi=source_npi, dest_addr_ton=3, dest_addr_npi=0,

@@ -276,7 +276,7 @@ async def test_concatenated_mo_in_reverse_order_arrives_whole(mt, tmp_path, pass
     def part(seq: int) -> bytes:
         return bytes([0x05, 0x00, 0x03, 0x2A, 0x03, seq]) + texts[seq - 1]
 
-    esme = upstream_esme(up)
+    esme = await upstream_esme(up)
 
     def send(seq: int):
         return asyncio.ensure_future(esme.deliver_sm(
@@ -308,7 +308,7 @@ async def test_incomplete_concatenated_mo_is_stored_and_acknowledged_after_the_t
     up, d, settings, _ = await start(mt, tmp_path, password_hashes, timers=timers,
                                      optout={"mo_reassembly_timeout": "30s"},
                                      accounts=[{"system_id": "acme", "sender_ids": ["ACME"], "short_codes": ["38100"]}])
-    esme = upstream_esme(up)
+    esme = await upstream_esme(up)
     parts = [
         asyncio.ensure_future(esme.deliver_sm(
             "38100", bytes([0x05, 0x00, 0x03, 0x2B, 0x03, seq]) + b"x" * 50, source_addr=DIGITS,

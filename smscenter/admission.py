@@ -27,7 +27,7 @@ from typing import Callable
 
 import structlog
 
-from .tally import Tally
+from .floodlog import Tally
 from .timers import Timers
 
 log = structlog.get_logger("smscenter.server")

@@ -43,7 +43,7 @@ import structlog
 
 from protocol.constants import CommandStatus
 
-from .tally import Tally
+from .floodlog import Tally
 from .timers import Timers
 
 log = structlog.get_logger("smscenter.server")

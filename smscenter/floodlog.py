@@ -7,11 +7,13 @@ away), and a database that is down must not write one traceback per PDU. So:
 - ``AggregatedLog``: the first occurrence of a key is reported at once (the caller logs it
   with whatever detail it has); later ones within ``interval`` are only counted, and one line
   with their count is written when the interval ends (then the key starts again).
+- ``Tally``: one log event aggregated per label set (``connection_refused`` per IP and reason,
+  ``bind_refused`` per IP, reason and account).
 - ``RefusalLog``: refusals per (account, reason), as ``requests_refused`` lines with a count.
 - ``ErrorLog``: a traceback once per cause (exception type and where it was raised), for the
   life of the process; later ones of the same cause are counted and summarised per interval.
 
-The ``totals`` of both are what /metrics shows. Keys are bounded (``max_keys``): past it the
+The ``totals`` of the last two are what /metrics shows. Keys are bounded (``max_keys``): past it the
 oldest are forgotten, so a stream of distinct keys cannot grow memory.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import traceback
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 import structlog
 
@@ -35,11 +37,14 @@ class AggregatedLog:
     interval in which more than the first occurrence happened."""
 
     def __init__(self, timers: Timers, interval: float, summary: Callable[[Hashable, int], None],
-                 max_keys: int = 10_000) -> None:
+                 max_keys: int = 10_000, overflow: Hashable | None = None) -> None:
         self.timers = timers
         self.interval = interval
         self.summary = summary
         self.max_keys = max_keys
+        #: Where occurrences of new keys are counted once ``max_keys`` keys are open (summarised
+        #: at the end of the interval); None: they are only counted in ``totals``.
+        self.overflow = overflow
         self._open: dict[Hashable, int] = {}  # key -> occurrences since its last line
         self.totals: OrderedDict[Hashable, int] = OrderedDict()
 
@@ -54,7 +59,15 @@ class AggregatedLog:
             self._open[key] += 1
             return False
         if len(self._open) >= self.max_keys:
-            return False  # counted in totals; a line for it comes when keys free up
+            overflow = self.overflow
+            if overflow is None:
+                return False  # counted in totals only
+            if overflow in self._open:
+                self._open[overflow] += 1
+            else:  # one more open key than max_keys: the overflow's, summarised with its count
+                self._open[overflow] = 1
+                self.timers.call_later(self.interval, self._flush, overflow)
+            return False
         self._open[key] = 0
         self.timers.call_later(self.interval, self._flush, key)
         return True
@@ -68,9 +81,45 @@ class AggregatedLog:
         self.timers.call_later(self.interval, self._flush, key)
         self.summary(key, count)
 
+    def close(self) -> None:
+        """Summarise what is still counted (at shutdown); the pending timers then find nothing."""
+        open_, self._open = self._open, {}
+        for key, count in open_.items():
+            if count:
+                self.summary(key, count)
+
     @property
     def open_keys(self) -> int:
         return len(self._open)
+
+
+class Tally:
+    """One log event aggregated per label set: the first ``add(**labels)`` of a label set is
+    logged at once (``count=1``), later ones in the same interval as one line with their count
+    when it ends. Labels are small, closed values chosen by the caller (peer IP, reason, known
+    account), never attacker-chosen text; beyond ``max_keys`` label sets in an interval, the
+    rest are counted together under ``peer="*"``."""
+
+    def __init__(self, logger: Any, event: str, timers: Timers, *, interval: float = 10.0,
+                 max_keys: int = 1000, level: str = "warning") -> None:
+        self._log = getattr(logger, level)
+        self.event = event
+        self.interval = interval
+        self._agg = AggregatedLog(timers, interval, self._summary, max_keys, overflow=(("peer", "*"),))
+
+    def add(self, **labels: Any) -> None:
+        if self._agg.note(tuple(sorted(labels.items()))):
+            self._log(self.event, count=1, **labels)
+
+    def _summary(self, key, count: int) -> None:
+        self._log(self.event, count=count, interval=self.interval, **dict(key))
+
+    def close(self) -> None:
+        self._agg.close()
+
+    @property
+    def open_keys(self) -> int:
+        return self._agg.open_keys
 
 
 class RefusalLog:
@@ -156,4 +205,4 @@ class ErrorLog:
         return out
 
 
-__all__ = ["AggregatedLog", "ErrorLog", "RefusalLog", "cause_of"]
+__all__ = ["AggregatedLog", "ErrorLog", "RefusalLog", "Tally", "cause_of"]

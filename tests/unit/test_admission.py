@@ -7,7 +7,7 @@ import asyncio
 from structlog.testing import capture_logs
 
 from smscenter.admission import Admission, Gate
-from smscenter.tally import Tally
+from smscenter.floodlog import Tally
 from smscenter.timers import FakeTimers
 
 A, B = "192.0.2.1", "192.0.2.2"
@@ -81,7 +81,7 @@ async def test_tally_is_bounded_in_keys():
         for n in range(100):
             tally.add(peer=f"10.0.0.{n}", reason="x")
         await timers.advance(10)
-    assert len(tally._pending) <= 4
+    assert tally.open_keys <= 4
     assert sum(e["count"] for e in logs) == 100
     assert len(logs) <= 5
 

@@ -441,11 +441,12 @@ async def test_stop_unbinds(upstream, connectors):
 
 
 async def test_stop_releases_callers_waiting_for_a_bind(connectors):
-    connector = connectors(free_port())  # nobody listens there
+    timers = FakeTimers()
+    connector = connectors(free_port(), timers=timers)  # nobody listens there
     await connector.start()
     waiting = asyncio.create_task(connector.submit(submit_sm(1)))
     behind = asyncio.create_task(connector.submit(submit_sm(2)))
-    await asyncio.sleep(0.1)
+    await timers.advance(1.0)  # a second of refused connects and backoffs
     assert not waiting.done() and not behind.done()
     await asyncio.wait_for(connector.stop(0.5), 2)
     for task in (waiting, behind):

@@ -107,11 +107,7 @@ async def test_smpplib_binds_enquires_and_unbinds(server, kind):
 
     await asyncio.to_thread(session)
     # The account's bind slot is released once the session is gone.
-    for _ in range(100):
-        if not server.server.registry.get("acme").binds:
-            break
-        await asyncio.sleep(0.01)
-    assert server.server.registry.get("acme").binds == []
+    await until(lambda: not server.server.registry.get("acme").binds, what="the bind slot released")
 
 
 async def test_smpplib_submit_on_transmitter(server):
@@ -405,10 +401,7 @@ async def test_window_full_gets_rmsgqful(start_server, raw_client):
     frame = await client.read()
     assert (frame.sequence_number, frame.command_status, frame.message_id) == (11, S.ESME_ROK, "late-1")
     client.send(header(C.SUBMIT_SM, 17, body))
-    for _ in range(100):
-        if len(handler.held) == 5:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: len(handler.held) == 5, what="the freed slot taken")
     assert handler.held[-1][1].sequence_number == 17
     # And the one after that is over the window again.
     client.send(header(C.SUBMIT_SM, 18, body))

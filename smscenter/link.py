@@ -15,9 +15,11 @@ Used both ways: partners binding to us (``Role.SMSC``) and our connectors bindin
   delay;
 - backpressure: when the transport's write buffer passes its high-water mark we stop
   reading from the peer, so a peer that does not read cannot make us buffer without limit;
-- a per-turn budget (``pdus_per_turn``): after that many PDUs from one read, reading pauses
-  and the rest is processed on the next loop turn, so one session's read (up to 256 KB of requests)
-  cannot hold the loop while others wait.
+- a per-turn budget (``pdus_per_turn``): after that many PDUs from one read, the rest is
+  processed on the next loop turn, so one session's read (up to 256 KB of requests) cannot
+  hold the loop while others wait. Reading pauses meanwhile only once more than
+  ``TURN_BUFFER`` octets wait: a partner with a full window (64 PDUs a read) costs one more
+  loop turn, not two epoll changes per read.
 
 The application sees a ``LinkHandler``: it is told about requests (and answers them with
 ``respond()`` whenever it is ready, e.g. after a durable commit), bad PDUs and the close.
@@ -51,6 +53,9 @@ from protocol.session import (
 from smscenter.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.link")
+
+#: Octets buffered while a turn waits beyond which reading pauses (see the module docstring).
+TURN_BUFFER = 32 * 1024
 
 _BINDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER})
 _BIND_RESPS = frozenset(cid | 0x80000000 for cid in _BINDS)
@@ -115,6 +120,7 @@ class Link(asyncio.Protocol):
         # The handler may set the budget for all its links (the partner server does).
         self.pdus_per_turn = pdus_per_turn if pdus_per_turn is not None else getattr(handler, "pdus_per_turn", None)
         self._turn_scheduled = False
+        self._turn_paused = False  # reading paused by the per-turn budget (not backpressure)
         # Optional: told of each enquire_link from the peer (answered here), to meter its rate.
         self._on_enquire_link = getattr(handler, "on_enquire_link", None)
         self.peer: tuple = ("?", 0)
@@ -155,6 +161,9 @@ class Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.session.receive_data(data)
+        if self._turn_scheduled:  # the rest of an earlier read waits its turn: this waits too
+            self._pause_for_turn()
+            return
         self._process_events()
 
     def eof_received(self) -> bool:
@@ -197,8 +206,8 @@ class Link(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused = False
         self._last_received = self.clock()  # it read: it is alive
-        if self.transport is not None and not self.transport.is_closing() and not self._turn_scheduled:
-            self.transport.resume_reading()  # (with a turn scheduled, _next_turn resumes)
+        if self.transport is not None and not self.transport.is_closing() and not self._turn_paused:
+            self.transport.resume_reading()  # (paused for a turn: _next_turn resumes)
         for fut in self._drain_waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -281,22 +290,31 @@ class Link(asyncio.Protocol):
                 return
 
     def _yield_turn(self) -> None:
-        """The turn's budget is spent: stop reading and go on with what is buffered on the
-        next loop turn, after the other sessions had theirs."""
+        """The turn's budget is spent: go on with what is buffered on the next loop turn,
+        after the other sessions had theirs."""
         if self.transport is None or self.transport.is_closing():
             return
-        self.transport.pause_reading()
         if not self._turn_scheduled:
             self._turn_scheduled = True
             self._loop.call_soon(self._next_turn)  # type: ignore[union-attr]
+        self._pause_for_turn()
+
+    def _pause_for_turn(self) -> None:
+        """Stop reading while a turn waits if that much is buffered already: what one session
+        holds in memory stays under ``TURN_BUFFER`` plus one read."""
+        if not self._turn_paused and self.session.buffered > TURN_BUFFER and self.transport is not None:
+            self._turn_paused = True
+            self.transport.pause_reading()
 
     def _next_turn(self) -> None:
         self._turn_scheduled = False
         if self.transport is None or self.transport.is_closing():
             return
         self._process_events()
-        if not self._turn_scheduled and not self._paused and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if self._turn_paused and not self._turn_scheduled:
+            self._turn_paused = False
+            if not self._paused and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     # --- sending ----------------------------------------------------------------------------
 

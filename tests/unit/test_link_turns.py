@@ -9,6 +9,7 @@ import asyncio
 from protocol import pdu as P
 from protocol.codec import encode
 from protocol.session import Role
+from smscenter import link as link_module
 from smscenter.link import Link
 from smscenter.timers import FakeTimers
 from tests.unit.test_link_activity import FakeTransport, Handler
@@ -42,7 +43,8 @@ def bound_link(handler) -> tuple[Link, FakeTransport]:
     return link, transport
 
 
-async def test_a_big_read_is_handled_a_turn_at_a_time():
+async def test_a_big_read_is_handled_a_turn_at_a_time(monkeypatch):
+    monkeypatch.setattr(link_module, "TURN_BUFFER", 100)  # 20 PDUs are more than that
     handler = Counting()
     link, transport = bound_link(handler)
     link.data_received(b"".join(encode(SUBMIT, seq) for seq in range(2, 22)))  # 20 PDUs in one read
@@ -58,7 +60,23 @@ async def test_a_big_read_is_handled_a_turn_at_a_time():
     assert link.session.pending == 0
 
 
-async def test_write_backpressure_keeps_reading_paused_across_turns():
+async def test_a_small_rest_waits_its_turn_without_pausing_the_socket():
+    handler = Counting()
+    link, transport = bound_link(handler)
+    link.data_received(b"".join(encode(SUBMIT, seq) for seq in range(2, 22)))  # 20 PDUs, ~1 KB
+    assert handler.handled == list(range(2, 10))
+    assert transport.is_reading()  # under TURN_BUFFER: no epoll change for a full window
+    link.data_received(encode(SUBMIT, 22))  # read before the turn came: waits behind the rest
+    assert handler.handled == list(range(2, 10))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert handler.handled == list(range(2, 23))  # in order
+    assert transport.is_reading() and link.session.pending == 0
+
+
+async def test_write_backpressure_keeps_reading_paused_across_turns(monkeypatch):
+    monkeypatch.setattr(link_module, "TURN_BUFFER", 10)
     handler = Counting()
     link, transport = bound_link(handler)
     link.data_received(b"".join(encode(SUBMIT, seq) for seq in range(2, 12)))

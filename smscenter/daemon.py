@@ -104,7 +104,7 @@ class Daemon:
         await self.store.start()
         self.connectors = {c.name: Connector(c, self.deliveries, timers=self.link_timers) for c in s.connectors}
         self.dispatcher = Dispatcher(
-            self.connectors, self.store, clock=self.clock, response_timeout=s.server.response_timeout,
+            self.connectors, self.store, clock=self.clock, timers=self.timers, response_timeout=s.server.response_timeout,
             working_set=s.queue.working_set,
         )
         routes = route_table(s)

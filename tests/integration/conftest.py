@@ -25,6 +25,7 @@ from protocol.constants import CommandId
 from smscenter.config import Settings, settings_from_dict
 from smscenter.passwords import hash_password
 from smscenter.server import PartnerServer
+from tests.patience import PATIENCE
 
 HOST = "127.0.0.1"
 
@@ -45,10 +46,12 @@ FAST_SERVER = {
 }
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+async def until(predicate: Callable[[], Any], timeout: float = PATIENCE, what: str = "") -> Any:
     """Wait for I/O: poll ``predicate`` (every loop turn, then every 5 ms) until it is truthy,
     and return it; AssertionError after ``timeout`` seconds. Not for waiting on a timer: tests
-    on ``FakeTimers`` move time with ``advance`` and use this for what the sockets carry."""
+    on ``FakeTimers`` move time with ``advance`` and use this for what the sockets carry.
+    Never less than ``PATIENCE``: what must happen may be slow on a loaded machine."""
+    timeout = max(timeout, PATIENCE)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     for turn in range(1_000_000):
@@ -195,14 +198,14 @@ class RawClient:
         self.writer.write(data)
         return seq or 0
 
-    async def read(self, timeout: float = 5.0) -> Frame:
+    async def read(self, timeout: float = PATIENCE) -> Frame:
         async with asyncio.timeout(timeout):
             head = await self.reader.readexactly(16)
             length, cid, status, seq = struct.unpack(">IIII", head)
             body = await self.reader.readexactly(length - 16)
         return Frame(cid, status, seq, body)
 
-    async def request(self, pdu: P.Pdu, timeout: float = 5.0) -> Frame:
+    async def request(self, pdu: P.Pdu, timeout: float = PATIENCE) -> Frame:
         """Send a request and read frames until its answer (answering enquire_links)."""
         seq = self.send(pdu)
         while True:
@@ -218,7 +221,7 @@ class RawClient:
         password = PASSWORDS.get(system_id, "") if password is None else password
         return await self.request(kind(system_id=system_id, password=password))
 
-    async def closed(self, timeout: float = 5.0) -> bool:
+    async def closed(self, timeout: float = PATIENCE) -> bool:
         """True once the server closed the connection (EOF or reset) within ``timeout``,
         skipping whatever PDUs arrive before that."""
         try:

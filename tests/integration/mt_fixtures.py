@@ -34,6 +34,7 @@ from sqlalchemy import create_engine, func, select
 
 from smscenter.config import Settings, settings_from_dict
 from smscenter.daemon import Daemon
+from tests.patience import PATIENCE
 
 HOST = "127.0.0.1"
 PARTNER_PASSWORDS = {"acme": "secret1", "beta": "secret2"}
@@ -52,8 +53,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01, what: str = ""):
-    """Poll ``predicate`` until truthy (returned) or ``timeout`` passes (AssertionError)."""
+async def wait_for(predicate: Callable[[], Any], timeout: float = PATIENCE, interval: float = 0.01, what: str = ""):
+    """Poll ``predicate`` until truthy (returned) or ``timeout`` passes (AssertionError).
+    Never less than ``PATIENCE``: what must happen may be slow on a loaded machine."""
+    timeout = max(timeout, PATIENCE)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -135,7 +138,7 @@ class SmscPeer:
                 task.cancel()
         await asyncio.gather(*(t for t in [self._task, *self._tasks] if t is not None), return_exceptions=True)
         try:
-            await asyncio.wait_for(self._server.stop(), 2)
+            await asyncio.wait_for(self._server.stop(), PATIENCE)
         except Exception:  # noqa: BLE001 - teardown
             pass
         await asyncio.sleep(0.1)  # let the Rust runtime settle its callbacks
@@ -214,7 +217,7 @@ class SmscPeer:
         self._receipt_answered.set()
         return resp.command_status
 
-    async def receipt_answers(self, count: int, timeout: float = 10.0) -> list[int]:
+    async def receipt_answers(self, count: int, timeout: float = PATIENCE) -> list[int]:
         """The statuses of our ``deliver_sm_resp`` once ``count`` receipts were answered.
 
         The partner may get a receipt before this peer has read our answer to it (the daemon
@@ -276,7 +279,7 @@ class Partner:
         self.closed = False
 
     async def connect(self) -> "Partner":
-        self.smsc = await asyncio.wait_for(self.client.connect(), 5)
+        self.smsc = await asyncio.wait_for(self.client.connect(), PATIENCE)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         return self
 
@@ -295,7 +298,7 @@ class Partner:
             5,
         )
 
-    async def receipts(self, count: int, timeout: float = 5.0, settle: float = 0.15) -> list[GotReceipt]:
+    async def receipts(self, count: int, timeout: float = PATIENCE, settle: float = 0.15) -> list[GotReceipt]:
         """Wait for ``count`` deliver_sm in all, then ``settle`` seconds more: exactly ``count``
         (a duplicate receipt fails the test)."""
         await wait_for(lambda: len(self.received) >= count, timeout,
@@ -310,14 +313,14 @@ class Partner:
         self.closed = True
         if self.smsc is not None:
             try:
-                await asyncio.wait_for(self.smsc.unbind(), 2)
+                await asyncio.wait_for(self.smsc.unbind(), PATIENCE)
             except Exception:  # noqa: BLE001 - the server may be gone already
                 pass
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         try:
-            await asyncio.wait_for(self.client.stop(), 2)
+            await asyncio.wait_for(self.client.stop(), PATIENCE)
         except Exception:  # noqa: BLE001
             pass
         await asyncio.sleep(0.05)
@@ -356,7 +359,7 @@ class RawPartner:
         assert resp.status == 0, f"bind refused: 0x{resp.status:X}"
         return raw
 
-    async def request(self, command_id: int, body: bytes, timeout: float = 5.0) -> RawResp:
+    async def request(self, command_id: int, body: bytes, timeout: float = PATIENCE) -> RawResp:
         self.seq += 1
         seq = self.seq
         self.writer.write(struct.pack(">IIII", 16 + len(body), command_id, 0, seq) + body)
@@ -370,7 +373,7 @@ class RawPartner:
                 if rseq == seq and cid & 0x80000000:
                     return RawResp(cid, status, rbody)
 
-    async def read_request(self, timeout: float = 5.0) -> tuple[int, int, bytes]:
+    async def read_request(self, timeout: float = PATIENCE) -> tuple[int, int, bytes]:
         """The next request the server sends us (command_id, sequence_number, body),
         answering enquire_links on the way."""
         async with asyncio.timeout(timeout):
@@ -407,7 +410,7 @@ class RawPartner:
         self.writer.write(struct.pack(">IIII", 16 + len(body), command_id | 0x80000000, status, seq) + body)
 
     async def submit_pipelined(self, messages: list[tuple[str, bytes]], source_addr: str = "ACME",
-                               registered_delivery: int = 0, timeout: float = 10.0) -> list[RawResp]:
+                               registered_delivery: int = 0, timeout: float = PATIENCE) -> list[RawResp]:
         """Write one submit_sm per (destination digits, text), all back to back in this order,
         then read their answers; returns them in the order of ``messages``."""
         first = self.seq + 1
@@ -564,7 +567,7 @@ class Harness:
     async def stop_daemon(self, d: Daemon) -> None:
         if id(d) not in self.stopped:
             self.stopped.add(id(d))
-            await asyncio.wait_for(d.stop(), 10)
+            await asyncio.wait_for(d.stop(), PATIENCE)
 
     async def partner(self, d: Daemon, system_id: str = "acme", bind_type: str = "TRX") -> Partner:
         p = await Partner(port_of(d), system_id, bind_type).connect()

@@ -36,6 +36,7 @@ import smpplib.smpp
 import structlog
 
 from tests.integration.mt_fixtures import GW_PASSWORD, HOST, PARTNER_PASSWORDS, TEST_SERVER, wait_for
+from tests.patience import PATIENCE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -165,7 +166,7 @@ class SmpplibPartner:
     def __init__(self, port: int, system_id: str = "acme") -> None:
         self.port = port
         self.system_id = system_id
-        self.client = smpplib.client.Client(HOST, port, timeout=5, allow_unknown_opt_params=True)
+        self.client = smpplib.client.Client(HOST, port, timeout=PATIENCE, allow_unknown_opt_params=True)
         self.lock = threading.Lock()
         self.received: list[GotMo] = []
         self.responses: dict[int, tuple[int, str]] = {}
@@ -246,7 +247,7 @@ class SmpplibPartner:
         assert not self.errors, self.errors
         return self.responses.pop(seq)
 
-    async def mos(self, count: int, timeout: float = 5.0, settle: float = 0.2) -> list[GotMo]:
+    async def mos(self, count: int, timeout: float = PATIENCE, settle: float = 0.2) -> list[GotMo]:
         """Wait for ``count`` deliver_sm in all, then ``settle`` seconds: exactly ``count``."""
         await wait_for(lambda: len(self.received) >= count, timeout,
                        what=f"{count} deliver_sm (got {len(self.received)})")
@@ -280,7 +281,7 @@ class SmpplibPartner:
 # --------------------------------------------------------------------------- upstream MO
 
 
-async def upstream_esme(peer, timeout: float = 5.0) -> Any:
+async def upstream_esme(peer, timeout: float = PATIENCE) -> Any:
     """The daemon's bind on the upstream peer that can receive deliver_sm, once the peer has
     seen it (our side may be bound a moment before the peer's event loop hears of it)."""
     return await wait_for(lambda: next((e for e in peer.esmes.values() if e.can_receive), None), timeout,
@@ -289,7 +290,7 @@ async def upstream_esme(peer, timeout: float = 5.0) -> Any:
 
 async def inject_mo(peer, text: bytes, *, source: str = "33612345678", short_code: str = SHARED,
                     source_ton: int = 1, source_npi: int = 1, data_coding: int = 0, esm_class: int = 0,
-                    tlvs: list | None = None, timeout: float = 5.0) -> int:
+                    tlvs: list | None = None, timeout: float = PATIENCE) -> int:
     """The upstream sends an MO (deliver_sm) and waits for our deliver_sm_resp: its status."""
     esme = await upstream_esme(peer)
     resp = await asyncio.wait_for(

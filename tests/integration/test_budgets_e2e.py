@@ -38,6 +38,7 @@ from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are 
     port_of,
     wait_for,
 )
+from tests.patience import PATIENCE
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -68,7 +69,7 @@ class Flood:
     async def bind(cls, port: int, system_id: str) -> "Flood":
         reader, writer = await asyncio.open_connection(HOST, port)
         writer.write(encode(P.BindTransmitter(system_id=system_id, password=PARTNER_PASSWORDS[system_id]), 1))
-        head = await asyncio.wait_for(reader.readexactly(16), 5)
+        head = await asyncio.wait_for(reader.readexactly(16), PATIENCE)
         length, cid, status, _ = struct.unpack(">IIII", head)
         await reader.readexactly(length - 16)
         assert (cid, status) == (C.BIND_TRANSMITTER_RESP, S.ESME_ROK)
@@ -212,7 +213,7 @@ async def test_flooding_sessions_are_unbound_while_a_partner_binds_and_submits(m
             beta = await mt.partner(d, "beta", "TX")  # binds while the floods run
             statuses = [(await beta.submit(DEST, b"meanwhile", source_addr="BETA")).command_status for _ in range(20)]
             for flood in floods:
-                await asyncio.wait_for(flood.closed.wait(), 20)
+                await asyncio.wait_for(flood.closed.wait(), PATIENCE)
         finally:
             for w in writers:
                 w.cancel()

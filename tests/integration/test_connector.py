@@ -29,6 +29,7 @@ from smscenter.config import settings_from_dict
 from smscenter.connector import CONGESTION_RETRIES, Connector, ConnectorDown, UnreadableResponse
 from smscenter.link import ResponseTimeout
 from smscenter.timers import FakeTimers
+from tests.patience import PATIENCE
 
 
 def _load_upstream():
@@ -133,7 +134,7 @@ async def smpp34_server():
     await server.stop()
 
 
-async def next_submit(smpp34, server, timeout: float = 5.0):
+async def next_submit(smpp34, server, timeout: float = PATIENCE):
     """The next SubmitSmEvent (skipping bind / unbind notifications)."""
     async with asyncio.timeout(timeout):
         while True:
@@ -168,7 +169,7 @@ async def test_window_keeps_window_in_flight_at_smpp34(smpp34_server, connectors
         if held and len(seen) < 100:
             await assert_quiet(smpp34, server, 0.02)
 
-    responses = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    responses = await asyncio.wait_for(asyncio.gather(*tasks), PATIENCE)
     assert [r.command_status for r in responses] == [S.ESME_ROK] * 100
     assert [r.message_id for r in responses] == [f"m{i}" for i in range(100)]
     assert sorted(seen) == list(range(100))  # each exactly once
@@ -207,7 +208,7 @@ async def test_window_is_per_bind_and_a_stuck_bind_does_not_hold_traffic(smpp34_
     assert not any(tasks[index_of(e)].done() for e in stuck)
     for event in stuck:
         event.accept(f"m{index_of(event)}")
-    responses = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    responses = await asyncio.wait_for(asyncio.gather(*tasks), PATIENCE)
     assert [r.message_id for r in responses] == [f"m{i}" for i in range(100)]
     assert connector.stats["submitted"] == 100 and connector.stats["timeouts"] == 0
 
@@ -290,7 +291,7 @@ async def test_an_upstream_that_keeps_throttling_gets_its_answer_back_to_the_cal
     (the dispatcher's next connector, or a later retry) and the queue goes on."""
     upstream.throttle_first = 1000
     connector = await started(connectors(upstream.port, window=10))
-    resp = await asyncio.wait_for(connector.submit(submit_sm(0)), 10)
+    resp = await asyncio.wait_for(connector.submit(submit_sm(0)), PATIENCE)
     assert resp.command_status == S.ESME_RTHROTTLED
     assert connector.stats["throttled"] == 1 + CONGESTION_RETRIES
     assert len(upstream.submits) == 1 + CONGESTION_RETRIES
@@ -309,7 +310,7 @@ async def test_never_answers_times_out_then_reconnects(upstream, connectors):
         assert not submit.done(), "timed out before response_timeout"
         await timers.advance(0.02)
         with pytest.raises(ResponseTimeout):
-            await asyncio.wait_for(submit, 2)
+            await asyncio.wait_for(submit, PATIENCE)
         if n < 3:
             assert first_link.is_open and upstream.connections == 1
     assert connector.stats["timeouts"] == 3
@@ -323,7 +324,7 @@ async def test_never_answers_times_out_then_reconnects(upstream, connectors):
     assert upstream.connections == 2
 
     upstream.never_answer = False
-    resp = await asyncio.wait_for(connector.submit(submit_sm(9)), 2)
+    resp = await asyncio.wait_for(connector.submit(submit_sm(9)), PATIENCE)
     assert resp.command_status == S.ESME_ROK
 
 
@@ -333,7 +334,7 @@ async def test_late_answer_times_out_and_is_ignored(upstream, connectors):
     link = connector.links[0]
     with structlog.testing.capture_logs() as logs:
         with pytest.raises(ResponseTimeout) as info:
-            await asyncio.wait_for(connector.submit(submit_sm(1)), 2)
+            await asyncio.wait_for(connector.submit(submit_sm(1)), PATIENCE)
         assert index_of(info.value.request) == 1
         await wait_for(lambda: any(e["event"] == "upstream_late_response" for e in logs), 2)
     late = [e for e in logs if e["event"] == "upstream_late_response"]
@@ -341,7 +342,7 @@ async def test_late_answer_times_out_and_is_ignored(upstream, connectors):
     assert upstream.late_answers == 1
 
     upstream.delay = 0.0
-    resp = await asyncio.wait_for(connector.submit(submit_sm(2)), 2)
+    resp = await asyncio.wait_for(connector.submit(submit_sm(2)), PATIENCE)
     assert resp.command_status == S.ESME_ROK
     assert connector.links == [link] and link.is_open  # one late answer is no reason to reconnect
     assert link.in_flight == 0
@@ -350,14 +351,14 @@ async def test_late_answer_times_out_and_is_ignored(upstream, connectors):
 async def test_generic_nack_is_returned_to_the_caller(upstream, connectors):
     upstream.generic_nack = S.ESME_RSYSERR
     connector = await started(connectors(upstream.port))
-    resp = await asyncio.wait_for(connector.submit(submit_sm(1)), 2)
+    resp = await asyncio.wait_for(connector.submit(submit_sm(1)), PATIENCE)
     assert resp.command_id == CommandId.GENERIC_NACK
     assert isinstance(resp, P.GenericNack)
     assert resp.command_status == S.ESME_RSYSERR
     assert len(upstream.submits) == 1  # not retried: the pipeline decides
 
     upstream.generic_nack = None
-    resp = await asyncio.wait_for(connector.submit(submit_sm(2)), 2)
+    resp = await asyncio.wait_for(connector.submit(submit_sm(2)), PATIENCE)
     assert resp.command_status == S.ESME_ROK and connector.is_up
 
 
@@ -369,7 +370,7 @@ async def test_unreadable_response_fails_the_request_like_a_timeout(upstream, co
     start = timers.now()
     for n in range(3):
         with pytest.raises(UnreadableResponse) as info:
-            await asyncio.wait_for(connector.submit(submit_sm(n)), 2)
+            await asyncio.wait_for(connector.submit(submit_sm(n)), PATIENCE)
         assert isinstance(info.value, ResponseTimeout)  # callers treat both alike
     assert timers.now() == start  # at once: no virtual time passed, so not the response_timeout
     assert connector.stats["bad_responses"] == 3
@@ -380,7 +381,7 @@ async def test_unreadable_response_fails_the_request_like_a_timeout(upstream, co
     assert not first_link.is_open
     upstream.garble = False
     await connector.wait_up(2)
-    assert (await asyncio.wait_for(connector.submit(submit_sm(9)), 2)).command_status == S.ESME_ROK
+    assert (await asyncio.wait_for(connector.submit(submit_sm(9)), PATIENCE)).command_status == S.ESME_ROK
 
 
 async def test_throughput_is_a_rate_with_a_one_second_burst(upstream, connectors):
@@ -395,7 +396,7 @@ async def test_throughput_is_a_rate_with_a_one_second_burst(upstream, connectors
     await wait_for(lambda: len(upstream.submits) >= 29, 3)
     assert len(upstream.submits) <= 31
     await timers.advance(0.5)
-    responses = await asyncio.wait_for(submits, 5)
+    responses = await asyncio.wait_for(submits, PATIENCE)
     assert all(r.command_status == S.ESME_ROK for r in responses)
     assert [index_of(p) for p in upstream.submits] == list(range(40))
 
@@ -428,14 +429,14 @@ async def test_stop_unbinds(upstream, connectors):
     connector = await started(connectors(upstream.port, timers=timers))
     assert (await connector.submit(submit_sm(1))).command_status == S.ESME_ROK
     start = timers.now()
-    await asyncio.wait_for(connector.stop(1.0), 3)
+    await asyncio.wait_for(connector.stop(1.0), PATIENCE)
     assert timers.now() == start  # the upstream answered: no grace waited for
     assert upstream.unbinds == 1
     assert connector.links == []
     await wait_for(lambda: not upstream.sessions, 1)
     # Stopped means stopped: no reconnection, and a late caller is told at once.
     with pytest.raises(ConnectorDown):
-        await asyncio.wait_for(connector.submit(submit_sm(2)), 1)
+        await asyncio.wait_for(connector.submit(submit_sm(2)), PATIENCE)
     await timers.advance(1.0)  # past reconnect_max
     assert upstream.connections == 1 and timers.pending == 0
 
@@ -448,10 +449,10 @@ async def test_stop_releases_callers_waiting_for_a_bind(connectors):
     behind = asyncio.create_task(connector.submit(submit_sm(2)))
     await timers.advance(1.0)  # a second of refused connects and backoffs
     assert not waiting.done() and not behind.done()
-    await asyncio.wait_for(connector.stop(0.5), 2)
+    await asyncio.wait_for(connector.stop(0.5), PATIENCE)
     for task in (waiting, behind):
         with pytest.raises(ConnectorDown):
-            await asyncio.wait_for(task, 1)
+            await asyncio.wait_for(task, PATIENCE)
 
 
 async def test_upstream_down_at_start_then_up_nothing_lost(connectors):
@@ -468,7 +469,7 @@ async def test_upstream_down_at_start_then_up_nothing_lost(connectors):
     up = await Upstream(port=port).start()
     try:
         await timers.advance(0.2)  # the next attempt finds it
-        responses = await asyncio.wait_for(asyncio.gather(*tasks), 3)
+        responses = await asyncio.wait_for(asyncio.gather(*tasks), PATIENCE)
         assert all(r.command_status == S.ESME_ROK for r in responses)
         assert [index_of(p) for p in up.submits] == list(range(5))
     finally:
@@ -486,7 +487,7 @@ async def test_a_cancelled_submit_does_not_block_the_others(upstream, connectors
     await asyncio.sleep(0.05)
     second.cancel()
     third.cancel()
-    results = await asyncio.wait_for(asyncio.gather(first, fourth), 2)
+    results = await asyncio.wait_for(asyncio.gather(first, fourth), PATIENCE)
     assert all(r.command_status == S.ESME_ROK for r in results)
     assert [index_of(p) for p in upstream.submits] == [1, 4]
     assert second.cancelled() and third.cancelled()

@@ -44,6 +44,7 @@ from protocol.framing import Framer
 from protocol.receipt import parse_receipt
 from smscenter.simulator import SimulatedSmsc
 from tests.integration.conftest import HOST, PASSWORDS
+from tests.patience import PATIENCE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,7 +113,7 @@ class PartnerLink:
         self.framer = Framer()
         self.open = True
         self.task = asyncio.get_running_loop().create_task(self._read())
-        resp = await asyncio.wait_for(self.request(self.kind(system_id="acme", password=PASSWORDS["acme"])), 5)
+        resp = await asyncio.wait_for(self.request(self.kind(system_id="acme", password=PASSWORDS["acme"])), PATIENCE)
         if resp.command_status != 0:
             self.close()
             raise ConnectionError(f"bind refused: 0x{resp.command_status:X}")
@@ -247,7 +248,7 @@ class Partner:
                     try:
                         fut = link.request(pdu)
                         self.attempts += 1
-                        resp = await asyncio.wait_for(fut, 10)
+                        resp = await asyncio.wait_for(fut, PATIENCE)
                     except (ConnectionError, TimeoutError) as exc:
                         self.not_acked[type(exc).__name__] += 1
                         await asyncio.sleep(0.05)
@@ -374,7 +375,7 @@ connectors = ["op-a"]
 
 
 async def wait_for(what: str, predicate, timeout: float, details=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + max(timeout, PATIENCE)
     while not predicate():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting until {what}\n{details()}")

@@ -55,6 +55,7 @@ from tests.integration.optout_fixtures import (  # noqa: F401 - captured_logs is
     upstream_esme,
     write_config,
 )
+from tests.patience import PATIENCE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -290,7 +291,7 @@ async def test_concatenated_mo_in_reverse_order_arrives_whole(mt, tmp_path, pass
     assert count_rows(settings, mo_messages) == 0 and acme.received == []
 
     first = send(1)
-    results = await asyncio.wait_for(asyncio.gather(third, second, first), 5)
+    results = await asyncio.wait_for(asyncio.gather(third, second, first), PATIENCE)
     assert [r.command_status for r in results] == [0, 0, 0]
     # Acknowledged after the commit: the row is there by the time the acks arrived.
     [mo] = rows(settings, mo_messages)
@@ -320,7 +321,7 @@ async def test_incomplete_concatenated_mo_is_stored_and_acknowledged_after_the_t
     assert not any(p.done() for p in parts), "answered before the reassembly timeout"
     assert rows(settings, mo_messages) == []
     await timers.advance(2)
-    results = await asyncio.wait_for(asyncio.gather(*parts), 10)
+    results = await asyncio.wait_for(asyncio.gather(*parts), PATIENCE)
     assert [r.command_status for r in results] == [0, 0]  # answered once stored, not left hanging
     [mo] = rows(settings, mo_messages)
     assert (mo["status"], mo["reason"]) == ("unroutable", "incomplete concatenated message")

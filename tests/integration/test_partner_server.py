@@ -29,6 +29,7 @@ from protocol.codec import encode
 from protocol.constants import CommandId as C, CommandStatus as S
 from smscenter.timers import FakeTimers
 from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient, header, until
+from tests.patience import PATIENCE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ async def accepted(running):
 # --- smpplib helpers (blocking: always called through asyncio.to_thread) -------------------
 
 
-def smpplib_connect(port: int, timeout: float = 5.0) -> smpplib.client.Client:
+def smpplib_connect(port: int, timeout: float = PATIENCE) -> smpplib.client.Client:
     client = smpplib.client.Client(HOST, port, timeout=timeout, allow_unknown_opt_params=True)
     client.connect()
     return client
@@ -325,7 +326,7 @@ async def test_deliver_sm_from_partner_refused(server, raw_client):
 # --- throughput and window -------------------------------------------------------------------
 
 
-async def pipeline_submits(client: RawClient, count: int, timeout: float = 5.0) -> dict[int, int]:
+async def pipeline_submits(client: RawClient, count: int, timeout: float = PATIENCE) -> dict[int, int]:
     """Write ``count`` submit_sm in one go, then read every answer: {seq: status}."""
     body = encode(SUBMIT, 1)[16:]
     first = client.seq + 1
@@ -428,7 +429,7 @@ async def test_slowloris_closed_after_bind_timeout(start_server, raw_client):
     client.writer.write(bind[4:8])
     await timers.advance(0.2)
     assert link.transport.is_closing()
-    assert await client.closed(timeout=5.0), "a trickling, unbound socket stayed open"
+    assert await client.closed(), "a trickling, unbound socket stayed open"
 
 
 async def test_bind_received_in_time_is_answered_after_bind_timeout(start_server, raw_client):
@@ -510,7 +511,7 @@ async def test_dead_session_closed_after_inactivity_timeout(start_server, raw_cl
     await timers.advance(0.79)
     assert not link.transport.is_closing(), "closed before the inactivity timeout"
     await timers.advance(0.02)
-    assert await client.closed(timeout=5.0)
+    assert await client.closed()
     await until(lambda: running.server.links == set(), what="the link forgotten")
     assert running.server.registry.get("acme").binds == []
 
@@ -635,7 +636,7 @@ async def test_smpp34_client_window_64(start_server):
         handler=handler, accounts=[{"system_id": "acme", "throughput": 1_000_000, "window": 64}]
     )
     client = smpp34.Client(HOST, running.port, "acme", PASSWORDS["acme"], bind_type="TRX", window_size=64)
-    smsc = await asyncio.wait_for(client.connect(), 5)
+    smsc = await asyncio.wait_for(client.connect(), PATIENCE)
     try:
         gate = asyncio.Semaphore(64)
 
@@ -653,10 +654,10 @@ async def test_smpp34_client_window_64(start_server):
         assert handler.max_pending >= 32, f"at most {handler.max_pending} submits were in flight"
     finally:
         try:
-            await asyncio.wait_for(smsc.unbind(), 2)
+            await asyncio.wait_for(smsc.unbind(), PATIENCE)
         except Exception:
             pass
-        await asyncio.wait_for(client.stop(), 2)
+        await asyncio.wait_for(client.stop(), PATIENCE)
 
 
 # --- the daemon as a process -------------------------------------------------------------------
@@ -741,7 +742,7 @@ async def test_daemon_sigterm_unbinds_partners_and_exits_0(tmp_path, password_ha
         assert await asyncio.to_thread(partner), "the socket stayed open after unbind_resp"
         frame = await silent.read()
         assert frame.command_id == C.UNBIND
-        assert await silent.closed(timeout=5.0)
+        assert await silent.closed()
         code = await asyncio.to_thread(proc.wait, 5)
         assert code == 0, (tmp_path / "stderr.log").read_text()
         assert not port_open(port)
@@ -786,7 +787,7 @@ async def test_bound_session_trickling_a_pdu_is_closed_after_inactivity_timeout(
         await client.writer.drain()
         await timers.advance(0.1)
     assert link.transport.is_closing()
-    assert await client.closed(timeout=5.0), "a bound partner trickling bytes stayed open"
+    assert await client.closed(), "a bound partner trickling bytes stayed open"
 
 
 async def test_complete_pdus_keep_a_bound_session_open(start_server, raw_client):

@@ -24,6 +24,7 @@ import smpplib.smpp
 
 from protocol.receipt import parse_receipt
 from smscenter.simulator import SimulatedSmsc, parse_delay, parse_outcomes
+from tests.patience import PATIENCE
 
 REPO = Path(__file__).resolve().parents[2]
 DELAY = "50ms"
@@ -289,7 +290,7 @@ async def smscenter_send(port: int, *args: str) -> tuple[int, str, str]:
         "--system-id", "acme", "--from", "ACME", "--to", "+33612345678", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    out, err = await asyncio.wait_for(proc.communicate(), PATIENCE)
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -349,7 +350,7 @@ async def test_simulate_smsc_cli_runs_until_sigterm():
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO, env=env,
     )  # fmt: skip
     try:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
+        line = (await asyncio.wait_for(proc.stderr.readline(), PATIENCE)).decode()
         assert "simulator_listening" in line, line
         port = int(re.search(r"address=127\.0\.0\.1:(\d+)", line).group(1))
         rc, out, err = await smscenter_send(port, "--text", "hello", "--wait-receipt", "5s")
@@ -357,6 +358,6 @@ async def test_simulate_smsc_cli_runs_until_sigterm():
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-        rest = (await asyncio.wait_for(proc.communicate(), 10))[1].decode()
+        rest = (await asyncio.wait_for(proc.communicate(), PATIENCE))[1].decode()
     assert proc.returncode == 0, rest
     assert "submits=1" in rest

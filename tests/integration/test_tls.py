@@ -23,6 +23,7 @@ from protocol import pdu as P
 from smscenter.config import settings_from_dict
 from smscenter.connector import Connector
 from tests.integration.conftest import PASSWORDS
+from tests.patience import PATIENCE
 
 
 def make_certificate(folder):
@@ -81,7 +82,7 @@ async def test_tls_listener_and_tls_connector(start_server, make_settings, tmp_p
     # Plain SMPP on the TLS port gets nowhere (the handshake fails, nothing is bound).
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(b"\x00\x00\x00\x10\x00\x00\x00\x15\x00\x00\x00\x00\x00\x00\x00\x01")
-    data = await asyncio.wait_for(reader.read(100), 5)
+    data = await asyncio.wait_for(reader.read(100), PATIENCE)
     assert not data.startswith(b"\x00\x00\x00\x10\x80\x00\x00\x15")
     writer.close()
     # Our own connector, verifying the certificate with the CA file from its config.

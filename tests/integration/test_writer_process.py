@@ -36,6 +36,7 @@ from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_re
 from storage.store import Store, SubmitResult, UpstreamReceipt
 from storage.writer import WriterDied
 from tests.store_helpers import gated_transaction
+from tests.patience import PATIENCE
 
 NOW = 1_800_000_000.5
 DEST = "+33612345678"
@@ -353,7 +354,7 @@ async def test_a_failing_outbox_hook_is_reported_and_the_commit_still_answered(s
             row, parts_ = new_message(cipher)
             await store.add_message(row, parts_)
             await store.record_submit(SubmitResult(row["id"], 1, PART_SUBMITTED, "op", f"f{n}", 1, NOW))
-            assert await asyncio.wait_for(store.apply_receipt(upstream_receipt(f"f{n}")), 10) is True
+            assert await asyncio.wait_for(store.apply_receipt(upstream_receipt(f"f{n}")), PATIENCE) is True
         assert [type(c["exception"]) for c in reported] == [RuntimeError]
     finally:
         loop.set_exception_handler(None)

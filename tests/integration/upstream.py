@@ -41,6 +41,7 @@ from protocol import pdu as P
 from protocol.codec import decode, encode
 from protocol.constants import RESPONSE_BIT, CommandId, CommandStatus
 from protocol.framing import Framer
+from tests.patience import PATIENCE
 
 _BINDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER})
 
@@ -186,7 +187,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    async def request(self, pdu: P.Pdu, timeout: float = 2.0) -> P.Pdu:
+    async def request(self, pdu: P.Pdu, timeout: float = PATIENCE) -> P.Pdu:
         self._seq += 1
         fut = asyncio.get_running_loop().create_future()
         self.waiting[self._seq] = fut
@@ -245,14 +246,16 @@ class Upstream:
     def bound_sessions(self) -> list[UpstreamConnection]:
         return [s for s in self.sessions if s.bound and not s.closing]
 
-    async def send_deliver(self, pdu: P.DeliverSm, timeout: float = 2.0) -> P.Pdu:
+    async def send_deliver(self, pdu: P.DeliverSm, timeout: float = PATIENCE) -> P.Pdu:
         """Send a deliver_sm on the first bound connection; return the client's response."""
         await wait_for(lambda: self.bound_sessions, timeout)
         return await self.bound_sessions[0].request(pdu, timeout)
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 2.0, interval: float = 0.005):
-    """Poll ``predicate`` until it is truthy (returned) or ``timeout`` passes (TimeoutError)."""
+async def wait_for(predicate: Callable[[], object], timeout: float = PATIENCE, interval: float = 0.005):
+    """Poll ``predicate`` until it is truthy (returned) or ``timeout`` passes (TimeoutError).
+    Never less than ``PATIENCE``: what must happen may be slow on a loaded machine."""
+    timeout = max(timeout, PATIENCE)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -24,6 +24,7 @@ from smscenter.dispatch import Dispatcher, QueuedMessage
 from smscenter.timers import FakeTimers
 from storage.schema import PART_QUEUED
 from tests.store_helpers import recording_store
+from tests.patience import PATIENCE
 
 _ids = itertools.count(1_000)
 START = 1_767_225_600.0
@@ -114,7 +115,7 @@ class Queue:
     def watch(self) -> None:
         self.peak = max(self.peak, self.dispatcher.resident)
 
-    async def until(self, condition, what: str, timeout: float = 10.0) -> None:
+    async def until(self, condition, what: str, timeout: float = PATIENCE) -> None:
         """Wait for the store's real I/O (and the loader it feeds) to get there."""
         deadline = time.monotonic() + timeout
         while not condition():

@@ -26,6 +26,7 @@ from smscenter.timers import FakeTimers
 from storage.schema import PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
 from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt, message_state
 from tests.store_helpers import Builder, recording_store
+from tests.patience import PATIENCE
 
 _ids = itertools.count((1 << 62) + 1)
 NOW = 1_800_000_000.5
@@ -119,7 +120,7 @@ async def test_group_commit_batches_many_messages_into_few_commits(store, engine
         row, part_rows = new_message(parts_total=2)
         futures.append(store.add_message(row, part_rows))
     assert not any(f.done() for f in futures)  # nothing is acknowledged before its commit
-    await asyncio.wait_for(asyncio.gather(*futures), 10)
+    await asyncio.wait_for(asyncio.gather(*futures), PATIENCE)
     assert store.commits - before <= 3, store.commits - before
     assert store.committed_ops >= 500
     assert await count(engine, messages) == 500
@@ -134,7 +135,7 @@ async def test_a_full_batch_commits_without_waiting(engine):
     await store.start()
     try:
         futures = [store.add_message(*new_message()) for _ in range(100)]
-        await asyncio.wait_for(asyncio.gather(*futures), 5)
+        await asyncio.wait_for(asyncio.gather(*futures), PATIENCE)
         assert store.commits == 1
         # Fewer than max_batch: the writer waits max_delay for more to join.
         lone = store.add_message(*new_message())
@@ -142,7 +143,7 @@ async def test_a_full_batch_commits_without_waiting(engine):
         assert not lone.done() and store.commits == 1
         joining = store.add_message(*new_message())  # within the linger: the same commit
         await timers.advance(0.2)
-        await asyncio.wait_for(asyncio.gather(lone, joining), 5)
+        await asyncio.wait_for(asyncio.gather(lone, joining), PATIENCE)
         assert store.commits == 2
     finally:
         await store.stop()
@@ -153,7 +154,7 @@ async def test_calls_arriving_while_a_commit_runs_join_the_next_one(store, engin
     first = [store.add_message(*new_message()) for _ in range(50)]
     await asyncio.sleep(0)  # the writer has started on the first batch
     second = [store.add_message(*new_message()) for _ in range(50)]
-    await asyncio.wait_for(asyncio.gather(*first, *second), 10)
+    await asyncio.wait_for(asyncio.gather(*first, *second), PATIENCE)
     assert store.commits <= 3
     assert await count(engine, messages) == 100
 
@@ -497,7 +498,7 @@ async def test_outcome_is_awaitable_before_it_resolves_and_carries_exceptions():
     ok, failed = Outcome(), Outcome()
     asyncio.get_running_loop().call_later(0.01, ok.set_result, "done")
     asyncio.get_running_loop().call_later(0.01, failed.set_exception, ValueError("no"))
-    assert await asyncio.wait_for(ok, 5) == "done"
+    assert await asyncio.wait_for(ok, PATIENCE) == "done"
     with pytest.raises(ValueError, match="no"):
         await failed
     assert isinstance(failed.exception(), ValueError) and not failed.cancelled()

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from smscenter.timers import FakeTimers, RealTimers
+from tests.patience import PATIENCE
 
 
 async def test_fake_timers_fire_in_order_when_advanced():
@@ -63,7 +64,7 @@ async def test_real_timers_use_the_loop():
     assert timers.now() == 42.0
     fired = asyncio.Event()
     timers.call_later(0, fired.set)
-    await asyncio.wait_for(fired.wait(), 5)
+    await asyncio.wait_for(fired.wait(), PATIENCE)
     with pytest.raises(TimeoutError):
         async with timers.timeout(0):
             await asyncio.Event().wait()

@@ -26,6 +26,11 @@ that thread without an event-loop turn between them, so the lock is held only as
 the statements take. On PostgreSQL, row locks do not conflict with inserts: the batch runs
 through the async engine.
 
+On SQLite the purge's connection deletes with ``secure_delete`` (deleted content is
+overwritten with zeros) and, after a run that removed something, checkpoints the WAL with
+``TRUNCATE``: the removed ciphertexts are gone from the file and the ``-wal``, not only from
+the tables.
+
 The SQLite file stops growing at steady state by reuse of free pages: deleted rows' pages
 go to SQLite's free list, and new rows are written there before the file is extended
 (``auto_vacuum`` stays off: no page moves, no extra I/O; the file keeps the size of its
@@ -46,6 +51,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import structlog
+from sqlalchemy import event
 
 from storage import db, purge
 from storage.purge import Batch, Cutoff
@@ -152,6 +158,7 @@ class Purger:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention")
                 self._sync = db.sync_writer_engine(self._url)
+                event.listen(self._sync, "connect", _secure_delete)
 
             def run():
                 with self._sync.begin() as conn:
@@ -160,6 +167,22 @@ class Purger:
             return await asyncio.get_running_loop().run_in_executor(self._executor, run)
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn)
+
+    async def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the file and empty it (``TRUNCATE``), so the pages the
+        purge zeroed (``secure_delete``) replace the old ones on disk. Best effort: with
+        readers in the way SQLite does what it can now, and the next checkpoint the rest."""
+        if self._url is None or self._executor is None:
+            return
+
+        def run():
+            raw = self._sync.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                raw.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def last_run(self) -> float | None:
         return await self._transaction(lambda conn: purge.last_run(conn, JOB_NAME))
@@ -193,11 +216,19 @@ class Purger:
             detail = " ".join(f"{k}={v}" for k, v in sorted(report.by_category().items()))
             await self._transaction(lambda c: purge.record_run(c, JOB_NAME, now, detail))
             self.last_run_at = now
+            if report.total:
+                await self.checkpoint()
             for (category, table, account), n in sorted(report.rows.items()):
                 log.info("retention_purged", category=category, table=table, account=account, rows=n)
             log.info("retention_run", rows=report.total, seconds=round(report.seconds, 3),
                      **{k: v for k, v in report.by_category().items()})
         return report
+
+
+def _secure_delete(dbapi_connection, _record) -> None:
+    """Deleted rows are overwritten with zeros, not left in free pages until reused: purged
+    means gone from the file, not only from the tables."""
+    dbapi_connection.execute("PRAGMA secure_delete = ON")
 
 
 _AGED = {"outbox": purge.OUTBOX, "early_receipts": purge.EARLY_RECEIPTS, "mo_messages": purge.MO,

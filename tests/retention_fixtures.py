@@ -33,7 +33,7 @@ _seq = itertools.count(1)
 
 def next_id(at: float = NOW) -> int:
     """An id as the daemon makes them: time-ordered, made at ``at``."""
-    return id_floor(at) + next(_seq) % 4096
+    return id_floor(at) + next(_seq)  # unique; past 4096 it spills into the next milliseconds
 
 class Seeder:
     """Writes rows; ``cipher`` encrypts the numbers and texts (a stand-in encoder if None)."""

@@ -176,3 +176,40 @@ def test_purge_slots_are_utc():
     assert latest_slot(t, "03:30") == t - 86400 + 3.5 * 3600
     assert next_slot(t, "03:30") == t + 3.5 * 3600
     assert latest_slot(t + 3.5 * 3600, "03:30") == t + 3.5 * 3600
+
+
+async def test_sqlite_file_does_not_grow_at_steady_state(tmp_path, monkeypatch):
+    """Fill, purge, fill again as much: the file is no larger than after the first fill (plus
+    a margin), the second fill's rows going into the pages the purge freed."""
+    import sqlite3
+
+    import tests.retention_fixtures as fx
+    from sqlalchemy import create_engine
+
+    path = tmp_path / "steady.db"
+    url = f"sqlite:///{path}"
+    engine = db.create_engine(url)
+    await db.upgrade(engine)
+    sync = create_engine(url)
+
+    def fill(n: int) -> int:
+        with sync.begin() as conn:
+            s = Seeder(conn)
+            for i in range(n):
+                s.message(ended_days_ago=200, parts_total=2, text=fx.TEXT * 6)
+        raw = sqlite3.connect(path)
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        raw.close()
+        return path.stat().st_size
+
+    monkeypatch.setattr(fx, "NOW", NOW - 400 * DAY)
+    first = fill(3000)
+    s = settings(url)
+    purger = Purger(engine, s.model_copy(update={"retention": s.retention.model_copy(update={"purge_batch": 1000})}),
+                    timers=FakeTimers(NOW))
+    assert (await purger.run()).rows[("message_details", "messages", "acme")] == 3000
+    await purger.close()
+    second = fill(3000)
+    sync.dispose()
+    await engine.dispose()
+    assert second <= first * 1.05, (first, second)

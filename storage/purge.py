@@ -130,18 +130,13 @@ def purge_messages(conn: Connection, now: float, cutoff: Cutoff, limit: int, cou
     batch = Batch(selected=len(rows))
     if not rows:
         return batch
-    ids = [r["id"] for r in rows]
     _add_billing(conn, rows, country_of)
-    per_account = Counter(r["account"] for r in rows)
-    owner = {r["id"]: r["account"] for r in rows}
-    for account, n in per_account.items():
-        batch.add("messages", account, n)
-    for table, key in ((outbox, outbox.c.message_id), (parts, parts.c.message_id)):
-        gone = conn.execute(select(key, func.count()).where(key.in_(ids)).group_by(key)).all()
-        conn.execute(delete(table).where(key.in_(ids)))
-        for message_id, n in gone:
-            batch.add(table.name, owner[message_id], n)
-    conn.execute(delete(messages).where(messages.c.id.in_(ids)))
+    by_account: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        by_account[r["account"]].append(r["id"])
+    for account, ids in by_account.items():  # usually one: counts per account from rowcount
+        for table, key in ((outbox, outbox.c.message_id), (parts, parts.c.message_id), (messages, messages.c.id)):
+            batch.add(table.name, account, conn.execute(delete(table).where(key.in_(ids))).rowcount)
     return batch
 
 

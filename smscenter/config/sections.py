@@ -177,8 +177,10 @@ class Retention(_Section):
     billing: PositiveDuration = "10y"  # type: ignore[assignment]
     #: When the daily purge runs, UTC (and at start when a run is overdue).
     purge_at: Annotated[str, PlainValidator(_clock_time)] = "03:30"
-    #: Messages (or other rows) deleted per transaction: each is a short write lock.
-    purge_batch: int = Field(500, ge=10, le=100_000)
+    #: Messages (or other rows) deleted per transaction. Each batch holds SQLite's write
+    #: lock while it runs, and a submit committing meanwhile waits: 100 messages (with their
+    #: parts and receipts) take ~15 ms here (bench_purge, README).
+    purge_batch: int = Field(100, ge=10, le=100_000)
     #: Pause between two batches, leaving the database to the traffic.
     purge_pause: Duration = "20ms"  # type: ignore[assignment]
 

@@ -1,7 +1,8 @@
 """The ``smscenter`` command line: ``run``, ``check-config``, ``hash-password``, the
 demo/admin tools ``simulate-smsc`` (an upstream SMSC simulator) and ``send`` (submit one SMS
 and wait for its receipt), the opt-out administration ``blacklist …`` and ``mo list``
-(``admin.py``), and the schema's ``db status`` / ``db upgrade`` (``db_cli.py``).
+(``admin.py``), the schema's ``db status`` / ``db upgrade`` (``db_cli.py``), and
+``retention run`` / ``billing report`` (``retention_cli.py``).
 
 Why the exit codes: systemd and scripts act on them. 0 is success, 2 is "your input is wrong"
 (bad config, bad arguments, empty password) and nothing was started, 1 is anything else.
@@ -249,10 +250,12 @@ def _parser() -> argparse.ArgumentParser:
     from .admin import add_arguments as add_admin_arguments
     from .db_cli import add_arguments as add_db_arguments
     from .keys_cli import add_arguments as add_keys_arguments
+    from .retention_cli import add_arguments as add_retention_arguments
 
     add_admin_arguments(verbs)  # blacklist add|remove|list|import|export, mo list
     add_db_arguments(verbs)  # db status|upgrade
     add_keys_arguments(verbs)  # keys list|rotate
+    add_retention_arguments(verbs)  # retention run, billing report
     return parser
 
 

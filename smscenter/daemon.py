@@ -41,6 +41,7 @@ from .mo import MoService
 from .outbox import OutboxSender
 from .pipeline import Pipeline
 from .receipts import UpstreamDeliveries, daemon_transaction
+from .retention import Purger, RetentionJob, cipher_country
 from .metrics import registry_for
 from .server import PartnerServer
 from .submit import MentionPolicy, SubmitPlanner
@@ -61,8 +62,9 @@ class Daemon:
         #: times: submit planning and send windows, the queue, the store, receipts, opt-outs.
         #: Tests pass a fake one (then ``dispatcher.poke()`` after moving it), or ``timers``.
         #: ``timers``: a ``FakeTimers`` puts every component's waits (links, connectors,
-        #: outbox, MO reassembly, housekeeping, blacklist refresh, the store's linger, the
-        #: watchdog) and the clock on one virtual time; without it, the wall clock's timers
+        #: outbox, MO reassembly, housekeeping, the retention purge, blacklist refresh, the
+        #: store's linger, the watchdog) and the clock on one virtual time; without it, the
+        #: wall clock's timers
         #: for those that stamp messages and the monotonic one for links and connectors
         #: (their keep-alive and rates must not jump with the wall clock).
         self._virtual = timers
@@ -138,6 +140,9 @@ class Daemon:
         await self.dispatcher.start()
         self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
+        purger = Purger(self.engine, s, timers=self.timers, country_of=cipher_country(self.cipher))
+        self.retention = RetentionJob(purger, s.retention.purge_at, self.timers)
+        await self.retention.start()
         await self.pipeline.load()
         await self.server.start()
         self.web = None
@@ -165,6 +170,7 @@ class Daemon:
         await self.blacklist.stop()
         await self.dispatcher.stop()
         await self.housekeeping.stop()
+        await self.retention.stop()
         await self.outbox.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
         await self.store.stop()

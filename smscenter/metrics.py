@@ -66,11 +66,29 @@ class DaemonCollector:
             for key, value in stats.items():
                 yield CounterMetricFamily(f"smscenter_{prefix}_{key}", f"{prefix} {key.replace('_', ' ')}", value=value)
         yield CounterMetricFamily("smscenter_store_commits", "Group commits", value=d.store.commits)
+        yield from _retention_metrics(d.retention)
         yield from _budget_metrics(d)
         yield CounterMetricFamily(
             "smscenter_store_writer_restarts", "Writer processes started again after one died",
             value=d.store.writer_restarts,
         )
+
+
+def _retention_metrics(job):
+    """The retention purge (retention.py): rows removed per category, when it last ran."""
+    from .retention import CATEGORIES
+
+    purged = CounterMetricFamily(
+        "smscenter_retention_purged_rows", "Rows removed by the retention purge, by category", labels=["category"]
+    )
+    for category in CATEGORIES:
+        purged.add_metric([category.name], job.purger.purged[category.name])
+    yield purged
+    yield GaugeMetricFamily(
+        "smscenter_retention_last_run_timestamp_seconds", "When the retention purge last ran (UNIX time, 0: never)",
+        value=job.purger.last_run_at or 0.0,
+    )
+    yield CounterMetricFamily("smscenter_retention_runs", "Retention purge runs since start", value=job.runs)
 
 
 def _budget_metrics(d):

@@ -292,6 +292,7 @@ class SubmitPlanner:
             "done_at": None,
             "connector": None,
             "unsub_token": unsub_token,
+            "dest_country": country_of(dest),  # kept by billing once the number is purged
         }
         part_rows = [
             {

@@ -15,7 +15,11 @@ Tables:
 - ``outbox``: everything owed to a partner (receipts, MO) until the partner acknowledged it;
 - ``early_receipts``: upstream receipts that arrived before the ``submit_sm_resp`` that
   tells us which message they belong to;
-- ``meta``: small facts about the database itself (schema, key fingerprint).
+- ``meta``: small facts about the database itself (schema, key fingerprint);
+- ``billing_days``: what billing keeps of purged messages — counts per account, day,
+  country, category, sender and final state, no number (migration 0008);
+- ``jobs``: when each periodic job (the retention purge) last ran, so that a restart knows
+  whether one is overdue.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ messages = Table(
     Column("connector", String(64), nullable=True),  # last connector that carried it
     # Token of the unsubscribe link in the text (destinations that cannot reply STOP).
     Column("unsub_token", String(8), nullable=True),
+    # ISO region of the destination (from the number, at submit): billing keeps it once the
+    # number is gone (migration 0008; None in older rows, derived at purge).
+    Column("dest_country", String(2), nullable=True),
     Index("ix_messages_submitted_at", "submitted_at"),
 )
 
@@ -194,3 +201,38 @@ Index("ix_parts_submitted", parts.c.message_id, sqlite_where=_OUT, postgresql_wh
 # Partial: most messages carry no unsubscribe link, and every index costs each insert.
 _WITH_TOKEN = messages.c.unsub_token.isnot(None)
 Index("ix_messages_unsub_token", messages.c.unsub_token, sqlite_where=_WITH_TOKEN, postgresql_where=_WITH_TOKEN)
+
+# --- retention (migration 0008) -----------------------------------------------------------
+
+#: Messages by end time: the retention purge takes the oldest ended ones first, a range scan.
+Index("ix_messages_done_at", messages.c.done_at)
+#: Outbox rows of a message (receipts): deleted with it. Partial: MO rows have no message.
+_WITH_MESSAGE = outbox.c.message_id.isnot(None)
+Index("ix_outbox_message", outbox.c.message_id, sqlite_where=_WITH_MESSAGE, postgresql_where=_WITH_MESSAGE)
+
+#: Billing aggregates, written by the purge in the transaction that deletes the messages
+#: counted (``storage/purge.py``). ``day`` is the UTC day of submission (YYYY-MM-DD),
+#: ``country`` the destination's ISO region ("" when unknown), ``state`` the final
+#: MessageState: enough for invoices and disputes, nothing that names a person.
+billing_days = Table(
+    "billing_days",
+    metadata,
+    Column("account", String(16), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("category", String(10), nullable=False),
+    Column("sender", String(21), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("messages", BigInteger, nullable=False),
+    Column("segments", BigInteger, nullable=False),
+    PrimaryKeyConstraint("account", "day", "country", "category", "sender", "state"),
+)
+
+#: Periodic jobs' last runs (UNIX seconds), by job name.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_run_at", Float, nullable=False),
+    Column("detail", String(512), nullable=False, default=""),
+)

@@ -141,12 +141,48 @@ class Logging(_Section):
     format: Literal["console", "json"] = "console"
 
 
-class Retention(_Section):
-    """``[retention]``: how long personal data is kept (defaults from the GDPR note)."""
+#: The shortest ``message_details`` allowed: a message may wait in the queue up to its
+#: longest validity (``smscenter.submit.MAX_VALIDITY``, 7 days) and then its receipt up to the
+#: housekeeping's ``receipt_grace`` (1 day); its partner's receipt waits in the outbox as long
+#: as ``message_details``. Shorter, and receipts would be dropped before they could be owed.
+MIN_MESSAGE_DETAILS = 8 * 86400.0
 
-    message_details: PositiveDuration = "6mo"  # type: ignore[assignment]
+
+def _at_least_min_details(value: float | None) -> float | None:
+    if value is not None and value < MIN_MESSAGE_DETAILS:
+        raise PydanticCustomError(
+            "retention_too_short",
+            "must be at least 8d: the longest validity (7d) plus the wait for its receipt (1d)",
+        )
+    return value
+
+
+def _clock_time(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise PydanticCustomError("clock_time", 'expected a UTC time of day "HH:MM", e.g. "03:30"')
+    return value
+
+
+class Retention(_Section):
+    """``[retention]``: how long personal data is kept (defaults from the GDPR note), and
+    the daily purge that enforces it (``smscenter/retention.py``)."""
+
+    #: Messages, their parts, receipts, outbox rows, early receipts: after the message ended.
+    message_details: Annotated[PositiveDuration, AfterValidator(_at_least_min_details)] = "6mo"  # type: ignore[assignment]
+    #: MO (replies, survey answers): after it was received.
     contact_data: PositiveDuration = "26mo"  # type: ignore[assignment]
+    #: Number look-ups (invalid numbers reported by an upstream): from the last report.
     lookups: PositiveDuration = "14mo"  # type: ignore[assignment]
+    #: The billing aggregates (``billing_days``, no number at all): after their day.
+    billing: PositiveDuration = "10y"  # type: ignore[assignment]
+    #: When the daily purge runs, UTC (and at start when a run is overdue).
+    purge_at: Annotated[str, PlainValidator(_clock_time)] = "03:30"
+    #: Messages (or other rows) deleted per transaction. Each batch holds SQLite's write
+    #: lock while it runs, and a submit committing meanwhile waits: 100 messages (with their
+    #: parts and receipts) take ~15 ms here (bench_purge, README).
+    purge_batch: int = Field(100, ge=10, le=100_000)
+    #: Pause between two batches, leaving the database to the traffic.
+    purge_pause: Duration = "20ms"  # type: ignore[assignment]
 
 
 def _window_rule(value: Any) -> str:
@@ -194,8 +230,10 @@ class Http(_Section):
 class AccountRetention(_Section):
     """``[account.retention]``: per-account overrides; unset keys use ``[retention]``."""
 
-    message_details: PositiveDuration | None = None
+    message_details: Annotated[PositiveDuration | None, AfterValidator(_at_least_min_details)] = None
     contact_data: PositiveDuration | None = None
+    #: Accepted, but invalid-number entries are shared by all accounts (an upstream's verdict
+    #: on a number is no account's): the purge applies ``[retention] lookups`` to them.
     lookups: PositiveDuration | None = None
 
 

@@ -431,6 +431,29 @@ def test_missing_file(tmp_path):
     assert "cannot read the file" in info.value.errors[0]
 
 
+def test_retention_purge_keys_and_safe_minimum():
+    s = settings_from_dict({"retention": {"billing": "5y", "purge_at": "04:15", "purge_batch": 50}})
+    assert (s.retention.billing, s.retention.purge_at, s.retention.purge_batch) == (5 * 365 * 86400, "04:15", 50)
+    assert settings_from_dict({}).retention.billing == 10 * 365 * 86400
+    errors = errors_of({
+        "retention": {"message_details": "7d", "purge_at": "3:30", "purge_batch": 1},
+        "account": [account(category="alert", retention={"message_details": "2d"})],
+    })
+    assert any(e.startswith("retention.message_details: must be at least 8d") for e in errors)
+    assert any(e.startswith("account[0].retention.message_details: must be at least 8d") for e in errors)
+    assert any(e.startswith("retention.purge_at: expected a UTC time of day") for e in errors)
+    assert any(e.startswith("retention.purge_batch:") for e in errors)
+
+
+def test_retention_minimum_follows_validity_and_receipt_wait():
+    from smscenter.config.sections import MIN_MESSAGE_DETAILS
+    from smscenter.housekeeping import Housekeeping
+    from smscenter.submit import MAX_VALIDITY
+
+    grace = Housekeeping.__init__.__kwdefaults__["receipt_grace"]
+    assert MIN_MESSAGE_DETAILS == MAX_VALIDITY + grace
+
+
 def test_array_of_tables_in_toml(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(

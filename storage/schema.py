@@ -17,7 +17,7 @@ Tables:
   tells us which message they belong to;
 - ``meta``: small facts about the database itself (schema, key fingerprint);
 - ``billing_days``: what billing keeps of purged messages — counts per account, day,
-  country, category, sender and final state, no number (migration 0008);
+  country, category, sender and final state, no number (migration 0009);
 - ``jobs``: when each periodic job (the retention purge) last ran, so that a restart knows
   whether one is overdue.
 """
@@ -71,7 +71,7 @@ messages = Table(
     # Token of the unsubscribe link in the text (destinations that cannot reply STOP).
     Column("unsub_token", String(8), nullable=True),
     # ISO region of the destination (from the number, at submit): billing keeps it once the
-    # number is gone (migration 0008; None in older rows, derived at purge).
+    # number is gone (migration 0009; None in older rows, derived at purge).
     Column("dest_country", String(2), nullable=True),
     Index("ix_messages_submitted_at", "submitted_at"),
 )
@@ -202,7 +202,7 @@ Index("ix_parts_submitted", parts.c.message_id, sqlite_where=_OUT, postgresql_wh
 _WITH_TOKEN = messages.c.unsub_token.isnot(None)
 Index("ix_messages_unsub_token", messages.c.unsub_token, sqlite_where=_WITH_TOKEN, postgresql_where=_WITH_TOKEN)
 
-# --- retention (migration 0008) -----------------------------------------------------------
+# --- retention (migration 0009) -----------------------------------------------------------
 
 #: Messages by end time: the retention purge takes the oldest ended ones first, a range scan.
 Index("ix_messages_done_at", messages.c.done_at)

@@ -10,16 +10,16 @@
 MO rows, outbox rows without a message and early receipts need no new index: ids are
 time-ordered (``storage/ids.py``), so "older than" is also a primary-key range.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -52,6 +52,7 @@ from storage.store import Store, SubmitResult
 from .connector import Connector, ConnectorDown, NotWanted
 from .link import LinkClosed, ResponseTimeout
 from .submit import PlannedMessage, with_source
+from .floodlog import Tally
 from .timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.dispatch")
@@ -131,6 +132,7 @@ class Dispatcher:
         self.store = store
         self.clock = clock
         self.timers = timers if timers is not None else RealTimers(clock)
+        self._tallies: dict[str, Tally] = {}
         self.response_timeout = response_timeout
         capacity = sum(c.config.window * c.config.binds for c in connectors.values()) or 1
         self.worker_count = workers or min(1024, max(16, 2 * capacity))
@@ -390,7 +392,7 @@ class Dispatcher:
         if len(closed) > self.blocked_cap:  # more than we keep: as if forgotten
             self._forgotten_until = _INF
             self.stats["blocked_lines_dropped"] += 1
-            _limited_warning("queue_blocked_lines_full", cap=self.blocked_cap)
+            self._note("queue_blocked_lines_full", level="warning", cap=self.blocked_cap)
         self._resumed = True
         self._rewind(_START)
         return queued
@@ -407,7 +409,7 @@ class Dispatcher:
             self._blockers.pop(blocker, None)
             self._forgotten_until = max(self._forgotten_until, until)
             self.stats["blocked_lines_dropped"] += 1
-            _limited_warning("queue_blocked_lines_full", cap=self.blocked_cap)
+            self._note("queue_blocked_lines_full", level="warning", cap=self.blocked_cap)
         self._blocked[key] = (message_id, due)
         self._blockers[message_id] = key
 
@@ -653,23 +655,32 @@ class Dispatcher:
             except NotWanted:
                 return DEFERRED
             except (ConnectorDown, ResponseTimeout, LinkClosed) as exc:
-                log.info("submit_retry_elsewhere", message_id=msg.id, connector=connector.name, reason=type(exc).__name__)
+                self._note("submit_retry_elsewhere", connector=connector.name, reason=type(exc).__name__)
                 continue
             status = resp.command_status
             if status == CommandStatus.ESME_ROK:
                 try:
                     upstream_id = normalize_resp_id(resp.message_id, cfg.message_id)
                 except (MessageIdError, AttributeError):
-                    log.warning("upstream_id_unparsable", connector=connector.name, message_id=msg.id)
+                    self._note("upstream_id_unparsable", level="warning", connector=connector.name)
                     upstream_id = getattr(resp, "message_id", "") or None
                 return status, connector.name, upstream_id
             if status in TEMPORARY:
-                log.info("submit_temporary_error", message_id=msg.id, connector=connector.name,
-                         status=CommandStatus.name_of(status))
+                self._note("submit_temporary_error", connector=connector.name, status=CommandStatus.name_of(status))
                 continue
-            log.info("submit_refused", message_id=msg.id, connector=connector.name, status=CommandStatus.name_of(status))
+            self._note("submit_refused", connector=connector.name, status=CommandStatus.name_of(status))
             return status, connector.name, None
         return None
+
+    def _note(self, event: str, level: str = "info", **labels) -> None:
+        """An upstream answer or a limit worth a log line, aggregated: the first of each
+        (event, labels) at once, then one line per interval with the count. An upstream that
+        refuses a campaign must not write a line per message; each message's outcome is in
+        its row."""
+        tally = self._tallies.get(event)
+        if tally is None:
+            tally = self._tallies[event] = Tally(log, event, self.timers, level=level)
+        tally.add(**labels)
 
     def _retry_later(self, msg: QueuedMessage) -> None:
         msg.attempts += 1
@@ -703,17 +714,6 @@ def _source_ton_npi(pdu: P.SubmitSm, cfg) -> tuple[int, int]:
     else:
         pair = setting.alphanumeric
     return pair[0], pair[1]
-
-
-_warned: dict[str, float] = {}
-
-
-def _limited_warning(event: str, interval: float = 60.0, **fields) -> None:
-    """A limit reached: logged at most once per ``interval`` (it is counted in the stats)."""
-    now = time.monotonic()
-    if now - _warned.get(event, -interval) >= interval:
-        _warned[event] = now
-        log.warning(event, **fields)
 
 
 __all__ = ["Dispatcher", "QueuedMessage", "PART_QUEUED"]

@@ -140,7 +140,7 @@ class Daemon:
         await self.dispatcher.start()
         self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
-        purger = Purger(self.engine, s, timers=self.timers, country_of=cipher_country(self.cipher))
+        purger = Purger(self.engine, s, timers=self.timers, country_of=cipher_country(self.cipher), checkpoint="PASSIVE")
         self.retention = RetentionJob(purger, s.retention.purge_at, self.timers)
         await self.retention.start()
         await self.pipeline.load()

@@ -30,7 +30,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .ids import EPOCH_MS
 from .schema import (
-    OUTBOX_RECEIPT,
     PART_QUEUED,
     PART_SENDING,
     PART_SUBMITTED,

@@ -12,7 +12,6 @@ from storage.purge import id_floor
 from storage.schema import (
     OUTBOX_MO,
     OUTBOX_RECEIPT,
-    PART_QUEUED,
     PART_SUBMITTED,
     blacklist,
     early_receipts,

@@ -290,7 +290,7 @@ def _count(conn, table: str, now: float, cutoff: Cutoff) -> Batch:
 
 
 def cipher_country(cipher) -> Callable[[dict], str | None]:
-    """A ``country_of`` that decrypts the row's number (rows stored before 0008)."""
+    """A ``country_of`` that decrypts the row's number (rows stored before 0009)."""
     from routing.numbers import country_of
 
     def of(row: dict) -> str | None:

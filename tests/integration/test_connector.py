@@ -63,7 +63,9 @@ def connector_config(port: int, **overrides):
         "bind": "transceiver",
         "window": 10,
         "throughput": 10_000,
-        "response_timeout": "2s",
+        # Generous on real time: a test that holds submits on a loaded machine must not see
+        # them time out; the timeout tests set their own, on virtual time where they can.
+        "response_timeout": "60s",
         "reconnect_min": "50ms",
         "reconnect_max": "200ms",
     }
@@ -111,7 +113,7 @@ async def upstream():
 
 async def started(connector: Connector) -> Connector:
     await connector.start()
-    await connector.wait_up(5)
+    await connector.wait_up(PATIENCE)
     return connector
 
 

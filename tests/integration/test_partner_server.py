@@ -417,7 +417,7 @@ async def test_slowloris_closed_after_bind_timeout(start_server, raw_client):
     """Bytes that never make a bind do not stop the bind timeout (0.5 s): open at 0.4 s of
     trickle, closed once it passed. Virtual time: the bytes are real, the seconds are not."""
     timers = FakeTimers()
-    running = await start_server(timers=timers)
+    running = await start_server(timers=timers, server={"bind_timeout": "500ms"})
     client = await raw_client(running.port)
     link = await accepted(running)
     bind = encode(P.BindTransmitter(system_id="acme", password=PASSWORDS["acme"]), 1)

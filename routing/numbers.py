@@ -345,6 +345,22 @@ def _parse_international_fast(text: str) -> str | None:
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
+def country_of_normalized(e164: str) -> str | None:
+    """``country_of`` for a number ``normalize_msisdn`` returned (the submit path's): a
+    calling code that belongs to one region answers from the code alone, as phonenumbers
+    itself does, without the ~40 µs parse; shared codes (+1, +7, +262, +590 …) take the
+    full look-up."""
+    digits = e164[1:]
+    for n in (1, 2, 3):
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:n]))
+        if regions:
+            if len(regions) == 1:
+                region = regions[0]
+                return region if region != "001" and region != "ZZ" else None
+            break
+    return country_of(e164)
+
+
 def country_of(e164: str) -> str | None:
     """ISO region of an E.164 number (``"FR"``, ``"RE"`` for Réunion, ``"GP"`` for
     Guadeloupe, ``"BE"``, ``"CH"``), resolved from the number's range where a country code is

@@ -25,7 +25,7 @@ from protocol.gsm7 import septet_count
 from protocol.text import UnsupportedDataCoding, canonical_coding, choose_encoding, decode_text, encode_text, is_binary
 from routing.category import UnknownCategory, category_for
 from routing.mention import append_link, make_token, needs_mention, render_mention, unsubscribe_link, with_mention
-from routing.numbers import InvalidNumber, country_of, normalize_msisdn
+from routing.numbers import InvalidNumber, country_of, country_of_normalized, normalize_msisdn
 from routing.routes import RouteTable
 from routing.senders import SenderKind, SenderNotAllowed, check_sender
 from routing.windows import SendWindows
@@ -292,7 +292,7 @@ class SubmitPlanner:
             "done_at": None,
             "connector": None,
             "unsub_token": unsub_token,
-            "dest_country": country_of(dest),  # kept by billing once the number is purged
+            "dest_country": country_of_normalized(dest),  # kept by billing once the number is purged
         }
         part_rows = [
             {

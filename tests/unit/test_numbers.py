@@ -439,3 +439,15 @@ class TestInternationalFastPath:
     @given(st.text(alphabet="+＋0123456789٣３² -.x;", max_size=20), st.sampled_from([None, "FR"]))
     def test_dispatch_is_transparent(self, text, region):
         assert numbers._parse(text, region) == numbers._parse_slow(text, region)
+
+
+def test_country_of_normalized_agrees_with_country_of():
+    """The submit path's fast look-up answers what the full parse answers, shared calling
+    codes included."""
+    from routing.numbers import country_of, country_of_normalized
+
+    samples = ["+33612345678", "+32470123456", "+41781234567", "+262692123456", "+262269601234",
+               "+590690123456", "+590690871234", "+14155550123", "+16135550123", "+79161234567",
+               "+77012345678", "+447700900123", "+4915112345678", "+8613812345678", "+881612345678"]
+    for number in samples:
+        assert country_of_normalized(number) == country_of(number), number

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import os
 import re
 import sys
 from contextlib import asynccontextmanager
@@ -34,15 +32,13 @@ from pathlib import Path
 from typing import Any, AsyncIterator, TextIO
 
 from .config import Settings
+from .roles import CLI_NODE, current_actor as default_actor
 from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
 
 # storage (SQLAlchemy) and routing.numbers (phonenumbers) are imported where used: the other
 # verbs (check-config, hash-password) should not pay for them at start-up.
 PLATFORM_PREFIX = "sc:"  # storage.optouts.PLATFORM_PREFIX
 
-#: Node id of the ids this CLI makes (audit rows): the daemons use the low ones, so two
-#: writers never make the same id in the same millisecond.
-CLI_NODE = 1023
 #: Valid lines of an import stored per transaction (each line is whole: entry and audit row).
 IMPORT_BATCH = 500
 HASH_PREFIX_CHARS = 12
@@ -58,18 +54,6 @@ class UsageError(Exception):
 def _err(*lines: str) -> None:
     for line in lines:
         print(line, file=sys.stderr)
-
-
-def default_actor() -> str:
-    """Who is making a change: the user behind sudo, else the current user."""
-    for name in ("SUDO_USER", "USER", "LOGNAME"):
-        value = os.environ.get(name)
-        if value:
-            return value
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database entry (containers)
-        return f"uid:{os.getuid()}"
 
 
 def _when(ts: float | None) -> str:

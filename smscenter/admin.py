@@ -2,7 +2,14 @@
 ``smscenter mo list``.
 
 They work on the database directly (migrations run first, like the daemon's start), with the
-keys folder loaded read-only (``Keyring.load``: the CLI never creates keys). A running
+keys their role reads (``roles.keyring_for``: the CLI never creates keys). Every verb here is
+a ``support`` verb — the look-up key only: the blacklist holds keyed hashes, and ``mo list``
+shows the sender's hash prefix and the text's size in octets — except ``mo list
+--show-numbers``, which decrypts the senders' numbers and needs the ``dpo`` role. A user
+without the role's key gets "this needs the … role" (exit 1) before the database is opened.
+Changes are audited per entry by ``storage.optouts``; ``blacklist list|export`` and ``mo list
+--show-numbers`` leave one read row (``blacklist.list``, ``blacklist.export``, ``mo.list``,
+counts only). A running
 daemon picks up blacklist changes within a few seconds: it follows the audit log that every
 change writes, in the same transaction, with who made it (``--actor``, default the user
 behind ``sudo`` or the current user).
@@ -32,7 +39,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, TextIO
 
 from .config import Settings
-from .roles import CLI_NODE, current_actor as default_actor
+from .roles import CLI_NODE, Role, RoleError, audit, keyring_for
+from .roles import current_actor as default_actor
 from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
 
 # storage (SQLAlchemy) and routing.numbers (phonenumbers) are imported where used: the other
@@ -126,15 +134,16 @@ class Admin:
 
 
 @asynccontextmanager
-async def open_storage(settings: Settings) -> AsyncIterator[Admin]:
-    """The database (schema upgraded first) and the keys, for one command."""
+async def open_storage(settings: Settings, role: Role = Role.SUPPORT, verb: str = "smscenter") -> AsyncIterator[Admin]:
+    """The keys ``role`` reads (``RoleError`` if the caller cannot read them: nothing else is
+    touched), then the database (schema upgraded first), for one command."""
     from storage import db
-    from storage.crypto import FieldCipher, Keyring
+    from storage.crypto import FieldCipher
     from storage.ids import IdGenerator
     from storage.optouts import OptOutStore
     from storage.store import max_ids
 
-    keyring = Keyring.load(settings.storage.keys)  # before touching the database
+    keyring = keyring_for(settings, role, verb)  # before touching the database
     engine = db.create_engine(settings.storage.url)
     try:
         await db.upgrade(engine)
@@ -172,6 +181,7 @@ async def blacklist_list(admin: Admin, scope: Scope | None, number: str | None, 
     if number is not None:
         return await _check_number(admin, scope, number)
     entries = await admin.store.entries(scope.key if scope else None, limit)
+    await audit(admin.store.engine, "blacklist.list", scope.key if scope else "*", f"{len(entries)} entries shown")
     print(f"{'SCOPE':<16} {'HASH':<12} {'SOURCE':<7} {'ADDED (UTC)':<19} BY")
     for e in entries:
         print(
@@ -202,6 +212,8 @@ async def _check_number(admin: Admin, scope: Scope | None, number: str) -> int:
                 codes.add(settings.optout.short_code)
             scopes += [platform_scope(code) for code in sorted(codes)]
         listed = [e for e in [await admin.store.contains(key, dest_hash) for key in scopes] if e is not None]
+    await audit(admin.store.engine, "blacklist.list", scope.key if scope else "*",
+                f"1 number checked: {'listed' if listed else 'not listed'}")
     shared = platform_scope(settings.optout.short_code) if settings.optout else None
     found = bool(listed)
     for entry in listed:
@@ -261,6 +273,7 @@ async def _add_many(admin: Admin, scope: Scope, lines: list[tuple[int, bytes]], 
 
 async def blacklist_export(admin: Admin, scope: Scope | None, out: TextIO) -> int:
     entries = await admin.store.entries(scope.key if scope else None)
+    await audit(admin.store.engine, "blacklist.export", scope.key if scope else "*", f"{len(entries)} entries exported")
     out.write("scope,hash,source,added_utc,added_by\n")
     for e in entries:
         out.write(f"{label_of(e.scope)},{e.dest_hash.hex()},{e.source},{_when(e.created_at)},{_csv(e.created_by)}\n")
@@ -283,35 +296,50 @@ def _number_or_usage(number: str, scope: Scope) -> str:
 
 
 async def mo_list(admin: Admin, status: str, limit: int, show_numbers: bool) -> int:
+    """Received MO, newest first. Without ``show_numbers`` (the support role) nothing is
+    decrypted: the sender is the prefix of its keyed hash (the same one ``blacklist list``
+    shows) and the text its size in octets (the token's length less the encryption's
+    overhead). With it (dpo), the sender in clear and the text's length in characters."""
     from protocol.text import decode_text, is_binary
-    from routing.numbers import mask
+    from storage.crypto import OVERHEAD
 
     rows = await admin.store.mo_list(None if status == "all" else status, limit)
-    print(f"{'RECEIVED (UTC)':<19} {'CODE':<6} {'STATUS':<10} {'ACCOUNT':<16} {'NUMBER':<16} {'LEN':>4}  REASON")
+    if show_numbers:
+        await audit(admin.store.engine, "mo.list", "*", f"{len(rows)} MO ({status}), numbers shown")
+    sender = "NUMBER" if show_numbers else "SENDER HASH"
+    print(f"{'RECEIVED (UTC)':<19} {'CODE':<6} {'STATUS':<10} {'ACCOUNT':<16} {sender:<16} {'LEN':>4}  REASON")
     for row in rows:
-        try:
-            number = admin.cipher.decrypt(row["source_enc"], b"mo-source:%d" % row["id"]).decode("latin-1")
-        except Exception:  # noqa: BLE001 - a row the keys cannot open
-            number = "?"
+        if show_numbers:
+            number, length = _mo_clear(admin, row, decode_text, is_binary)
         else:
-            number = number if show_numbers else mask(number)
-        try:
-            body = admin.cipher.decrypt(row["text_enc"], b"mo-text:%d" % row["id"])
-            if is_binary(row["data_coding"]):
-                length = f"{len(body)}B"
-            else:
-                try:
-                    length = str(len(decode_text(body, row["data_coding"])))
-                except Exception:  # noqa: BLE001 - undecodable text: its octets
-                    length = f"{len(body)}B"
-        except Exception:  # noqa: BLE001
-            length = "?"
+            number = bytes(row["source_hash"]).hex()[:HASH_PREFIX_CHARS] if row["source_hash"] else "-"
+            length = f"{max(0, len(row['text_enc']) - OVERHEAD)}B" if row["text_enc"] else "?"
         print(
             f"{_when(row['received_at']):<19} {row['short_code'] or '-':<6} {row['status']:<10} "
             f"{row['account'] or '-':<16} {number or '-':<16} {length:>4}  {row['reason'] or '-'}"
         )
     print(f"{len(rows)} MO ({status})")
     return EXIT_OK
+
+
+def _mo_clear(admin: Admin, row: dict, decode_text, is_binary) -> tuple[str, str]:
+    """The sender in clear and the text's length (characters, or ``NB`` octets)."""
+    try:
+        number = admin.cipher.decrypt(row["source_enc"], b"mo-source:%d" % row["id"]).decode("latin-1")
+    except Exception:  # noqa: BLE001 - a row the keys cannot open
+        number = "?"
+    try:
+        body = admin.cipher.decrypt(row["text_enc"], b"mo-text:%d" % row["id"])
+        if is_binary(row["data_coding"]):
+            length = f"{len(body)}B"
+        else:
+            try:
+                length = str(len(decode_text(body, row["data_coding"])))
+            except Exception:  # noqa: BLE001 - undecodable text: its octets
+                length = f"{len(body)}B"
+    except Exception:  # noqa: BLE001
+        length = "?"
+    return number, length
 
 
 # --------------------------------------------------------------------------- argparse
@@ -407,15 +435,17 @@ def add_arguments(verbs) -> None:
     mo_ls = mo_actions.add_parser(
         "list",
         help="show received MO, by default the unroutable ones",
-        description="Show received MO, newest first: time, short code, status, account, number "
-        "(masked unless --show-numbers), text length and the reason it was not routed.",
+        description="Show received MO, newest first: time, short code, status, account, the "
+        "sender's keyed-hash prefix and the text's size in octets (the support role: nothing "
+        "decrypted), and the reason it was not routed. --show-numbers decrypts the senders' "
+        "numbers and counts the text's characters: it needs the dpo role and is audited.",
     )
     add_config_option(mo_ls)
     mo_ls.add_argument("--status", choices=_MO_STATUSES, default="unroutable",
                        help="which MO (default: unroutable)")
     mo_ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N rows (default 100)")
     mo_ls.add_argument("--show-numbers", action="store_true",
-                       help="print the senders' numbers in clear (personal data: for the admin only)")
+                       help="print the senders' numbers in clear (personal data: the dpo role; audited)")
     mo_ls.set_defaults(func=_cmd, run=_run_mo_list)
 
 
@@ -437,12 +467,17 @@ def _cmd(args: argparse.Namespace) -> int:
     if getattr(args, "actor", "x") is None:
         args.actor = default_actor()
 
+    role = Role.DPO if getattr(args, "show_numbers", False) else Role.SUPPORT
+
     async def main() -> int:
-        async with open_storage(settings) as admin:
+        async with open_storage(settings, role, verb) as admin:
             return await args.run(admin, scope, args)
 
     try:
         return asyncio.run(main())
+    except RoleError as exc:
+        _err(str(exc))
+        return EXIT_FAILURE
     except UsageError as exc:
         _err(f"{verb}: {exc}")
         return EXIT_USAGE

@@ -10,18 +10,27 @@ person's role):
   ``blacklist``, ``connections``, ``billing``, ``mo list``.
 - ``ops`` reads no key: ``db status``, ``check-config``, status-like verbs.
 
+How it is enforced: by the file system, not by this code. The keys folder's files get a
+group each (README "Roles"): ``dek-*.key`` mode 0640 group ``smscenter-dpo``, ``lookup.key``
+0640 group ``smscenter-support``, the folder 0750 group ``smscenter-support``, all owned by the
+daemon's user; a dpo is a member of both groups. A user who cannot read a file cannot get its
+key, whatever flag they give a verb. ``storage.crypto`` allows group read on key files (never
+group write nor any "other" bit) and a look-up-only keyring for support.
+
 ``keyring_for`` is the one door to the keys for a verb: it loads what the role needs and
-nothing more, or says which role the verb needs. ``audit`` writes the row that every verb
-reading clear data or changing data leaves (OS user, verb, scope, counts — never a number in
-clear); ``smscenter audit list`` reads them.
+nothing more (support: ``Keyring.load_lookup``, the DEK files are not even opened), or raises
+``RoleError`` saying which role the verb needs — before the verb touches the database.
+``audit`` writes the row that every verb reading clear data or changing data leaves (OS user,
+verb, scope, counts — never a number in clear); ``smscenter audit list`` reads them.
 """
 
 from __future__ import annotations
 
 import enum
-import getpass
 import os
+import pwd
 import time
+from pathlib import Path
 from typing import Any
 
 __all__ = ["CLI_NODE", "Role", "RoleError", "audit", "current_actor", "keyring_for"]
@@ -42,31 +51,43 @@ class RoleError(Exception):
 
 
 def current_actor() -> str:
-    """Who runs the verb: the user behind sudo, else the current OS user."""
-    for name in ("SUDO_USER", "USER", "LOGNAME"):
-        value = os.environ.get(name)
-        if value:
-            return value
+    """Who runs the verb, for the audit row: the OS user of the real uid; when that is root
+    and the verb runs under ``sudo``, the user behind it (``$SUDO_USER``). Other environment
+    variables are not trusted: any user can set ``$USER``."""
+    uid = os.getuid()
+    if uid == 0 and os.environ.get("SUDO_USER"):
+        return os.environ["SUDO_USER"]
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database entry (containers)
-        return f"uid:{os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no user database entry (containers)
+        return f"uid:{uid}"
+
+
+#: What each role reads in the keys folder, for the "this needs the … role" message.
+_NEEDS = {Role.SUPPORT: "lookup.key", Role.DPO: "dek-*.key and lookup.key"}
 
 
 def keyring_for(settings: Any, role: Role, verb: str):
-    """The keys ``verb`` needs under ``role`` (None for ``ops``), loaded read-only.
+    """The keys ``verb`` needs under ``role``, loaded read-only: None for ``ops``, a
+    look-up-only ``Keyring`` for ``support`` (hashes; decrypting raises ``NoDataKeyError``),
+    the whole keyring for ``dpo``.
 
-    Raises ``RoleError`` ("this needs the … role") when the keys cannot be read, before any
-    data is touched.
+    Raises ``RoleError`` ("this needs the … role (read access to …)") when the keys cannot be
+    read; call it before any database access, so a refused verb reads nothing.
     """
     if role is Role.OPS:
         return None
     from storage.crypto import Keyring, KeyringError
 
+    folder = Path(settings.storage.keys)
     try:
-        return Keyring.load(settings.storage.keys)
+        if role is Role.SUPPORT:
+            return Keyring.load_lookup(folder)
+        return Keyring.load(folder)
     except (KeyringError, OSError) as exc:
-        raise RoleError(f"{verb}: this needs the {role.value} role: {exc}") from None
+        raise RoleError(
+            f"{verb}: this needs the {role.value} role (read access to {_NEEDS[role]} in {folder}): {exc}"
+        ) from None
 
 
 async def audit(engine: Any, verb: str, scope: str, detail: str, *, actor: str | None = None,

@@ -3,7 +3,10 @@
 What is stored encrypted: phone numbers and message text (issue 4, DESIGN "Security").
 What is stored beside them so we can still find rows: a keyed hash of the number.
 
-Keys folder (``[storage] keys``), mode 0700, every file 0600:
+Keys folder (``[storage] keys``), mode 0700, every file 0600 — or, to give the CLI's roles
+(``smscenter/roles.py``) their own read access, the folder 0750 and the files 0640 with a group
+each (``dek-*.key`` the dpo group, ``lookup.key`` the support group). A key file is refused
+when any "other" bit or a group write/execute bit is set: group *read* is the one loosening.
 
 - ``dek-0001.key``, ``dek-0002.key`` … — data-encryption keys, 32 random bytes each
   (AES-256-GCM). The highest id is the *current* key: new values are encrypted with it.
@@ -12,6 +15,13 @@ Keys folder (``[storage] keys``), mode 0700, every file 0600:
   too — encrypts with it within ``KEY_CHECK_INTERVAL``.
 - ``lookup.key`` — 32 random bytes, the HMAC key for look-up hashes and pseudonyms. It never
   rotates: a new one would change every stored hash, and look-ups would stop finding rows.
+
+A look-up-only keyring (``Keyring.load_lookup``: the support role) holds ``lookup.key`` and no
+data key: it hashes numbers, and any encryption or decryption raises ``NoDataKeyError``.
+
+A new DEK from ``rotate`` takes the group and the group-read bit of the newest DEK already in
+the folder, so a folder set up for the roles stays set up after ``smscenter keys rotate``;
+``create`` writes owner-only files (0600) and the administrator grants the groups once.
 
 Losing the folder loses the data; the daemon therefore refuses to start on a database that has
 data but no keys (``Keyring.open``), rather than quietly making new keys. Back the folder up
@@ -58,6 +68,7 @@ __all__ = [
     "KeyringError",
     "DecryptError",
     "UnknownKeyError",
+    "NoDataKeyError",
     "Keyring",
     "has_keys",
     "FieldCipher",
@@ -109,6 +120,10 @@ class UnknownKeyError(DecryptError, KeyringError):
     """A token names a key id that is not in the keys folder."""
 
 
+class NoDataKeyError(KeyringError):
+    """A look-up-only keyring (the support role) was asked to encrypt or decrypt."""
+
+
 def dek_filename(key_id: int) -> str:
     return f"dek-{key_id:04d}.key"
 
@@ -116,8 +131,14 @@ def dek_filename(key_id: int) -> str:
 # --------------------------------------------------------------------------------- files
 
 
+#: Mode bits a key file may not have: any "other" bit, group write or execute. Group read
+#: (0640) is allowed so a role's group can read its key (see the module docstring).
+_UNSAFE_BITS = 0o037
+
+
 def _check_file(path: Path) -> None:
-    """Refuse a key file that is not a regular file or that group/others may read."""
+    """Refuse a key file that is not a regular file, that others may touch at all, or that
+    its group may change."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -127,10 +148,11 @@ def _check_file(path: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise KeyringError(f"key file {path} is not a regular file")
     mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
+    if mode & _UNSAFE_BITS:
         raise KeyringError(
-            f"key file {path} is readable or writable by group or others (mode {mode:04o}); "
-            f"run `chmod 600 {path}` (and `chmod 700 {path.parent}`), then start again"
+            f"key file {path} is open to others or writable by its group (mode {mode:04o}); "
+            f"run `chmod 600 {path}` (or `chmod 640` to let its role's group read it), then "
+            "start again"
         )
 
 
@@ -161,8 +183,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _write_key(path: Path, key: bytes) -> None:
+def _write_key(path: Path, key: bytes, like: Path | None = None) -> None:
     """Write ``key`` to ``path`` atomically with mode 0600; never overwrite an existing file.
+
+    With ``like`` (a sibling key file), the new file takes its group and its group-read bit
+    (0640), so the roles' set-up survives a rotation. If the group cannot be given (the
+    writer is not a member of it), the file stays 0600 and a warning says what to run.
 
     The bytes go to a temp file in the same folder (``os.open`` with 0600, fsync), which is
     then hard-linked to the final name: a link is atomic like ``os.replace`` but fails if the
@@ -174,6 +200,8 @@ def _write_key(path: Path, key: bytes) -> None:
     try:
         try:
             os.fchmod(fd, 0o600)  # whatever the umask said
+            if like is not None:
+                _copy_group(fd, like, path)
             view = memoryview(key)
             while view:
                 view = view[os.write(fd, view) :]
@@ -194,6 +222,24 @@ def _write_key(path: Path, key: bytes) -> None:
         except FileNotFoundError:
             pass
     _fsync_dir(path.parent)
+
+
+def _copy_group(fd: int, like: Path, path: Path) -> None:
+    """Give the open file ``fd`` the group of ``like`` and, if ``like`` has it, group read."""
+    try:
+        st = os.stat(like)
+    except OSError:
+        return
+    if not st.st_mode & stat.S_IRGRP:
+        return  # an owner-only folder stays owner-only
+    try:
+        if os.fstat(fd).st_gid != st.st_gid:
+            os.fchown(fd, -1, st.st_gid)
+        os.fchmod(fd, 0o640)
+    except OSError as exc:
+        _log.warning("new key %s stays owner-only (0600): cannot give it the group %d of %s (%s); "
+                     "run `chgrp %d %s && chmod 640 %s`", path, st.st_gid, like.name, exc.strerror,
+                     st.st_gid, path, path)
 
 
 def _scan(folder: Path) -> tuple[dict[int, Path], bool]:
@@ -246,16 +292,18 @@ class Keyring:
     ``repr`` shows the folder and key ids only — never key bytes.
     """
 
-    __slots__ = ("folder", "_deks", "_lookup", "_lock")
+    __slots__ = ("folder", "_deks", "_lookup", "_lock", "lookup_only")
 
-    def __init__(self, folder: Path, deks: dict[int, bytes], lookup: bytes) -> None:
-        # Internal: use create/load/open.
-        if not deks:
+    def __init__(self, folder: Path, deks: dict[int, bytes], lookup: bytes, *, lookup_only: bool = False) -> None:
+        # Internal: use create/load/load_lookup/open.
+        if not deks and not lookup_only:
             raise KeyringError(f"keys folder {folder} has no data-encryption key (dek-*.key)")
         self.folder = folder
-        self._deks = dict(deks)
+        self._deks = {} if lookup_only else dict(deks)
         self._lookup = lookup
         self._lock = threading.Lock()
+        #: Only the look-up key (the support role): hashes, no encryption or decryption.
+        self.lookup_only = lookup_only
 
     # -- construction
 
@@ -311,6 +359,23 @@ class Keyring:
         return cls(folder, {kid: _read_key(path) for kid, path in deks.items()}, lookup)
 
     @classmethod
+    def load_lookup(cls, folder: Path | str) -> Keyring:
+        """Load ``lookup.key`` alone (the support role): look-up hashes and pseudonyms work,
+        encrypting or decrypting raises ``NoDataKeyError``. The DEK files are not opened, so
+        a caller without read access to them loads this fine."""
+        folder = Path(folder)
+        if not folder.exists():
+            raise KeyringError(f"keys folder {folder} does not exist; restore the keys folder")
+        return cls(folder, {}, _read_key(folder / LOOKUP_FILE), lookup_only=True)
+
+    def _need_data_keys(self) -> None:
+        if self.lookup_only:
+            raise NoDataKeyError(
+                f"this keyring holds only the look-up key of {self.folder} (the support role); "
+                "encrypting or decrypting needs the data keys dek-*.key (the dpo role)"
+            )
+
+    @classmethod
     def open(cls, folder: Path | str, database_has_data: bool) -> Keyring:
         """What the daemon calls at start.
 
@@ -332,6 +397,7 @@ class Keyring:
     @property
     def current_id(self) -> int:
         """The id new values are encrypted with (the highest)."""
+        self._need_data_keys()
         return max(self._deks)
 
     @property
@@ -339,7 +405,11 @@ class Keyring:
         return tuple(sorted(self._deks))
 
     def rotate(self) -> int:
-        """Add the next DEK to the folder; it becomes current. Returns its id."""
+        """Add the next DEK to the folder; it becomes current. Returns its id.
+
+        The new file takes the group and group-read bit of the newest DEK (``_write_key``).
+        """
+        self._need_data_keys()
         with self._lock:
             self._refresh_locked()
             while True:
@@ -348,7 +418,8 @@ class Keyring:
                     raise KeyringError(f"keys folder {self.folder} has run out of key ids")
                 key = os.urandom(KEY_SIZE)
                 try:
-                    _write_key(self.folder / dek_filename(key_id), key)
+                    _write_key(self.folder / dek_filename(key_id), key,
+                               like=self.folder / dek_filename(max(self._deks)))
                 except FileExistsError:
                     self._refresh_locked()  # another node rotated first: take theirs, go on
                     continue
@@ -362,8 +433,11 @@ class Keyring:
     def refresh(self) -> tuple[int, ...]:
         """Re-read the folder for DEKs added by another process; returns the new ids.
 
-        Keys are only ever added, never dropped, by a refresh.
+        Keys are only ever added, never dropped, by a refresh. A look-up-only keyring reads
+        no DEK: it returns ().
         """
+        if self.lookup_only:
+            return ()
         with self._lock:
             return self._refresh_locked()
 
@@ -378,6 +452,8 @@ class Keyring:
         return self._deks.get(key_id)
 
     def __repr__(self) -> str:
+        if self.lookup_only:
+            return f"Keyring(folder={str(self.folder)!r}, lookup only)"
         return (
             f"Keyring(folder={str(self.folder)!r}, key_ids={list(self.key_ids)}, "
             f"current={self.current_id})"
@@ -414,6 +490,7 @@ class FieldCipher:
     def _aead(self, key_id: int) -> tuple[bytes, AESGCM]:
         entry = self._aeads.get(key_id)
         if entry is None:
+            self.keyring._need_data_keys()
             key = self.keyring._dek(key_id)
             if key is None and 1 <= key_id <= MAX_KEY_ID and key_id > self.keyring.current_id:
                 # Perhaps another node rotated since we loaded: look once more.

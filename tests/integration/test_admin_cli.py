@@ -82,12 +82,20 @@ async def test_add_list_remove_with_actor(config):
     gone = await cli("blacklist", "list", "-c", c, "--account", "acme", "--number", NUMBER)
     assert gone.returncode == 1
     assert rows(settings, blacklist) == []
-    assert [(r["action"], r["actor"], r["scope"]) for r in audit_rows(settings)] == [
+    changes = [r for r in audit_rows(settings) if r["action"] in ("blacklist.add", "blacklist.remove")]
+    assert [(r["action"], r["actor"], r["scope"]) for r in changes] == [
         ("blacklist.add", "alice", "acme"),
         ("blacklist.remove", "bob", "acme"),
     ]
-    # Audit rows hold the hash, never the number; CLI ids carry their own node id.
-    assert all(r["dest_hash"] == bytes.fromhex(hash_hex) for r in audit_rows(settings))
+    # Reads leave a row too (the OS user, counts only): the listing and the three checks.
+    reads = [(r["action"], r["scope"], r["detail"]) for r in audit_rows(settings) if r["action"] == "blacklist.list"]
+    assert reads == [("blacklist.list", "acme", "1 entries shown"),
+                     ("blacklist.list", "acme", "1 number checked: listed"),
+                     ("blacklist.list", "beta", "1 number checked: not listed"),
+                     ("blacklist.list", "acme", "1 number checked: not listed")]
+    # Change rows hold the hash, never the number; CLI ids carry their own node id.
+    assert all(r["dest_hash"] == bytes.fromhex(hash_hex) for r in changes)
+    assert all(r["dest_hash"] is None for r in audit_rows(settings) if r["action"] == "blacklist.list")
     assert all((r["id"] >> 12) & 0x3FF == CLI_NODE for r in audit_rows(settings))
 
 
@@ -208,11 +216,14 @@ async def test_mo_list_on_stored_rows(config):
     default = await cli("mo", "list", "-c", c)
     lines = default.stdout.splitlines()
     assert default.returncode == 0 and lines[-1] == "1 MO (unroutable)"
-    assert "2026-01-01 12:00:00" in lines[1] and "336****78" in lines[1] and lines[1].endswith("unknown short code")
-    assert lines[1].split()[-4] == "5"  # text length, not the text
-    assert "Hello" not in default.stdout and "33612345678" not in default.stdout
+    # The support view: nothing decrypted — the sender's hash prefix, the text's octets.
+    hash_prefix = cipher.lookup_hash(NUMBER).hex()[:12]
+    assert "2026-01-01 12:00:00" in lines[1] and hash_prefix in lines[1] and lines[1].endswith("unknown short code")
+    assert lines[1].split()[-4] == "5B"  # text size, not the text
+    assert "Hello" not in default.stdout and "612345678" not in default.stdout
     routed = await cli("mo", "list", "-c", c, "--status", "routed", "--show-numbers")
     assert "33612345678" in routed.stdout and "acme" in routed.stdout and routed.stdout.endswith("1 MO (routed)\n")
+    assert routed.stdout.splitlines()[1].split()[-2] == "7"  # characters, decrypted (dpo)
 
 
 async def test_missing_keys_is_an_error(tmp_path, password_hashes):

@@ -6,6 +6,9 @@ administrator look before a deployment — ``status`` exits 0 when the schema is
 when an upgrade is due or the schema is newer than this code — and upgrade on purpose, e.g.
 while the nodes sharing a PostgreSQL are stopped. Both are safe beside a running daemon:
 ``upgrade`` takes the same lock as start-up.
+
+Both are ``ops`` verbs (``roles.py``): they read no key. An upgrade that changes the schema
+leaves an audit row (``db.upgrade``: from and to which revision).
 """
 
 from __future__ import annotations
@@ -66,9 +69,12 @@ async def _status(engine) -> int:
 async def _upgrade(engine) -> int:
     from storage import db
 
+    from .roles import audit
+
     before, after = await db.upgrade(engine)
     if before == after:
         print(f"schema {after}: already current")
     else:
+        await audit(engine, "db.upgrade", "*", f"schema {before or 'none'} -> {after}")
         print(f"schema upgraded: {before or 'none (new database)'} -> {after}")
     return EXIT_OK

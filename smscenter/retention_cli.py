@@ -11,8 +11,12 @@ account's month per UTC day, destination country, category, sender and final sta
 and segment counts. Messages already purged are read from ``billing_days``, the others from
 ``messages``, so the report is the same before and after a purge.
 
-Both upgrade the schema first, like the daemon's start. The keys folder is used, when
-present, only to derive the country of rows stored before the country was recorded.
+Both upgrade the schema first, like the daemon's start. Roles (``roles.py``): ``retention
+run`` is an ``ops`` verb — it needs no key; when its user can read the data keys (dpo) they
+are used only to derive the country of rows stored before the country was recorded, else
+those rows are counted under "". A run that removes rows leaves an audit row
+(``retention.run``: rows per category). ``billing report`` is a ``support`` verb (the
+look-up key must be readable, though the aggregates hold no number at all).
 
 Exit codes: 0 done; 1 a database problem; 2 wrong input (bad config, a month that is not
 YYYY-MM, an account neither configured nor found in the database), nothing done.
@@ -28,6 +32,7 @@ import re
 import sys
 from datetime import datetime, timezone
 
+from .roles import Role, RoleError, audit, keyring_for
 from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
 
 
@@ -69,16 +74,17 @@ def add_arguments(verbs) -> None:
     report.set_defaults(func=_cmd_billing)
 
 
-def _country_of(settings):
-    """A decrypting ``country_of`` when the keys folder is there, else None."""
-    from storage.crypto import FieldCipher, Keyring, has_keys
+def _country_of(settings, verb: str):
+    """A decrypting ``country_of`` when the caller can read the data keys (dpo), else None:
+    the purge is an ops verb and runs without them."""
+    from storage.crypto import FieldCipher, has_keys
 
     from .retention import cipher_country
 
     try:
         if has_keys(settings.storage.keys):
-            return cipher_country(FieldCipher(Keyring.load(settings.storage.keys)))
-    except Exception:  # noqa: BLE001 - rows without a country are counted under ""
+            return cipher_country(FieldCipher(keyring_for(settings, Role.DPO, verb)))
+    except Exception:  # noqa: BLE001 - RoleError, unreadable keys: rows without a country go under ""
         pass
     return None
 
@@ -109,12 +115,17 @@ def _cmd_retention(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .retention import Purger
 
+    country_of = None if args.dry_run else _country_of(settings, verb)  # keys before the database
+
     async def body(engine) -> int:
-        purger = Purger(engine, settings, country_of=None if args.dry_run else _country_of(settings))
+        purger = Purger(engine, settings, country_of=country_of)
         try:
             report = await purger.run(dry_run=args.dry_run)
         finally:
             await purger.close()
+        if not report.dry_run and report.total:
+            per = ", ".join(f"{k} {v}" for k, v in sorted(report.by_category().items()))
+            await audit(engine, "retention.run", "*", f"removed {report.total} rows: {per}")
         print_report(report)
         return EXIT_OK
 
@@ -138,6 +149,11 @@ def _cmd_billing(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from storage.purge import billing_accounts, billing_rows
 
+    try:
+        keyring_for(settings, Role.SUPPORT, verb)  # enforced, though the aggregates need no key
+    except RoleError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILURE
     start, end = args.month
 
     async def body(engine) -> int:

@@ -2,7 +2,9 @@
 demo/admin tools ``simulate-smsc`` (an upstream SMSC simulator) and ``send`` (submit one SMS
 and wait for its receipt), the opt-out administration ``blacklist …`` and ``mo list``
 (``admin.py``), the schema's ``db status`` / ``db upgrade`` (``db_cli.py``), and
-``retention run`` / ``billing report`` (``retention_cli.py``).
+``retention run`` / ``billing report`` (``retention_cli.py``), ``audit list``
+(``audit_cli.py``) and ``incident report`` (``incident_cli.py``). Which role each verb needs:
+``roles.py``.
 
 Why the exit codes: systemd and scripts act on them. 0 is success, 2 is "your input is wrong"
 (bad config, bad arguments, empty password) and nothing was started, 1 is anything else.
@@ -248,7 +250,9 @@ def _parser() -> argparse.ArgumentParser:
     windows.set_defaults(func=_cmd_windows)
 
     from .admin import add_arguments as add_admin_arguments
+    from .audit_cli import add_arguments as add_audit_arguments
     from .db_cli import add_arguments as add_db_arguments
+    from .incident_cli import add_arguments as add_incident_arguments
     from .keys_cli import add_arguments as add_keys_arguments
     from .retention_cli import add_arguments as add_retention_arguments
 
@@ -256,6 +260,8 @@ def _parser() -> argparse.ArgumentParser:
     add_db_arguments(verbs)  # db status|upgrade
     add_keys_arguments(verbs)  # keys list|rotate
     add_retention_arguments(verbs)  # retention run, billing report
+    add_audit_arguments(verbs)  # audit list
+    add_incident_arguments(verbs)  # incident report
     return parser
 
 

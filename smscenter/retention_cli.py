@@ -89,7 +89,7 @@ def _country_of(settings, verb: str):
     return None
 
 
-def _run_db(verb: str, settings, body) -> int:
+def run_db(verb: str, settings, body) -> int:
     from storage import db
 
     async def main() -> int:
@@ -129,7 +129,7 @@ def _cmd_retention(args: argparse.Namespace) -> int:
         print_report(report)
         return EXIT_OK
 
-    return _run_db(verb, settings, body)
+    return run_db(verb, settings, body)
 
 
 def print_report(report, out=None) -> None:
@@ -167,7 +167,7 @@ def _cmd_billing(args: argparse.Namespace) -> int:
         _print_billing(rows, args.format, args.account, datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m"))
         return EXIT_OK
 
-    return _run_db(verb, settings, body)
+    return run_db(verb, settings, body)
 
 
 def _state_name(state: int) -> str:

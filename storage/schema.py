@@ -174,7 +174,8 @@ mo_messages = Table(
     Index("ix_mo_status", "status", "received_at"),
 )
 
-#: Who changed what, for blacklist entries (GDPR accountability). No numbers in clear.
+#: Who changed or read what: blacklist changes (the daemon follows them) and every CLI verb
+#: reading clear data or changing data (``smscenter/roles.py``). No numbers in clear.
 audit_log = Table(
     "audit_log",
     metadata,
@@ -188,6 +189,8 @@ audit_log = Table(
 )
 
 Index("ix_messages_dest", messages.c.dest_hash, messages.c.submitted_at)
+#: ``smscenter audit list`` newest first, cut by ``--since`` (migration 0011).
+Index("ix_audit_at", audit_log.c.at)
 #: The queue's due order (migration 0007): only waiting parts are in it, so paging through
 #: the queue by (next_attempt_at, message_id) never reads the settled bulk of the table.
 _WAITING = parts.c.state.in_(PART_PENDING_STATES)

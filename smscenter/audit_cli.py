@@ -67,7 +67,7 @@ def add_arguments(verbs) -> None:
     ls.add_argument("--since", type=when_arg, default=None, metavar="DATETIME|DURATION",
                     help="only rows from then on: 2026-05-01T09:00 (UTC) or 24h, 7d back from now")
     ls.add_argument("--actor", default=None, metavar="NAME", help="only this OS user's rows")
-    ls.add_argument("--verb", default=None, metavar="PREFIX",
+    ls.add_argument("--verb", dest="verb_prefix", default=None, metavar="PREFIX",
                     help="only verbs starting with this (blacklist, subject.export …)")
     ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N rows (default 100)")
     ls.set_defaults(func=_cmd)
@@ -110,7 +110,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
     async def body(engine) -> int:
         async with engine.connect() as conn:
-            rows = await audit_rows(conn, args.since, args.actor, args.verb, args.limit)
+            rows = await audit_rows(conn, args.since, args.actor, args.verb_prefix, args.limit)
         print(f"{'TIME (UTC)':<19} {'ACTOR':<16} {'VERB':<20} {'SCOPE':<16} DETAIL")
         for r in rows:
             print(f"{_when(r['at']):<19} {r['actor']:<16} {r['action']:<20} {r['scope']:<16} {r['detail']}")

@@ -98,9 +98,10 @@ CATEGORIES: tuple[Category, ...] = (
 )
 
 
-def _counts(conn, since: float, until: float, account: str | None) -> dict[str, dict]:
+def _counts(conn, since: float, until: float, account: str | None) -> tuple[dict[str, dict], dict]:
     """{account: {"categories": {name: {records, persons}}, "persons": n, "countries": {cc: n}}}
-    for records created in [since, until)."""
+    for records created in [since, until), and the total over the accounts: {records,
+    persons} (a person of two accounts counted once)."""
     out: dict[str, dict] = {}
 
     def entry(acc: str) -> dict:
@@ -124,7 +125,8 @@ def _counts(conn, since: float, until: float, account: str | None) -> dict[str, 
             select(every.c.account, every.c.country, func.count(every.c.person.distinct()))
             .where(every.c.country.is_not(None)).group_by(every.c.account, every.c.country))):
         entry(acc)["countries"][cc] = persons
-    return out
+    records, persons = conn.execute(scoped(select(func.count(), func.count(every.c.person.distinct())))).one()
+    return out, {"records": records, "persons": persons}
 
 
 def _iso(ts: float) -> str:
@@ -135,8 +137,8 @@ def build_report(conn, since: float, until: float, account: str | None = None, *
     """The report as a JSON-ready dict (synchronous ``Connection``): per account, each
     category's processed and held counts, the distinct persons and their countries, and the
     notification's fields to fill (None)."""
-    processed = _counts(conn, since, until, account)
-    held = _counts(conn, 0.0, until, account)
+    processed, processed_total = _counts(conn, since, until, account)
+    held, held_total = _counts(conn, 0.0, until, account)
     accounts = []
     for acc in sorted(set(processed) | set(held)):
         p, h = processed.get(acc, {}), held.get(acc, {})
@@ -160,6 +162,7 @@ def build_report(conn, since: float, until: float, account: str | None = None, *
         "account": account,
         "notify_within": "24 hours of the breach being found (the CNIL); customers in the days after",
         "accounts": accounts,
+        "total": {"processed": processed_total, "held": held_total},
         "counted": [{"category": c.name, "description": c.description} for c in CATEGORIES],
         "to_fill": {key: None for key, _, _ in TO_FILL},
     }
@@ -194,7 +197,12 @@ def to_markdown(report: dict) -> str:
             cc = acc["countries"][scope]
             shown = ", ".join(f"{k} {v}" for k, v in cc.items()) or "none recorded"
             lines.append(f"\nCountries ({scope}, persons): {shown}")
+    t = report["total"]
+    lines += ["", "### All accounts", "",
+              f"Processed: {t['processed']['records']} records, {t['processed']['persons']} distinct persons. "
+              f"Held: {t['held']['records']} records, {t['held']['persons']} distinct persons "
+              "(a person of several accounts counted once)."]
     lines += ["", "## To fill in"]
     for key, heading, hint in TO_FILL:
-        lines += ["", f"### {heading}", "", f"_To fill in: {hint}._"]
+        lines += ["", f"### {heading}", "", f"_To fill in: {hint.rstrip('.')}_"]
     return "\n".join(lines) + "\n"

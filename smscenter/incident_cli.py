@@ -67,11 +67,10 @@ def _cmd(args: argparse.Namespace) -> int:
             print(f"{verb}: --account {args.account}: no such account (configured: {names}; "
                   "no data in the database either)", file=sys.stderr)
             return EXIT_USAGE
-        records = sum(c["held"]["records"] for a in report["accounts"] for c in a["categories"])
-        persons = sum(a["persons"]["held"] for a in report["accounts"])
+        held = report["total"]["held"]
         await audit(engine, "incident.report", args.account or "*",
                     f"window {report['window']['since']}..{report['window']['until']}: "
-                    f"{len(report['accounts'])} accounts, {records} records held, {persons} persons held")
+                    f"{len(report['accounts'])} accounts, {held['records']} records held, {held['persons']} persons held")
         print(json.dumps(report, indent=2) if args.format == "json" else to_markdown(report), end="\n" if args.format == "json" else "")
         return EXIT_OK
 

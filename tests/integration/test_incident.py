@@ -78,6 +78,8 @@ async def test_counts_per_account_category_and_country(engine):
     assert categories(by["beta"]) == {"numbers": (1, 1, 1, 1), "texts": (2, 1, 2, 1), "mo": (0, 0, 0, 0),
                                       "optouts": (0, 0, 0, 0)}
     assert categories(by["(unroutable)"])["mo"] == (1, 1, 1, 1)
+    # Over all accounts, A (acme and beta) is one person: A, B, C, E held; A, B, E processed.
+    assert report["total"] == {"processed": {"records": 18, "persons": 3}, "held": {"records": 21, "persons": 4}}
     assert report["to_fill"] == {key: None for key, _, _ in TO_FILL}
     assert [c["category"] for c in report["counted"]] == [c.name for c in CATEGORIES]
 
@@ -139,6 +141,7 @@ async def test_the_verb_writes_markdown_and_json_and_is_audited(site):
     assert "| numbers: recipients' phone numbers" in text and "| 4 | 2 | 5 | 3 |" in text
     assert "| **distinct persons** | | 2 | | 3 |" in text
     assert "Countries (processed, persons): BE 1, FR 1" in text
+    assert "Held: 21 records, 4 distinct persons" in text
     for heading in ("Nature of the breach", "Likely consequences", "Measures taken or proposed",
                     "DPO contact", "When the breach was found", "Customers informed"):
         assert f"### {heading}\n\n_To fill in:" in text
@@ -156,7 +159,7 @@ async def test_the_verb_writes_markdown_and_json_and_is_audited(site):
     rows = audit_rows(settings)
     assert [(r["action"], r["scope"]) for r in rows] == [("incident.report", "*"), ("incident.report", "acme")]
     assert rows[0]["detail"] == (f"window {iso(SINCE)}Z..{iso(UNTIL)}Z: 3 accounts, 21 records held, "
-                                 "5 persons held")
+                                 "4 persons held")
     assert all(r["dest_hash"] is None for r in rows)
     assert_no_number(repr(rows), cipher)
 

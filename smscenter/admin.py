@@ -353,7 +353,8 @@ default_country (06…, +33…, 0033… and 33… all work).
 The list stores keyed hashes of the numbers, never the numbers: `list` shows hashes and
 dates (give --number to test one number), and `export` writes hashes (hex) with their scope,
 source, date and author, not numbers, because a hash cannot be turned back into a number.
-Every change is recorded in the audit log with --actor (default: $SUDO_USER, else $USER).
+Every change is recorded in the audit log with --actor (default: the OS user, or the
+user behind sudo).
 A running daemon applies changes within a few seconds."""
 
 
@@ -377,7 +378,7 @@ def add_arguments(verbs) -> None:
 
     def actor(p) -> None:
         p.add_argument("--actor", default=None, metavar="NAME",
-                       help="who makes the change, for the audit log (default: $SUDO_USER or $USER)")
+                       help="who makes the change, for the audit log (default: the OS user, or the user behind sudo)")
 
     add = actions.add_parser("add", help="add one number")
     common(add)

@@ -125,7 +125,7 @@ def _target(settings, args) -> tuple[str, str | None]:
         raise _Usage(f"--number: not a valid phone number ({exc})") from None
 
 
-class _Db:
+class Database:
     """The database for one verb: the async engine, and the transactions the erase runs in
     — on a SQLite file, a connection of its own that begins ``BEGIN IMMEDIATE`` with
     ``secure_delete`` on (as the retention purge: deleted means overwritten, and the write
@@ -165,21 +165,21 @@ class _Db:
             return await conn.run_sync(fn)
 
     async def checkpoint(self) -> None:
-        """Empty the SQLite WAL of the erased rows' old pages (a running daemon's readers may
-        keep part of it: then it is copied back at its next checkpoint)."""
-        if self._url is None:
-            return
-        from sqlalchemy import text
+        """SQLite: copy the WAL into the file and empty it (``TRUNCATE``), so the zeroed pages
+        replace the old ones on disk. Best effort, as the retention purge's: with a running
+        daemon's readers in the way, SQLite does what it can now and its next checkpoint
+        the rest."""
+        if self._sync is None:
+            return  # PostgreSQL, or nothing written
 
         def run():
-            with self._sync.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            raw = self._sync.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                raw.close()
 
-        if self._sync is not None:
-            await asyncio.to_thread(run)
-        else:
-            async with self.engine.connect() as conn:
-                await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        await asyncio.to_thread(run)
 
     def close(self) -> None:
         if self._sync is not None:
@@ -201,7 +201,7 @@ def _run(verb: str, settings, role: roles.Role, body) -> int:
 
     async def main() -> int:
         engine = db.create_engine(settings.storage.url)
-        handle = _Db(engine)
+        handle = Database(engine)
         try:
             await db.upgrade(engine)
             return await body(handle, cipher)
@@ -238,12 +238,14 @@ def _prepare(args) -> tuple[str, Any, str | None, str | None] | int:
 # --------------------------------------------------------------------------- decoding
 
 
-def _state_name(state: int) -> str:
+def _state_name(state: int, part: bool = False) -> str:
+    """A message's MessageState name; a part's also QUEUED, SENDING or SUBMITTED (out
+    upstream, awaiting its receipt)."""
     from protocol.constants import MessageState
     from storage.schema import PART_QUEUED, PART_SENDING, PART_SUBMITTED
 
     named = {PART_QUEUED: "QUEUED", PART_SENDING: "SENDING", PART_SUBMITTED: "SUBMITTED"}
-    if state in named:
+    if part and state in named:
         return named[state]
     try:
         return MessageState(state).name
@@ -290,7 +292,7 @@ def _message_json(cipher, m: dict) -> dict:
         "destination_country": m["dest_country"], "receipt_requested": bool(m["registered_delivery"] & 0x03),
         **_text(b"".join(pieces), m["data_coding"]),
         "parts": [
-            {"part_no": p["part_no"], "state": _state_name(p["state"]), "connector": p["connector"],
+            {"part_no": p["part_no"], "state": _state_name(p["state"], part=True), "connector": p["connector"],
              "upstream_id": p["upstream_id"], "attempts": p["attempts"], "updated_at": _iso(p["updated_at"])}
             for p in m["parts"]
         ],
@@ -485,6 +487,39 @@ async def _erase_all(db, settings, where_messages, where_mo, unfinished: str, re
     return total
 
 
+async def erase_number(db: Database, settings, cipher, e164: str, account: str | None,
+                       include_queued: bool) -> tuple[dict[str, int], Counter]:
+    """Erase what is held about ``e164`` (of ``account``, when given): (counts, messages
+    deleted per account). Opt-outs and billing aggregates stay (see the module docstring)."""
+    from storage import subject
+    from storage.store import max_ids
+
+    from .retention import cipher_country
+
+    h = cipher.lookup_hash(e164)
+    builder = _receipt_builder(settings, cipher, max((await max_ids(db.engine)).values()))
+    total = await _erase_all(
+        db, settings, subject.number_messages(h, account), subject.number_mo(h, account),
+        "cancel" if include_queued else "keep", builder, cipher_country(cipher),
+    )
+    copies = [r["id"] for r in await _mo_copies(db, cipher, e164, account)]
+    limit = settings.retention.purge_batch
+    for start in range(0, len(copies), limit):
+        chunk = copies[start:start + limit]
+        total.rows["outbox"] += await db.transaction(lambda c: subject.delete_outbox(c, chunk))
+    invalid = await db.transaction(lambda c: subject.erase_invalid(c, h))
+    optouts = len(await db.read(lambda c: subject.optouts_of(c, h, account)))
+    await db.checkpoint()
+    counts = {
+        "messages": total.rows["messages"], "parts": total.rows["parts"], "outbox": total.rows["outbox"],
+        "mo": total.rows["mo_messages"], "invalid": invalid, "cancelled": total.cancelled,
+        "receipts_queued": total.receipts_queued, "left": len(total.left), "optouts_kept": optouts,
+    }
+    await roles.audit(db.engine, "subject.erase", account or "*", " ".join(f"{k}={v}" for k, v in counts.items()),
+                      dest_hash=h)
+    return counts, total.by_account
+
+
 def _cmd_erase(args: argparse.Namespace) -> int:
     from routing.numbers import mask
 
@@ -494,33 +529,8 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     verb, settings, e164, account = prepared
 
     async def body(db, cipher) -> int:
-        from storage import subject
-        from storage.store import max_ids
-
-        from .retention import cipher_country
-
-        h = cipher.lookup_hash(e164)
-        builder = _receipt_builder(settings, cipher, max((await max_ids(db.engine)).values()))
-        total = await _erase_all(
-            db, settings, subject.number_messages(h, account), subject.number_mo(h, account),
-            "cancel" if args.include_queued else "keep", builder, cipher_country(cipher),
-        )
-        copies = [r["id"] for r in await _mo_copies(db, cipher, e164, account)]
-        limit = settings.retention.purge_batch
-        for start in range(0, len(copies), limit):
-            chunk = copies[start:start + limit]
-            total.rows["outbox"] += await db.transaction(lambda c: subject.delete_outbox(c, chunk))
-        invalid = await db.transaction(lambda c: subject.erase_invalid(c, h))
-        optouts = len(await db.read(lambda c: subject.optouts_of(c, h, account)))
-        await db.checkpoint()
-        counts = {
-            "messages": total.rows["messages"], "parts": total.rows["parts"], "outbox": total.rows["outbox"],
-            "mo": total.rows["mo_messages"], "invalid": invalid, "cancelled": total.cancelled,
-            "receipts_queued": total.receipts_queued, "left": len(total.left), "optouts_kept": optouts,
-        }
-        await roles.audit(db.engine, "subject.erase", account or "*", " ".join(f"{k}={v}" for k, v in counts.items()),
-                          dest_hash=h)
-        _print_erase(mask(e164), account, counts, total.by_account)
+        counts, by_account = await erase_number(db, settings, cipher, e164, account, args.include_queued)
+        _print_erase(mask(e164), account, counts, by_account)
         return EXIT_OK
 
     return _run(verb, settings, roles.Role.DPO, body)
@@ -550,6 +560,33 @@ def _print_erase(masked: str, account: str | None, c: dict, by_account: Counter)
 # --------------------------------------------------------------------------- account purge
 
 
+async def purge_account(db: Database, settings, cipher, account: str) -> dict[str, int] | None:
+    """Remove everything of ``account`` but its billing aggregates: counts, or None when
+    nothing was held. The caller checked that the account is no longer configured."""
+    from storage import subject
+
+    from .retention import cipher_country
+
+    if not await db.read(lambda c: subject.account_held(c, account)):
+        await roles.audit(db.engine, "account.purge", account, "nothing held")
+        return None
+    total = await _erase_all(db, settings, subject.account_messages(account), subject.account_mo(account),
+                             "drop", country_of=cipher_country(cipher))
+    limit, pause = settings.retention.purge_batch, settings.retention.purge_pause
+    for step in (subject.erase_account_outbox, subject.erase_account_optouts):
+        while True:
+            batch = await db.transaction(lambda c: step(c, account, limit))
+            total.add(batch)
+            if batch.selected < limit:
+                break
+            await asyncio.sleep(pause)
+    await db.checkpoint()
+    counts = {k: total.rows[t] for k, t in (("messages", "messages"), ("parts", "parts"), ("outbox", "outbox"),
+                                            ("mo", "mo_messages"), ("optouts", "blacklist"))}
+    await roles.audit(db.engine, "account.purge", account, " ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts
+
+
 def _cmd_account_purge(args: argparse.Namespace) -> int:
     verb, settings = load_for(args)
     if settings is None:
@@ -561,28 +598,10 @@ def _cmd_account_purge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def body(db, cipher) -> int:
-        from storage import subject
-
-        from .retention import cipher_country
-
-        if not await db.read(lambda c: subject.account_held(c, account)):
+        counts = await purge_account(db, settings, cipher, account)
+        if counts is None:
             print(f"nothing held for account {account} (billing aggregates aside)")
-            await roles.audit(db.engine, "account.purge", account, "nothing held")
             return EXIT_OK
-        total = await _erase_all(db, settings, subject.account_messages(account), subject.account_mo(account),
-                                 "drop", country_of=cipher_country(cipher))
-        limit, pause = settings.retention.purge_batch, settings.retention.purge_pause
-        for step in (subject.erase_account_outbox, subject.erase_account_optouts):
-            while True:
-                batch = await db.transaction(lambda c: step(c, account, limit))
-                total.add(batch)
-                if batch.selected < limit:
-                    break
-                await asyncio.sleep(pause)
-        await db.checkpoint()
-        counts = {k: total.rows[t] for k, t in (("messages", "messages"), ("parts", "parts"), ("outbox", "outbox"),
-                                                ("mo", "mo_messages"), ("optouts", "blacklist"))}
-        await roles.audit(db.engine, "account.purge", account, " ".join(f"{k}={v}" for k, v in counts.items()))
         print(f"purged account {account}: messages {counts['messages']}, parts {counts['parts']}, outbox rows "
               f"{counts['outbox']}, MO {counts['mo']}, opt-outs of its own scope {counts['optouts']}; "
               "billing aggregates kept")
@@ -591,4 +610,4 @@ def _cmd_account_purge(args: argparse.Namespace) -> int:
     return _run(verb, settings, roles.Role.DPO, body)
 
 
-__all__ = ["add_arguments", "collect"]
+__all__ = ["Database", "add_arguments", "collect", "erase_number", "purge_account"]

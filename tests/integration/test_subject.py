@@ -234,3 +234,46 @@ async def test_account_purge_removes_a_departed_account_billing_aside(world):
     async with engine.connect() as conn:
         details = [r[0] for r in await conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "account.purge"))]
     assert details == ["messages=2 parts=4 outbox=3 mo=1 optouts=1", "nothing held"]
+
+
+async def test_lookups_by_number_read_their_indexes(tmp_path):
+    """Every statement an export and an erase run to find a number's messages and MO goes
+    through ix_messages_dest / ix_mo_source (migration 0012): no scan of either table, whatever
+    its size (SQLite's plans, for the very statements run, captured)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path / 'plans.db'}"
+    engine = db.create_engine(url)
+    await db.upgrade(engine)
+    cipher = FieldCipher(Keyring.create(tmp_path / "keys"))
+    await seed(engine, lambda c: seed_people(c, cipher))
+    handle = Database(engine)
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if not executemany and statement.lstrip().upper().startswith(("SELECT", "DELETE")):
+            seen.append((statement, tuple(parameters)))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    await handle.transaction(lambda c: None)  # the erase's own connection (BEGIN IMMEDIATE) made
+    event.listen(handle._sync, "before_cursor_execute", capture)
+    await collect(handle, cipher, A, None)
+    await collect(handle, cipher, A, "acme")
+    await erase_number(handle, make_settings(url, accounts=("acme", "beta")), cipher, A, None, include_queued=False)
+    handle.close()
+    await engine.dispose()
+    raw = sqlite3.connect(tmp_path / "plans.db")
+    checked = set()
+    for statement, params in seen:
+        for table, column, index in (("messages", "dest_hash", "ix_messages_dest"),
+                                     ("mo_messages", "source_hash", "ix_mo_source")):
+            if f"FROM {table} " in statement + " " and f"{table}.{column} = ?" in statement:
+                plan = " ".join(r[-1] for r in raw.execute("EXPLAIN QUERY PLAN " + statement, params))
+                assert index in plan and f"SCAN {table}" not in plan, (statement, plan)
+                checked.add(table)
+    raw.close()
+    assert checked == {"messages", "mo_messages"}
+    assert any(s.startswith("SELECT") and "mo_messages.source_hash = ?" in s and "ORDER BY mo_messages.id" in s
+               and "LIMIT" in s and "mo_messages.id >" not in s for s, _ in seen)  # the erase's, captured

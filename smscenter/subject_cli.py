@@ -333,8 +333,10 @@ async def _mo_copies(db, cipher, e164: str, account: str | None) -> list[dict]:
 
     found, after = [], 0
     while True:
-        rows = await db.read(lambda c: mo_outbox_page(c, account, after, EXPORT_PAGE))
+        rows = await db.read(lambda c: mo_outbox_page(c, after, EXPORT_PAGE))
         for row in rows:
+            if account is not None and row["account"] != account:
+                continue
             try:
                 pdu = _open_pdu(cipher, row["pdu_enc"], b"outbox:%d" % row["id"])
             except Exception:  # noqa: BLE001 - not ours to judge here: another key, another number

@@ -4,7 +4,8 @@ A number is found by its keyed hash (``FieldCipher.lookup_hash``): ``messages.de
 (``ix_messages_dest``), ``mo_messages.source_hash`` (``ix_mo_source``, migration 0012),
 ``blacklist`` and ``invalid_numbers`` (both keyed by it). The partner's copy of an MO waiting
 in the outbox carries no hash: the caller, who holds the keys, picks those rows by decrypting
-them (``mo_outbox_page``; they are few, the outbox holds only what is not yet delivered).
+them (``mo_outbox_page``, through ``ix_outbox_mo``; they are few: the outbox holds only what
+is not yet delivered).
 
 Each function runs on a synchronous ``Connection`` inside one transaction its caller opens,
 like ``purge.py``: one erase call handles at most ``limit`` messages (with their parts and
@@ -117,11 +118,10 @@ def mo_page(conn: Connection, source_hash: bytes, account: str | None, after_id:
     ]
 
 
-def mo_outbox_page(conn: Connection, account: str | None, after_id: int, limit: int) -> list[dict]:
-    """Partners' copies of MO waiting in the outbox (any number: the caller decrypts)."""
-    cond = [outbox.c.kind == OUTBOX_MO, outbox.c.message_id.is_(None), outbox.c.id > after_id]
-    if account is not None:
-        cond.append(outbox.c.account == account)
+def mo_outbox_page(conn: Connection, after_id: int, limit: int) -> list[dict]:
+    """Partners' copies of MO waiting in the outbox above ``after_id`` (any number and any
+    account: the caller decrypts and picks), through ``ix_outbox_mo``."""
+    cond = [outbox.c.message_id.is_(None), outbox.c.kind == OUTBOX_MO, outbox.c.id > after_id]
     return [
         dict(r)
         for r in conn.execute(select(outbox).where(*cond).order_by(outbox.c.id).limit(limit)).mappings()

@@ -239,7 +239,8 @@ async def test_account_purge_removes_a_departed_account_billing_aside(world):
 async def test_lookups_by_number_read_their_indexes(tmp_path):
     """Every statement an export and an erase run to find a number's messages and MO goes
     through ix_messages_dest / ix_mo_source (migration 0012): no scan of either table, whatever
-    its size (SQLite's plans, for the very statements run, captured)."""
+    its size; the MO copies in the outbox through ix_outbox_mo, not every receipt (SQLite's
+    plans, for the very statements run, captured)."""
     import sqlite3
 
     from sqlalchemy import event
@@ -273,7 +274,11 @@ async def test_lookups_by_number_read_their_indexes(tmp_path):
                 plan = " ".join(r[-1] for r in raw.execute("EXPLAIN QUERY PLAN " + statement, params))
                 assert index in plan and f"SCAN {table}" not in plan, (statement, plan)
                 checked.add(table)
+        if "FROM outbox" in statement and "outbox.message_id IS NULL" in statement:
+            plan = " ".join(r[-1] for r in raw.execute("EXPLAIN QUERY PLAN " + statement, params))
+            assert "ix_outbox_mo" in plan, (statement, plan)
+            checked.add("outbox")
     raw.close()
-    assert checked == {"messages", "mo_messages"}
+    assert checked == {"messages", "mo_messages", "outbox"}
     assert any(s.startswith("SELECT") and "mo_messages.source_hash = ?" in s and "ORDER BY mo_messages.id" in s
                and "LIMIT" in s and "mo_messages.id >" not in s for s, _ in seen)  # the erase's, captured

@@ -17,8 +17,11 @@ hashes (erasing them would expose the person to marketing again), and the billin
 change). A message not yet ended (queued, or out upstream awaiting its receipt) is reported
 and left; with ``--include-queued`` it is cancelled first — it ends DELETED and its partner's
 failure receipt is queued in the outbox, which the daemon's outbox sender delivers — then
-erased like the others. A message the running daemon has already taken from the queue into
-memory may still leave in the seconds that follow: erase again later to be sure.
+erased like the others. Two limits, said rather than hidden: a message already out upstream
+may still be delivered by the upstream (we stop waiting for it; its late receipt finds no
+message and is dropped with the early receipts), and a message the running daemon has already
+taken from the queue into memory may still leave in the seconds that follow (the CLI cannot
+reach the daemon's memory): erase again later to be sure.
 
 ``account purge -c FILE ID`` removes everything of an account that left the config:
 messages (ended or not: nobody to send them for), MO, outbox rows, its own blacklist scope;

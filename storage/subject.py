@@ -184,7 +184,8 @@ def erase_messages(
     ``"cancel"`` it ends DELETED first (``receipt_for`` writes its partner's failure receipt,
     kept in the outbox after the message is gone); with ``"drop"`` (an account gone: nobody
     to send it for, nobody to tell) it goes with the others, counted as it stood."""
-    assert unfinished in ("keep", "cancel", "drop")
+    if unfinished not in ("keep", "cancel", "drop"):
+        raise ValueError(f"unfinished={unfinished!r}: keep, cancel or drop")
     rows = [
         dict(r)
         for r in conn.execute(

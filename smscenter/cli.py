@@ -2,7 +2,8 @@
 demo/admin tools ``simulate-smsc`` (an upstream SMSC simulator) and ``send`` (submit one SMS
 and wait for its receipt), the opt-out administration ``blacklist …`` and ``mo list``
 (``admin.py``), the schema's ``db status`` / ``db upgrade`` (``db_cli.py``), and
-``retention run`` / ``billing report`` (``retention_cli.py``).
+``retention run`` / ``billing report`` (``retention_cli.py``), and the data-subject requests
+``subject export|erase`` / ``account purge`` (``subject_cli.py``).
 
 Why the exit codes: systemd and scripts act on them. 0 is success, 2 is "your input is wrong"
 (bad config, bad arguments, empty password) and nothing was started, 1 is anything else.
@@ -251,11 +252,13 @@ def _parser() -> argparse.ArgumentParser:
     from .db_cli import add_arguments as add_db_arguments
     from .keys_cli import add_arguments as add_keys_arguments
     from .retention_cli import add_arguments as add_retention_arguments
+    from .subject_cli import add_arguments as add_subject_arguments
 
     add_admin_arguments(verbs)  # blacklist add|remove|list|import|export, mo list
     add_db_arguments(verbs)  # db status|upgrade
     add_keys_arguments(verbs)  # keys list|rotate
     add_retention_arguments(verbs)  # retention run, billing report
+    add_subject_arguments(verbs)  # subject export|erase, account purge
     return parser
 
 

@@ -201,6 +201,13 @@ Index("ix_parts_submitted", parts.c.message_id, sqlite_where=_OUT, postgresql_wh
 # Partial: most messages carry no unsubscribe link, and every index costs each insert.
 _WITH_TOKEN = messages.c.unsub_token.isnot(None)
 Index("ix_messages_unsub_token", messages.c.unsub_token, sqlite_where=_WITH_TOKEN, postgresql_where=_WITH_TOKEN)
+#: MO by the sender's keyed hash (migration 0012): a data-subject export or erasure
+#: (``storage/subject.py``) finds a number's replies without reading the table.
+Index("ix_mo_source", mo_messages.c.source_hash)
+#: The partners' copies of MO in the outbox (rows without a message, migration 0012): what
+#: those requests decrypt to find a number's, without reading every receipt.
+_NO_MESSAGE = outbox.c.message_id.is_(None)
+Index("ix_outbox_mo", outbox.c.id, sqlite_where=_NO_MESSAGE, postgresql_where=_NO_MESSAGE)
 
 # --- retention (migration 0009) -----------------------------------------------------------
 

@@ -138,13 +138,15 @@ class ConnectionLog:
         return True
 
     async def _loop(self) -> None:
-        while not self._stopping:
-            if len(self._rows) < self.batch:
+        failed = False
+        while True:
+            if not failed:
                 await self._wait(self.interval, self._full)
             if self._stopping:
                 return  # stop() writes the rest
-            if not await self.flush():
-                await self._wait(self.interval)  # the database away: try again later
+            failed = not await self.flush()
+            if failed:
+                await self._wait(self.interval)  # the database away: the same rows again later
 
     async def _wait(self, seconds: float, full: asyncio.Event | None = None) -> None:
         """``seconds`` on the log's timers; cut short at stop, and when ``full`` is given,

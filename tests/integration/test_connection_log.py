@@ -130,7 +130,7 @@ async def test_every_bind_attempt_is_logged_with_its_answer_and_no_password(logg
         assert secret.encode() not in data  # …and no password is
 
 
-async def test_the_daemon_writes_an_acknowledged_binds_row_at_a_clean_stop(mt, mt_settings):
+async def test_the_daemon_writes_an_acknowledged_binds_row_at_a_clean_stop(mt, mt_settings):  # noqa: F811
     """On virtual time no flush interval passes: the row reaches the database only because
     the orderly stop writes what is buffered."""
     up = await mt.upstream()

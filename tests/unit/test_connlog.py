@@ -6,7 +6,7 @@ write keeps its rows for the next try, and ``stop()`` writes what is left."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from smscenter.connlog import ConnectionLog

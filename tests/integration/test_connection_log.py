@@ -1,6 +1,6 @@
 """The connection log over real sockets (issue 15, item 4): every bind attempt on the partner
 listener leaves a row with the status answered — bound, wrong password, unknown system_id,
-over TLS, refused by the session (already bound), and a peer that hung up during the check
+over TLS, refused by the session (already bound; a system_id too long to decode), and a peer that hung up during the check
 (no answer: status NULL) — and no password reaches the database file or its ``-wal``.
 
 Binds come from ``smpplib`` (an independent client) and, for what it will not do (a second
@@ -24,7 +24,7 @@ from smscenter.server import PartnerServer
 from smscenter.timers import FakeTimers
 from storage import db
 from storage.schema import connection_log
-from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient, until
+from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient, header, until
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings: fixtures
     TUESDAY_MORNING, connector_entry, db_path, free_port, mt, mt_settings,
 )
@@ -95,6 +95,18 @@ async def test_every_bind_attempt_is_logged_with_its_answer_and_no_password(logg
         await raw.close()
     await until(lambda: not server.links, what="the raw client gone")
 
+    # A system_id past its 15 octets does not decode: refused by the session (ESME_RINVSYSID);
+    # what it said is not known, so its row has an empty system_id.
+    long_id = RawClient(*await asyncio.open_connection(HOST, port))
+    try:
+        body = b"x" * 30 + b"\0" + b"pw\0" + b"\0" + bytes([0x34, 0, 0]) + b"\0"
+        long_id.send(header(C.BIND_TRANSMITTER, 1, body))
+        answer = await long_id.read()
+        assert (answer.command_id, answer.command_status) == (C.BIND_TRANSMITTER_RESP, S.ESME_RINVSYSID)
+    finally:
+        await long_id.close()
+    await until(lambda: not server.links, what="the long-id client gone")
+
     # A hang-up during the password check: the check waits until the server saw the peer go.
     authenticate = server.registry.authenticate
 
@@ -109,7 +121,7 @@ async def test_every_bind_attempt_is_logged_with_its_answer_and_no_password(logg
     await leaver.close()
     await until(lambda: server.guard.failed["hung_up"] == 1, what="the hang-up counted")
 
-    await until(lambda: log.written == 7, what="seven rows written")
+    await until(lambda: log.written == 8, what="eight rows written")
     rows = stored(path)
     assert [(r["system_id"], r["account"], r["bind_type"], r["tls"], r["status"]) for r in rows] == [
         ("acme", "acme", "transceiver", False, S.ESME_ROK),
@@ -118,6 +130,7 @@ async def test_every_bind_attempt_is_logged_with_its_answer_and_no_password(logg
         ("acme", "acme", "transceiver", True, S.ESME_ROK),
         ("beta", "beta", "receiver", False, S.ESME_ROK),
         ("beta", "beta", "receiver", False, S.ESME_RALYBND),
+        ("", None, "transmitter", False, S.ESME_RINVSYSID),
         ("acme", "acme", "transmitter", False, None),  # hung up: nothing answered
     ]
     assert {r["peer_ip"] for r in rows} == {HOST}

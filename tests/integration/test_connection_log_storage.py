@@ -1,7 +1,8 @@
 """The connection log's storage on both backends (SQLite and PostgreSQL): the retention purge
 removes bind attempts older than ``[retention] connections`` (12 months) with a per-account
 override, on an injected clock, and nothing younger; the CLI's queries filter by account, IP,
-time and failure, newest first; the accounts' last connection and last SMS."""
+time and failure, newest first; the accounts' last connection and last SMS; the writer itself, and
+its ids across a restart."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 
 from protocol.constants import CommandStatus as S
 from smscenter.config import settings_from_dict
+from smscenter.connlog import ConnectionLog
 from smscenter.retention import Purger
 from smscenter.timers import FakeTimers
 from storage import connections as sql
@@ -126,3 +128,26 @@ async def test_queries_filter_newest_first_and_know_the_last_connection_and_sms(
         assert await conn.run_sync(lambda c: sql.last_submit(c, "acme")) == NOW - 3 * DAY - 60.0
         assert await conn.run_sync(lambda c: sql.last_submit(c, "beta")) is None
         assert await conn.run_sync(sql.max_id) == max(r[0] for r in await conn.execute(select(connection_log.c.id)))
+
+
+async def test_the_writer_on_this_backend_and_its_ids_after_a_restart(engine):
+    """The daemon's writer (``connlog.ConnectionLog``) through the async engine; a second one
+    (a restart, its clock gone back a day) goes on above the stored ids."""
+    timers = FakeTimers(NOW)
+    first = ConnectionLog(engine, timers=timers)
+    await first.start()
+    for n in range(3):
+        first.record(system_id="acme", account="acme", peer=("192.0.2.1", 40000 + n), bind_type="transmitter",
+                     tls=False, status=0)
+    await first.stop()
+    again = ConnectionLog(engine, timers=FakeTimers(NOW - DAY))
+    await again.start()
+    again.record(system_id="nobody", account=None, peer=("2001:db8::7", 1, 0, 0), bind_type="receiver",
+                 tls=True, status=None)
+    await again.stop()
+    async with engine.connect() as conn:
+        rows = [dict(r) for r in (await conn.execute(select(connection_log).order_by(connection_log.c.id))).mappings()]
+    assert [(r["system_id"], r["peer_port"], r["tls"], r["status"]) for r in rows] == [
+        ("acme", 40000, False, 0), ("acme", 40001, False, 0), ("acme", 40002, False, 0), ("nobody", 1, True, None),
+    ]
+    assert rows[-1]["at"] == NOW - DAY and first.written == 3 and again.written == 1

@@ -3,7 +3,9 @@
 What a row says (``storage/schema.py`` ``connection_log``): when, the system_id as sent (cut
 to its SMPP maximum), the account when that system_id is one, the peer's IP and port, the bind
 type, TLS or not, and the command_status answered — None when the peer hung up before its
-answer. Never the password: ``record`` is not given it.
+answer. A bind the session refused before it reached the server (a second bind on a bound
+session, a bind that does not decode) has an empty system_id: what it said is not known.
+Never the password: ``record`` is not given it.
 
 Why a buffer and not a write per bind: a bind is answered without waiting for the database,
 and a bind flood (thousands of sockets a second, each sending a wrong bind) must neither slow

@@ -34,7 +34,7 @@ from .admission import Admission, Gate, address_key
 from .bindguard import BindGuard
 from .budgets import SessionBudgets, SessionFlooding
 from .config import Settings
-from .connlog import bind_type_of
+from .connlog import ConnectionLog, bind_type_of
 from .link import Link, LinkClosed
 from .timers import RealTimers, Timers
 
@@ -67,7 +67,7 @@ class PartnerServer:
         timers: Timers | None = None,
         *,
         guard_timers: Timers | None = None,
-        connections=None,
+        connections: ConnectionLog | None = None,
     ) -> None:
         self.settings = settings
         self.config = settings.server
@@ -196,10 +196,12 @@ class PartnerServer:
 
     def on_invalid(self, link: Link, event: InvalidPdu) -> None:
         reply = event.reply
-        if reply is not None and (reply.command_id & 0x7FFFFFFF) in _BINDS:  # a bind refused by the session
+        if reply is not None and (reply.command_id & 0x7FFFFFFF) in _BINDS:
+            # A bind the session refused (its state, or it did not decode): its system_id never
+            # reached us, so the row has none; the account is the session's, if bound.
             bind: PartnerBind | None = link.context  # type: ignore[assignment]
             account = bind.account.system_id if bind is not None else None
-            self._log_bind(link, account or "", account, reply.command_id, reply.command_status)
+            self._log_bind(link, "", account, reply.command_id, reply.command_status)
         log.info(
             "invalid_pdu",
             peer=link.peer[0],

@@ -129,7 +129,7 @@ async def test_every_bind_attempt_is_logged_with_its_answer_and_no_password(logg
         ("nobody", None, "transceiver", False, S.ESME_RINVPASWD),
         ("acme", "acme", "transceiver", True, S.ESME_ROK),
         ("beta", "beta", "receiver", False, S.ESME_ROK),
-        ("beta", "beta", "receiver", False, S.ESME_RALYBND),
+        ("", "beta", "receiver", False, S.ESME_RALYBND),  # its system_id never reached the server
         ("", None, "transmitter", False, S.ESME_RINVSYSID),
         ("acme", "acme", "transmitter", False, None),  # hung up: nothing answered
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, func, or_, select
 
 from .schema import connection_log, messages
 
@@ -59,7 +59,7 @@ def list_rows(conn: Connection, filters: Filters) -> list[dict]:
         where.append(c.at >= filters.since)
     if filters.failed:
         where.append(or_(c.status.is_(None), c.status != 0))
-    query = select(connection_log).where(and_(*where)).order_by(c.at.desc(), c.id.desc()).limit(filters.limit)
+    query = select(connection_log).where(*where).order_by(c.at.desc(), c.id.desc()).limit(filters.limit)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 

@@ -249,6 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     windows.set_defaults(func=_cmd_windows)
 
     from .admin import add_arguments as add_admin_arguments
+    from .connections_cli import add_arguments as add_connections_arguments
     from .db_cli import add_arguments as add_db_arguments
     from .keys_cli import add_arguments as add_keys_arguments
     from .retention_cli import add_arguments as add_retention_arguments
@@ -259,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     add_keys_arguments(verbs)  # keys list|rotate
     add_retention_arguments(verbs)  # retention run, billing report
     add_subject_arguments(verbs)  # subject export|erase, account purge
+    add_connections_arguments(verbs)  # connections list, accounts
     return parser
 
 

@@ -19,13 +19,16 @@ Tables:
 - ``billing_days``: what billing keeps of purged messages — counts per account, day,
   country, category, sender and final state, no number (migration 0009);
 - ``jobs``: when each periodic job (the retention purge) last ran, so that a restart knows
-  whether one is overdue.
+  whether one is overdue;
+- ``connection_log``: every bind attempt on the partner listener, never a password
+  (migration 0010).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -242,4 +245,28 @@ jobs = Table(
     Column("name", String(32), primary_key=True),
     Column("last_run_at", Float, nullable=False),
     Column("detail", String(512), nullable=False, default=""),
+)
+
+# --- connection log (migration 0010) ------------------------------------------------------
+
+#: Every bind attempt on the partner listener (``smscenter/connlog.py``): when, the system_id
+#: as sent (cut to its SMPP maximum, 15 octets), the account when the system_id is one, the
+#: peer's address, the bind type, TLS or not, and the command_status answered (None: the peer
+#: hung up before its answer). Never a password. Kept ``[retention] connections`` (12 months).
+connection_log = Table(
+    "connection_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # time-ordered, from ids.py
+    Column("at", Float, nullable=False),
+    Column("system_id", String(16), nullable=False),
+    Column("account", String(16), nullable=True),
+    Column("peer_ip", String(45), nullable=False),
+    Column("peer_port", Integer, nullable=False),
+    Column("bind_type", String(12), nullable=False),
+    Column("tls", Boolean, nullable=False),
+    Column("status", Integer, nullable=True),
+    #: By age: the retention purge and ``--since``.
+    Index("ix_connection_log_at", "at"),
+    #: An account's connections, newest first: ``connections list --account``, ``accounts``.
+    Index("ix_connection_log_account", "account", "at"),
 )

@@ -8,8 +8,7 @@
   every message in the outbox.
 
 Revision ID: 0012
-Revises: 0009 (on its own branch; 0010 and 0011 land with other work: set down_revision to
-the last of them when merging)
+Revises: 0011
 Create Date: 2026-12-04
 """
 
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

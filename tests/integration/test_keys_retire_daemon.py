@@ -17,18 +17,13 @@ from sqlalchemy import create_engine
 from storage.crypto import FieldCipher, Keyring, dek_filename
 from storage.rekey import count_under
 from storage.schema import outbox
-from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
-    connector_entry,
-    count_rows,
-    db_path,
-    mt,
-    mt_settings,
-    wait_for,
-)
+from tests.integration import mt_fixtures
+from tests.integration.mt_fixtures import connector_entry, count_rows, db_path, wait_for
 from tests.integration.optout_fixtures import REPO
 from tests.integration.test_keys_retire import plaintexts
 
 pytestmark = pytest.mark.timeout(180)
+mt, mt_settings = mt_fixtures.mt, mt_fixtures.mt_settings  # the fixtures, for pytest to find
 
 HASH = "scrypt$16384$8$1$s5Y73IQSiQFNjmd2BA0ncA$3bu9+9yLDyNEF1c0dZdTHrly0o1Wx72udtUvTAl93z4"
 DEST = "+33612345678"

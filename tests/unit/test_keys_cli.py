@@ -179,3 +179,15 @@ def test_retire_bad_arguments_exit_2(config, tmp_path, argv):
     assert result.returncode == 2 and result.stdout == ""
     assert "usage:" in result.stderr
     assert not (tmp_path / "smscenter.db").exists()
+
+
+def test_list_says_when_values_are_under_a_key_the_folder_lacks(config, tmp_path):
+    """A key file lost (not retired): its values cannot be decrypted; list says so, exit 1."""
+    keys = tmp_path / "keys"
+    n = seed(config, tmp_path, FieldCipher(Keyring.create(keys)))
+    Keyring.load(keys).rotate()
+    os.unlink(keys / "dek-0001.key")
+    result = smscenter("keys", "list", "-c", str(config))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[1] == "  key 2: dek-0002.key  protects 0 values  current: new values are encrypted with it"
+    assert f"{n} values are under key 1, which is not in the folder: restore dek-0001.key from your backup" in result.stderr

@@ -257,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_admin_arguments(verbs)  # blacklist add|remove|list|import|export, mo list
     add_db_arguments(verbs)  # db status|upgrade
-    add_keys_arguments(verbs)  # keys list|rotate
+    add_keys_arguments(verbs)  # keys list|rotate|retire
     add_retention_arguments(verbs)  # retention run, billing report
     add_subject_arguments(verbs)  # subject export|erase, account purge
     add_connections_arguments(verbs)  # connections list, accounts

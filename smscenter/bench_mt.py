@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -171,14 +172,14 @@ class Daemon:
     """``python -m smscenter run -c …`` as a child process in its own session (so Ctrl-C on
     the terminal reaches only us, and we stop it in order)."""
 
-    def __init__(self, tmp: str, config: str, source: str | None = None) -> None:
+    def __init__(self, tmp: str, config: str, source: str | None = None, wrapper: str | None = None) -> None:
         self.log_path = os.path.join(tmp, "daemon.log")
         self._log = open(self.log_path, "wb")
         env = dict(os.environ)
         if source:  # another checkout's smscenter/storage/routing/protocol, e.g. to A/B a change
             env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.abspath(source), env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "smscenter", "run", "-c", config],
+            shlex.split(wrapper or "") + [sys.executable, "-m", "smscenter", "run", "-c", config],
             cwd=tmp,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -510,8 +511,8 @@ async def run_smscenter(args, password_hash: str) -> Result:
                 config = os.path.join(tmp, "smscenter.toml")
                 with open(config, "w") as f:
                     f.write(_config_text(tmp, port, sink.port, args, password_hash))
-                daemon = Daemon(tmp, config, args.daemon_source)
-                await _wait_ready(daemon, port, sink, args.up_binds)
+                daemon = Daemon(tmp, config, args.daemon_source, args.daemon_wrapper)
+                await _wait_ready(daemon, port, sink, args.up_binds, max(60.0, args.timeout))
                 pids = {"daemon": daemon.pid, "sink": sink.pid}
                 profiler = _start_profiler(daemon.pid, args.profile) if args.profile else None
                 try:
@@ -664,6 +665,10 @@ def main(argv: list[str] | None = None) -> int:
                         "sink stay free), as when partners are other machines; no verdict on the target, which "
                         "is measured unpinned")
     parser.add_argument("--profile", metavar="FILE", help="py-spy record the daemon during the run (.svg or .txt)")
+    parser.add_argument("--daemon-wrapper", metavar="CMD",
+                        help='a diagnostic: start the daemon under this command, e.g. "valgrind '
+                        '--tool=callgrind --trace-children=yes" to count instructions per message, '
+                        "which load on the machine does not change")
     parser.add_argument("--daemon-source", metavar="DIR", help="run the daemon from this checkout (A/B a change)")
     parser.add_argument("--daemon-log", metavar="FILE", help="keep a copy of the daemon's log")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the daemon's log tail")

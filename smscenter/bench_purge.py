@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 from datetime import datetime, timezone
+from typing import Callable
 
 from .bench_mt import PASSWORD, PAYLOAD, SOURCE, SYSTEM_ID, Daemon, _free_port
 from .bench_sink import SinkHandle
@@ -82,12 +83,18 @@ connectors = ["sink"]
 """
 
 
-def _fill(tmp: str, count: int) -> float:
+def fill(tmp: str, count: int, *, number: Callable[[int], str] = lambda i: "+3361%07d" % i,
+         readable: Callable[[int], bool] = lambda i: False) -> float:
     """``count`` ended messages, 200 days old, with a part and a receipt each; the schema and
-    the keys made first, as the daemon's first start would. Returns the seconds it took."""
+    the keys made first, as the daemon's first start would. Message ``i`` goes to
+    ``number(i)``. Parts and receipts hold random bytes of a real token's size, except for
+    the messages ``readable(i)`` picks: a real encrypted submit_sm and receipt deliver_sm, as
+    the daemon writes them (``bench_subject`` exports those). Returns the seconds it took."""
     from sqlalchemy import create_engine
 
-    from protocol.constants import MessageState
+    from protocol import codec
+    from protocol import pdu as P
+    from protocol.constants import EsmClass, MessageState
     from storage import db
     from storage.crypto import FieldCipher, Keyring
     from storage.ids import IdGenerator
@@ -114,7 +121,17 @@ def _fill(tmp: str, count: int) -> float:
         msg_rows, part_rows, out_rows = [], [], []
         for i in range(chunk):
             mid, oid = ids.next(), ids.next()
-            dest = "+3361%07d" % (done + i)
+            dest = number(done + i)
+            if readable(done + i):
+                part = cipher.encrypt(codec.encode(P.SubmitSm(
+                    source_addr=SOURCE, source_addr_ton=5, destination_addr=dest.lstrip("+"), dest_addr_ton=1,
+                    dest_addr_npi=1, registered_delivery=1, short_message=PAYLOAD)), b"part:%d:1" % mid)
+                receipt = cipher.encrypt(codec.encode(P.DeliverSm(
+                    source_addr=dest.lstrip("+"), destination_addr=SOURCE, esm_class=EsmClass.DELIVERY_RECEIPT,
+                    short_message=b"id:%d sub:001 dlvrd:001 stat:DELIVRD err:000 text:" % mid)), b"outbox:%d" % oid)
+            else:
+                part = text[:3] + os.urandom(len(text) - 3)
+                receipt = text[:3] + os.urandom(len(text) - 3)
             msg_rows.append({
                 "id": mid, "account": SYSTEM_ID, "category": "alert", "source_addr": SOURCE, "source_ton": 5,
                 "source_npi": 0, "dest_hash": cipher.lookup_hash(dest),
@@ -124,13 +141,13 @@ def _fill(tmp: str, count: int) -> float:
                 "done_at": ended, "connector": "sink", "unsub_token": None, "dest_country": "FR",
             })
             part_rows.append({
-                "message_id": mid, "part_no": 1, "pdu_enc": text[:3] + os.urandom(len(text) - 3),
+                "message_id": mid, "part_no": 1, "pdu_enc": part,
                 "state": int(MessageState.DELIVERED), "connector": "sink", "upstream_id": str(mid), "attempts": 1,
                 "next_attempt_at": ended, "updated_at": ended,
             })
             out_rows.append({
                 "id": oid, "account": SYSTEM_ID, "kind": OUTBOX_RECEIPT, "message_id": mid,
-                "pdu_enc": text[:3] + os.urandom(len(text) - 3), "created_at": ended,
+                "pdu_enc": receipt, "created_at": ended,
                 "expires_at": ended + 180 * DAY, "attempts": 0,
             })
         with engine.begin() as conn:
@@ -242,7 +259,7 @@ async def run(args) -> int:
     daemon: Daemon | None = None
     with tempfile.TemporaryDirectory(prefix="bench-purge-") as tmp:
         port, http_port, up_port = _free_port(), _free_port(), _free_port()
-        took = await asyncio.to_thread(_fill, tmp, args.messages)
+        took = await asyncio.to_thread(fill, tmp, args.messages)
         before = _db_size(tmp)
         print(f"N = {args.messages:,} ended messages (1 part, 1 receipt each) inserted in {took:.1f} s; "
               f"database {before / 1e6:.1f} MB; purge_batch {args.batch}, purge_pause {args.pause}; SQLite, "

@@ -2,7 +2,8 @@
 demo/admin tools ``simulate-smsc`` (an upstream SMSC simulator) and ``send`` (submit one SMS
 and wait for its receipt), the opt-out administration ``blacklist …`` and ``mo list``
 (``admin.py``), the schema's ``db status`` / ``db upgrade`` (``db_cli.py``), and
-``retention run`` / ``billing report`` (``retention_cli.py``), ``audit list``
+``retention run`` / ``billing report`` (``retention_cli.py``), the data-subject requests
+``subject export|erase`` / ``account purge`` (``subject_cli.py``), ``audit list``
 (``audit_cli.py``) and ``incident report`` (``incident_cli.py``). Which role each verb needs:
 ``roles.py``.
 
@@ -251,17 +252,21 @@ def _parser() -> argparse.ArgumentParser:
 
     from .admin import add_arguments as add_admin_arguments
     from .audit_cli import add_arguments as add_audit_arguments
+    from .connections_cli import add_arguments as add_connections_arguments
     from .db_cli import add_arguments as add_db_arguments
     from .incident_cli import add_arguments as add_incident_arguments
     from .keys_cli import add_arguments as add_keys_arguments
     from .retention_cli import add_arguments as add_retention_arguments
+    from .subject_cli import add_arguments as add_subject_arguments
 
     add_admin_arguments(verbs)  # blacklist add|remove|list|import|export, mo list
     add_db_arguments(verbs)  # db status|upgrade
-    add_keys_arguments(verbs)  # keys list|rotate
+    add_keys_arguments(verbs)  # keys list|rotate|retire
     add_retention_arguments(verbs)  # retention run, billing report
     add_audit_arguments(verbs)  # audit list
     add_incident_arguments(verbs)  # incident report
+    add_subject_arguments(verbs)  # subject export|erase, account purge
+    add_connections_arguments(verbs)  # connections list, accounts
     return parser
 
 

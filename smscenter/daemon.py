@@ -35,6 +35,7 @@ from . import systemd
 from .blacklist import Blacklist
 from .config import Settings
 from .connector import Connector
+from .connlog import ConnectionLog
 from .dispatch import Dispatcher
 from .housekeeping import Housekeeping
 from .mo import MoService
@@ -124,8 +125,12 @@ class Daemon:
             windows=self.windows, mention=mention, wall_clock=self.clock,
         )
         self.dispatcher.on_invalid_number = self._invalid_number
+        # Bind attempts, stamped on the wall clock, written in batches (connlog.py).
+        self.connections = ConnectionLog(self.engine, timers=self.timers)
+        await self.connections.start()
         # The pipeline needs the outbox, which needs the server's account registry.
-        self.server = PartnerServer(s, handler=None, timers=self.link_timers)  # type: ignore[arg-type]
+        self.server = PartnerServer(s, handler=None, timers=self.link_timers,  # type: ignore[arg-type]
+                                    connections=self.connections)
         self.outbox = OutboxSender(self.store, self.server.registry, self.cipher, timers=self.timers)
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
                                  budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
@@ -165,6 +170,7 @@ class Daemon:
         if self.web is not None:
             await self.web.stop()
         await self.server.stop(grace)
+        await self.connections.stop()  # after the last bind: every answered bind's row written
         await self.pipeline.stop()
         await self.mo.stop()
         await self.blacklist.stop()
@@ -204,8 +210,8 @@ class Daemon:
 
     async def _abort_start(self) -> None:
         """Undo what a failed start had started (best effort: the process exits next)."""
-        for name, closing in (("server", lambda x: x.stop(0)), ("store", lambda x: x.stop()),
-                              ("engine", lambda x: x.dispose())):
+        for name, closing in (("server", lambda x: x.stop(0)), ("connections", lambda x: x.stop()),
+                              ("store", lambda x: x.stop()), ("engine", lambda x: x.dispose())):
             part = getattr(self, name, None)
             if part is None:
                 continue

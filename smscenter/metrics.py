@@ -66,6 +66,7 @@ class DaemonCollector:
             for key, value in stats.items():
                 yield CounterMetricFamily(f"smscenter_{prefix}_{key}", f"{prefix} {key.replace('_', ' ')}", value=value)
         yield CounterMetricFamily("smscenter_store_commits", "Group commits", value=d.store.commits)
+        yield from _connection_log_metrics(d.connections)
         yield from _retention_metrics(d.retention)
         yield from _budget_metrics(d)
         yield CounterMetricFamily(
@@ -89,6 +90,20 @@ def _retention_metrics(job):
         value=job.purger.last_run_at or 0.0,
     )
     yield CounterMetricFamily("smscenter_retention_runs", "Retention purge runs since start", value=job.runs)
+
+
+def _connection_log_metrics(connections):
+    """The connection log (connlog.py): rows written, buffered, and dropped on a full buffer."""
+    yield CounterMetricFamily(
+        "smscenter_connection_log_written", "Bind attempts written to the connection log", value=connections.written
+    )
+    yield CounterMetricFamily(
+        "smscenter_connection_log_dropped", "Bind attempts not logged: the connection log's buffer was full",
+        value=connections.dropped,
+    )
+    yield GaugeMetricFamily(
+        "smscenter_connection_log_buffered", "Bind attempts waiting to be written", value=connections.buffered
+    )
 
 
 def _budget_metrics(d):

@@ -7,13 +7,15 @@ Categories (``[retention]``, each overridable per account in ``[account.retentio
 - ``contact_data`` (26 months after reception): MO, i.e. replies and survey answers;
 - ``lookups`` (14 months after an upstream's last report): invalid numbers (shared by all
   accounts, so the platform's value applies);
-- ``billing`` (10 years after the day): the billing aggregates, which hold no number.
+- ``billing`` (10 years after the day): the billing aggregates, which hold no number;
+- ``connections`` (12 months after the attempt): the connection log (``connlog.py``), bind
+  attempts with the peer's IP.
 
 Opt-outs (the blacklist) are never purged: erasing one would expose the person to marketing
 again; it holds only a keyed hash. A message still queued or awaiting its receipt is never
-purged either (``storage/purge.py`` selects only ended messages). A new kind of data — the
-connection log, 12 months — is one more ``Category`` in ``CATEGORIES`` and one more key in
-``[retention]``.
+purged either (``storage/purge.py`` selects only ended messages). A new kind of data is one
+more ``Category`` in ``CATEGORIES`` and one more key in ``[retention]`` (as the connection
+log was).
 
 How it runs: ``Purger.run`` takes each category's tables in bounded batches
 (``purge_batch`` rows at most, one transaction each, ``purge_pause`` between two; the
@@ -85,6 +87,7 @@ CATEGORIES = (
     Category("contact_data", ("mo_messages",)),
     Category("lookups", ("invalid_numbers",)),
     Category("billing", ("billing_days",)),
+    Category("connections", ("connection_log",)),
 )
 
 
@@ -266,7 +269,7 @@ def _secure_delete(dbapi_connection, _record) -> None:
 
 
 _AGED = {"outbox": purge.OUTBOX, "early_receipts": purge.EARLY_RECEIPTS, "mo_messages": purge.MO,
-         "invalid_numbers": purge.INVALID_NUMBERS}
+         "invalid_numbers": purge.INVALID_NUMBERS, "connection_log": purge.CONNECTIONS}
 
 
 def _purge(conn, table: str, now: float, cutoff: Cutoff, limit: int, country_of) -> Batch:

@@ -54,7 +54,7 @@ def add_arguments(verbs) -> None:
         "run", help="delete what is past its retention now; print the rows removed per category and account",
         description="Delete, in bounded batches, what is past its retention ([retention], "
         "[account.retention]): ended messages with their parts and receipts, MO, invalid numbers, "
-        "old billing aggregates. Opt-outs and messages not yet ended are never removed. Prints "
+        "old billing aggregates, old connection-log rows. Opt-outs and messages not yet ended are never removed. Prints "
         "the rows removed per category, table and account.",
     )
     add_config_option(run)

@@ -8,6 +8,10 @@ module decides binds (credentials, IP allow-list, bind types, bind limits; paced
 request, not only submits (``budgets.py``) — before handing it to the ``MessageHandler``, which
 answers it when it is ready (after a durable commit). A session that keeps sending what we
 refuse, or enquire_link far beyond a sane rate, is unbound (``session_flooding``).
+
+Every bind attempt — bound, refused by the guard, its caps or the account's rules, refused by
+the session's state, or left by a peer that hung up before its answer — is told to the
+connection log (``connlog.py``) with the status answered; never with the password.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .admission import Admission, Gate, address_key
 from .bindguard import BindGuard
 from .budgets import SessionBudgets, SessionFlooding
 from .config import Settings
+from .connlog import ConnectionLog, bind_type_of
 from .link import Link, LinkClosed
 from .timers import RealTimers, Timers
 
@@ -62,6 +67,7 @@ class PartnerServer:
         timers: Timers | None = None,
         *,
         guard_timers: Timers | None = None,
+        connections: ConnectionLog | None = None,
     ) -> None:
         self.settings = settings
         self.config = settings.server
@@ -96,6 +102,8 @@ class PartnerServer:
         self.budgets = SessionBudgets(self.config, self.timers, self._unbind_flooding)
         #: Read by each ``Link`` made with this server as its handler.
         self.pdus_per_turn = self.config.pdus_per_turn
+        #: Told of every bind attempt and its answer (``connlog.ConnectionLog``), or None.
+        self.connections = connections
 
     # --- listeners --------------------------------------------------------------------------
 
@@ -187,6 +195,13 @@ class PartnerServer:
         link.close(reason)
 
     def on_invalid(self, link: Link, event: InvalidPdu) -> None:
+        reply = event.reply
+        if reply is not None and (reply.command_id & 0x7FFFFFFF) in _BINDS:
+            # A bind the session refused (its state, or it did not decode): its system_id never
+            # reached us, so the row has none; the account is the session's, if bound.
+            bind: PartnerBind | None = link.context  # type: ignore[assignment]
+            account = bind.account.system_id if bind is not None else None
+            self._log_bind(link, "", account, reply.command_id, reply.command_status)
         log.info(
             "invalid_pdu",
             peer=link.peer[0],
@@ -219,19 +234,33 @@ class PartnerServer:
         known = system_id if self.registry.get(system_id) is not None else None
         state, status = await self.guard.bind(address_key(ip), system_id, check, lambda: link.is_open, account=known)
         if not link.is_open:
+            self._log_bind(link, system_id, known, pdu.command_id, None)  # hung up: nothing answered
             return
         bind = self.registry.attach(state, link, pdu.command_id) if status == CommandStatus.ESME_ROK else None
         if bind is None:
-            link.respond(pdu.response(status if status != CommandStatus.ESME_ROK else CommandStatus.ESME_RBINDFAIL))
+            status = status if status != CommandStatus.ESME_ROK else CommandStatus.ESME_RBINDFAIL
+            link.respond(pdu.response(status))
+            self._log_bind(link, system_id, known, pdu.command_id, status)
             return
         link.context = bind
         self.admission.bound(link)
         link.name = f"partner:{state.system_id}"
         link.respond(pdu.response(system_id=self.config.system_id))
+        self._log_bind(link, system_id, known, pdu.command_id, CommandStatus.ESME_ROK)
         log.info("bound", account=state.system_id, peer=ip, bind=link.context.bind_type)
         bound = getattr(self.handler, "bound", None)
         if bound is not None:
             bound(link.context)
+
+    def _log_bind(self, link: Link, system_id: str, account: str | None, command_id: int, status) -> None:
+        """One row of the connection log (never the password): ``status`` answered, None
+        when the peer left before its answer."""
+        if self.connections is None:
+            return
+        transport = link.transport
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        self.connections.record(system_id=system_id, account=account, peer=link.peer,
+                                bind_type=bind_type_of(command_id), tls=tls, status=status)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -34,6 +34,7 @@ from .schema import (
     PART_SENDING,
     PART_SUBMITTED,
     billing_days,
+    connection_log,
     early_receipts,
     invalid_numbers,
     jobs,
@@ -255,6 +256,11 @@ EARLY_RECEIPTS = AgedTable(
 )
 #: Invalid numbers: the entry's own end (``lookups`` after the upstream's last report).
 INVALID_NUMBERS = AgedTable(invalid_numbers, invalid_numbers.c.expires_at, (invalid_numbers.c.dest_hash,))
+#: Bind attempts (``connections``): by the time of the attempt; rows without an account (an
+#: unknown system_id) use the default.
+CONNECTIONS = AgedTable(
+    connection_log, connection_log.c.at, (connection_log.c.id,), connection_log.c.account, connection_log.c.id
+)
 
 
 def purge_billing(conn: Connection, now: float, keep: float, limit: int) -> Batch:
@@ -342,6 +348,6 @@ def record_run(conn: Connection, name: str, at: float, detail: str = "") -> None
 
 
 __all__ = [
-    "AgedTable", "Batch", "Cutoff", "EARLY_RECEIPTS", "INVALID_NUMBERS", "MO", "OUTBOX", "billing_rows",
+    "AgedTable", "Batch", "CONNECTIONS", "Cutoff", "EARLY_RECEIPTS", "INVALID_NUMBERS", "MO", "OUTBOX", "billing_rows",
     "count_billing", "count_messages", "last_run", "purge_billing", "purge_messages", "record_run", "utc_day",
 ]

@@ -19,13 +19,16 @@ Tables:
 - ``billing_days``: what billing keeps of purged messages — counts per account, day,
   country, category, sender and final state, no number (migration 0009);
 - ``jobs``: when each periodic job (the retention purge) last ran, so that a restart knows
-  whether one is overdue.
+  whether one is overdue;
+- ``connection_log``: every bind attempt on the partner listener, never a password
+  (migration 0010).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -204,6 +207,13 @@ Index("ix_parts_submitted", parts.c.message_id, sqlite_where=_OUT, postgresql_wh
 # Partial: most messages carry no unsubscribe link, and every index costs each insert.
 _WITH_TOKEN = messages.c.unsub_token.isnot(None)
 Index("ix_messages_unsub_token", messages.c.unsub_token, sqlite_where=_WITH_TOKEN, postgresql_where=_WITH_TOKEN)
+#: MO by the sender's keyed hash (migration 0012): a data-subject export or erasure
+#: (``storage/subject.py``) finds a number's replies without reading the table.
+Index("ix_mo_source", mo_messages.c.source_hash)
+#: The partners' copies of MO in the outbox (rows without a message, migration 0012): what
+#: those requests decrypt to find a number's, without reading every receipt.
+_NO_MESSAGE = outbox.c.message_id.is_(None)
+Index("ix_outbox_mo", outbox.c.id, sqlite_where=_NO_MESSAGE, postgresql_where=_NO_MESSAGE)
 
 # --- retention (migration 0009) -----------------------------------------------------------
 
@@ -238,4 +248,28 @@ jobs = Table(
     Column("name", String(32), primary_key=True),
     Column("last_run_at", Float, nullable=False),
     Column("detail", String(512), nullable=False, default=""),
+)
+
+# --- connection log (migration 0010) ------------------------------------------------------
+
+#: Every bind attempt on the partner listener (``smscenter/connlog.py``): when, the system_id
+#: as sent (cut to its SMPP maximum, 15 octets), the account when the system_id is one, the
+#: peer's address, the bind type, TLS or not, and the command_status answered (None: the peer
+#: hung up before its answer). Never a password. Kept ``[retention] connections`` (12 months).
+connection_log = Table(
+    "connection_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # time-ordered, from ids.py
+    Column("at", Float, nullable=False),
+    Column("system_id", String(16), nullable=False),
+    Column("account", String(16), nullable=True),
+    Column("peer_ip", String(45), nullable=False),
+    Column("peer_port", Integer, nullable=False),
+    Column("bind_type", String(12), nullable=False),
+    Column("tls", Boolean, nullable=False),
+    Column("status", Integer, nullable=True),
+    #: By age: the retention purge and ``--since``.
+    Index("ix_connection_log_at", "at"),
+    #: An account's connections, newest first: ``connections list --account``, ``accounts``.
+    Index("ix_connection_log_account", "account", "at"),
 )

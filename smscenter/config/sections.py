@@ -175,6 +175,8 @@ class Retention(_Section):
     lookups: PositiveDuration = "14mo"  # type: ignore[assignment]
     #: The billing aggregates (``billing_days``, no number at all): after their day.
     billing: PositiveDuration = "10y"  # type: ignore[assignment]
+    #: The connection log (bind attempts, with the peer's IP): after the attempt.
+    connections: PositiveDuration = "12mo"  # type: ignore[assignment]
     #: When the daily purge runs, UTC (and at start when a run is overdue).
     purge_at: Annotated[str, PlainValidator(_clock_time)] = "03:30"
     #: Messages (or other rows) deleted per transaction. Each batch holds SQLite's write
@@ -235,6 +237,8 @@ class AccountRetention(_Section):
     #: Accepted, but invalid-number entries are shared by all accounts (an upstream's verdict
     #: on a number is no account's): the purge applies ``[retention] lookups`` to them.
     lookups: PositiveDuration | None = None
+    #: The account's bind attempts (attempts with an unknown system_id use ``[retention]``).
+    connections: PositiveDuration | None = None
 
 
 def _password_hash(value: Any) -> str:

@@ -221,18 +221,21 @@ def test_dpo_reads_numbers_and_is_audited(site):
 
 
 def test_every_wired_verb_leaves_its_row_and_no_number(site):
-    """retention run (rows removed), db upgrade, blacklist reads, mo --show-numbers, incident
+    """db upgrade, retention run (rows removed), blacklist reads, mo --show-numbers, incident
     report: one row each, with counts; the numbers used appear in none."""
     engine = create_engine(site.settings.storage.url)
     with engine.begin() as conn:
         Seeder(conn, site.cipher).message(ended_days_ago=400, number=NUMBER)  # past 6 months
         conn.execute(audit_log.delete())
-        # Back to schema 0009 (before 0011's index), so db upgrade has work to do.
-        conn.exec_driver_sql("DROP INDEX ix_audit_at")
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0009'")
     engine.dispose()
-    upgraded = site.run("ops", "db", "upgrade")
-    assert upgraded.returncode == 0 and "0009 -> 0011" in upgraded.stdout, upgraded.stderr
+    # db upgrade on a database it creates (the untouched config's): its row is the first.
+    upgraded = site.run("ops", "db", "upgrade", config=site.untouched)
+    assert upgraded.returncode == 0 and "none (new database) ->" in upgraded.stdout, upgraded.stderr
+    fresh = create_engine("sqlite:///" + str(site.root / "var" / "never.db"))
+    with fresh.connect() as conn:
+        (row,) = [dict(r) for r in conn.execute(select(audit_log)).mappings()]
+    fresh.dispose()
+    assert (row["action"], row["actor"], row["detail"]) == ("db.upgrade", "nobody", f"schema none -> {db.head_revision()}")
     purged = site.run("ops", "retention", "run")
     assert purged.returncode == 0 and "removed" in purged.stdout, purged.stderr
     assert site.run("support", "blacklist", "list", "--account", "acme", "--number", NUMBER).returncode == 1
@@ -242,14 +245,13 @@ def test_every_wired_verb_leaves_its_row_and_no_number(site):
 
     rows = site.audit()
     by_verb = {r["action"]: r for r in rows}
-    assert [r["action"] for r in rows] == ["db.upgrade", "retention.run", "blacklist.list", "mo.list", "incident.report"]
-    assert by_verb["db.upgrade"]["detail"] == "schema 0009 -> 0011"
+    assert [r["action"] for r in rows] == ["retention.run", "blacklist.list", "mo.list", "incident.report"]
     assert by_verb["retention.run"]["detail"].startswith("removed ") and "message_details" in by_verb["retention.run"]["detail"]
     assert by_verb["blacklist.list"]["detail"] == "1 number checked: not listed"
     assert by_verb["incident.report"]["detail"] == (
         "window 2027-01-01T00:00:00Z..2027-02-01T00:00:00Z: 1 accounts, 4 records held, 2 persons held")
     assert {r["actor"] for r in rows} == {"nobody"}
-    dump = repr(rows)
+    dump = repr(rows + [row])
     for number in (NUMBER, MO_NUMBER):
         assert number[1:] not in dump and number[3:] not in dump
     assert NUMBER[3:] not in report.stdout and MO_NUMBER[3:] not in report.stdout

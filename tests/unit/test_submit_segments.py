@@ -49,7 +49,8 @@ _BODIES = st.one_of(
 )
 
 
-@settings(max_examples=600, deadline=None)
+# 200 examples: generating 150-170 GSM pieces per body is what costs (600 took 12 s).
+@settings(max_examples=200, deadline=None)
 @given(_BODIES)
 def test_parts_agree_with_count_segments(planner, partner, coding_body):
     coding, body = coding_body

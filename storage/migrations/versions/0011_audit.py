@@ -5,15 +5,14 @@ every listing sorts the whole table, and a blacklist import writes one row per n
 daemon's follower reads by id, which the primary key already serves.)
 
 Revision ID: 0011
-Revises: 0009 (the connection log's 0010 is written in parallel: when both are merged, this
-revision follows 0010 — change ``down_revision`` to "0010", nothing else)
+Revises: 0010
 Create Date: 2026-12-04
 """
 
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -7,8 +7,9 @@ when an upgrade is due or the schema is newer than this code — and upgrade on 
 while the nodes sharing a PostgreSQL are stopped. Both are safe beside a running daemon:
 ``upgrade`` takes the same lock as start-up.
 
-Both are ``ops`` verbs (``roles.py``): they read no key. An upgrade that changes the schema
-leaves an audit row (``db.upgrade``: from and to which revision).
+Both are ``ops`` verbs (``roles.py``): they read no key. An upgrade of an existing schema
+leaves an audit row (``db.upgrade``: from and to which revision); creating the schema of a new
+database does not (it changes no data).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ async def _upgrade(engine) -> int:
     if before == after:
         print(f"schema {after}: already current")
     else:
-        await audit(engine, "db.upgrade", "*", f"schema {before or 'none'} -> {after}")
+        if before is not None:  # an existing schema changed (creating a new one is the install)
+            await audit(engine, "db.upgrade", "*", f"schema {before} -> {after}")
         print(f"schema upgraded: {before or 'none (new database)'} -> {after}")
     return EXIT_OK

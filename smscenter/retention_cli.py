@@ -109,6 +109,9 @@ def run_db(verb: str, settings, body) -> int:
     return EXIT_FAILURE
 
 
+_run_db = run_db  # the name keys_cli imports
+
+
 def _cmd_retention(args: argparse.Namespace) -> int:
     verb, settings = load_for(args)
     if settings is None:

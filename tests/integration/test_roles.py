@@ -228,14 +228,23 @@ def test_every_wired_verb_leaves_its_row_and_no_number(site):
         Seeder(conn, site.cipher).message(ended_days_ago=400, number=NUMBER)  # past 6 months
         conn.execute(audit_log.delete())
     engine.dispose()
-    # db upgrade on a database it creates (the untouched config's): its row is the first.
+    # db upgrade of an older schema (the untouched config's database, made at 0010 first).
+    older = site.root / "var" / "never.db"
+
+    async def at_0010():
+        engine = db.create_engine(f"sqlite:///{older}")
+        await db.upgrade(engine, "0010")
+        await engine.dispose()
+
+    asyncio.run(at_0010())
+    os.chmod(older, 0o666)
     upgraded = site.run("ops", "db", "upgrade", config=site.untouched)
-    assert upgraded.returncode == 0 and "none (new database) ->" in upgraded.stdout, upgraded.stderr
-    fresh = create_engine("sqlite:///" + str(site.root / "var" / "never.db"))
+    assert upgraded.returncode == 0 and f"0010 -> {db.head_revision()}" in upgraded.stdout, upgraded.stderr
+    fresh = create_engine(f"sqlite:///{older}")
     with fresh.connect() as conn:
         (row,) = [dict(r) for r in conn.execute(select(audit_log)).mappings()]
     fresh.dispose()
-    assert (row["action"], row["actor"], row["detail"]) == ("db.upgrade", "nobody", f"schema none -> {db.head_revision()}")
+    assert (row["action"], row["actor"], row["detail"]) == ("db.upgrade", "nobody", f"schema 0010 -> {db.head_revision()}")
     purged = site.run("ops", "retention", "run")
     assert purged.returncode == 0 and "removed" in purged.stdout, purged.stderr
     assert site.run("support", "blacklist", "list", "--account", "acme", "--number", NUMBER).returncode == 1

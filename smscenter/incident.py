@@ -17,13 +17,15 @@ Two counts per category, because the right one depends on the breach:
   are gone), nor are the billing aggregates (they hold no personal data).
 
 People are counted by keyed hash (``lookup_hash``: the same number gives the same hash in
-every table), so "persons" per account is the distinct count over all its categories. No
-number, text or hash is printed. Countries come from ``messages.dest_country``.
+every table), so "persons" per account is the distinct count over all its number categories;
+the connection log's peer IPs are counted apart (distinct IPs; failed binds of no account
+under "(no account)"). No number, text, hash or IP is printed. Countries come from
+``messages.dest_country``.
 
 Each category is one function returning a SELECT of ``(account, person, country)`` over its
-window; the report's counts are built from those alone. A new category (the connection log's
-peer IPs) is one more function in ``CATEGORIES``. Messages and MO are cut by id (ids are
-time-ordered: ``storage/ids.py``), a primary-key range; opt-outs by ``created_at``.
+window; the report's counts are built from those alone: a new category is one more function
+in ``CATEGORIES``. Messages and MO are cut by id (ids are time-ordered: ``storage/ids.py``),
+a primary-key range; opt-outs by ``created_at``; connections by ``at`` (indexed).
 
 The verb (``incident_cli.py``) is a ``support`` verb (counts and hashes only, ``roles.py``);
 each report leaves an audit row (``incident.report``).
@@ -39,7 +41,7 @@ from typing import Callable
 from sqlalchemy import Select, and_, func, null, select, union_all
 
 from storage.purge import id_floor
-from storage.schema import blacklist, messages, mo_messages, parts
+from storage.schema import blacklist, connection_log, messages, mo_messages, parts
 
 __all__ = ["CATEGORIES", "Category", "TO_FILL", "build_report", "to_markdown"]
 
@@ -62,6 +64,9 @@ class Category:
     name: str
     description: str
     rows: Callable[[float, float], Select]
+    #: Whether ``person`` is a number's keyed hash, counted in the distinct persons over
+    #: the categories (a connection's peer IP is not: its distinct IPs are its own count).
+    numbers: bool = True
 
 
 def _numbers(since: float, until: float) -> Select:
@@ -89,12 +94,20 @@ def _optouts(since: float, until: float) -> Select:
         and_(blacklist.c.created_at >= since, blacklist.c.created_at < until))
 
 
-#: In the order the report shows them. Connection IPs (``connection_log``) join here.
+def _connection_ips(since: float, until: float) -> Select:
+    return select(func.coalesce(connection_log.c.account, "(no account)").label("account"),
+                  connection_log.c.peer_ip.label("person"), null().label("country")).where(
+        and_(connection_log.c.at >= since, connection_log.c.at < until))
+
+
+#: In the order the report shows them.
 CATEGORIES: tuple[Category, ...] = (
     Category("numbers", "recipients' phone numbers (messages; encrypted, with a keyed hash)", _numbers),
     Category("texts", "message texts (stored segments; encrypted)", _texts),
     Category("mo", "MO received: senders' numbers and texts (encrypted)", _mo),
     Category("optouts", "opt-outs (keyed hashes of numbers, never purged)", _optouts),
+    Category("connection_ips", "bind attempts' peer IPs (connection log; persons: distinct IPs)",
+             _connection_ips, numbers=False),
 )
 
 
@@ -110,7 +123,8 @@ def _counts(conn, since: float, until: float, account: str | None) -> tuple[dict
     subs = []
     for cat in CATEGORIES:
         sub = cat.rows(since, until).subquery()
-        subs.append(select(sub.c.account, sub.c.person, sub.c.country))
+        if cat.numbers:
+            subs.append(select(sub.c.account, sub.c.person, sub.c.country))
         q = select(sub.c.account, func.count(), func.count(sub.c.person.distinct())).group_by(sub.c.account)
         if account is not None:
             q = q.where(sub.c.account == account)
@@ -120,13 +134,17 @@ def _counts(conn, since: float, until: float, account: str | None) -> tuple[dict
     scoped = (lambda q: q.where(every.c.account == account)) if account is not None else (lambda q: q)
     for acc, persons in conn.execute(scoped(
             select(every.c.account, func.count(every.c.person.distinct())).group_by(every.c.account))):
-        entry(acc)["persons"] = persons
+        entry(acc)["persons"] = persons  # numbers' hashes only: an IP is no number
     for acc, cc, persons in conn.execute(scoped(
             select(every.c.account, every.c.country, func.count(every.c.person.distinct()))
             .where(every.c.country.is_not(None)).group_by(every.c.account, every.c.country))):
         entry(acc)["countries"][cc] = persons
     records, persons = conn.execute(scoped(select(func.count(), func.count(every.c.person.distinct())))).one()
+    records += sum(c["records"] for a in out.values() for n, c in a["categories"].items() if n in _NOT_NUMBERS)
     return out, {"records": records, "persons": persons}
+
+
+_NOT_NUMBERS = {c.name for c in CATEGORIES if not c.numbers}
 
 
 def _iso(ts: float) -> str:
@@ -201,7 +219,7 @@ def to_markdown(report: dict) -> str:
     lines += ["", "### All accounts", "",
               f"Processed: {t['processed']['records']} records, {t['processed']['persons']} distinct persons. "
               f"Held: {t['held']['records']} records, {t['held']['persons']} distinct persons "
-              "(a person of several accounts counted once)."]
+              "(by number: a person of several accounts counted once; connection IPs apart)."]
     lines += ["", "## To fill in"]
     for key, heading, hint in TO_FILL:
         lines += ["", f"### {heading}", "", f"_To fill in: {hint.rstrip('.')}_"]

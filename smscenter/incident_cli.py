@@ -29,7 +29,7 @@ def add_arguments(verbs) -> None:
     rep = subs.add_parser(
         "report", help="what personal data an incident window concerns, per account: a notification draft",
         description="Per account, the categories of personal data stored or processed in the window "
-        "(numbers, texts, MO, opt-outs), their records and distinct persons (by keyed hash) and "
+        "(numbers, texts, MO, opt-outs, connection IPs), their records and distinct persons (by keyed hash) and "
         "countries, and the notification's fields to fill in (nature, consequences, measures, DPO "
         "contact). Counts only: needs the support role. Audited.",
     )

@@ -17,14 +17,15 @@ from smscenter.config import load_settings
 from smscenter.incident import CATEGORIES, TO_FILL, build_report, to_markdown
 from storage import db
 from storage.crypto import FieldCipher, Keyring
-from storage.schema import audit_log
+from storage.schema import audit_log, connection_log
 from tests.integration.optout_fixtures import run_cli
-from tests.retention_fixtures import DAY, NOW, Seeder
+from tests.retention_fixtures import DAY, NOW, Seeder, next_id
 
 pytestmark = pytest.mark.timeout(120)
 
 HASH = "scrypt$16384$8$1$s5Y73IQSiQFNjmd2BA0ncA$3bu9+9yLDyNEF1c0dZdTHrly0o1Wx72udtUvTAl93z4"
 A, B, C, D, E = "+33611110001", "+32470000002", "+33611110003", "+33611110004", "+33611110005"
+IP1, IP2, IP3, IP4 = "192.0.2.11", "192.0.2.22", "198.51.100.33", "203.0.113.44"
 SINCE, UNTIL = NOW - 10 * DAY, NOW - 5 * DAY
 IN = NOW - 7 * DAY  # inside the window
 
@@ -36,7 +37,8 @@ def iso(ts: float) -> str:
 def seed(s: Seeder) -> None:
     """acme: 3 messages to A and 1 to B (BE) in the window, 1 to C before it, 1 to D after
     it; an MO from A and A's opt-out in the window. beta: 1 message to A in the window. An
-    unroutable MO from E in the window. Two parts per message."""
+    unroutable MO from E in the window. Two parts per message. Connections: acme from IP1
+    twice and IP2 in the window, IP3 before it; a refused bind of no account from IP4."""
     for _ in range(3):
         s.message(submitted_at=IN, number=A, country="FR", ended_days_ago=6)
     s.message(submitted_at=IN, number=B, country="BE", ended_days_ago=6)
@@ -46,6 +48,12 @@ def seed(s: Seeder) -> None:
     s.mo(days_ago=7, number=A)
     s.mo(account=None, days_ago=7, number=E)
     s.optout(A, days_ago=7)
+    for account, ip, at in [("acme", IP1, IN), ("acme", IP1, IN + 60), ("acme", IP2, IN), ("acme", IP3, SINCE - DAY),
+                            (None, IP4, IN)]:
+        s.conn.execute(connection_log.insert(), [{
+            "id": next_id(at), "at": at, "system_id": account or "guess", "account": account, "peer_ip": ip,
+            "peer_port": 40000, "bind_type": "transceiver", "tls": False, "status": 0 if account else 0x0F,
+        }])
 
 
 def categories(entry: dict) -> dict:
@@ -67,19 +75,23 @@ async def test_counts_per_account_category_and_country(engine):
     async with engine.connect() as conn:
         report = await conn.run_sync(lambda c: build_report(c, SINCE, UNTIL, now=NOW))
     by = {a["account"]: a for a in report["accounts"]}
-    assert list(by) == ["(unroutable)", "acme", "beta"]
+    assert list(by) == ["(no account)", "(unroutable)", "acme", "beta"]
     # (processed records, processed persons, held records, held persons)
     assert categories(by["acme"]) == {
         "numbers": (4, 2, 5, 3), "texts": (8, 2, 10, 3), "mo": (1, 1, 1, 1), "optouts": (1, 1, 1, 1),
+        "connection_ips": (3, 2, 4, 3),
     }
     # A is in every category of acme: counted once. D came after the window: not at all.
+    # IPs are no numbers: they are not among the persons.
     assert by["acme"]["persons"] == {"processed": 2, "held": 3}
     assert by["acme"]["countries"] == {"processed": {"BE": 1, "FR": 1}, "held": {"BE": 1, "FR": 2}}
     assert categories(by["beta"]) == {"numbers": (1, 1, 1, 1), "texts": (2, 1, 2, 1), "mo": (0, 0, 0, 0),
-                                      "optouts": (0, 0, 0, 0)}
+                                      "optouts": (0, 0, 0, 0), "connection_ips": (0, 0, 0, 0)}
     assert categories(by["(unroutable)"])["mo"] == (1, 1, 1, 1)
+    assert categories(by["(no account)"])["connection_ips"] == (1, 1, 1, 1) and by["(no account)"]["persons"] == {
+        "processed": 0, "held": 0}
     # Over all accounts, A (acme and beta) is one person: A, B, C, E held; A, B, E processed.
-    assert report["total"] == {"processed": {"records": 18, "persons": 3}, "held": {"records": 21, "persons": 4}}
+    assert report["total"] == {"processed": {"records": 22, "persons": 3}, "held": {"records": 26, "persons": 4}}
     assert report["to_fill"] == {key: None for key, _, _ in TO_FILL}
     assert [c["category"] for c in report["counted"]] == [c.name for c in CATEGORIES]
 
@@ -124,6 +136,8 @@ def audit_rows(settings) -> list[dict]:
 
 
 def assert_no_number(text: str, cipher) -> None:
+    for ip in (IP1, IP2, IP3, IP4):
+        assert ip not in text
     for number in (A, B, C, D, E):
         assert number[1:] not in text and number[3:] not in text
         assert cipher.lookup_hash(number).hex()[:12] not in text
@@ -141,7 +155,8 @@ async def test_the_verb_writes_markdown_and_json_and_is_audited(site):
     assert "| numbers: recipients' phone numbers" in text and "| 4 | 2 | 5 | 3 |" in text
     assert "| **distinct persons** | | 2 | | 3 |" in text
     assert "Countries (processed, persons): BE 1, FR 1" in text
-    assert "Held: 21 records, 4 distinct persons" in text
+    assert "Held: 26 records, 4 distinct persons" in text
+    assert "| connection_ips: bind attempts' peer IPs" in text and "| 3 | 2 | 4 | 3 |" in text
     for heading in ("Nature of the breach", "Likely consequences", "Measures taken or proposed",
                     "DPO contact", "When the breach was found", "Customers informed"):
         assert f"### {heading}\n\n_To fill in:" in text
@@ -158,7 +173,7 @@ async def test_the_verb_writes_markdown_and_json_and_is_audited(site):
 
     rows = audit_rows(settings)
     assert [(r["action"], r["scope"]) for r in rows] == [("incident.report", "*"), ("incident.report", "acme")]
-    assert rows[0]["detail"] == (f"window {iso(SINCE)}Z..{iso(UNTIL)}Z: 3 accounts, 21 records held, "
+    assert rows[0]["detail"] == (f"window {iso(SINCE)}Z..{iso(UNTIL)}Z: 4 accounts, 26 records held, "
                                  "4 persons held")
     assert all(r["dest_hash"] is None for r in rows)
     assert_no_number(repr(rows), cipher)

@@ -4,11 +4,13 @@ Three roles, by what they may read (the provider note: access to data according 
 person's role):
 
 - ``dpo`` reads personal data in clear: the data-encryption keys (``dek-*.key``) and the
-  look-up key. Verbs: ``subject export|erase``, ``mo list --show-numbers``, anything that
-  decrypts.
+  look-up key. Verbs: ``subject export|erase``, ``account purge``, ``mo list
+  --show-numbers``, ``keys``, anything that decrypts.
 - ``support`` works with keyed hashes only: the look-up key (``lookup.key``). Verbs:
-  ``blacklist``, ``connections``, ``billing``, ``mo list``.
-- ``ops`` reads no key: ``db status``, ``check-config``, status-like verbs.
+  ``blacklist``, ``connections``, ``accounts``, ``billing``, ``mo list``, ``audit list``,
+  ``incident report``.
+- ``ops`` reads no key: ``db status|upgrade``, ``retention run``, ``check-config``,
+  status-like verbs.
 
 How it is enforced: by the file system, not by this code. The keys folder's files get a
 group each (README "Roles"): ``dek-*.key`` mode 0640 group ``smscenter-dpo``, ``lookup.key``

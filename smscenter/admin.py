@@ -34,14 +34,13 @@ import re
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, TextIO
 
 from .config import Settings
 from .roles import CLI_NODE, Role, RoleError, audit, keyring_for
 from .roles import current_actor as default_actor
-from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for, utc_stamp
 
 # storage (SQLAlchemy) and routing.numbers (phonenumbers) are imported where used: the other
 # verbs (check-config, hash-password) should not pay for them at start-up.
@@ -62,12 +61,6 @@ class UsageError(Exception):
 def _err(*lines: str) -> None:
     for line in lines:
         print(line, file=sys.stderr)
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # --------------------------------------------------------------------------- scope
@@ -186,7 +179,7 @@ async def blacklist_list(admin: Admin, scope: Scope | None, number: str | None, 
     for e in entries:
         print(
             f"{label_of(e.scope):<16} {e.dest_hash.hex()[:HASH_PREFIX_CHARS]:<12} {e.source:<7} "
-            f"{_when(e.created_at):<19} {e.created_by}"
+            f"{utc_stamp(e.created_at):<19} {e.created_by}"
         )
     where = f" for {scope.label}" if scope else ""
     print(f"{len(entries)} entries{where} (numbers are stored as keyed hashes; give --number to test one)")
@@ -223,7 +216,7 @@ async def _check_number(admin: Admin, scope: Scope | None, number: str) -> int:
             also = f" (platform-level: applies to this account's marketing from {senders})"
         print(
             f"{e164} is on the blacklist of {label_of(entry.scope)}: source {entry.source}, "
-            f"added {_when(entry.created_at)} UTC by {entry.created_by}{also}"
+            f"added {utc_stamp(entry.created_at)} UTC by {entry.created_by}{also}"
         )
     if not found:
         where = f"the blacklist of {scope.label}" if scope else "any blacklist"
@@ -276,7 +269,7 @@ async def blacklist_export(admin: Admin, scope: Scope | None, out: TextIO) -> in
     await audit(admin.store.engine, "blacklist.export", scope.key if scope else "*", f"{len(entries)} entries exported")
     out.write("scope,hash,source,added_utc,added_by\n")
     for e in entries:
-        out.write(f"{label_of(e.scope)},{e.dest_hash.hex()},{e.source},{_when(e.created_at)},{_csv(e.created_by)}\n")
+        out.write(f"{label_of(e.scope)},{e.dest_hash.hex()},{e.source},{utc_stamp(e.created_at)},{_csv(e.created_by)}\n")
     out.flush()
     return EXIT_OK
 
@@ -315,7 +308,7 @@ async def mo_list(admin: Admin, status: str, limit: int, show_numbers: bool) -> 
             number = bytes(row["source_hash"]).hex()[:HASH_PREFIX_CHARS] if row["source_hash"] else "-"
             length = f"{max(0, len(row['text_enc']) - OVERHEAD)}B" if row["text_enc"] else "?"
         print(
-            f"{_when(row['received_at']):<19} {row['short_code'] or '-':<6} {row['status']:<10} "
+            f"{utc_stamp(row['received_at']):<19} {row['short_code'] or '-':<6} {row['status']:<10} "
             f"{row['account'] or '-':<16} {number or '-':<16} {length:>4}  {row['reason'] or '-'}"
         )
     print(f"{len(rows)} MO ({status})")

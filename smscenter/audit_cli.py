@@ -18,40 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from datetime import datetime, timezone
 
 from .roles import Role, RoleError, keyring_for
-from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for, positive_int, utc_stamp, when_arg
 
-__all__ = ["add_arguments", "parse_when", "when_arg"]
-
-
-def parse_when(text: str, now: float) -> float:
-    """A UNIX time from ``--since``/``--until``: an ISO 8601 date or date-time (UTC when no
-    offset is given: ``2026-05-01``, ``2026-05-01T21:00+02:00``), or a duration back from
-    ``now`` (``90m``, ``24h``, ``7d``; the config's units). ``ValueError`` otherwise."""
-    from .config.values import parse_duration
-
-    text = text.strip()
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither a date-time (2026-05-01T21:00, UTC without an offset) "
-                         "nor a duration back from now (24h, 7d)") from None
-    return (at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at).timestamp()
-
-
-def when_arg(text: str) -> float:
-    """``parse_when`` as an argparse ``type=`` (a bad value exits 2), against the clock now."""
-    try:
-        return parse_when(text, time.time())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+__all__ = ["add_arguments"]
 
 
 def add_arguments(verbs) -> None:
@@ -69,7 +40,7 @@ def add_arguments(verbs) -> None:
     ls.add_argument("--actor", default=None, metavar="NAME", help="only this OS user's rows")
     ls.add_argument("--verb", dest="verb_prefix", default=None, metavar="PREFIX",
                     help="only verbs starting with this (blacklist, subject.export …)")
-    ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N rows (default 100)")
+    ls.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N rows (default 100)")
     ls.set_defaults(func=_cmd)
 
 
@@ -90,16 +61,9 @@ async def audit_rows(conn, since: float | None = None, actor: str | None = None,
     return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _cmd(args: argparse.Namespace) -> int:
     verb, settings = load_for(args)
     if settings is None:
-        return EXIT_USAGE
-    if args.limit <= 0:
-        print(f"{verb}: --limit must be positive", file=sys.stderr)
         return EXIT_USAGE
     try:
         keyring_for(settings, Role.SUPPORT, verb)  # before any database access
@@ -113,7 +77,7 @@ def _cmd(args: argparse.Namespace) -> int:
             rows = await audit_rows(conn, args.since, args.actor, args.verb_prefix, args.limit)
         print(f"{'TIME (UTC)':<19} {'ACTOR':<16} {'VERB':<20} {'SCOPE':<16} DETAIL")
         for r in rows:
-            print(f"{_when(r['at']):<19} {r['actor']:<16} {r['action']:<20} {r['scope']:<16} {r['detail']}")
+            print(f"{utc_stamp(r['at']):<19} {r['actor']:<16} {r['action']:<20} {r['scope']:<16} {r['detail']}")
         more = f" (the newest {args.limit}; --limit for more)" if len(rows) == args.limit else ""
         print(f"{len(rows)} rows{more}")
         return EXIT_OK

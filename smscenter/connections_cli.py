@@ -26,31 +26,10 @@ import argparse
 import asyncio
 import ipaddress
 import sys
-import time
-from datetime import datetime, timezone
 
-from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, positive_int, utc_stamp, when_arg
 
 DEFAULT_LIMIT = 100
-
-
-def _since(text: str) -> float:
-    """``--since``: an ISO 8601 instant (UTC without an offset) or a duration back from now."""
-    from .config import parse_duration
-
-    try:
-        return time.time() - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an ISO 8601 time (2026-05-01T08:00, UTC without an offset) "
-            "nor a duration back from now (24h, 7d)"
-        ) from None
-    at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
-    return at.timestamp()
 
 
 def _ip(text: str) -> str:
@@ -58,16 +37,6 @@ def _ip(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of rows")
-    return value
 
 
 def add_arguments(verbs) -> None:
@@ -82,10 +51,10 @@ def add_arguments(verbs) -> None:
     add_config_option(listing)
     listing.add_argument("--account", metavar="ID", help="only this account's attempts")
     listing.add_argument("--ip", type=_ip, metavar="ADDR", help="only attempts from this address")
-    listing.add_argument("--since", type=_since, metavar="DATETIME|DURATION",
+    listing.add_argument("--since", type=when_arg, metavar="DATETIME|DURATION",
                          help="from this UTC time (2026-05-01T08:00) or this long ago (24h, 7d)")
     listing.add_argument("--failed", action="store_true", help="only attempts not answered ESME_ROK")
-    listing.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT, metavar="N",
+    listing.add_argument("--limit", type=positive_int, default=DEFAULT_LIMIT, metavar="N",
                          help=f"at most N rows (default {DEFAULT_LIMIT})")
     listing.set_defaults(func=_cmd_list, action="list")
 
@@ -136,12 +105,6 @@ def _run(args: argparse.Namespace, verb: str, body) -> int:
     return EXIT_FAILURE
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _status(status: int | None) -> str:
     from protocol.constants import CommandStatus
 
@@ -174,7 +137,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"{'TIME (UTC)':<19}  {'SYSTEM_ID':<15}  {'ACCOUNT':<15}  {'PEER':<47}  {'BIND':<11}  "
               f"{'TLS':<3}  STATUS")
         for r in rows:
-            print(f"{_when(r['at']):<19}  {r['system_id']:<15}  {r['account'] or '-':<15}  "
+            print(f"{utc_stamp(r['at']):<19}  {r['system_id']:<15}  {r['account'] or '-':<15}  "
                   f"{_address(r['peer_ip'], r['peer_port']):<47}  {r['bind_type']:<11}  "
                   f"{'yes' if r['tls'] else 'no':<3}  {_status(r['status'])}")
         more = " (--limit reached: older ones not shown)" if len(rows) == args.limit else ""
@@ -204,8 +167,8 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
             if last is None:
                 when, peer, status = "never", "-", "-"
             else:
-                when, peer, status = _when(last["at"]), _address(last["peer_ip"], last["peer_port"]), _status(last["status"])
-            print(f"{name:<15}  {when:<21}  {peer:<47}  {status:<16}  {_when(sms) if sms is not None else 'never'}")
+                when, peer, status = utc_stamp(last["at"]), _address(last["peer_ip"], last["peer_port"]), _status(last["status"])
+            print(f"{name:<15}  {when:<21}  {peer:<47}  {status:<16}  {utc_stamp(sms) if sms is not None else 'never'}")
         return EXIT_OK
 
     return _run(args, verb, body)

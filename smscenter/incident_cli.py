@@ -15,9 +15,8 @@ import argparse
 import json
 import sys
 
-from .audit_cli import when_arg
 from .roles import Role, RoleError, audit, keyring_for
-from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for, when_arg
 
 __all__ = ["add_arguments"]
 

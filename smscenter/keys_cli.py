@@ -29,17 +29,7 @@ import stat
 import sys
 from pathlib import Path
 
-from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return value
+from .verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for, positive_int
 
 
 def add_arguments(verbs) -> None:
@@ -63,8 +53,8 @@ def add_arguments(verbs) -> None:
         "an interruption. Refuses the current key (rotate first).",
     )
     add_config_option(retire)
-    retire.add_argument("key_id", type=_positive, metavar="KEY_ID", help="the key to retire (see keys list)")
-    retire.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, metavar="N",
+    retire.add_argument("key_id", type=positive_int, metavar="KEY_ID", help="the key to retire (see keys list)")
+    retire.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH, metavar="N",
                         help=f"rows read and rewritten per transaction (default {DEFAULT_BATCH})")
     retire.set_defaults(func=_cmd, run=_retire)
 

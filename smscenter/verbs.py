@@ -5,6 +5,8 @@ verbs ``db``, ``keys``, ``blacklist``, ``mo``) the config loaded or its problems
 from __future__ import annotations
 
 import argparse
+import time
+from datetime import datetime, timezone
 from typing import Callable
 
 from .config import Settings, load_or_report
@@ -32,3 +34,48 @@ def load_for(args: argparse.Namespace) -> tuple[str, Settings | None]:
     once the config's problems are printed."""
     verb = f"smscenter {args.verb} {args.action}"
     return verb, load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+
+
+def parse_when(text: str, now: float) -> float:
+    """A UNIX time from ``--since``/``--until``: an ISO 8601 date or date-time (UTC when no
+    offset is given: ``2026-05-01``, ``2026-05-01T21:00+02:00``), or a duration back from
+    ``now`` (``90m``, ``24h``, ``7d``; the config's units). ``ValueError`` otherwise."""
+    from .config.values import parse_duration
+
+    text = text.strip()
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a date-time (2026-05-01T21:00, UTC without an offset) "
+                         "nor a duration back from now (24h, 7d)") from None
+    return (at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at).timestamp()
+
+
+def when_arg(text: str) -> float:
+    """``parse_when`` as an argparse ``type=`` (a bad value exits 2), against the clock now."""
+    try:
+        return parse_when(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type=`` for counts, ids and limits: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def utc_stamp(ts: float | None) -> str:
+    """A UNIX time as the verbs print it (UTC, to the second); ``-`` for none."""
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -138,10 +138,10 @@ async def test_accounts_shows_the_last_connection_and_the_last_sms(setup):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--since", "yesterday"), "neither an ISO 8601 time"),
-    (("--since", "5"), "neither an ISO 8601 time"),
+    (("--since", "yesterday"), "neither a date-time"),
+    (("--since", "5"), "neither a date-time"),
     (("--ip", "999.1.1.1"), "not an IP address"),
-    (("--limit", "0"), "positive number"),
+    (("--limit", "0"), "not a positive whole number"),
     (("--account", "ghost"), "--account ghost: no such account"),
 ])
 async def test_bad_input_exits_2_and_reads_nothing(setup, args, message):

@@ -85,8 +85,8 @@ async def test_lists_newest_first_and_filters(site):
 
 @pytest.mark.parametrize("args, message", [
     (["--since", "yesterday"], "neither a date-time"),
-    (["--limit", "0"], "--limit must be positive"),
-    (["--limit", "many"], "invalid int value"),
+    (["--limit", "0"], "not a positive whole number"),
+    (["--limit", "many"], "not a positive whole number"),
 ])
 async def test_bad_input_exits_2(site, args, message):
     c, _ = site

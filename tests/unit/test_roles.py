@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from smscenter import roles
-from smscenter.audit_cli import parse_when
+from smscenter.verbs import parse_when
 from smscenter.roles import Role, RoleError, keyring_for
 from storage.crypto import FieldCipher, Keyring, KeyringError, NoDataKeyError
 

@@ -32,23 +32,23 @@ bench: install
 	$(BIN)/python -m protocol.bench
 
 # Session overhead: our partner server vs a minimal sink, both driven by smpp34 clients
-# (python -m smscenter.bench_sessions --help; e.g. make bench-sessions BENCH_ARGS="--messages 20000").
+# (python -m smscenter.bench.sessions --help; e.g. make bench-sessions BENCH_ARGS="--messages 20000").
 .PHONY: bench-sessions
 bench-sessions: install
-	$(BIN)/python -m smscenter.bench_sessions $(BENCH_ARGS)
+	$(BIN)/python -m smscenter.bench.sessions $(BENCH_ARGS)
 
 # The durable MT path end to end: smpp34 partners -> smscenter daemon (SQLite) -> upstream sink
-# with receipts, beside partners -> sink directly (python -m smscenter.bench_mt --help;
+# with receipts, beside partners -> sink directly (python -m smscenter.bench.mt --help;
 # e.g. make bench-mt BENCH_MT_ARGS="--messages 5000").
 .PHONY: bench-mt
 bench-mt: install
-	$(BIN)/python -m smscenter.bench_mt $(BENCH_MT_ARGS)
+	$(BIN)/python -m smscenter.bench.mt $(BENCH_MT_ARGS)
 
 # The daemon's memory with a deep MT queue behind a closed connector, then drained
-# (python -m smscenter.bench_queue --help; e.g. make bench-queue BENCH_QUEUE_ARGS="--messages 1000000").
+# (python -m smscenter.bench.queue --help; e.g. make bench-queue BENCH_QUEUE_ARGS="--messages 1000000").
 .PHONY: bench-queue
 bench-queue: install
-	$(BIN)/python -m smscenter.bench_queue $(BENCH_QUEUE_ARGS)
+	$(BIN)/python -m smscenter.bench.queue $(BENCH_QUEUE_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -377,7 +377,7 @@ def country_of(e164: str) -> str | None:
 def mask(e164: str) -> str:
     """A number for logs: the first 3 digits and the last 2, ``"+33612345678"`` →
     ``"+336****78"``; the ``+`` is kept and the hidden part is always four stars. Same rule as
-    ``smscenter.logs.mask_number``: 5 digits or fewer (short codes) and values with letters
+    ``smscenter.app.logs.mask_number``: 5 digits or fewer (short codes) and values with letters
     (sender IDs) are not personal numbers and stay readable."""
     digits = _NON_DIGIT.sub("", e164)
     if len(digits) <= 5 or any(c.isalpha() for c in e164):

@@ -1,8 +1,8 @@
 """The connection log's statements: write a batch of bind attempts, read them back.
 
 Each function runs on a synchronous SQLAlchemy ``Connection`` (the caller opens the
-transaction, or uses ``run_sync``): the daemon's ``smscenter/connlog.py`` writes, the CLI's
-``smscenter/connections_cli.py`` reads, ``storage/purge.py`` (``CONNECTIONS``) deletes by age.
+transaction, or uses ``run_sync``): the daemon's ``smscenter/pipeline/connlog.py`` writes, the CLI's
+``smscenter/cli/connections.py`` reads, ``storage/purge.py`` (``CONNECTIONS``) deletes by age.
 
 A row holds no password and no message content: time, system_id as the peer sent it, the
 account when that system_id is one, the peer's IP and port, the bind type, TLS or not, and

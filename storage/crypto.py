@@ -4,7 +4,7 @@ What is stored encrypted: phone numbers and message text (issue 4, DESIGN "Secur
 What is stored beside them so we can still find rows: a keyed hash of the number.
 
 Keys folder (``[storage] keys``), mode 0700, every file 0600 — or, to give the CLI's roles
-(``smscenter/roles.py``) their own read access, the folder 0750 and the files 0640 with a group
+(``smscenter/cli/roles.py``) their own read access, the folder 0750 and the files 0640 with a group
 each (``dek-*.key`` the dpo group, ``lookup.key`` the support group). A key file is refused
 when any "other" bit or a group write/execute bit is set: group *read* is the one loosening.
 

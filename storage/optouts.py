@@ -130,7 +130,7 @@ class OptOutStore:
         """Blacklist audit rows with an id above ``audit_id``, in id order:
         [(id, action, scope, hash)]. Ids are time-ordered but several writers (the daemon,
         the CLI, other nodes) commit out of id order: callers re-read a margin below their
-        high-water mark (see ``smscenter.blacklist``)."""
+        high-water mark (see ``smscenter.pipeline.blacklist``)."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(

@@ -1,7 +1,7 @@
 """The retention purge's statements: what is old enough to go, deleted in bounded batches.
 
 Each function here runs on a synchronous SQLAlchemy ``Connection`` inside one transaction
-that its caller opens (``smscenter/retention.py`` decides when, how often and on which
+that its caller opens (``smscenter/app/retention.py`` decides when, how often and on which
 connection). One call deletes at most ``limit`` rows of its kind (messages count as one row
 each, with their parts and receipts), so a transaction is short whatever the backlog: the
 next batch is another call, and a purge stopped anywhere — SIGKILL included — leaves whole

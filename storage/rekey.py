@@ -233,7 +233,7 @@ class Retirement:
 
     def _sqlite(self):
         """On a SQLite file, a thread with a synchronous connection of its own (as the purge:
-        ``smscenter/retention.py``): a write transaction begins with ``BEGIN IMMEDIATE`` and
+        ``smscenter/app/retention.py``): a write transaction begins with ``BEGIN IMMEDIATE`` and
         runs its statements with no event-loop turn between them, so the write lock is held
         for the statements only (500 updates took ~385 ms through aiosqlite, a thread hop
         each, and ~48 ms here, commit included). None on other databases."""

@@ -178,7 +178,7 @@ mo_messages = Table(
 )
 
 #: Who changed or read what: blacklist changes (the daemon follows them) and every CLI verb
-#: reading clear data or changing data (``smscenter/roles.py``). No numbers in clear.
+#: reading clear data or changing data (``smscenter/cli/roles.py``). No numbers in clear.
 audit_log = Table(
     "audit_log",
     metadata,
@@ -252,7 +252,7 @@ jobs = Table(
 
 # --- connection log (migration 0010) ------------------------------------------------------
 
-#: Every bind attempt on the partner listener (``smscenter/connlog.py``): when, the system_id
+#: Every bind attempt on the partner listener (``smscenter/pipeline/connlog.py``): when, the system_id
 #: as sent (cut to its SMPP maximum, 15 octets), the account when the system_id is one, the
 #: peer's address, the bind type, TLS or not, and the command_status answered (None: the peer
 #: hung up before its answer). Never a password. Kept ``[retention] connections`` (12 months).

@@ -192,7 +192,7 @@ class Store:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self.clock = clock
-        #: The group commit's linger (``max_delay``) on a ``smscenter.timers.Timers`` (virtual
+        #: The group commit's linger (``max_delay``) on a ``smscenter.runtime.timers.Timers`` (virtual
         #: time in tests); without one, on the monotonic clock and the loop's own sleep.
         self.timers = timers
         self._linger_clock: Callable[[], float] = time.monotonic if timers is None else timers.now

@@ -54,7 +54,7 @@ _FINAL = frozenset(int(s) for s in FINAL_STATES)
 _UNFINISHED_PARTS = frozenset((PART_QUEUED, PART_SENDING, PART_SUBMITTED))
 
 #: Builds the partner's receipt (an outbox row, or None: none wanted) for a message that
-#: ended here: ``smscenter.receipts.ReceiptBuilder``.
+#: ended here: ``smscenter.pipeline.receipts.ReceiptBuilder``.
 ReceiptFor = Callable[[Finished], "dict | None"]
 
 

@@ -60,7 +60,7 @@ def gated_transaction(keys: str, gate: str, fail: bool = False) -> Transaction:
     """The daemon's transaction (``receipts.daemon_transaction``) whose receipt builder waits
     until the file ``gate`` exists (10 s at most), then builds — or raises, with ``fail``.
     Module-level, so that a ``functools.partial`` of it can be a writer process's factory."""
-    from smscenter.receipts import daemon_transaction
+    from smscenter.pipeline.receipts import daemon_transaction
 
     transaction = daemon_transaction(keys, {}, 3600.0, {}, 0)
     build = transaction.receipt_builder

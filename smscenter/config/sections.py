@@ -72,10 +72,10 @@ class Server(_Section):
     flood_refusals: int = Field(1000, gt=0)  # refused requests + excess enquire_link per flood_interval before unbind
     flood_interval: PositiveDuration = "10s"  # type: ignore[assignment]
     refusal_log_interval: PositiveDuration = "10s"  # type: ignore[assignment]  # one log line per (account, reason) per interval
-    # Connection slots per source IP (see smscenter/admission.py).
+    # Connection slots per source IP (see smscenter/smpp/admission.py).
     max_connections_per_ip: int = Field(100, gt=0)
     max_unbound_per_ip: int = Field(10, gt=0)
-    # Bind throttling (see smscenter/bindguard.py).
+    # Bind throttling (see smscenter/smpp/bindguard.py).
     max_failed_bind_delay: Duration = "30s"  # type: ignore[assignment]
     failed_bind_half_life: PositiveDuration = "5m"  # type: ignore[assignment]
     bind_guesses_per_minute: int = Field(5, gt=0, le=1000)
@@ -142,7 +142,7 @@ class Logging(_Section):
 
 
 #: The shortest ``message_details`` allowed: a message may wait in the queue up to its
-#: longest validity (``smscenter.submit.MAX_VALIDITY``, 7 days) and then its receipt up to the
+#: longest validity (``smscenter.pipeline.submit.MAX_VALIDITY``, 7 days) and then its receipt up to the
 #: housekeeping's ``receipt_grace`` (1 day); its partner's receipt waits in the outbox as long
 #: as ``message_details``. Shorter, and receipts would be dropped before they could be owed.
 MIN_MESSAGE_DETAILS = 8 * 86400.0
@@ -165,7 +165,7 @@ def _clock_time(value: Any) -> str:
 
 class Retention(_Section):
     """``[retention]``: how long personal data is kept (defaults from the GDPR note), and
-    the daily purge that enforces it (``smscenter/retention.py``)."""
+    the daily purge that enforces it (``smscenter/app/retention.py``)."""
 
     #: Messages, their parts, receipts, outbox rows, early receipts: after the message ended.
     message_details: Annotated[PositiveDuration, AfterValidator(_at_least_min_details)] = "6mo"  # type: ignore[assignment]

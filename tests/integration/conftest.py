@@ -23,8 +23,8 @@ from protocol import pdu as P
 from protocol.codec import encode
 from protocol.constants import CommandId
 from smscenter.config import Settings, settings_from_dict
-from smscenter.passwords import hash_password
-from smscenter.server import PartnerServer
+from smscenter.pipeline.passwords import hash_password
+from smscenter.smpp.server import PartnerServer
 from tests.patience import PATIENCE
 
 HOST = "127.0.0.1"

@@ -33,7 +33,7 @@ import smpp34
 from sqlalchemy import create_engine, func, select
 
 from smscenter.config import Settings, settings_from_dict
-from smscenter.daemon import Daemon
+from smscenter.app.daemon import Daemon
 from tests.patience import PATIENCE
 
 HOST = "127.0.0.1"

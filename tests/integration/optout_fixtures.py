@@ -8,7 +8,7 @@
   enquire_link; submits are written from the test under the same lock.
 - ``MoInjector``: the upstream side of an ``SmscPeer`` (``smpp34.Server``): ``Esme.deliver_sm``
   with the fields an operator sends for a reply to a short code.
-- ``captured_logs``: the daemon's real log pipeline (``smscenter.logs.configure_logging``,
+- ``captured_logs``: the daemon's real log pipeline (``smscenter.app.logs.configure_logging``,
   JSON) written into a buffer, to check what reaches the logs.
 - ``run_cli``: ``python -m smscenter …`` in a subprocess (without blocking the event loop).
 """
@@ -313,7 +313,7 @@ def captured_logs():
     root = logging.getLogger()
     saved_level = root.level
     buf = io.StringIO()
-    from smscenter.logs import configure_logging
+    from smscenter.app.logs import configure_logging
 
     real_stderr, sys.stderr = sys.stderr, buf
     try:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from smscenter.admin import CLI_NODE
-from smscenter.blacklist import Blacklist
+from smscenter.cli.admin import CLI_NODE
+from smscenter.pipeline.blacklist import Blacklist
 from smscenter.config import load_settings
-from smscenter.timers import FakeTimers
+from smscenter.runtime.timers import FakeTimers
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator

@@ -1,4 +1,4 @@
-"""``python -m smscenter.bench_binds`` runs end to end (a small flood, one round): a line per
+"""``python -m smscenter.bench.binds`` runs end to end (a small flood, one round): a line per
 set-up, the partner's bind answered ESME_ROK in each; nothing is asserted about speed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 def test_bench_binds_smoke():
     proc = subprocess.run(
-        [sys.executable, "-m", "smscenter.bench_binds", "--flood", "20", "--rounds", "1"],
+        [sys.executable, "-m", "smscenter.bench.binds", "--flood", "20", "--rounds", "1"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -17,6 +17,6 @@ def test_bench_binds_smoke():
     assert set(lines) == {"no flood", "default caps", "all checked"}, proc.stdout
     for line in lines.values():
         assert " 0x0 " in line, line  # the partner bound (status column)
-    bad = subprocess.run([sys.executable, "-m", "smscenter.bench_binds", "--flood", "0"],
+    bad = subprocess.run([sys.executable, "-m", "smscenter.bench.binds", "--flood", "0"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "counts must be positive" in bad.stderr

@@ -1,4 +1,4 @@
-"""``python -m smscenter.bench_flood`` runs end to end (a small flood): its figures are printed
+"""``python -m smscenter.bench.flood`` runs end to end (a small flood): its figures are printed
 and every query was answered; nothing is asserted about speed."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 def test_bench_flood_smoke():
     proc = subprocess.run(
-        [sys.executable, "-m", "smscenter.bench_flood", "--queries", "3000", "--submit-rate", "20"],
+        [sys.executable, "-m", "smscenter.bench.flood", "--queries", "3000", "--submit-rate", "20"],
         capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -23,7 +23,7 @@ def test_bench_flood_smoke():
 
 def test_bench_flood_default_flood_refusals_unbind_the_flooder():
     proc = subprocess.run(
-        [sys.executable, "-m", "smscenter.bench_flood", "--queries", "5000", "--flood-refusals", "1000"],
+        [sys.executable, "-m", "smscenter.bench.flood", "--queries", "5000", "--flood-refusals", "1000"],
         capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr  # not every query answered: unbound

@@ -19,10 +19,10 @@ from prometheus_client.core import CollectorRegistry
 
 from protocol import pdu as P
 from protocol.constants import CommandId as C, CommandStatus as S
-from smscenter.bindguard import GUESS_WINDOW
-from smscenter.metrics import ServerCollector
-from smscenter.server import PartnerServer
-from smscenter.timers import FakeTimers
+from smscenter.smpp.bindguard import GUESS_WINDOW
+from smscenter.app.metrics import ServerCollector
+from smscenter.smpp.server import PartnerServer
+from smscenter.runtime.timers import FakeTimers
 from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient
 from tests.patience import PATIENCE
 

@@ -28,7 +28,7 @@ from protocol import pdu as P
 from protocol.codec import encode
 from protocol.constants import CommandId as C
 from protocol.constants import CommandStatus as S
-from smscenter.metrics import registry_for
+from smscenter.app.metrics import registry_for
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
     HOST,
     PARTNER_PASSWORDS,

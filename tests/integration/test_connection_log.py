@@ -18,10 +18,10 @@ from sqlalchemy import create_engine, select
 
 from protocol import pdu as P
 from protocol.constants import CommandId as C, CommandStatus as S
-from smscenter.connlog import ConnectionLog
-from smscenter.metrics import registry_for
-from smscenter.server import PartnerServer
-from smscenter.timers import FakeTimers
+from smscenter.pipeline.connlog import ConnectionLog
+from smscenter.app.metrics import registry_for
+from smscenter.smpp.server import PartnerServer
+from smscenter.runtime.timers import FakeTimers
 from storage import db
 from storage.schema import connection_log
 from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient, header, until

@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from protocol.constants import CommandStatus as S
 from smscenter.config import settings_from_dict
-from smscenter.connlog import ConnectionLog
-from smscenter.retention import Purger
-from smscenter.timers import FakeTimers
+from smscenter.pipeline.connlog import ConnectionLog
+from smscenter.app.retention import Purger
+from smscenter.runtime.timers import FakeTimers
 from storage import connections as sql
 from storage import db
 from storage.schema import connection_log

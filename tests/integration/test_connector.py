@@ -26,9 +26,9 @@ import structlog
 from protocol import pdu as P
 from protocol.constants import CommandId, CommandStatus as S
 from smscenter.config import settings_from_dict
-from smscenter.connector import CONGESTION_RETRIES, Connector, ConnectorDown, UnreadableResponse
-from smscenter.link import ResponseTimeout
-from smscenter.timers import FakeTimers
+from smscenter.smpp.connector import CONGESTION_RETRIES, Connector, ConnectorDown, UnreadableResponse
+from smscenter.smpp.link import ResponseTimeout
+from smscenter.runtime.timers import FakeTimers
 from tests.patience import PATIENCE
 
 

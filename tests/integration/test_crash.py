@@ -42,7 +42,7 @@ from protocol.codec import decode, encode
 from protocol.constants import CommandId, MessageState, Tag
 from protocol.framing import Framer
 from protocol.receipt import parse_receipt
-from smscenter.simulator import SimulatedSmsc
+from smscenter.tools.simulator import SimulatedSmsc
 from tests.integration.conftest import HOST, PASSWORDS
 from tests.patience import PATIENCE
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from smscenter.config import load_settings
-from smscenter.incident import CATEGORIES, TO_FILL, build_report, to_markdown
+from smscenter.cli.incident_report import CATEGORIES, TO_FILL, build_report, to_markdown
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.schema import audit_log, connection_log

@@ -40,9 +40,9 @@ import smpp34
 from protocol.constants import CommandStatus as S
 from protocol.constants import MessageState
 from protocol.text import UnsupportedDataCoding
-from smscenter import dispatch
-from smscenter.connector import CONGESTION_RETRIES
-from smscenter.timers import FakeTimers
+import smscenter.pipeline.dispatch as dispatch
+from smscenter.smpp.connector import CONGESTION_RETRIES
+from smscenter.runtime.timers import FakeTimers
 from storage.crypto import KEY_CHECK_INTERVAL
 from storage.schema import early_receipts, messages, outbox, parts
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are fixtures
@@ -284,7 +284,7 @@ async def test_held_receipts_survive_a_restart_and_hours(mt, mt_settings):
 async def test_refused_receipt_is_retried_later_not_at_once(mt, mt_settings):
     """A partner answering a receipt with an error gets it again after RETRY_DELAY — not in
     a tight loop — and it leaves the outbox only once acknowledged. On virtual time."""
-    from smscenter.outbox import RETRY_DELAY
+    from smscenter.pipeline.outbox import RETRY_DELAY
 
     timers = FakeTimers(TUESDAY_MORNING)
     up = await mt.upstream(stat="DELIVRD")
@@ -310,7 +310,7 @@ async def test_refused_receipt_is_retried_later_not_at_once(mt, mt_settings):
 
 
 async def test_receipt_in_flight_on_a_lost_bind_goes_to_the_other_bind(mt, mt_settings, monkeypatch):
-    from smscenter import outbox as outbox_module
+    import smscenter.pipeline.outbox as outbox_module
 
     monkeypatch.setattr(outbox_module, "RETRY_DELAY", 30.0)  # so only the rescan can explain it
     up = await mt.upstream(stat="DELIVRD")

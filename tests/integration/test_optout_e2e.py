@@ -31,7 +31,7 @@ import asyncio
 import pytest
 
 from smscenter.config import load_settings
-from smscenter.timers import FakeTimers
+from smscenter.runtime.timers import FakeTimers
 from storage.schema import blacklist, invalid_numbers, messages, mo_messages, outbox
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     TUESDAY_MORNING,

@@ -27,7 +27,7 @@ import smpplib.smpp
 from protocol import pdu as P
 from protocol.codec import encode
 from protocol.constants import CommandId as C, CommandStatus as S
-from smscenter.timers import FakeTimers
+from smscenter.runtime.timers import FakeTimers
 from tests.integration.conftest import HOST, PASSWORDS, AcceptAll, RawClient, header, until
 from tests.patience import PATIENCE
 

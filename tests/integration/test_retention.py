@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from protocol.constants import MessageState
 from smscenter.config import settings_from_dict
-from smscenter.retention import Purger, latest_slot, next_slot
-from smscenter.timers import FakeTimers
+from smscenter.app.retention import Purger, latest_slot, next_slot
+from smscenter.runtime.timers import FakeTimers
 from storage import db
 from storage.purge import billing_rows
 from storage.schema import (

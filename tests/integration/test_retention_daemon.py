@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, func, select
 
 import tests.retention_fixtures as fx
 from smscenter.config import load_settings
-from smscenter.metrics import registry_for
-from smscenter.timers import FakeTimers
+from smscenter.app.metrics import registry_for
+from smscenter.runtime.timers import FakeTimers
 from storage import db
 from storage.crypto import Keyring
 from storage.schema import jobs, messages

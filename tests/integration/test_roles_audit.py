@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from smscenter.config import load_settings
-from smscenter.roles import audit
+from smscenter.cli.roles import audit
 from storage import db
 from storage.crypto import Keyring
 from tests.integration.optout_fixtures import run_cli

@@ -23,7 +23,7 @@ import smpplib.exceptions
 import smpplib.smpp
 
 from protocol.receipt import parse_receipt
-from smscenter.simulator import SimulatedSmsc, parse_delay, parse_outcomes
+from smscenter.tools.simulator import SimulatedSmsc, parse_delay, parse_outcomes
 from tests.patience import PATIENCE
 
 REPO = Path(__file__).resolve().parents[2]

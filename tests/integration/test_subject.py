@@ -1,4 +1,4 @@
-"""Data-subject requests on both backends (``smscenter/subject_cli.py``'s ``collect``,
+"""Data-subject requests on both backends (``smscenter/cli/subject.py``'s ``collect``,
 ``erase_number``, ``purge_account`` over ``storage/subject.py``): export → erase → export
 again leaves only the hashed opt-outs; another number is untouched; billing totals do not
 move; a message not ended stays (and is reported) unless ``--include-queued``, which cancels
@@ -17,7 +17,7 @@ from protocol import codec
 from protocol import pdu as P
 from protocol.constants import EsmClass
 from smscenter.config import settings_from_dict
-from smscenter.subject_cli import Database, collect, erase_number, purge_account
+from smscenter.cli.subject import Database, collect, erase_number, purge_account
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.purge import billing_rows

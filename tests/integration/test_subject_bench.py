@@ -1,4 +1,4 @@
-"""``python -m smscenter.bench_subject`` runs end to end on a small database: the export held
+"""``python -m smscenter.bench.subject`` runs end to end on a small database: the export held
 every message of the number with its text, the erase removed them, an export afterwards finds
 nothing (its exit code says so); nothing is asserted about speed. Bad arguments exit 2."""
 
@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smscenter.bench_subject", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "smscenter.bench.subject", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

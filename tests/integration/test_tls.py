@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from protocol import pdu as P
 from smscenter.config import settings_from_dict
-from smscenter.connector import Connector
+from smscenter.smpp.connector import Connector
 from tests.integration.conftest import PASSWORDS
 from tests.patience import PATIENCE
 

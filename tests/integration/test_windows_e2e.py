@@ -35,8 +35,8 @@ import aiohttp
 import pytest
 
 from smscenter.config import ConfigError, Settings, load_settings, settings_from_dict
-from smscenter.daemon import Daemon
-from smscenter.timers import FakeTimers
+from smscenter.app.daemon import Daemon
+from smscenter.runtime.timers import FakeTimers
 from storage.schema import blacklist, messages
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     HOST,
@@ -608,7 +608,7 @@ rules = { FR = "af2m-2026", CH = "mon-fri 09:00-12:00 14:00-18:00", "*" = "alway
 
 
 def test_windows_command(tmp_path, password_hashes, capsys) -> None:
-    from smscenter.cli import main
+    from smscenter.cli.main import main
 
     at = "2026-05-13T20:30+02:00"  # Wednesday evening, the eve of Ascension
     assert main(["windows", "--country", "FR", "--at", at]) == 0  # built-in rules: the seed

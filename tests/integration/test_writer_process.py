@@ -29,7 +29,7 @@ from sqlalchemy import select
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import EsmClass, MessageState as M, Tag
-from smscenter.receipts import TRANSACTION_NODE, daemon_transaction
+from smscenter.pipeline.receipts import TRANSACTION_NODE, daemon_transaction
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import SEQ_BITS, MAX_NODE
 from storage.schema import OUTBOX_RECEIPT, PART_QUEUED, PART_SUBMITTED, early_receipts, outbox
@@ -290,7 +290,7 @@ def test_the_writer_exits_when_its_daemon_is_killed(tmp_path, keys):
     script = textwrap.dedent(f"""
         import asyncio, sys, time
         from functools import partial
-        from smscenter.receipts import daemon_transaction
+        from smscenter.pipeline.receipts import daemon_transaction
         from storage import db
         from storage.store import Store
 

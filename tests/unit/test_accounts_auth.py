@@ -4,9 +4,9 @@ as for a wrong password; the allow-list answer independent of the password."""
 from __future__ import annotations
 
 from protocol.constants import CommandId, CommandStatus as S
-from smscenter.accounts import AccountRegistry
+from smscenter.pipeline.accounts import AccountRegistry
 from smscenter.config import settings_from_dict
-from smscenter.passwords import dummy_hash, hash_password, verify_password
+from smscenter.pipeline.passwords import dummy_hash, hash_password, verify_password
 
 HASH = hash_password("right")
 

@@ -6,9 +6,9 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from smscenter.admission import Admission, Gate
-from smscenter.floodlog import Tally
-from smscenter.timers import FakeTimers
+from smscenter.smpp.admission import Admission, Gate
+from smscenter.runtime.floodlog import Tally
+from smscenter.runtime.timers import FakeTimers
 
 A, B = "192.0.2.1", "192.0.2.2"
 
@@ -125,7 +125,7 @@ def test_gate_hands_the_socket_over_or_aborts_it():
 
 
 def test_per_ip_means_ipv4_address_or_ipv6_slash_64():
-    from smscenter.admission import address_key
+    from smscenter.smpp.admission import address_key
 
     assert address_key("192.0.2.1") == "192.0.2.1"
     assert address_key("::ffff:192.0.2.1") == "192.0.2.1"

@@ -3,7 +3,7 @@ direct path's own rate moved between rounds (the machine's speed changed meanwhi
 
 from __future__ import annotations
 
-from smscenter.bench_mt import Result, _print_rounds
+from smscenter.bench.mt import Result, _print_rounds
 
 
 def _result(path: str, rate: float) -> Result:

@@ -10,8 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from protocol.constants import CommandStatus as S
-from smscenter.bindguard import GUESS_WINDOW, BindGuard, FairExecutor
-from smscenter.timers import FakeTimers
+from smscenter.smpp.bindguard import GUESS_WINDOW, BindGuard, FairExecutor
+from smscenter.runtime.timers import FakeTimers
 
 IP = "192.0.2.7"
 RIGHT = "right"

@@ -9,10 +9,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from protocol.constants import CommandStatus as S
-from smscenter.budgets import FloodMeter, SessionBudgets, SessionFlooding, StorageGate
+from smscenter.pipeline.budgets import FloodMeter, SessionBudgets, SessionFlooding, StorageGate
 from smscenter.config.sections import Server
-from smscenter.ratelimit import TokenBucket
-from smscenter.timers import FakeTimers
+from smscenter.runtime.ratelimit import TokenBucket
+from smscenter.runtime.timers import FakeTimers
 
 
 class FakeLink(SimpleNamespace):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smscenter.cli import main
-from smscenter.passwords import verify_password
+from smscenter.cli.main import main
+from smscenter.pipeline.passwords import verify_password
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "conf" / "smscenter.example.toml"
@@ -137,9 +137,9 @@ def _restore_logging():
 def _fake_daemon(monkeypatch, main_func):
     import types
 
-    module = types.ModuleType("smscenter.daemon")
+    module = types.ModuleType("smscenter.app.daemon")
     module.main = main_func  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "smscenter.daemon", module)
+    monkeypatch.setitem(sys.modules, "smscenter.app.daemon", module)
 
 
 def test_run_hands_settings_to_the_daemon(monkeypatch):
@@ -163,6 +163,6 @@ def test_run_accepts_an_async_daemon(monkeypatch):
 
 
 def test_run_without_daemon_module(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "smscenter.daemon", None)
+    monkeypatch.setitem(sys.modules, "smscenter.app.daemon", None)
     assert main(["run", "-c", str(EXAMPLE)]) == 1
-    assert "smscenter.daemon" in capsys.readouterr().err
+    assert "smscenter.app.daemon" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from smscenter.config import (
     parse_duration,
     settings_from_dict,
 )
-from smscenter.passwords import hash_password, verify_password
+from smscenter.pipeline.passwords import hash_password, verify_password
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "conf" / "smscenter.example.toml"
@@ -447,8 +447,8 @@ def test_retention_purge_keys_and_safe_minimum():
 
 def test_retention_minimum_follows_validity_and_receipt_wait():
     from smscenter.config.sections import MIN_MESSAGE_DETAILS
-    from smscenter.housekeeping import Housekeeping
-    from smscenter.submit import MAX_VALIDITY
+    from smscenter.app.housekeeping import Housekeeping
+    from smscenter.pipeline.submit import MAX_VALIDITY
 
     grace = Housekeeping.__init__.__kwdefaults__["receipt_grace"]
     assert MIN_MESSAGE_DETAILS == MAX_VALIDITY + grace

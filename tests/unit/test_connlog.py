@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from smscenter.connlog import ConnectionLog
-from smscenter.timers import FakeTimers
+from smscenter.pipeline.connlog import ConnectionLog
+from smscenter.runtime.timers import FakeTimers
 from storage import db
 from storage.schema import connection_log
 from tests.integration.conftest import until

@@ -209,7 +209,7 @@ def test_load_refuses_world_readable_or_group_writable_key(keys):
         os.chmod(keys / "lookup.key", mode)
         with pytest.raises(KeyringError, match="lookup.key"):
             Keyring.load(keys)
-    # Group read is the one loosening (a role's group reads its key: smscenter/roles.py).
+    # Group read is the one loosening (a role's group reads its key: smscenter/cli/roles.py).
     os.chmod(keys / "lookup.key", 0o640)
     os.chmod(path, 0o640)
     assert Keyring.load(keys).key_ids == (1,)

@@ -19,9 +19,9 @@ from protocol import pdu as P
 from protocol.constants import CommandStatus
 from protocol.constants import MessageState as M
 from smscenter.config.sections import SourceTonNpi
-from smscenter.connector import ConnectorDown
-from smscenter.dispatch import Dispatcher, QueuedMessage
-from smscenter.timers import FakeTimers
+from smscenter.smpp.connector import ConnectorDown
+from smscenter.pipeline.dispatch import Dispatcher, QueuedMessage
+from smscenter.runtime.timers import FakeTimers
 from storage.schema import PART_QUEUED
 from tests.store_helpers import recording_store
 from tests.patience import PATIENCE

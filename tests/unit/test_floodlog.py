@@ -8,9 +8,9 @@ import sqlite3
 from sqlalchemy import exc as sa
 from structlog.testing import capture_logs
 
-from smscenter.floodlog import AggregatedLog, ErrorLog, RefusalLog, cause_of
-from smscenter.pipeline import storage_busy
-from smscenter.timers import FakeTimers
+from smscenter.runtime.floodlog import AggregatedLog, ErrorLog, RefusalLog, cause_of
+from smscenter.smpp.handler import storage_busy
+from smscenter.runtime.timers import FakeTimers
 
 
 def lines(logs, event):

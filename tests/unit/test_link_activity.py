@@ -1,4 +1,4 @@
-"""``smscenter.link``: what counts as the peer's activity (inactivity timeout), on a fake
+"""``smscenter.smpp.link``: what counts as the peer's activity (inactivity timeout), on a fake
 transport, on virtual time (``FakeTimers``: the link's own timers fire as the clock moves).
 
 - bytes that never complete a PDU are not activity;
@@ -13,8 +13,8 @@ import asyncio
 from protocol import pdu as P
 from protocol.codec import encode
 from protocol.session import Role
-from smscenter.link import Link
-from smscenter.timers import FakeTimers
+from smscenter.smpp.link import Link
+from smscenter.runtime.timers import FakeTimers
 
 
 class FakeTransport(asyncio.Transport):

@@ -1,4 +1,4 @@
-"""``smscenter.link``'s per-turn budget on a fake transport: a read holding many PDUs is
+"""``smscenter.smpp.link``'s per-turn budget on a fake transport: a read holding many PDUs is
 handled ``pdus_per_turn`` at a time, one batch per loop turn, with reading paused meanwhile;
 enquire_link goes to the handler's meter after its answer."""
 
@@ -9,9 +9,9 @@ import asyncio
 from protocol import pdu as P
 from protocol.codec import encode
 from protocol.session import Role
-from smscenter import link as link_module
-from smscenter.link import Link
-from smscenter.timers import FakeTimers
+import smscenter.smpp.link as link_module
+from smscenter.smpp.link import Link
+from smscenter.runtime.timers import FakeTimers
 from tests.unit.test_link_activity import FakeTransport, Handler
 
 SUBMIT = P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"hi")

@@ -6,7 +6,7 @@ import logging
 import pytest
 import structlog
 
-from smscenter.logs import configure_logging, mask_number, scrub
+from smscenter.app.logs import configure_logging, mask_number, scrub
 
 
 @pytest.fixture(autouse=True)

@@ -252,7 +252,7 @@ class TestMask:
 
     @given(st.from_regex(r"\+[1-9][0-9]{5,14}", fullmatch=True))
     def test_same_as_the_log_processor(self, e164):
-        from smscenter.logs import mask_number
+        from smscenter.app.logs import mask_number
 
         assert mask(e164) == mask_number(e164)
         assert len(mask(e164)) == 10

@@ -1,4 +1,4 @@
-"""``smscenter.outbox``: rows handed over after their commit are sent without being read
+"""``smscenter.pipeline.outbox``: rows handed over after their commit are sent without being read
 back, and whatever mix of hand-overs and table reads brings a row, it is sent once — not
 again while in flight, nor while (or just after) its delete commits."""
 
@@ -9,8 +9,8 @@ import asyncio
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import CommandStatus
-from smscenter.outbox import RETRY_DELAY, OutboxSender
-from smscenter.timers import FakeTimers
+from smscenter.pipeline.outbox import RETRY_DELAY, OutboxSender
+from smscenter.runtime.timers import FakeTimers
 
 NOW = 1_800_000_000.0
 

@@ -1,4 +1,4 @@
-"""``smscenter.receipts.ReceiptBuilder``: its fast path builds exactly the receipt the general
+"""``smscenter.pipeline.receipts.ReceiptBuilder``: its fast path builds exactly the receipt the general
 way builds (``format_receipt``, ``receipt_tlvs``, ``P.DeliverSm``, ``codec.encode``): same row,
 same PDU, same wire bytes under the encryption, same ids consumed."""
 
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import MessageState, Tag
-from smscenter import receipts
-from smscenter.receipts import ReceiptBuilder
+import smscenter.pipeline.receipts as receipts
+from smscenter.pipeline.receipts import ReceiptBuilder
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.transaction import Finished

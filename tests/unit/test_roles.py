@@ -1,5 +1,5 @@
 """The roles' keys (``storage.crypto``'s look-up-only keyring, group-readable key files, the
-group a rotated key takes) and ``smscenter.roles`` (``keyring_for``, the OS user recorded).
+group a rotated key takes) and ``smscenter.cli.roles`` (``keyring_for``, the OS user recorded).
 
 Tests run as root, who reads any file: what another user cannot read is proved in
 ``tests/integration/test_roles.py`` with the CLI run as an unprivileged user."""
@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from smscenter import roles
-from smscenter.verbs import parse_when
-from smscenter.roles import Role, RoleError, keyring_for
+import smscenter.cli.roles as roles
+from smscenter.cli.verbs import parse_when
+from smscenter.cli.roles import Role, RoleError, keyring_for
 from storage.crypto import FieldCipher, Keyring, KeyringError, NoDataKeyError
 
 NUMBER = "+33612345678"

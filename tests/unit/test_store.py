@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import func, select
 
 from protocol.constants import MessageState as M
-from smscenter.timers import FakeTimers
+from smscenter.runtime.timers import FakeTimers
 from storage.schema import PART_QUEUED, PART_SUBMITTED, early_receipts, messages, outbox, parts
 from storage.store import Store, SubmitResult, Transaction, UpstreamReceipt, message_state
 from tests.store_helpers import Builder, recording_store
@@ -443,7 +443,7 @@ async def test_max_ids_for_seeding_the_id_generator(store, engine):
 
 
 async def test_housekeeping_expires_parts_without_receipt_and_purges_early_receipts(store, engine):
-    from smscenter.housekeeping import Housekeeping
+    from smscenter.app.housekeeping import Housekeeping
 
     waiting = await add(store)  # accepted upstream, no receipt ever
     await store.record_submit(submitted(waiting, "77"))

@@ -12,11 +12,11 @@ from protocol import pdu as P
 from protocol.segments import count_segments
 from protocol.text import canonical_coding, decode_text, is_binary
 from routing.routes import RouteRule, RouteTable
-from smscenter.accounts import AccountState, PartnerBind
+from smscenter.pipeline.accounts import AccountState, PartnerBind
 from smscenter.config import Account
-from smscenter.passwords import hash_password
-from smscenter.ratelimit import TokenBucket
-from smscenter.submit import Refused, SubmitPlanner
+from smscenter.pipeline.passwords import hash_password
+from smscenter.runtime.ratelimit import TokenBucket
+from smscenter.pipeline.submit import Refused, SubmitPlanner
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 

@@ -17,11 +17,11 @@ from protocol import pdu as P
 from protocol.constants import CommandStatus
 from routing.routes import RouteRule, RouteTable
 from routing.windows import SendWindows
-from smscenter.accounts import AccountState, PartnerBind
+from smscenter.pipeline.accounts import AccountState, PartnerBind
 from smscenter.config import Account
-from smscenter.passwords import hash_password
-from smscenter.ratelimit import TokenBucket
-from smscenter.submit import MentionPolicy, Refused, SubmitPlanner
+from smscenter.pipeline.passwords import hash_password
+from smscenter.runtime.ratelimit import TokenBucket
+from smscenter.pipeline.submit import MentionPolicy, Refused, SubmitPlanner
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from smscenter.timers import FakeTimers, RealTimers
+from smscenter.runtime.timers import FakeTimers, RealTimers
 from tests.patience import PATIENCE
 
 

@@ -516,7 +516,7 @@ def test_holiday_names_do_not_follow_the_locale(monkeypatch, lang) -> None:
 
 def test_windows_cli_day_names_do_not_follow_the_locale(monkeypatch) -> None:
     """``smscenter windows`` prints weekday names from a fixed table, not ``%a`` (LC_TIME)."""
-    from smscenter.windows_cli import WEEKDAYS, stamp
+    from smscenter.cli.windows import WEEKDAYS, stamp
 
     monday = datetime(2026, 5, 11, 8, 0, tzinfo=ZoneInfo("Europe/Paris"))
     assert [stamp(monday + timedelta(days=i))[:3] for i in range(7)] == list(WEEKDAYS)

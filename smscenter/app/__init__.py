@@ -1,0 +1,1 @@
+"""The process: daemon wiring, background jobs, systemd notify, logging set-up, metrics."""

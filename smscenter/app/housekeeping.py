@@ -1,0 +1,78 @@
+"""Periodic housekeeping on the message store.
+
+- A message whose upstream accepted it but never sent a receipt would stay ENROUTE for ever,
+  and its partner would never get a final receipt. Once its validity has ended, plus
+  ``receipt_grace`` for late receipts, it is settled EXPIRED through the normal receipt path
+  (same transaction rules, same partner receipt).
+- Early receipts that never found their message are dropped after ``early_ttl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from protocol.constants import MessageState
+from storage.store import Store, UpstreamReceipt
+
+from smscenter.runtime.timers import RealTimers, Timers
+
+log = structlog.get_logger("smscenter.housekeeping")
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        interval: float = 300.0,
+        receipt_grace: float = 24 * 3600.0,
+        early_ttl: float = 7 * 24 * 3600.0,
+        clock=time.time,
+        timers: Timers | None = None,
+    ) -> None:
+        self.store = store
+        self.interval = interval
+        self.receipt_grace = receipt_grace
+        self.early_ttl = early_ttl
+        #: The interval between runs is on these (virtual time in tests); ``clock`` is now().
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = self.timers.now
+        self._task: asyncio.Task | None = None
+        self.stats = {"expired_without_receipt": 0, "early_receipts_purged": 0}
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="housekeeping")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.timers.sleep(self.interval)
+            try:
+                await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - try again next time
+                log.warning("housekeeping_failed", error=str(exc))
+
+    async def run_once(self) -> None:
+        now = self.clock()
+        stale = await self.store.stale_parts(now - self.receipt_grace)
+        if stale:
+            futures = [
+                self.store.apply_receipt(
+                    UpstreamReceipt(connector, upstream_id, int(MessageState.EXPIRED), 0, now)
+                )
+                for connector, upstream_id in stale
+            ]
+            await asyncio.gather(*futures)
+            self.stats["expired_without_receipt"] += len(stale)
+            log.info("expired_without_receipt", parts=len(stale))
+        purged = await self.store.purge_early_receipts(now - self.early_ttl)
+        if purged:
+            self.stats["early_receipts_purged"] += purged
+            log.info("early_receipts_purged", rows=purged)

@@ -1,0 +1,1 @@
+"""Benchmark scripts (python -m smscenter.bench.NAME); figures printed, never asserted."""

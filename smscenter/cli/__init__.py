@@ -1,0 +1,1 @@
+"""The `smscenter` command line: one module per group of verbs."""

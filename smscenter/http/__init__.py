@@ -1,0 +1,1 @@
+"""The HTTP door: the ops listener (unsubscribe links, metrics, health)."""

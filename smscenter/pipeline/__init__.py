@@ -1,0 +1,1 @@
+"""The transport-neutral core: accounts, submit planning, dispatch, receipts, outbox, MO, opt-outs."""

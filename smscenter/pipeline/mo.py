@@ -1,0 +1,331 @@
+"""Mobile-originated messages (replies to short codes): reassemble, opt-out, route, deliver.
+
+An upstream deliver_sm that is not a receipt arrives here. Nothing is acknowledged before it
+is stored: the parts of a concatenated MO keep their deliver_sm_resp until the whole message
+is stored (parts may arrive in any order; an incomplete set is stored as such after
+``mo_reassembly_timeout``). Then, in one transaction:
+
+- an opt-out keyword puts the number on the blacklist of the account(s) it is attributed to
+  (see ``routing.optout``), queues one confirmation SMS per account and day (category
+  alert, from the short code, no promotional content, not billed: its account is the
+  platform's, ""), and the MO is forwarded to those accounts marked ``service_type "STOP"``
+  so their CRM can follow;
+- otherwise the MO is routed by short code (and first keyword on a shared one) into the
+  owning account's outbox, delivered like receipts (held while the account is unbound);
+- unroutable MO (unknown short code or keyword, binary data, empty text, a number that does
+  not parse) is stored, logged with the number masked, acknowledged so the SMSC does not
+  resend it forever, and listed by ``smscenter mo list``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from protocol import codec
+from protocol import pdu as P
+from protocol.constants import EsmClass, Tag
+from protocol.errors import RemoteProtocolError
+from protocol.segments import Concat, Reassembler, parse_udh
+from protocol.text import decode_text, is_binary
+from routing.numbers import InvalidNumber, country_of, mask, normalize_msisdn
+from routing.optout import DEFAULT_KEYWORDS, KeywordMatcher, attribute_optout, fold, route_mo
+from storage.crypto import FieldCipher
+from storage.ids import IdGenerator
+from storage.optouts import OptOutStore, platform_scope
+from storage.schema import OUTBOX_MO
+
+from smscenter.pipeline.blacklist import Blacklist
+from smscenter.config import Settings
+from smscenter.smpp.connector import Connector
+from smscenter.pipeline.dispatch import QueuedMessage
+from smscenter.smpp.link import Link
+from smscenter.runtime.timers import RealTimers, Timers
+
+log = structlog.get_logger("smscenter.mo")
+
+PLATFORM_ACCOUNT = ""  # messages the platform sends on its own behalf (not billed)
+MAX_SHORT_MESSAGE = 254
+
+
+def short_code_owners(settings: Settings) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """(dedicated short code → account, (shared short code, KEYWORD) → account).
+
+    A short code listed by one account only, and not the shared opt-out code, is dedicated;
+    otherwise it is shared and MO on it is routed by first keyword.
+    """
+    users: dict[str, list[str]] = {}
+    for account in settings.accounts:
+        for code in account.short_codes:
+            users.setdefault(code, []).append(account.system_id)
+    shared = settings.optout.short_code if settings.optout else None
+    owners = {code: accts[0] for code, accts in users.items() if len(accts) == 1 and code != shared}
+    keywords = {
+        (code, fold(word)): account.system_id
+        for account in settings.accounts
+        for code in account.short_codes
+        if code not in owners
+        for word in account.keywords
+    }
+    return owners, keywords
+
+
+def known_short_codes(settings: Settings) -> frozenset[str]:
+    """Short codes MO may arrive on: the accounts', the shared opt-out code, and those the
+    connectors are bound for."""
+    codes = {code for account in settings.accounts for code in account.short_codes}
+    codes.update(code for connector in settings.connectors for code in connector.short_codes)
+    if settings.optout:
+        codes.add(settings.optout.short_code)
+    return frozenset(codes)
+
+
+class MoService:
+    """The MO handler of ``receipts.UpstreamDeliveries``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        optouts: OptOutStore,
+        blacklist: Blacklist,
+        cipher: FieldCipher,
+        ids: IdGenerator,
+        planner,
+        dispatcher,
+        outbox,
+        retention,
+        clock=time.time,
+        timers: Timers | None = None,
+    ) -> None:
+        self.settings = settings
+        self.optouts = optouts
+        self.blacklist = blacklist
+        self.cipher = cipher
+        self.ids = ids
+        self.planner = planner
+        self.dispatcher = dispatcher
+        self.outbox = outbox
+        self.retention = retention  # account -> seconds
+        #: The reassembly timeout runs on these (virtual time in tests).
+        self.timers: Timers = timers if timers is not None else RealTimers(clock)
+        self.clock = self.timers.now
+        self.owners, self.keywords = short_code_owners(settings)
+        opt = settings.optout
+        self.shared_short_code = opt.short_code if opt else None
+        self.known_short_codes = known_short_codes(settings)
+        self.matcher = KeywordMatcher(opt.keywords if opt and opt.keywords else DEFAULT_KEYWORDS)
+        self.lookback = opt.lookback if opt else 90 * 86400.0
+        timeout = opt.mo_reassembly_timeout if opt else 30.0
+        self.reassembler = Reassembler(timeout=timeout)
+        self._held: dict[tuple, list[tuple[Link, P.Pdu]]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._expiry: asyncio.Task | None = None
+        self.stats = {"mo": 0, "optouts": 0, "routed": 0, "unroutable": 0}
+
+    # --- entry point ------------------------------------------------------------------------
+
+    def on_mo(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:
+        short_code = _digits(pdu.destination_addr) or _tagged_short_code(connector, link)
+        body = pdu.tlv(Tag.MESSAGE_PAYLOAD) or getattr(pdu, "short_message", b"")
+        concat = None
+        try:
+            if getattr(pdu, "esm_class", 0) & EsmClass.UDHI:
+                parsed = parse_udh(body, strict=False)
+                concat, body = parsed.concat, parsed.body
+            elif pdu.tlv(Tag.SAR_MSG_REF_NUM) is not None:
+                concat = Concat.from_sar(
+                    pdu.tlv(Tag.SAR_MSG_REF_NUM), pdu.tlv(Tag.SAR_TOTAL_SEGMENTS), pdu.tlv(Tag.SAR_SEGMENT_SEQNUM)
+                )
+        except RemoteProtocolError:
+            concat = None  # a broken header: keep the message as it came
+        if concat is None or concat.total == 1:
+            self._spawn(self._process(connector.name, short_code, pdu, body, [(link, pdu)], "whole"))
+            return
+        key = (connector.name, pdu.source_addr, short_code, concat.reference, concat.total)
+        self._held.setdefault(key, []).append((link, pdu))
+        whole = self.reassembler.add(key, concat, body, self.clock())
+        self._ensure_expiry()
+        if whole is not None:
+            holders = self._held.pop(key, [])
+            self._spawn(self._process(connector.name, short_code, pdu, whole, holders, "whole"))
+
+    def _ensure_expiry(self) -> None:
+        if self._expiry is None or self._expiry.done():
+            self._expiry = asyncio.get_running_loop().create_task(self._expire_loop())
+
+    async def _expire_loop(self) -> None:
+        while len(self.reassembler):
+            await self.timers.sleep(1.0)
+            for key, parts in self.reassembler.expire(self.clock()):
+                holders = self._held.pop(key, [])
+                if not holders:
+                    continue
+                connector_name, _, short_code, _, _ = key
+                body = b"".join(parts[n] for n in sorted(parts))
+                _, first = holders[0]
+                await self._process(connector_name, short_code, first, body, holders, "incomplete")
+
+    # --- deciding and storing -----------------------------------------------------------------
+
+    async def _process(self, connector: str, short_code: str, pdu: P.Pdu, body: bytes, holders, completeness: str) -> None:
+        """Decide, store and answer one whole (or timed-out incomplete) MO from ``connector``."""
+        now = self.clock()
+        self.stats["mo"] += 1
+        mo_id = self.ids.next()
+        coding = pdu.data_coding
+        reason = ""
+        text = None
+        e164 = None
+        try:
+            e164 = normalize_msisdn(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi,
+                                    _default_country(self.settings))
+        except (InvalidNumber, ValueError):
+            reason = "source number does not parse"
+        if is_binary(coding):
+            reason = reason or "binary data_coding"
+        else:
+            try:
+                text = decode_text(body, coding)
+            except RemoteProtocolError:
+                reason = reason or "text does not decode"
+        if text is not None and not text.strip():
+            reason = reason or "empty text"
+        if completeness != "whole":
+            reason = reason or "incomplete concatenated message"
+        source_hash = self.cipher.lookup_hash(e164) if e164 else None
+        optouts: list[tuple[str, bytes]] = []
+        targets: tuple[str, ...] = ()
+        status = "unroutable"
+        if not reason and short_code not in self.known_short_codes:
+            # Nobody here sends from it: no owner to route to, and a confirmation from a
+            # code that is not ours must not go out.
+            reason = "unknown short code"
+        keyword = self.matcher.match(text) if (text and not reason) else None
+        if keyword and source_hash is not None:
+            async with self.optouts.engine.connect() as conn:
+                recent = await self.optouts.recent_marketing_senders(
+                    conn, source_hash, short_code, now - self.lookback,
+                    alphanumeric=short_code == self.shared_short_code,
+                )
+            target = attribute_optout(short_code, self.owners, recent)
+            targets = target.accounts
+            scopes = list(target.accounts) or [platform_scope(target.platform_short_code)]
+            optouts = [(scope, source_hash) for scope in scopes]
+            status, reason = "optout", keyword
+        elif not reason:
+            account = route_mo(short_code, text or "", self.owners, self.keywords)
+            if account is not None:
+                targets, status, reason = (account,), "routed", "keyword" if short_code not in self.owners else "short code"
+            else:
+                reason = "no account for this keyword"
+        mo_row = {
+            "id": mo_id,
+            "received_at": now,
+            "connector": connector,
+            "short_code": short_code[:21],
+            "source_hash": source_hash,
+            "source_enc": self.cipher.encrypt(pdu.source_addr.encode("latin-1"), b"mo-source:%d" % mo_id),
+            "text_enc": self.cipher.encrypt(body, b"mo-text:%d" % mo_id),
+            "data_coding": coding,
+            "account": targets[0] if targets else None,
+            "status": status,
+            "reason": reason[:64],
+        }
+        outbox_rows = [self._forward(account, pdu, e164, short_code, body, status == "optout") for account in targets]
+
+        def confirm(scope: str):
+            return self.planner.system_message(
+                PLATFORM_ACCOUNT, short_code, e164, self._confirmation_text(e164)
+            ) if e164 else None
+
+        try:
+            built = await self.optouts.record_mo(
+                mo_row, optouts=optouts, outbox_rows=outbox_rows, confirm=confirm if optouts else None
+            )
+        except Exception as exc:  # noqa: BLE001 - not stored: no answer, the SMSC resends
+            log.error("mo_not_stored", connector=connector, error=str(exc))
+            for link, _ in holders:
+                link.close()
+            return
+        for link, part in holders:
+            link.respond(part.response())
+        for scope, dest_hash in optouts:
+            self.blacklist.added(scope, dest_hash)
+        for message in built:
+            self.dispatcher.enqueue(QueuedMessage.from_plan(message))
+        if targets:
+            self.outbox.notify(targets)
+        self.stats[{"optout": "optouts", "routed": "routed"}.get(status, "unroutable")] += 1
+        log.info(
+            "mo_stored",
+            status=status,
+            reason=reason,
+            short_code=short_code,
+            msisdn=mask(e164) if e164 else "<invalid>",
+            accounts=list(targets),
+            confirmations=len(built),
+        )
+
+    def _forward(self, account: str, pdu: P.Pdu, e164: str | None, short_code: str, body: bytes, optout: bool) -> dict:
+        """The partner's copy of the MO, as an outbox row."""
+        long = len(body) > MAX_SHORT_MESSAGE
+        deliver = P.DeliverSm(
+            service_type="STOP" if optout else "",
+            source_addr_ton=1 if e164 else pdu.source_addr_ton,
+            source_addr_npi=1 if e164 else pdu.source_addr_npi,
+            source_addr=e164[1:] if e164 else pdu.source_addr,
+            dest_addr_ton=3 if short_code.isdigit() else 0,
+            dest_addr_npi=0,
+            destination_addr=short_code,
+            data_coding=pdu.data_coding,
+            short_message=b"" if long else body,
+            tlvs=((Tag.MESSAGE_PAYLOAD, body),) if long else (),
+        )
+        outbox_id = self.ids.next()
+        now = self.clock()
+        return {
+            "id": outbox_id,
+            "account": account,
+            "kind": OUTBOX_MO,
+            "message_id": None,
+            "pdu_enc": self.cipher.encrypt(codec.encode(deliver), b"outbox:%d" % outbox_id),
+            "created_at": now,
+            "expires_at": now + self.retention(account),
+            "attempts": 0,
+        }
+
+    def _confirmation_text(self, e164: str) -> str:
+        opt = self.settings.optout
+        country = country_of(e164)
+        return opt.confirmations.get(country or "", opt.confirmation) if opt else "STOP OK"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks) + ([self._expiry] if self._expiry else [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _digits(addr: str) -> str:
+    addr = addr.strip().lstrip("+")
+    return addr if addr.isdigit() else ""
+
+
+def _tagged_short_code(connector: Connector, link: Link) -> str:
+    """The short code a per-short-code bind was opened for (its address_range)."""
+    tag = getattr(link, "short_code", None)
+    if tag:
+        return tag
+    codes = getattr(connector.config, "short_codes", ())
+    return codes[0] if len(codes) == 1 else ""
+
+
+def _default_country(settings: Settings) -> str:
+    return settings.accounts[0].default_country if settings.accounts else "FR"

@@ -1,0 +1,395 @@
+"""Delivery receipts both ways.
+
+Upstream → us: ``UpstreamDeliveries`` takes a connector's deliver_sm/data_sm. A receipt is
+parsed (TLVs and text, any case), its id normalised per the connector's ``message_id``
+setting, and correlated by (connector, id) in the store — inside the transaction that also
+queues the partner's receipt; only then do we answer deliver_sm_resp, so an upstream
+receipt is never lost. Anything else is MO, handed to the MO handler.
+
+Us → partner: ``ReceiptBuilder`` turns a finished message into the deliver_sm the partner
+gets: our decimal id in the text ``id:`` field and in ``receipted_message_id``, the final
+state in ``stat:`` and ``message_state``, and the upstream error code in ``err:``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import partial
+from datetime import datetime, timezone
+from typing import Callable
+
+import structlog
+
+from protocol import codec
+from protocol import pdu as P
+from protocol.constants import CommandStatus, EsmClass, MessageState, Tag
+from protocol.receipt import (
+    MessageIdError,
+    Receipt,
+    ReceiptParseError,
+    format_receipt,
+    normalize_dlr_id,
+    receipt_from_tlvs,
+    receipt_tlvs,
+)
+from storage.crypto import FieldCipher, Keyring
+from storage.ids import IdGenerator
+from storage.schema import OUTBOX_RECEIPT
+from storage.store import Finished, Store, Transaction, UpstreamReceipt
+
+from smscenter.smpp.connector import Connector
+from smscenter.smpp.link import Link
+
+log = structlog.get_logger("smscenter.receipts")
+
+
+_RECEIPT_BITS = int(EsmClass.DELIVERY_RECEIPT | EsmClass.INTERMEDIATE_NOTIFICATION)  # IntFlag ops run in Python
+
+
+def is_receipt(pdu: P.Pdu) -> bool:
+    """SMPP marks receipts in esm_class (bits 2-5 = 0001 delivery receipt, or the
+    intermediate notification bit); some upstreams only send receipted_message_id."""
+    esm = getattr(pdu, "esm_class", 0)
+    return bool(esm & _RECEIPT_BITS) or (
+        pdu.tlv(Tag.RECEIPTED_MESSAGE_ID) is not None
+    )
+
+
+class MoHandler:
+    """What happens to MO (replies): answered at once until MO routing is wired."""
+
+    def on_mo(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:
+        log.info("mo_received", connector=connector.name)
+        link.respond(pdu.response())
+
+
+class UpstreamDeliveries:
+    """The connectors' ``DeliverHandler``: receipts are stored, then acknowledged."""
+
+    def __init__(self, store: Store, cipher: FieldCipher, mo_handler=None, clock=time.time) -> None:
+        self.store = store
+        self.cipher = cipher
+        self.mo_handler = mo_handler or MoHandler()
+        self.clock = clock
+        self.stats = {"receipts": 0, "matched": 0, "early": 0, "unparsable": 0}
+
+    def on_deliver(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:
+        if not is_receipt(pdu):
+            self.mo_handler.on_mo(connector, link, pdu)
+            return
+        self.stats["receipts"] += 1
+        try:
+            parsed = _fast_receipt(pdu)
+            if parsed is None:
+                receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
+                parsed = (receipt.message_id, int(receipt.state), receipt.err)
+            raw_id, state, err = parsed
+            upstream_id = normalize_dlr_id(raw_id, connector.config.message_id)
+        except (ReceiptParseError, MessageIdError) as exc:
+            # Acknowledge anyway: refusing makes the SMSC resend it forever.
+            self.stats["unparsable"] += 1
+            log.warning("receipt_unparsable", connector=connector.name, error=str(exc))
+            link.respond(pdu.response())
+            return
+        item = UpstreamReceipt(
+            connector=connector.name,
+            upstream_id=upstream_id,
+            state=state,
+            error=_error_code(err),
+            done_at=self.clock(),
+        )
+        try:
+            fut = self.store.apply_receipt(item)
+        except RuntimeError as exc:  # the store is closing: no answer, the upstream resends
+            log.warning("receipt_not_stored", connector=connector.name, error=str(exc))
+            return
+
+        def stored(f) -> None:
+            if f.cancelled() or f.exception() is not None:
+                # Not stored: no answer, so the upstream sends it again.
+                log.error("receipt_not_stored", connector=connector.name,
+                          error=str(f.exception()) if not f.cancelled() else "cancelled")
+                link.close()
+                return
+            self.stats["matched" if f.result() else "early"] += 1
+            link.respond(pdu.response())
+
+        fut.add_done_callback(stored)
+
+# The text fields a receipt may carry, as protocol.receipt reads them (a key not glued to a
+# preceding letter or digit, blanks allowed before the colon).
+_TEXT_KEY = re.compile(rb"(?<![A-Za-z0-9_])text[ \t]*:", re.IGNORECASE)
+_ERR_KEY = re.compile(rb"(?<![A-Za-z0-9_])err[ \t]*:", re.IGNORECASE)
+_ID_KEY = re.compile(rb"(?<![A-Za-z0-9_])id[ \t]*:", re.IGNORECASE)
+_ANY_KEY = re.compile(
+    rb"(?<![A-Za-z0-9_])(?:id|sub|dlvrd|dlvd|submit[ \t_]*date|done[ \t_]*date|stat(?:e|us)?|err|text)[ \t]*:",
+    re.IGNORECASE,
+)
+_VALID_STATES = frozenset(int(s) for s in MessageState)
+# Appendix B's text as nearly every SMSC writes it, read in one match (the key searches below
+# cost ~5 µs a receipt). Its values hold letters and digits only, so no key can hide in them:
+# where it matches, the key-by-key reading finds the same err: field.
+_CANONICAL_TEXT = re.compile(
+    rb"id:[A-Za-z0-9]+ sub:[0-9]+ dlvrd:[0-9]+ submit date:[0-9]+ done date:[0-9]+ stat:[A-Za-z]+"
+    rb" err:([A-Za-z0-9]*) text:"
+)
+
+
+def _fast_receipt(pdu: P.Pdu) -> tuple[str, int, str] | None:
+    """(id, state, err) of a receipt whose TLVs carry its id and state, without reading the
+    whole text: only its ``err:`` field, which the TLVs do not carry (unless
+    ``network_error_code`` is all there is). None when the full reading is needed (no or
+    bad TLVs, or a text without ``err:``)."""
+    raw_id = pdu.tlv(Tag.RECEIPTED_MESSAGE_ID)
+    state = pdu.tlv(Tag.MESSAGE_STATE)
+    if isinstance(raw_id, bytes | bytearray):
+        raw_id = bytes(raw_id).decode("latin-1")
+    if not isinstance(raw_id, str) or not isinstance(state, int) or isinstance(state, bool):
+        return None
+    raw_id = raw_id.strip().strip("\x00").strip()
+    if not raw_id or state not in _VALID_STATES:
+        return None
+    text = getattr(pdu, "short_message", b"") or b""
+    if isinstance(text, str):
+        text = text.encode("latin-1", "replace")
+    text = text.rstrip(b"\x00")
+    if not text:
+        return None  # no text: the network_error_code rules apply, as the full reading does
+    m = _CANONICAL_TEXT.match(text)
+    if m is not None:
+        return raw_id, state, m.group(1).decode("latin-1") or "000"
+    head = text
+    m = _TEXT_KEY.search(text)
+    if m is not None:
+        head = text[: m.start()]  # what follows text: is the message, not fields
+    if not _field(head, _ID_KEY):
+        return None  # not a receipt text (the full reading then ignores it): TLVs only
+    err = _field(head, _ERR_KEY)
+    if err is None:
+        return None
+    return raw_id, state, err.decode("latin-1") or "000"
+
+
+def _field(head: bytes, key: re.Pattern) -> bytes | None:
+    """The value of the first ``key`` field in ``head`` (first token before the next key),
+    b"" if empty, None if absent."""
+    m = key.search(head)
+    if m is None:
+        return None
+    rest = head[m.end() :]
+    nxt = _ANY_KEY.search(rest)
+    if nxt is not None:
+        rest = rest[: nxt.start()]
+    tokens = rest.split()
+    return tokens[0] if tokens else b""
+
+
+def _error_code(err: str) -> int:
+    try:
+        return int(str(err), 10) if str(err).isdigit() else int(str(err), 16)
+    except ValueError:
+        return 0
+
+
+# --- the fast path of ReceiptBuilder ---------------------------------------------------------
+# What ReceiptBuilder writes for the usual finished message, precomputed so that building a
+# receipt is string formatting, not the Receipt dataclass and datetimes. Every piece is what
+# format_receipt / receipt_tlvs produce for the same values.
+
+# Epoch range of the dates the fast path formats itself: 2000-01-01 to 2099-12-31 (UTC).
+_FAST_DATE_MIN = 946_684_800
+_FAST_DATE_END = 4_102_444_800
+
+
+def _state_pieces(state: MessageState) -> tuple[bytes, bytes, tuple]:
+    """What in a receipt depends on its state only: the text from " sub:" to "submit date:"
+    and from " stat:" to "err:" (format_receipt's dlvrd and stat word), and the
+    message_state TLV."""
+    return (
+        b" sub:001 dlvrd:%03d submit date:" % (1 if state == MessageState.DELIVERED else 0),
+        b" stat:%s err:" % Receipt("0", stat=state).stat.encode("ascii"),
+        (Tag.MESSAGE_STATE, int(state)),
+    )
+
+
+# Indexed by message_state (hashing an enum member for a dict runs Python code; indexing
+# with one does not).
+_FAST_STATES = tuple(
+    _state_pieces(MessageState(value)) if value in _VALID_STATES else None
+    for value in range(max(_VALID_STATES) + 1)
+)
+_MINUTES: dict[int, bytes] = {}  # minute since the epoch -> b"YYMMDDhhmm"
+
+
+def _receipt_date(t: object) -> bytes | None:
+    """``t`` (epoch seconds) as format_receipt writes ``datetime.fromtimestamp(t, utc)``:
+    ``YYMMDDhhmm``. None (use the reference path) unless a plain float or int in 2000–2099."""
+    if (type(t) is float or type(t) is int) and _FAST_DATE_MIN <= t < _FAST_DATE_END:
+        # fromtimestamp rounds to the microsecond, half to even, from modf's fraction: so
+        # hh:mm:59.9999996 is already the next minute. (x >= 999999.5 is round(x) >= 10**6.)
+        s = int(t)
+        if (t - s) * 1e6 >= 999_999.5:
+            s += 1
+        text = _MINUTES.get(s // 60)
+        if text is None:
+            d = time.gmtime(s // 60 * 60)  # whole seconds: the same calendar as datetime's
+            text = b"%02d%02d%02d%02d%02d" % (d.tm_year % 100, d.tm_mon, d.tm_mday, d.tm_hour, d.tm_min)
+            if len(_MINUTES) >= 4096:
+                _MINUTES.clear()
+            _MINUTES[s // 60] = text
+        return text
+    return None  # also for NaN
+
+
+class ReceiptBuilder:
+    """Builds the partner's receipt (an outbox row) for a finished message or part.
+
+    It runs in the database writer for every finished message, so the usual case takes a
+    fast path: the text and TLVs are written directly instead of through
+    ``Receipt``/``format_receipt`` (protocol/receipt.py, the canonical writer) and
+    ``receipt_tlvs``, with the same result to the byte. Anything unusual (dates outside
+    2000–2099, a negative error, values of another type…) takes ``_build_reference``, the
+    general way, which also raises what it always raised. tests/unit/test_receipt_builder.py
+    checks both against each other.
+    """
+
+    def __init__(self, cipher: FieldCipher, ids: IdGenerator, retention: Callable[[str], float]) -> None:
+        self.cipher = cipher
+        self.ids = ids
+        self.retention = retention  # account -> seconds a receipt may wait for its partner
+
+    def __call__(self, done: Finished) -> dict | None:
+        msg = done.message
+        wanted = msg["registered_delivery"] & 0x03
+        state = done.state
+        if wanted == 0 or (wanted == 2 and state == MessageState.DELIVERED):
+            return None
+        message_id = msg["id"]
+        error = done.error
+        part_no = done.part_no
+        submit_date = _receipt_date(msg["submitted_at"])
+        done_date = _receipt_date(done.done_at)
+        if (
+            type(message_id) is not int or not 0 <= message_id < 1 << 63 or type(state) is not MessageState
+            or submit_date is None or done_date is None or type(error) is not int or error < 0
+        ):
+            return self._build_reference(done)
+        our_id = str(message_id)
+        raw_id = our_id.encode("ascii")
+        dest = self.cipher.decrypt(msg["dest_enc"], b"dest:" + raw_id).decode()
+        sub_dlvrd, stat, state_tlv = _FAST_STATES[state]
+        text = b"".join((
+            b"id:", raw_id, sub_dlvrd, submit_date, b" done date:", done_date, stat,
+            b"%03d" % min(error, 999), b" text:",
+        ))
+        tlvs = ((Tag.RECEIPTED_MESSAGE_ID, our_id), state_tlv)
+        if error:
+            tlvs += ((Tag.NETWORK_ERROR_CODE, b"\x03" + (error & 0xFFFF).to_bytes(2, "big")),)  # type 3: GSM
+        if part_no is not None:
+            tlvs += ((Tag.USER_MESSAGE_REFERENCE, part_no),)
+        return self._row(msg, _receipt_pdu(msg, dest, text, tlvs), done.done_at)
+
+    def _build_reference(self, done: Finished) -> dict | None:
+        """The general way (and the reference of the fast path in ``__call__``)."""
+        msg = done.message
+        wanted = msg["registered_delivery"] & 0x03
+        if wanted == 0 or (wanted == 2 and done.state == MessageState.DELIVERED):
+            return None
+        dest = self.cipher.decrypt(msg["dest_enc"], b"dest:%d" % msg["id"]).decode()
+        our_id = str(msg["id"])
+        text = format_receipt(
+            Receipt(
+                our_id,
+                sub=1,
+                dlvrd=1 if done.state == MessageState.DELIVERED else 0,
+                submit_date=datetime.fromtimestamp(msg["submitted_at"], timezone.utc),
+                done_date=datetime.fromtimestamp(done.done_at, timezone.utc),
+                stat=done.state,
+                err=min(done.error, 999),
+            )
+        )
+        tlvs = tuple(receipt_tlvs(our_id, done.state, (3, done.error & 0xFFFF) if done.error else None))
+        if done.part_no is not None:
+            tlvs += ((Tag.USER_MESSAGE_REFERENCE, done.part_no),)
+        return self._row(msg, _receipt_pdu(msg, dest, text.encode("ascii"), tlvs), done.done_at)
+
+    def _row(self, msg: dict, pdu: P.DeliverSm, now: float) -> dict:
+        """The outbox row; ``now`` is the transaction's time (the store's clock, wherever it
+        runs)."""
+        outbox_id = self.ids.next()
+        return {
+            "id": outbox_id,
+            "account": msg["account"],
+            "kind": OUTBOX_RECEIPT,
+            "message_id": msg["id"],
+            "pdu_enc": self.cipher.encrypt(codec.encode(pdu), b"outbox:%d" % outbox_id),
+            "created_at": now,
+            "expires_at": now + self.retention(msg["account"]),
+            "attempts": 0,
+            # Not a column: the outbox sender gets committed rows handed over in memory and
+            # sends this without decrypting and decoding pdu_enc again (nor encoding it: the
+            # codec keeps the body it encoded here, and the pickle carries it).
+            "pdu": pdu,
+        }
+
+
+def _receipt_pdu(msg: dict, dest: str, text: bytes, tlvs: tuple) -> P.DeliverSm:
+    """The receipt deliver_sm: from the message's destination to its sender."""
+    return P.DeliverSm(
+        source_addr_ton=1,
+        source_addr_npi=1,
+        source_addr=dest.lstrip("+"),
+        dest_addr_ton=msg["source_ton"],
+        dest_addr_npi=msg["source_npi"],
+        destination_addr=msg["source_addr"],
+        esm_class=EsmClass.DELIVERY_RECEIPT,
+        short_message=text,
+        tlvs=tlvs,
+    )
+
+
+def decode_early(cipher: FieldCipher, row: dict) -> UpstreamReceipt:
+    """Turn an early receipt kept before schema 0006 (the upstream's deliver_sm, encrypted)
+    back into an ``UpstreamReceipt`` (inside the transaction that found its message)."""
+    raw = cipher.decrypt(row["pdu_enc"], b"early:" + row["connector"].encode())
+    pdu = codec.decode(raw)
+    parsed = _fast_receipt(pdu)
+    if parsed is None:
+        receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
+        parsed = (receipt.message_id, int(receipt.state), receipt.err)
+    return UpstreamReceipt(
+        connector=row["connector"],
+        upstream_id=row["upstream_id"],
+        state=parsed[1],
+        error=_error_code(parsed[2]),
+        done_at=row["received_at"],
+    )
+
+
+#: The node id (``storage.ids``) of the outbox ids made inside the transaction, so that they
+#: never collide with the daemon's own (node 0), whichever process makes them.
+TRANSACTION_NODE = 1022
+
+
+def daemon_transaction(
+    keys: str, retention: dict[str, float], default_retention: float, per_part: dict[str, bool], id_floor: int
+) -> Transaction:
+    """The daemon's group-commit transaction, built where it runs: the store is given a
+    ``functools.partial`` of this (picklable: plain values only) and calls it in its writer
+    process. It opens the keys folder itself; ``id_floor`` seeds its id generator past the
+    ids already stored."""
+    cipher = FieldCipher(Keyring.open(keys, database_has_data=True))
+    ids = IdGenerator(node=TRANSACTION_NODE)
+    ids.seed(id_floor)
+    return Transaction(
+        ReceiptBuilder(cipher, ids, lambda account: retention.get(account, default_retention)),
+        per_part_receipts=lambda account: per_part.get(account, False),
+        early_decoder=partial(decode_early, cipher),
+    )
+
+
+__all__ = [
+    "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "is_receipt",
+    "CommandStatus",
+]

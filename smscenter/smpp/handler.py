@@ -1,0 +1,271 @@
+"""The message pipeline behind the partner server (its ``MessageHandler``).
+
+submit_sm / data_sm: planned (``submit.py``), stored with group commit, answered ESME_ROK
+with our id only after the commit, then queued for dispatch. query_sm and cancel_sm work on
+our ids, each through the storage gate (``max_storage_reads`` at the database at once,
+over all sessions; beyond it ESME_RTHROTTLED at once, never a waiting task). A storage that
+is busy (connection pool exhausted, database locked) answers ESME_RTHROTTLED too: the
+partner retries later, and the cause is logged once, not one traceback per PDU. Requests we
+do not serve get a precise status, never a dropped session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import structlog
+
+from protocol import codec
+from protocol import pdu as P
+from protocol.constants import CommandId, CommandStatus, MessageState
+from protocol.errors import RemoteProtocolError
+from protocol.smpptime import format_smpp_time
+from routing.routes import RouteTable
+from storage.crypto import FieldCipher
+from storage.store import FINAL_STATES, Store
+
+from smscenter.pipeline.accounts import PartnerBind
+from smscenter.pipeline.budgets import SessionBudgets, StorageGate
+from smscenter.pipeline.dispatch import Dispatcher, QueuedMessage
+from smscenter.runtime.floodlog import ErrorLog
+from smscenter.pipeline.outbox import OutboxSender
+from smscenter.pipeline.submit import PlannedMessage, Refused, SubmitPlanner
+
+log = structlog.get_logger("smscenter.pipeline")
+
+_NOT_SERVED = {
+    CommandId.REPLACE_SM: CommandStatus.ESME_RREPLACEFAIL,
+    CommandId.SUBMIT_MULTI: CommandStatus.ESME_RINVCMDID,
+}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        planner: SubmitPlanner,
+        store: Store,
+        dispatcher: Dispatcher,
+        outbox: OutboxSender,
+        routes: RouteTable,
+        cipher: FieldCipher,
+        *,
+        budgets: SessionBudgets | None = None,
+        max_storage_reads: int = 8,
+    ) -> None:
+        self.planner = planner
+        self.store = store
+        self.dispatcher = dispatcher
+        self.outbox = outbox
+        self.routes = routes
+        self.cipher = cipher
+        self._tasks: set[asyncio.Task] = set()
+        self.budgets = budgets
+        self.reads = StorageGate(max_storage_reads)
+        self.errors = ErrorLog(budgets.timers, budgets.config.refusal_log_interval) if budgets else None
+        self.stats = {"accepted": 0, "refused": 0, "storage_busy": 0, "storage_errors": 0}
+
+    # --- MessageHandler ---------------------------------------------------------------------
+
+    def handle(self, bind: PartnerBind, pdu: P.Pdu) -> None:
+        cid = pdu.command_id
+        if cid == CommandId.SUBMIT_SM or cid == CommandId.DATA_SM:
+            self._submit(bind, pdu)
+        elif cid == CommandId.QUERY_SM:
+            self._read(bind, pdu, self._query)
+        elif cid == CommandId.CANCEL_SM:
+            self._read(bind, pdu, self._cancel)
+        else:
+            self._refuse(bind, pdu, _NOT_SERVED.get(cid, CommandStatus.ESME_RINVCMDID))
+
+    def _refuse(self, bind: PartnerBind, pdu: P.Pdu, status: int) -> None:
+        """Answer ``status`` at once; counted and logged aggregated (and a strike on the
+        session's flood meter)."""
+        self.stats["refused"] += 1
+        if self.budgets is not None:
+            self.budgets.refused(bind.link, bind.account.system_id, status)
+        bind.respond(pdu.response(status))
+
+    def _read(self, bind: PartnerBind, pdu: P.Pdu, work) -> None:
+        """Run a storage-reading request on one of our ids if the gate has room, else
+        ESME_RTHROTTLED now. An id that cannot be ours is ESME_RINVMSGID without a look."""
+        message_id = parse_message_id(pdu.message_id)  # type: ignore[attr-defined]
+        if message_id is None:
+            self._refuse(bind, pdu, CommandStatus.ESME_RINVMSGID)
+            return
+        if not self.reads.try_enter():
+            self._refuse(bind, pdu, CommandStatus.ESME_RTHROTTLED)
+            return
+        # Left when the task is done (after it left ``_tasks``): tasks ≤ max_storage_reads.
+        self._spawn(work(bind, pdu, message_id)).add_done_callback(self._left)
+
+    def _left(self, _task: asyncio.Task) -> None:
+        self.reads.leave()
+
+    def _storage_failed(self, event: str, bind: PartnerBind, exc: BaseException) -> CommandStatus:
+        """The status for a storage failure, logged once per cause: temporary (pool
+        exhausted, database locked) → ESME_RTHROTTLED, anything else → ESME_RSYSERR."""
+        busy = storage_busy(exc)
+        self.stats["storage_busy" if busy else "storage_errors"] += 1
+        if self.errors is not None:
+            self.errors.exception(event, exc, with_traceback=not busy, account=bind.account.system_id)
+        else:
+            log.error(event, account=bind.account.system_id, error=type(exc).__name__)
+        return CommandStatus.ESME_RTHROTTLED if busy else CommandStatus.ESME_RSYSERR
+
+    def bound(self, bind: PartnerBind) -> None:
+        """A partner bound: if it can receive, deliver what it is owed."""
+        if bind.receives:
+            self.outbox.notify([bind.account.system_id])
+
+    # --- submit -----------------------------------------------------------------------------
+
+    def _submit(self, bind: PartnerBind, pdu: P.Pdu) -> None:
+        try:
+            plan = self.planner.plan(bind, pdu)
+            fut = self.store.add_message(plan.row, plan.part_rows)
+        except (Refused, RemoteProtocolError) as exc:
+            self._refuse(bind, pdu, exc.status)  # aggregated: requests_refused per account and status
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug or a closing store must not kill the session
+            self.stats["refused"] += 1
+            bind.respond(pdu.response(self._storage_failed("submit_failed", bind, exc)))
+            return
+        fut.add_done_callback(lambda f: self._committed(f, bind, pdu, plan))
+
+    def _committed(self, fut: asyncio.Future, bind: PartnerBind, pdu: P.Pdu, plan: PlannedMessage) -> None:
+        if fut.cancelled():
+            log.error("submit_not_stored", account=plan.account, error="cancelled")
+            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
+            return
+        if fut.exception() is not None:  # once per cause, not per PDU; busy → ESME_RTHROTTLED
+            bind.respond(pdu.response(self._storage_failed("submit_not_stored", bind, fut.exception())))
+            return
+        self.stats["accepted"] += 1
+        bind.respond(pdu.response(message_id=str(plan.id)))
+        self.dispatcher.enqueue(QueuedMessage.from_plan(plan))
+
+    async def load(self) -> int:
+        """At start: the queue stays in the database; the dispatcher learns to read it (its
+        loader decodes rows here), hears of cancels, and begins loading what is due."""
+        self.dispatcher.decode = self._queued_message
+        self.store.on_cancelled = self.dispatcher.cancelled
+        waiting = await self.dispatcher.resume()
+        if waiting:
+            log.info("queue_restored", messages=waiting)
+        return waiting
+
+    def _queued_message(self, rows: list[dict]) -> QueuedMessage:
+        """One message's waiting parts (rows of ``Store.due_messages``) as a queue entry."""
+        row = rows[0]
+        message_id = row["message_id"]
+        dest = self.cipher.decrypt(row["dest_enc"], b"dest:%d" % message_id).decode()
+        connectors = self.routes.connectors_for(dest, row["account"], row["category"])
+        return QueuedMessage(
+            message_id, row["account"], row["dest_hash"], connectors,
+            max(row["not_before"], row["next_attempt_at"]), row["expires_at"],
+            [(r["part_no"], codec.decode(self.cipher.decrypt(r["pdu_enc"], b"part:%d:%d" % (message_id, r["part_no"]))))
+             for r in rows],
+            attempts=max(r["attempts"] for r in rows), dest=dest, marketing=row["category"] == "marketing",
+        )
+
+    # --- query_sm / cancel_sm ---------------------------------------------------------------
+
+    async def _own_message(self, bind: PartnerBind, message_id: int) -> dict | None:
+        msg = await self.store.message(message_id)
+        if msg is None or msg["account"] != bind.account.system_id:
+            return None
+        return msg
+
+    async def _query(self, bind: PartnerBind, pdu: P.QuerySm, message_id: int) -> None:
+        try:
+            msg = await self._own_message(bind, message_id)
+        except Exception as exc:  # noqa: BLE001 - answer, whatever happened
+            bind.respond(pdu.response(self._storage_failed("query_failed", bind, exc)))
+            return
+        if msg is None:
+            bind.respond(pdu.response(CommandStatus.ESME_RQUERYFAIL))
+            return
+        final = msg["state"] in FINAL_STATES and msg["done_at"] is not None
+        bind.respond(
+            pdu.response(
+                message_id=pdu.message_id,
+                final_date=format_smpp_time(datetime.fromtimestamp(msg["done_at"], timezone.utc)) if final else "",
+                message_state=msg["state"],
+                error_code=min(msg["error"], 255),
+            )
+        )
+
+    async def _cancel(self, bind: PartnerBind, pdu: P.CancelSm, message_id: int) -> None:
+        account = bind.account.system_id
+        try:
+            msg = await self._own_message(bind, message_id)
+        except Exception as exc:  # noqa: BLE001
+            bind.respond(pdu.response(self._storage_failed("cancel_failed", bind, exc)))
+            return
+        if msg is None or msg["state"] in FINAL_STATES:
+            bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
+            return
+        # Out of the queue first, so it cannot leave while the cancel is stored; back in if
+        # the store says no.
+        queued = self.dispatcher.cancel(message_id)
+        if queued is None:
+            bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
+            return
+        failed: CommandStatus | None = None
+        try:
+            cancelled = await self.store.cancel(message_id, account)
+        except Exception as exc:  # noqa: BLE001
+            failed = self._storage_failed("cancel_failed", bind, exc)
+            cancelled = False
+        if cancelled:
+            log.info("cancelled", account=account, message_id=message_id)
+            bind.respond(pdu.response())
+            return
+        self.dispatcher.restore(queued)
+        bind.respond(pdu.response(failed if failed is not None else CommandStatus.ESME_RCANCELFAIL))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def storage_busy(exc: BaseException) -> bool:
+    """A temporary storage failure, worth a retry (ESME_RTHROTTLED) rather than a system
+    error: SQLAlchemy's pool timeout ("QueuePool limit of size … reached"), a database that is
+    locked or busy, a connection lost or refused, a server with too many connections."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, (sa.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, sa.DBAPIError):
+        if exc.connection_invalidated or type(exc.orig).__name__ in _BUSY_DRIVER_ERRORS:
+            return True
+        if isinstance(exc, sa.OperationalError):
+            text = str(exc.orig).lower()
+            return any(word in text for word in ("locked", "busy", "too many connections", "could not connect"))
+        return False
+    return type(exc).__name__ in _BUSY_DRIVER_ERRORS
+
+
+#: asyncpg's names for a server that cannot take one more connection now.
+_BUSY_DRIVER_ERRORS = frozenset({"TooManyConnectionsError", "CannotConnectNowError"})
+
+
+def parse_message_id(text: str) -> int | None:
+    """One of our ids (ASCII decimal, 64-bit signed) or None: anything else cannot be ours
+    and is answered ESME_RINVMSGID."""
+    if not text or len(text) > 20 or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value < 1 << 63 else None
+
+
+__all__ = ["Pipeline", "MessageState", "parse_message_id", "storage_busy"]

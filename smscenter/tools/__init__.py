@@ -1,0 +1,1 @@
+"""Operator tools: the demo upstream SMSC and the send client."""

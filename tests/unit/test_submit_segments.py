@@ -16,7 +16,8 @@ from smscenter.accounts import AccountState, PartnerBind
 from smscenter.config import Account
 from smscenter.passwords import hash_password
 from smscenter.ratelimit import TokenBucket
-from smscenter.submit import Refused, SubmitPlanner
+from smscenter.smpp_submit import SmppPlanner as SubmitPlanner
+from smscenter.smpp_submit import SmppRefused as Refused
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 

@@ -21,7 +21,9 @@ from smscenter.accounts import AccountState, PartnerBind
 from smscenter.config import Account
 from smscenter.passwords import hash_password
 from smscenter.ratelimit import TokenBucket
-from smscenter.submit import MentionPolicy, Refused, SubmitPlanner
+from smscenter.smpp_submit import SmppPlanner as SubmitPlanner
+from smscenter.smpp_submit import SmppRefused as Refused
+from smscenter.submit import MentionPolicy
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 

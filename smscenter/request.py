@@ -7,6 +7,10 @@ blacklist, mention; the account's rate and queue limits) run once, in the core, 
 neutral ``Refusal`` back to its own answer (an SMPP command status, an HTTP status and JSON
 code). Nothing here knows a PDU, a socket or a database.
 
+The values built for every submit (``SubmitRequest``, ``Destination``, ``Accepted``,
+``SubmitResult``) are slots dataclasses, not frozen ones: a frozen dataclass's ``__init__``
+(``object.__setattr__`` per field) costs three times as much. Treat them as read-only.
+
 The text travels decoded once: ``text`` is a ``str`` for a textual coding, or ``bytes`` for
 a binary one. A door that received octets may hand them on in ``octets`` so that planning,
 when it adds nothing to the text (no mention), sends them as they came instead of encoding
@@ -23,6 +27,7 @@ from routing.senders import SenderKind
 __all__ = [
     "Accepted",
     "Destination",
+    "NO_PASSTHROUGH",
     "OwnPart",
     "Passthrough",
     "ReceiptWish",
@@ -77,7 +82,7 @@ class ReceiptWish(IntEnum):
     ON_FAILURE = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Destination:
     """A recipient as the client wrote it, with its type of number and numbering plan
     (GSM 03.40 / SMPP TON and NPI; a door without them says international E.164, 1/1)."""
@@ -109,10 +114,11 @@ class Passthrough:
     tlvs: tuple = ()
 
 
-_NO_PASSTHROUGH = Passthrough()
+#: What most requests carry: nothing to pass through (shared, never changed).
+NO_PASSTHROUGH = Passthrough()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitRequest:
     """One submit: who sends what, to whom, when, as a door received it and decoded once.
 
@@ -140,7 +146,7 @@ class SubmitRequest:
     source_ton: int | None = None  # None: the usual TON/NPI for ``source_kind``
     source_npi: int | None = None
     own_part: OwnPart | None = None
-    passthrough: Passthrough = _NO_PASSTHROUGH
+    passthrough: Passthrough = NO_PASSTHROUGH
 
     def source_ton_npi(self) -> tuple[int, int]:
         """The source's TON/NPI as the client gave them, else the usual pair for its kind."""
@@ -153,7 +159,7 @@ class SubmitRequest:
 _TON_NPI = {SenderKind.ALPHANUMERIC: (5, 0), SenderKind.SHORT_CODE: (3, 0), SenderKind.INTERNATIONAL: (1, 1)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Accepted:
     """One destination stored: our message id, its parts, and when it may go if it is held
     (marketing outside its window, or scheduled: ``held_until``, a Unix time; else None)."""
@@ -164,7 +170,7 @@ class Accepted:
     held_until: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitResult:
     """What became of each destination of a request, in the request's order: accepted
     (stored, with our id) or refused (with its reason). A request refused as a whole (its

@@ -22,7 +22,7 @@ from protocol.smpptime import parse_schedule_delivery_time, parse_validity_perio
 from protocol.text import canonical_coding, decode_text
 from routing.senders import classify_sender
 
-from .request import Destination, OwnPart, Passthrough, ReceiptWish, Refusal, Refused, SubmitRequest
+from .request import NO_PASSTHROUGH, Destination, OwnPart, Passthrough, ReceiptWish, Refusal, Refused, SubmitRequest
 from .submit import PlannedMessage, SubmitPlanner
 
 #: How each neutral refusal reads as a command status (BAD_INPUT: by field, below).
@@ -145,10 +145,14 @@ def submit_request(account, pdu: P.Pdu, now: float) -> SubmitRequest:
         source_ton=pdu.source_addr_ton,
         source_npi=pdu.source_addr_npi,
         own_part=own_part,
-        passthrough=Passthrough(
-            getattr(pdu, "protocol_id", 0), getattr(pdu, "priority_flag", 0), esm_class & 0x83, tlvs
-        ),
+        passthrough=_passthrough(getattr(pdu, "protocol_id", 0), getattr(pdu, "priority_flag", 0), esm_class & 0x83, tlvs),
     )
+
+
+def _passthrough(protocol_id: int, priority: int, esm_class: int, tlvs: tuple) -> Passthrough:
+    if protocol_id or priority or esm_class or tlvs:
+        return Passthrough(protocol_id, priority, esm_class, tlvs)
+    return NO_PASSTHROUGH
 
 
 def _text(body: bytes, data_coding: int, coding: DataCoding) -> str | bytes:

@@ -138,7 +138,12 @@ class SubmitPlanner:
             coding = canonical_coding(data_coding)
         except UnsupportedDataCoding as exc:
             raise Refused(Refusal.BAD_INPUT, str(exc), "data_coding") from None
-        when: tuple[float, float | None] | Refused | None = None
+        # When, and until when: checked once, answered after each destination's own checks.
+        if request.schedule is None and request.validity is None:
+            when: tuple[float, float | None] | Refused = (now, None)
+        else:
+            when = self._when(request, now)
+        source_ton, source_npi = request.source_ton_npi()
         plans: list[PlannedMessage | Refused] = []
         plain = None  # the parts without a mention: the same for every destination
         for destination in request.destinations:
@@ -151,15 +156,28 @@ class SubmitPlanner:
             if not connectors:
                 plans.append(Refused(Refusal.NO_ROUTE, "no route"))
                 continue
-            if when is None:
-                when = self._when(request, now)
-            if isinstance(when, Refused):
+            if type(when) is Refused:
                 plans.append(when)
                 continue
+            not_before, asked_expiry = when
             try:
-                not_before, expires_at = self._held(account, category, dest, now, *when)
+                if category == "marketing" and self.windows is not None:
+                    not_before = self._window(account, dest, now, not_before)
+                if asked_expiry is None:
+                    # A scheduled or held message gets its full default validity from when it
+                    # may go: a Saturday-evening promotion held over a holiday Monday (60 h)
+                    # must not expire unsent because the client set no validity.
+                    expires_at = not_before + DEFAULT_VALIDITY
+                else:
+                    expires_at = min(asked_expiry, not_before + MAX_VALIDITY)
                 dest_hash = self.cipher.lookup_hash(dest)
-                self._check_blacklist(account, category, dest_hash, request.source)
+                if self.blacklist is not None:
+                    if self.blacklist.invalid(dest_hash):
+                        raise Refused(Refusal.INVALID_NUMBER, "number reported invalid by an upstream", "destination")
+                    if (category == "marketing" or account.blacklist_alerts) and self.blacklist.opted_out(
+                        account.system_id, dest_hash, request.source
+                    ):
+                        raise Refused(Refusal.OPTED_OUT, "recipient opted out", "destination")
                 # The text (with its opt-out mention) and its parts.
                 message_id = self.ids.next()
                 mention = None
@@ -176,7 +194,6 @@ class SubmitPlanner:
             except Refused as exc:
                 plans.append(exc)
                 continue
-            source_ton, source_npi = request.source_ton_npi()
             plans.append(self._build(
                 message_id,
                 account.system_id,
@@ -213,37 +230,19 @@ class SubmitPlanner:
             return Refused(Refusal.BAD_INPUT, "validity ends before delivery can start", "validity")
         return not_before, asked_expiry
 
-    def _held(
-        self, account, category: str, dest: str, now: float, not_before: float, asked_expiry: float | None
-    ) -> tuple[float, float]:
-        """(not_before, expires_at) of one destination: marketing waits for its window."""
-        if category == "marketing" and self.windows is not None:
-            decision = self.windows.decide(dest, datetime.fromtimestamp(now, timezone.utc))
-            if decision.country is None:
-                self._log_unknown_country(dest, decision.rule_key)
-            if not decision.open:
-                if account.outside_window == "reject":
-                    raise Refused(Refusal.OUTSIDE_WINDOW, "send window closed")
-                # Held in the queue until the window opens; a later schedule wins. If the
-                # client's validity ends first, the queue expires it (EXPIRED receipt, never
-                # sent).
-                not_before = max(not_before, decision.next_open.timestamp())
-        if asked_expiry is None:
-            # A scheduled or held message gets its full default validity from when it may
-            # go: a Saturday-evening promotion held over a holiday Monday (60 h) must not
-            # expire unsent because the client set no validity.
-            return not_before, not_before + DEFAULT_VALIDITY
-        return not_before, min(asked_expiry, not_before + MAX_VALIDITY)
-
-    def _check_blacklist(self, account, category: str, dest_hash: bytes, source: str) -> None:
-        if self.blacklist is None:
-            return
-        if self.blacklist.invalid(dest_hash):
-            raise Refused(Refusal.INVALID_NUMBER, "number reported invalid by an upstream", "destination")
-        if (category == "marketing" or account.blacklist_alerts) and self.blacklist.opted_out(
-            account.system_id, dest_hash, source
-        ):
-            raise Refused(Refusal.OPTED_OUT, "recipient opted out", "destination")
+    def _window(self, account, dest: str, now: float, not_before: float) -> float:
+        """When a marketing message may go: at its window's next opening if it is closed
+        now (a later schedule wins), or refused if the account asked so."""
+        decision = self.windows.decide(dest, datetime.fromtimestamp(now, timezone.utc))
+        if decision.country is None:
+            self._log_unknown_country(dest, decision.rule_key)
+        if decision.open:
+            return not_before
+        if account.outside_window == "reject":
+            raise Refused(Refusal.OUTSIDE_WINDOW, "send window closed")
+        # Held in the queue until the window opens. If the client's validity ends first,
+        # the queue expires it (EXPIRED receipt, never sent).
+        return max(not_before, decision.next_open.timestamp())
 
     def _log_unknown_country(self, dest: str, rule_key: str) -> None:
         """A number with no known country gets the default window rule: said once per

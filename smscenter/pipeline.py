@@ -142,7 +142,7 @@ class Pipeline:
         """The SMPP door: the PDU as a ``SubmitRequest`` (or its own fault answered now),
         submitted, and the result answered as submit_sm_resp / data_sm_resp."""
         try:
-            request = submit_request(bind.account, pdu, self.planner.wall_clock())
+            request = submit_request(bind.account, pdu, self.planner.wall_clock)
         except RemoteProtocolError as exc:
             self._refuse(bind, pdu, exc.status)  # aggregated: requests_refused per account and status
             return

@@ -12,6 +12,7 @@ the wire, the statuses the README documents.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from protocol import pdu as P
@@ -81,10 +82,11 @@ def smpp_status(refused: Refused) -> CommandStatus:
     return SMPP_STATUS[refused.refusal]
 
 
-def submit_request(account, pdu: P.Pdu, now: float) -> SubmitRequest:
+def submit_request(account, pdu: P.Pdu, wall_clock: Callable[[], float]) -> SubmitRequest:
     """The ``SubmitRequest`` of a submit_sm, data_sm or submit_multi from ``account`` (an
-    ``AccountState``), its relative times read against ``now`` (Unix time). Raises
-    ``RemoteProtocolError`` with the status to answer when the PDU itself is wrong."""
+    ``AccountState``), its relative times read against ``wall_clock()`` (Unix time; asked
+    only when the PDU has a time). Raises ``RemoteProtocolError`` with the status to answer
+    when the PDU itself is wrong."""
     coding = canonical_coding(pdu.data_coding)  # UnsupportedDataCoding: ESME_RINVOPTPARAMVAL
     short_message = getattr(pdu, "short_message", b"")
     esm_class = getattr(pdu, "esm_class", 0)
@@ -116,19 +118,25 @@ def submit_request(account, pdu: P.Pdu, now: float) -> SubmitRequest:
             if len(body) > 254:
                 raise RemoteProtocolError("a SAR segment longer than a short_message", CommandStatus.ESME_RINVMSGLEN)
             own_part = OwnPart(b"", sar[1] == sar[2], _SAR_ROOM)
-    utc_now = None
     schedule = validity = None
-    if getattr(pdu, "schedule_delivery_time", ""):
-        utc_now = datetime.fromtimestamp(now, timezone.utc)
-        schedule = _timestamp(parse_schedule_delivery_time(pdu.schedule_delivery_time, utc_now))
-    if getattr(pdu, "validity_period", ""):
-        utc_now = utc_now or datetime.fromtimestamp(now, timezone.utc)
-        validity = _timestamp(parse_validity_period(pdu.validity_period, utc_now))
+    schedule_text, validity_text = getattr(pdu, "schedule_delivery_time", ""), getattr(pdu, "validity_period", "")
+    if schedule_text or validity_text:
+        utc_now = datetime.fromtimestamp(wall_clock(), timezone.utc)
+        if schedule_text:
+            schedule = _timestamp(parse_schedule_delivery_time(schedule_text, utc_now))
+        if validity_text:
+            validity = _timestamp(parse_validity_period(validity_text, utc_now))
     if pdu.command_id == CommandId.SUBMIT_MULTI:
         destinations = tuple(_multi_destination(d) for d in pdu.dest_addresses)
     else:
         destinations = (Destination(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi),)
     reference = pdu.tlv(Tag.USER_MESSAGE_REFERENCE) if pdu.tlvs else None
+    protocol_id, priority = getattr(pdu, "protocol_id", 0), getattr(pdu, "priority_flag", 0)
+    mode_bits = esm_class & 0x83  # messaging mode and reply path; UDHI is the planner's
+    if protocol_id or priority or mode_bits or tlvs:
+        passthrough = Passthrough(protocol_id, priority, mode_bits, tlvs)
+    else:
+        passthrough = NO_PASSTHROUGH  # most submits: nothing to build
     return SubmitRequest(
         account=account,
         source=pdu.source_addr,
@@ -145,14 +153,8 @@ def submit_request(account, pdu: P.Pdu, now: float) -> SubmitRequest:
         source_ton=pdu.source_addr_ton,
         source_npi=pdu.source_addr_npi,
         own_part=own_part,
-        passthrough=_passthrough(getattr(pdu, "protocol_id", 0), getattr(pdu, "priority_flag", 0), esm_class & 0x83, tlvs),
+        passthrough=passthrough,
     )
-
-
-def _passthrough(protocol_id: int, priority: int, esm_class: int, tlvs: tuple) -> Passthrough:
-    if protocol_id or priority or esm_class or tlvs:
-        return Passthrough(protocol_id, priority, esm_class, tlvs)
-    return NO_PASSTHROUGH
 
 
 def _text(body: bytes, data_coding: int, coding: DataCoding) -> str | bytes:
@@ -190,7 +192,7 @@ class SmppPlanner:
 
     def plan(self, bind, pdu: P.Pdu) -> PlannedMessage:
         try:
-            request = submit_request(bind.account, pdu, self.core.wall_clock())
+            request = submit_request(bind.account, pdu, self.core.wall_clock)
             (planned,) = self.core.plan(request)
         except Refused as exc:
             raise SmppRefused(exc.why, smpp_status(exc)) from None

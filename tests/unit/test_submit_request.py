@@ -223,7 +223,7 @@ def test_smpp_submit_sm_reaches_planning_decoded_once(planner, encodes, monkeypa
     monkeypatch.setattr(smpp_submit, "decode_text", lambda *a: decodes.append(a) or real(*a))
     pdu = P.SubmitSm(source_addr="38123", source_addr_ton=3, dest_addr_ton=1, dest_addr_npi=1,
                      destination_addr="33612345678", short_message=b"Soldes", registered_delivery=1)
-    req = submit_request(account(), pdu, OPEN)
+    req = submit_request(account(), pdu, Clock(OPEN))
     (plan,) = planner.plan(req)
     assert len(decodes) == 1 and encodes == []
     assert (req.text, req.octets, req.receipt, req.source_kind) == ("Soldes", b"Soldes", ReceiptWish.ALWAYS,
@@ -238,7 +238,7 @@ def test_submit_multi_reads_every_destination():
     pdu = P.SubmitMulti(source_addr="ACME", source_addr_ton=5, short_message=b"Hi",
                         dest_addresses=(P.SmeAddress(1, 1, "33612345678"), P.DistributionList("staff"),
                                         P.SmeAddress(0, 1, "0612345678")))
-    req = submit_request(account(), pdu, OPEN)
+    req = submit_request(account(), pdu, Clock(OPEN))
     assert req.destinations == (Destination("33612345678", 1, 1), Destination("", 0, 0),
                                 Destination("0612345678", 0, 1))
     assert (req.text, req.source_kind) == ("Hi", SenderKind.ALPHANUMERIC)
@@ -248,11 +248,11 @@ def test_data_sm_message_payload_and_relative_times():
     pdu = P.DataSm(source_addr="38123", source_addr_ton=3, dest_addr_ton=1, dest_addr_npi=1,
                    destination_addr="33612345678", data_coding=8,
                    tlvs=((Tag.MESSAGE_PAYLOAD, "été ☀".encode("utf-16-be")),))
-    req = submit_request(account(), pdu, OPEN)
+    req = submit_request(account(), pdu, Clock(OPEN))
     assert (req.text, req.data_coding, req.own_part) == ("été ☀", 8, None)
     sm = P.SubmitSm(source_addr="38123", destination_addr="33612345678", short_message=b"x",
                     schedule_delivery_time="000000010000000R", validity_period="000002000000000R")
-    req = submit_request(account(), sm, OPEN)
+    req = submit_request(account(), sm, Clock(OPEN))
     assert (req.schedule, req.validity) == (OPEN + 3600, OPEN + 2 * 86400)
 
 
@@ -260,7 +260,7 @@ def test_a_partner_segment_is_its_own_part():
     udh = bytes((5, 0, 3, 7, 2, 2))
     pdu = P.SubmitSm(source_addr="38123", destination_addr="33612345678", esm_class=0x40,
                      short_message=udh + b"end")
-    req = submit_request(account(), pdu, OPEN)
+    req = submit_request(account(), pdu, Clock(OPEN))
     assert (req.text, req.octets, req.own_part) == ("end", b"end", OwnPart(udh, True, 134))
     assert req.passthrough.esm_class == 0  # UDHI is the planner's to set
 
@@ -281,5 +281,5 @@ PDU_FAULTS = {
 def test_what_the_pdu_gets_wrong_is_answered_by_the_door(fields, status):
     pdu = P.SubmitSm(**({"source_addr": "38123", "destination_addr": "33612345678", "short_message": b"x"} | fields))
     with pytest.raises(RemoteProtocolError) as raised:
-        submit_request(account(), pdu, OPEN)
+        submit_request(account(), pdu, Clock(OPEN))
     assert raised.value.status == status

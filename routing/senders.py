@@ -36,6 +36,7 @@ __all__ = [
     "SenderNotAllowed",
     "SourceTonNpiSetting",
     "check_sender",
+    "check_sender_of_kind",
     "classify_sender",
     "source_addr_upstream",
     "source_ton_npi",
@@ -119,7 +120,22 @@ def check_sender(
     allowed on, ``sender_ids`` its approved alphanumeric senders and long codes. Pass sets for
     large lists: membership is all this does.
     """
-    kind = classify_sender(source_addr, ton)
+    return check_sender_of_kind(
+        source_addr, classify_sender(source_addr, ton),
+        short_codes=short_codes, sender_ids=sender_ids, shared_short_codes=shared_short_codes,
+    )
+
+
+def check_sender_of_kind(
+    source_addr: str,
+    kind: SenderKind,
+    *,
+    short_codes: Collection[str],
+    sender_ids: Collection[str],
+    shared_short_codes: Collection[str] = (),
+) -> SenderKind:
+    """:func:`check_sender` for a sender already classified (a door that knows the kind of
+    its source, from its TON or its own field, classifies once)."""
     if kind is SenderKind.SHORT_CODE:
         if source_addr in short_codes or source_addr in shared_short_codes:
             return kind

@@ -1,9 +1,12 @@
-"""Accepting a partner's submit_sm / data_sm: validate, plan the parts, store, answer.
+"""Planning a submit: every policy, once, on a door's ``SubmitRequest``.
 
-Validation is synchronous and cheap (pure functions from ``routing/`` and ``protocol/``);
-the only wait is the group commit. Each refusal carries the status documented in the
-README. A message is never stored half: its row and all its parts go in one commit, and the
-partner's ESME_ROK is sent only after that commit.
+The core of the submit path, for every door (the SMPP glue in ``smpp_submit.py`` builds the
+request from submit_sm / data_sm / submit_multi): the account's limits, its category and
+sender rights, each destination's number, route, send window, blacklist and opt-out
+mention, then the parts. Validation is synchronous and cheap (pure functions from
+``routing/`` and ``protocol/``); the only wait, the group commit, is the pipeline's. A
+refusal is a neutral ``Refused`` (``request.py``) that each door maps to its own answer. A
+message is never stored half: its row and all its parts go in one commit.
 """
 
 from __future__ import annotations
@@ -17,42 +20,30 @@ import structlog
 
 from protocol import codec
 from protocol import pdu as P
-from protocol.constants import CommandStatus, DataCoding, EsmClass, MessageState, Tag
-from protocol.errors import RemoteProtocolError
-from protocol.segments import Concat, count_segments, parse_udh, sms_capacity, split
-from protocol.smpptime import parse_schedule_delivery_time, parse_validity_period
-from protocol.gsm7 import septet_count
-from protocol.text import UnsupportedDataCoding, canonical_coding, choose_encoding, decode_text, encode_text, is_binary
+from protocol.constants import DataCoding, EsmClass, MessageState
+from protocol.segments import sms_capacity, split
+from protocol.text import TextEncodeError, UnsupportedDataCoding, canonical_coding, choose_encoding, encode_text
 from routing.category import UnknownCategory, category_for
 from routing.mention import append_link, make_token, needs_mention, render_mention, unsubscribe_link, with_mention
 from routing.numbers import InvalidNumber, country_of, country_of_normalized, normalize_msisdn
 from routing.routes import RouteTable
-from routing.senders import SenderKind, SenderNotAllowed, check_sender
+from routing.senders import SenderKind, SenderNotAllowed, check_sender_of_kind
 from routing.windows import SendWindows
 from storage.crypto import FieldCipher
 from storage.ids import IdGenerator
 from storage.schema import PART_QUEUED
 
-from smscenter.pipeline.accounts import PartnerBind
+from smscenter.pipeline.request import Refusal, Refused, SubmitRequest
 
 log = structlog.get_logger("smscenter.submit")
 
-DEFAULT_VALIDITY = 48 * 3600.0  # when the partner sets none
+DEFAULT_VALIDITY = 48 * 3600.0  # when the client sets none
 MAX_VALIDITY = 7 * 24 * 3600.0  # longer validity periods are shortened to this
-MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0  # schedule_delivery_time further out: ESME_RINVSCHED
+MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0  # a schedule further out is refused
 SCHEDULE_PAST_TOLERANCE = 300.0  # clock skew we forgive on a schedule "in the past"
 
 
-_UDHI = int(EsmClass.UDHI)  # a plain int: IntFlag's & runs in Python, on every submit
-_NO_SAR = (None, None, None)
-
-
-class Refused(Exception):
-    """A submit we answer with an error status (never stored)."""
-
-    def __init__(self, status: CommandStatus, why: str) -> None:
-        super().__init__(why)
-        self.status = status
+_UDHI = int(EsmClass.UDHI)  # a plain int: IntFlag's | runs in Python, on every submit
 
 
 @dataclass(slots=True)
@@ -80,8 +71,21 @@ class PlannedMessage:
     part_rows: list[dict]
 
 
+def admit(account, pending: int, now: float) -> Refused | None:
+    """The account's limits, checked by each door where a request enters (the SMPP server:
+    every request of a bound session, before its PDU is read further): its requests
+    awaiting an answer, this one included, over its ``window`` → ``QUEUE_FULL``; over its
+    ``throughput`` (a token of ``account.bucket`` taken at ``now``, the door's monotonic
+    time) → ``RATE_EXCEEDED``. None: go on."""
+    if pending > account.config.window:
+        return Refused(Refusal.QUEUE_FULL, "over the account's window")
+    if not account.bucket.try_take(now):
+        return Refused(Refusal.RATE_EXCEEDED, "over the account's throughput")
+    return None
+
+
 class SubmitPlanner:
-    """Turns a partner's submit_sm/data_sm into a ``PlannedMessage`` or raises ``Refused``."""
+    """Turns a ``SubmitRequest`` into a ``PlannedMessage`` per destination, or ``Refused``."""
 
     def __init__(
         self,
@@ -106,99 +110,139 @@ class SubmitPlanner:
         self._ref = 0
         self._unknown_country_logged: set[str] = set()
 
-    def plan(self, bind: PartnerBind, pdu: P.Pdu) -> PlannedMessage:
-        account = bind.account.config
+    def plan(self, request: SubmitRequest) -> list[PlannedMessage | Refused]:
+        """One ``PlannedMessage`` per destination, in order, or the ``Refused`` of that
+        destination. What holds for the whole request (category, sender, text) raises."""
+        account = request.account.config
         now = self.wall_clock()
-        # Who sends, to whom, what kind of message.
+        # Who sends, what kind of message.
         try:
-            category = category_for(pdu.service_type, account.category)
+            category = category_for(request.category, account.category)
         except UnknownCategory as exc:
-            raise Refused(CommandStatus.ESME_RINVSERTYP, str(exc)) from None
+            raise Refused(Refusal.UNKNOWN_CATEGORY, str(exc), "category") from None
         try:
-            sender_kind = check_sender(
-                pdu.source_addr,
-                pdu.source_addr_ton,
+            sender_kind = check_sender_of_kind(
+                request.source,
+                request.source_kind,
                 short_codes=account.short_codes,
                 sender_ids=account.sender_ids,
                 shared_short_codes=self.shared_short_codes,
             )
         except SenderNotAllowed as exc:
-            raise Refused(CommandStatus.ESME_RINVSRCADR, str(exc)) from None
+            raise Refused(Refusal.SENDER_NOT_ALLOWED, str(exc), "source") from None
+        data_coding = request.data_coding
+        if data_coding is None:
+            text = request.text
+            data_coding = DataCoding.BINARY if isinstance(text, bytes) else choose_encoding(text)
         try:
-            dest = normalize_msisdn(pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi, account.default_country)
-        except InvalidNumber as exc:
-            raise Refused(CommandStatus.ESME_RINVDSTADR, str(exc)) from None
-        connectors = self.routes.connectors_for(dest, account.system_id, category)
-        if not connectors:
-            raise Refused(CommandStatus.ESME_RSUBMITFAIL, "no route")
-        # When, and until when.
-        utc_now = datetime.fromtimestamp(now, timezone.utc)
-        schedule = getattr(pdu, "schedule_delivery_time", "")
-        validity = getattr(pdu, "validity_period", "")
-        not_before = now
-        if schedule:
-            when = parse_schedule_delivery_time(schedule, utc_now).timestamp()
-            if when < now - SCHEDULE_PAST_TOLERANCE or when > now + MAX_SCHEDULE_AHEAD:
-                raise Refused(CommandStatus.ESME_RINVSCHED, "schedule_delivery_time out of range")
-            not_before = max(now, when)
-        asked_expiry = None
-        if validity:
-            asked_expiry = parse_validity_period(validity, utc_now).timestamp()
-            if asked_expiry <= max(now, not_before):
-                raise Refused(CommandStatus.ESME_RINVEXPIRY, "validity_period ends before delivery can start")
-        if category == "marketing" and self.windows is not None:
-            decision = self.windows.decide(dest, utc_now)
-            if decision.country is None:
-                self._log_unknown_country(dest, decision.rule_key)
-            if not decision.open:
-                if account.outside_window == "reject":
-                    raise Refused(CommandStatus.SMSC_RWINDOWCLOSED, "send window closed")
-                # Held in the queue until the window opens; a later schedule wins. If the
-                # partner's validity ends first, the queue expires it (EXPIRED receipt, never
-                # sent).
-                not_before = max(not_before, decision.next_open.timestamp())
-        if asked_expiry is None:
-            # A scheduled or held message gets its full default validity from when it may
-            # go: a Saturday-evening promotion held over a holiday Monday (60 h) must not
-            # expire unsent because the partner set no validity.
-            expires_at = not_before + DEFAULT_VALIDITY
+            coding = canonical_coding(data_coding)
+        except UnsupportedDataCoding as exc:
+            raise Refused(Refusal.BAD_INPUT, str(exc), "data_coding") from None
+        # When, and until when: checked once, answered after each destination's own checks.
+        if request.schedule is None and request.validity is None:
+            when: tuple[float, float | None] | Refused = (now, None)
         else:
-            expires_at = min(asked_expiry, not_before + MAX_VALIDITY)
-        dest_hash = self.cipher.lookup_hash(dest)
-        if self.blacklist is not None:
-            if self.blacklist.invalid(dest_hash):
-                raise Refused(CommandStatus.ESME_RINVDSTADR, "number reported invalid by an upstream")
-            if (category == "marketing" or account.blacklist_alerts) and self.blacklist.opted_out(
-                account.system_id, dest_hash, pdu.source_addr
-            ):
-                raise Refused(CommandStatus.SMSC_ROPTEDOUT, "recipient opted out")
-        # The text (with its opt-out mention) and its parts.
-        message_id = self.ids.next()
-        mention = None
-        if self.mention is not None:
-            mention = self.mention.for_message(
-                category, sender_kind is SenderKind.ALPHANUMERIC, dest, message_id
-            )
-        return self._build(
-            message_id,
-            account.system_id,
-            category,
-            pdu.source_addr,
-            pdu.source_addr_ton,
-            pdu.source_addr_npi,
-            dest,
-            dest_hash,
-            connectors,
-            self._segments(pdu, mention),
-            data_coding=pdu.data_coding,
-            registered=pdu.registered_delivery & 0x03,
-            protocol_id=getattr(pdu, "protocol_id", 0),
-            priority=getattr(pdu, "priority_flag", 0),
-            now=now,
-            not_before=not_before,
-            expires_at=expires_at,
-            unsub_token=mention.token if mention is not None else None,
-        )
+            when = self._when(request, now)
+        source_ton, source_npi = request.source_ton_npi()
+        plans: list[PlannedMessage | Refused] = []
+        plain = None  # the parts without a mention: the same for every destination
+        for destination in request.destinations:
+            try:
+                dest = normalize_msisdn(destination.addr, destination.ton, destination.npi, account.default_country)
+            except InvalidNumber as exc:
+                plans.append(Refused(Refusal.INVALID_NUMBER, str(exc), "destination"))
+                continue
+            connectors = self.routes.connectors_for(dest, account.system_id, category)
+            if not connectors:
+                plans.append(Refused(Refusal.NO_ROUTE, "no route"))
+                continue
+            if type(when) is Refused:
+                plans.append(when)
+                continue
+            not_before, asked_expiry = when
+            try:
+                if category == "marketing" and self.windows is not None:
+                    not_before = self._window(account, dest, now, not_before)
+                if asked_expiry is None:
+                    # A scheduled or held message gets its full default validity from when it
+                    # may go: a Saturday-evening promotion held over a holiday Monday (60 h)
+                    # must not expire unsent because the client set no validity.
+                    expires_at = not_before + DEFAULT_VALIDITY
+                else:
+                    expires_at = min(asked_expiry, not_before + MAX_VALIDITY)
+                dest_hash = self.cipher.lookup_hash(dest)
+                if self.blacklist is not None:
+                    if self.blacklist.invalid(dest_hash):
+                        raise Refused(Refusal.INVALID_NUMBER, "number reported invalid by an upstream", "destination")
+                    if (category == "marketing" or account.blacklist_alerts) and self.blacklist.opted_out(
+                        account.system_id, dest_hash, request.source
+                    ):
+                        raise Refused(Refusal.OPTED_OUT, "recipient opted out", "destination")
+                # The text (with its opt-out mention) and its parts.
+                message_id = self.ids.next()
+                mention = None
+                if self.mention is not None:
+                    mention = self.mention.for_message(
+                        category, sender_kind is SenderKind.ALPHANUMERIC, dest, message_id
+                    )
+                if mention is None:
+                    if plain is None:
+                        plain = self._segments(request, data_coding, coding, None)
+                    segments = plain
+                else:
+                    segments = self._segments(request, data_coding, coding, mention)
+            except Refused as exc:
+                plans.append(exc)
+                continue
+            plans.append(self._build(
+                message_id,
+                account.system_id,
+                category,
+                request.source,
+                source_ton,
+                source_npi,
+                dest,
+                dest_hash,
+                connectors,
+                segments,
+                data_coding=data_coding,
+                registered=int(request.receipt),
+                protocol_id=request.passthrough.protocol_id,
+                priority=request.passthrough.priority,
+                now=now,
+                not_before=not_before,
+                expires_at=expires_at,
+                unsub_token=mention.token if mention is not None else None,
+            ))
+        return plans
+
+    @staticmethod
+    def _when(request: SubmitRequest, now: float) -> tuple[float, float | None] | Refused:
+        """(not_before, the expiry asked) of the request's schedule and validity, or why not."""
+        not_before = now
+        schedule = request.schedule
+        if schedule is not None:
+            if schedule < now - SCHEDULE_PAST_TOLERANCE or schedule > now + MAX_SCHEDULE_AHEAD:
+                return Refused(Refusal.BAD_INPUT, "schedule out of range", "schedule")
+            not_before = max(now, schedule)
+        asked_expiry = request.validity
+        if asked_expiry is not None and asked_expiry <= max(now, not_before):
+            return Refused(Refusal.BAD_INPUT, "validity ends before delivery can start", "validity")
+        return not_before, asked_expiry
+
+    def _window(self, account, dest: str, now: float, not_before: float) -> float:
+        """When a marketing message may go: at its window's next opening if it is closed
+        now (a later schedule wins), or refused if the account asked so."""
+        decision = self.windows.decide(dest, datetime.fromtimestamp(now, timezone.utc))
+        if decision.country is None:
+            self._log_unknown_country(dest, decision.rule_key)
+        if decision.open:
+            return not_before
+        if account.outside_window == "reject":
+            raise Refused(Refusal.OUTSIDE_WINDOW, "send window closed")
+        # Held in the queue until the window opens. If the client's validity ends first,
+        # the queue expires it (EXPIRED receipt, never sent).
+        return max(not_before, decision.next_open.timestamp())
 
     def _log_unknown_country(self, dest: str, rule_key: str) -> None:
         """A number with no known country gets the default window rule: said once per
@@ -315,93 +359,48 @@ class SubmitPlanner:
             now, registered, upstream_parts, row, part_rows,
         )
 
-    def _segments(self, pdu: P.Pdu, mention: "Mention | None" = None) -> list[tuple[bytes, int, tuple]]:
+    def _segments(
+        self, request: SubmitRequest, data_coding: int, coding: DataCoding, mention: Mention | None
+    ) -> list[tuple[bytes, int, tuple]]:
         """(short_message, esm_class, tlvs) per upstream part.
 
-        A short_message that already carries a UDH or SAR TLVs is one part of the partner's
-        own long message: it is checked and passed on whole. Anything longer than one SMS —
-        a message_payload, or a short_message over 160 GSM-7 / 140 octets — is split here
-        (8-bit reference UDH): many upstreams refuse message_payload, and some truncate.
+        A request that is one part of the client's own long message (``own_part``) goes on
+        as one part, its header in front. Anything longer than one SMS is split here (8-bit
+        reference UDH): many upstreams refuse message_payload, and some truncate. The text
+        is encoded at most once, and counted and split from that encoding; when nothing is
+        added to it, the octets the door received (if any) go as they came.
         """
-        try:
-            coding = canonical_coding(pdu.data_coding)
-        except UnsupportedDataCoding as exc:
-            raise Refused(exc.status, str(exc)) from None
-        short_message = getattr(pdu, "short_message", b"")
-        esm_class = getattr(pdu, "esm_class", 0)
-        payload, passthrough, sar = None, (), _NO_SAR
-        if pdu.tlvs:
-            payload = pdu.tlv(Tag.MESSAGE_PAYLOAD)
-            passthrough = tuple(
-                (tag, value) for tag, value in pdu.tlvs if tag in _FORWARDED_TLVS
-            )
-            if payload is not None and short_message:
-                raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "short_message and message_payload together")
-            sar = (pdu.tlv(Tag.SAR_MSG_REF_NUM), pdu.tlv(Tag.SAR_TOTAL_SEGMENTS), pdu.tlv(Tag.SAR_SEGMENT_SEQNUM))
-            if any(v is not None for v in sar):
-                if any(v is None for v in sar):
-                    raise Refused(CommandStatus.ESME_RMISSINGOPTPARAM, "SAR TLVs must come as a set of three")
-                try:
-                    Concat.from_sar(*sar)
-                except RemoteProtocolError as exc:
-                    raise Refused(exc.status, str(exc)) from None
-        body = payload if payload is not None else short_message
-        udhi = esm_class & _UDHI
-        if udhi:
-            try:
-                parsed = parse_udh(body)
-            except RemoteProtocolError as exc:
-                raise Refused(exc.status, str(exc)) from None
-            text = self._check_text(parsed.body, coding)
-            if payload is not None:
-                raise Refused(CommandStatus.ESME_ROPTPARNOTALLWD, "message_payload with a UDH")
-            if mention is not None and (parsed.concat is None or parsed.concat.seqnum == parsed.concat.total):
-                udh = short_message[: len(short_message) - len(parsed.body)]
-                body = _with_mention_in_part(text, coding, mention, len(udh))
-                return [(udh + body, esm_class & 0xC3, passthrough)]
-            return [(short_message, esm_class & 0xC3, passthrough)]
-        text_or_bytes = self._check_text(body, coding)
-        if sar[0] is not None:  # one part of the partner's own long message
-            if len(body) > 254:
-                raise Refused(CommandStatus.ESME_RINVMSGLEN, "a SAR segment longer than a short_message")
-            if mention is not None and sar[1] == sar[2]:  # the last part carries the mention
-                body = _with_mention_in_part(text_or_bytes, coding, mention, 6)  # upstream adds a UDH
-            return [(body, esm_class & 0xC3, passthrough)]
-        if mention is not None and not is_binary(coding):
-            text_or_bytes = mention.apply(text_or_bytes)
-            body = encode_text(text_or_bytes, coding)
-        if len(body) <= sms_capacity(coding):
-            # One SMS, without counting: decoding never makes a text longer to encode again
-            # (a GSM-7 escape pair is one character of two septets), so the octets as they
-            # came (or as just encoded with the mention) are the upper bound.
-            return [(body, esm_class & 0xC3, passthrough)]
-        try:
-            count = count_segments(text_or_bytes, coding)
-        except Exception as exc:  # noqa: BLE001 - text the coding cannot hold
-            raise Refused(CommandStatus.ESME_RINVMSGLEN, str(exc)) from None
-        if count == 1:
-            return [(body, esm_class & 0xC3, passthrough)]
+        passthrough = request.passthrough
+        text, octets = request.text, request.octets
+        own = request.own_part
+        if own is not None:
+            esm_class = passthrough.esm_class | _UDHI if own.header else passthrough.esm_class
+            if mention is not None and own.last:
+                body = _with_mention_in_part(text, coding, mention, own.room)
+            else:
+                body = octets if octets is not None else _encode(text, data_coding)
+            return [(own.header + body, esm_class, passthrough.tlvs)]
+        if mention is not None and coding is not DataCoding.BINARY:
+            text, octets = mention.apply(text), None
+        capacity = sms_capacity(coding)
+        if octets is not None and len(octets) <= capacity:
+            # One SMS, without encoding or counting: decoding never makes a text longer to
+            # encode again (a GSM-7 escape pair is one character of two septets), so the
+            # octets as they came are the upper bound.
+            return [(octets, passthrough.esm_class, passthrough.tlvs)]
+        data = _encode(text, data_coding)
+        if len(data) <= capacity:
+            return [(octets if octets is not None else data, passthrough.esm_class, passthrough.tlvs)]
         # Longer than one SMS (a message_payload, or a short_message over 160 GSM / 140
         # octets): split here with an 8-bit reference UDH rather than leave the upstream to
         # refuse or truncate it.
         self._ref = (self._ref + 1) & 0xFF
         try:
-            segments = split(text_or_bytes, coding, method="udh8", reference=self._ref)
-        except RemoteProtocolError as exc:
-            raise Refused(exc.status, str(exc)) from None
+            segments = split(data, data_coding, method="udh8", reference=self._ref)
         except Exception as exc:  # noqa: BLE001 - e.g. more than 255 parts
-            raise Refused(CommandStatus.ESME_RINVMSGLEN, str(exc)) from None
-        udh = EsmClass.UDHI if len(segments) > 1 else 0
-        return [(seg.short_message, (esm_class & 0x83) | udh, passthrough) for seg in segments]
-
-    @staticmethod
-    def _check_text(body: bytes, coding: int) -> str | bytes:
-        if is_binary(coding):
-            return body
-        try:
-            return decode_text(body, coding)
-        except RemoteProtocolError as exc:
-            raise Refused(exc.status, str(exc)) from None
+            raise Refused(Refusal.TEXT_TOO_LONG, str(exc), "text") from None
+        udh = _UDHI if len(segments) > 1 else 0
+        return [(seg.short_message, (passthrough.esm_class & 0x83) | udh, passthrough.tlvs) for seg in segments]
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,41 +438,34 @@ class MentionPolicy:
         return Mention("link", append_link("", unsubscribe_link(self.unsubscribe_base, token)), None, token)
 
 
-def _with_mention_in_part(text: str | bytes, coding: int, mention: Mention, udh_len: int) -> bytes:
-    """The last part of a partner-segmented message with the mention appended, if it fits
-    in the part (else ESME_RINVMSGLEN: we never send marketing without its mention, nor
-    truncate silently)."""
-    if is_binary(coding):
-        raise Refused(CommandStatus.ESME_RINVMSGLEN, "binary marketing cannot carry the STOP mention")
+def _with_mention_in_part(text: str | bytes, coding: DataCoding, mention: Mention, room: int) -> bytes:
+    """The last part of a client-segmented message with the mention appended, if it fits
+    in the part's ``room`` octets (else refused: we never send marketing without its
+    mention, nor truncate silently)."""
+    if coding is DataCoding.BINARY:
+        raise Refused(Refusal.BAD_INPUT, "binary marketing cannot carry the STOP mention", "text")
     new_text = mention.apply(text)
     body = encode_text(new_text, coding)
-    if coding == DataCoding.DEFAULT:
-        room = (140 - udh_len) * 8 // 7
-        size = septet_count(new_text)
+    if coding is DataCoding.DEFAULT:
+        room, size = room * 8 // 7, len(body)  # unpacked GSM-7: one octet per septet
     else:
-        room, size = 140 - udh_len, len(body)
+        size = len(body)
     if size > room:
-        raise Refused(CommandStatus.ESME_RINVMSGLEN, "no room for the STOP mention in the last part")
+        raise Refused(Refusal.TEXT_TOO_LONG, "no room for the STOP mention in the last part", "text")
     return body
 
 
+def _encode(text: str | bytes, data_coding: int) -> bytes:
+    """The text's octets in ``data_coding`` (binary bodies are their own octets)."""
+    if isinstance(text, bytes):
+        return text
+    try:
+        return encode_text(text, data_coding)
+    except TextEncodeError as exc:
+        raise Refused(Refusal.BAD_INPUT, str(exc), "text") from None
+
+
 _CALLING_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
-
-#: TLVs a partner may set that travel upstream with each part.
-_FORWARDED_TLVS = frozenset(
-    {
-        Tag.SAR_MSG_REF_NUM,
-        Tag.SAR_TOTAL_SEGMENTS,
-        Tag.SAR_SEGMENT_SEQNUM,
-        Tag.SOURCE_PORT,
-        Tag.DESTINATION_PORT,
-        Tag.USER_MESSAGE_REFERENCE,
-        Tag.LANGUAGE_INDICATOR,
-        Tag.PAYLOAD_TYPE,
-        Tag.MS_VALIDITY,
-    }
-)
-
 
 def with_source(pdu: P.SubmitSm, ton: int, npi: int, dest: tuple[int, int] | None = None) -> P.SubmitSm:
     """The part as a given connector wants its source TON/NPI (and, if given, the

@@ -12,6 +12,7 @@ do not serve get a precise status, never a dropped session.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import structlog
@@ -26,18 +27,25 @@ from storage.crypto import FieldCipher
 from storage.store import FINAL_STATES, Store
 
 from smscenter.pipeline.accounts import PartnerBind
-from smscenter.pipeline.budgets import SessionBudgets, StorageGate
+from smscenter.smpp.budgets import SessionBudgets, StorageGate
 from smscenter.pipeline.dispatch import Dispatcher, QueuedMessage
 from smscenter.runtime.floodlog import ErrorLog
 from smscenter.pipeline.outbox import OutboxSender
-from smscenter.pipeline.submit import PlannedMessage, Refused, SubmitPlanner
+from smscenter.pipeline.request import Accepted, Refusal, Refused, SubmitRequest, SubmitResult
+from smscenter.smpp.submit import smpp_status, submit_request
+from smscenter.pipeline.submit import PlannedMessage, SubmitPlanner
 
 log = structlog.get_logger("smscenter.pipeline")
 
 _NOT_SERVED = {
     CommandId.REPLACE_SM: CommandStatus.ESME_RREPLACEFAIL,
+    # ``submit_request`` reads a submit_multi, but its answer (one message_id for many
+    # destinations, ours being one per destination) is not decided yet: ESME_RINVCMDID.
     CommandId.SUBMIT_MULTI: CommandStatus.ESME_RINVCMDID,
 }
+
+#: Refusals of a message that could not be stored: counted and logged by ``_storage_failed``.
+_STORED_NOT = frozenset({Refusal.STORAGE_BUSY, Refusal.SYSTEM_ERROR})
 
 
 class Pipeline:
@@ -70,7 +78,7 @@ class Pipeline:
     def handle(self, bind: PartnerBind, pdu: P.Pdu) -> None:
         cid = pdu.command_id
         if cid == CommandId.SUBMIT_SM or cid == CommandId.DATA_SM:
-            self._submit(bind, pdu)
+            self._submit_pdu(bind, pdu)
         elif cid == CommandId.QUERY_SM:
             self._read(bind, pdu, self._query)
         elif cid == CommandId.CANCEL_SM:
@@ -82,6 +90,11 @@ class Pipeline:
         """Answer ``status`` at once; counted and logged aggregated (and a strike on the
         session's flood meter)."""
         self.stats["refused"] += 1
+        self._answer_refused(bind, pdu, status)
+
+    def _answer_refused(self, bind: PartnerBind, pdu: P.Pdu, status: int) -> None:
+        """Answer ``status`` (already counted): logged aggregated, a strike on the session's
+        flood meter."""
         if self.budgets is not None:
             self.budgets.refused(bind.link, bind.account.system_id, status)
         bind.respond(pdu.response(status))
@@ -102,16 +115,21 @@ class Pipeline:
     def _left(self, _task: asyncio.Task) -> None:
         self.reads.leave()
 
-    def _storage_failed(self, event: str, bind: PartnerBind, exc: BaseException) -> CommandStatus:
-        """The status for a storage failure, logged once per cause: temporary (pool
-        exhausted, database locked) → ESME_RTHROTTLED, anything else → ESME_RSYSERR."""
+    def _storage_failed(self, event: str, who, exc: BaseException) -> Refused:
+        """The refusal for a storage failure of ``who``'s request (a bind or a
+        ``SubmitRequest``), logged once per cause: temporary (pool exhausted, database
+        locked) → STORAGE_BUSY (ESME_RTHROTTLED), anything else → SYSTEM_ERROR
+        (ESME_RSYSERR)."""
         busy = storage_busy(exc)
         self.stats["storage_busy" if busy else "storage_errors"] += 1
+        account = who.account.system_id
         if self.errors is not None:
-            self.errors.exception(event, exc, with_traceback=not busy, account=bind.account.system_id)
+            self.errors.exception(event, exc, with_traceback=not busy, account=account)
         else:
-            log.error(event, account=bind.account.system_id, error=type(exc).__name__)
-        return CommandStatus.ESME_RTHROTTLED if busy else CommandStatus.ESME_RSYSERR
+            log.error(event, account=account, error=type(exc).__name__)
+        if busy:
+            return Refused(Refusal.STORAGE_BUSY, "storage busy")
+        return Refused(Refusal.SYSTEM_ERROR, "storage failed")
 
     def bound(self, bind: PartnerBind) -> None:
         """A partner bound: if it can receive, deliver what it is owed."""
@@ -120,30 +138,109 @@ class Pipeline:
 
     # --- submit -----------------------------------------------------------------------------
 
-    def _submit(self, bind: PartnerBind, pdu: P.Pdu) -> None:
+    def _submit_pdu(self, bind: PartnerBind, pdu: P.Pdu) -> None:
+        """The SMPP door: the PDU as a ``SubmitRequest`` (or its own fault answered now),
+        submitted, and the result answered as submit_sm_resp / data_sm_resp."""
         try:
-            plan = self.planner.plan(bind, pdu)
-            fut = self.store.add_message(plan.row, plan.part_rows)
-        except (Refused, RemoteProtocolError) as exc:
+            request = submit_request(bind.account, pdu, self.planner.wall_clock)
+        except RemoteProtocolError as exc:
             self._refuse(bind, pdu, exc.status)  # aggregated: requests_refused per account and status
             return
-        except Exception as exc:  # noqa: BLE001 - a bug or a closing store must not kill the session
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the session
             self.stats["refused"] += 1
-            bind.respond(pdu.response(self._storage_failed("submit_failed", bind, exc)))
+            bind.respond(pdu.response(smpp_status(self._storage_failed("submit_failed", bind, exc))))
             return
-        fut.add_done_callback(lambda f: self._committed(f, bind, pdu, plan))
+        self.submit(request, lambda result: self._answer(bind, pdu, result))
 
-    def _committed(self, fut: asyncio.Future, bind: PartnerBind, pdu: P.Pdu, plan: PlannedMessage) -> None:
+    def _answer(self, bind: PartnerBind, pdu: P.Pdu, result: SubmitResult) -> None:
+        if result.accepted:
+            bind.respond(pdu.response(message_id=str(result.accepted[0].message_id)))
+            return
+        refused = result.refused[0][1]
+        status = smpp_status(refused)
+        if refused.refusal in _STORED_NOT:  # counted and logged where storing failed
+            bind.respond(pdu.response(status))
+            return
+        self._answer_refused(bind, pdu, status)
+
+    def submit(self, request: SubmitRequest, done: Callable[[SubmitResult], None]) -> None:
+        """The neutral submit, for every door (which admitted the request first, through
+        ``submit.admit``): the policies per destination, then each accepted message stored
+        (group commit) and queued. ``done`` gets the result once every stored message is
+        committed: an id is never given out before its commit."""
+        try:
+            plans = self.planner.plan(request)
+        except Refused as exc:
+            self.stats["refused"] += 1
+            done(SubmitResult.refusing(request, exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the session
+            self.stats["refused"] += 1
+            done(SubmitResult.refusing(request, self._storage_failed("submit_failed", request, exc)))
+            return
+        if len(plans) == 1:  # the common case, without a gathering
+            plan = plans[0]
+            if isinstance(plan, Refused):
+                self.stats["refused"] += 1
+                done(SubmitResult((), ((request.destinations[0], plan),)))
+                return
+            fut = self._store(plan, request)
+            if isinstance(fut, Refused):
+                done(SubmitResult((), ((request.destinations[0], fut),)))
+                return
+            fut.add_done_callback(lambda f: done(self._committed(f, request, request.destinations[0], plan)))
+            return
+        self._submit_many(request, plans, done)
+
+    def _submit_many(self, request: SubmitRequest, plans: list, done: Callable[[SubmitResult], None]) -> None:
+        outcomes: list[Accepted | Refused | None] = [None] * len(plans)
+        waiting = [0]
+
+        def finish() -> None:
+            accepted = tuple(o for o in outcomes if isinstance(o, Accepted))
+            refused = tuple((d, o) for d, o in zip(request.destinations, outcomes) if isinstance(o, Refused))
+            done(SubmitResult(accepted, refused))
+
+        def settle(index: int, fut, plan: PlannedMessage) -> None:
+            outcome = self._committed(fut, request, request.destinations[index], plan)
+            outcomes[index] = outcome.accepted[0] if outcome.accepted else outcome.refused[0][1]
+            waiting[0] -= 1
+            if not waiting[0]:
+                finish()
+
+        for index, plan in enumerate(plans):
+            if isinstance(plan, Refused):
+                self.stats["refused"] += 1
+                outcomes[index] = plan
+                continue
+            fut = self._store(plan, request)
+            if isinstance(fut, Refused):
+                outcomes[index] = fut
+                continue
+            waiting[0] += 1
+            fut.add_done_callback(lambda f, i=index, p=plan: settle(i, f, p))
+        if not waiting[0]:
+            finish()
+
+    def _store(self, plan: PlannedMessage, request: SubmitRequest) -> asyncio.Future | Refused:
+        try:
+            return self.store.add_message(plan.row, plan.part_rows)
+        except Exception as exc:  # noqa: BLE001 - a closing store must not kill the session
+            self.stats["refused"] += 1
+            return self._storage_failed("submit_failed", request, exc)
+
+    def _committed(
+        self, fut: asyncio.Future, request: SubmitRequest, destination, plan: PlannedMessage
+    ) -> SubmitResult:
         if fut.cancelled():
             log.error("submit_not_stored", account=plan.account, error="cancelled")
-            bind.respond(pdu.response(CommandStatus.ESME_RSYSERR))
-            return
-        if fut.exception() is not None:  # once per cause, not per PDU; busy → ESME_RTHROTTLED
-            bind.respond(pdu.response(self._storage_failed("submit_not_stored", bind, fut.exception())))
-            return
+            return SubmitResult((), ((destination, Refused(Refusal.SYSTEM_ERROR, "not stored: cancelled")),))
+        if fut.exception() is not None:  # once per cause, not per message; busy → STORAGE_BUSY
+            return SubmitResult((), ((destination, self._storage_failed("submit_not_stored", request, fut.exception())),))
         self.stats["accepted"] += 1
-        bind.respond(pdu.response(message_id=str(plan.id)))
         self.dispatcher.enqueue(QueuedMessage.from_plan(plan))
+        held = plan.not_before if plan.not_before > plan.submitted_at else None
+        return SubmitResult((Accepted(destination, plan.id, len(plan.parts), held),))
 
     async def load(self) -> int:
         """At start: the queue stays in the database; the dispatcher learns to read it (its
@@ -181,7 +278,7 @@ class Pipeline:
         try:
             msg = await self._own_message(bind, message_id)
         except Exception as exc:  # noqa: BLE001 - answer, whatever happened
-            bind.respond(pdu.response(self._storage_failed("query_failed", bind, exc)))
+            bind.respond(pdu.response(smpp_status(self._storage_failed("query_failed", bind, exc))))
             return
         if msg is None:
             bind.respond(pdu.response(CommandStatus.ESME_RQUERYFAIL))
@@ -201,7 +298,7 @@ class Pipeline:
         try:
             msg = await self._own_message(bind, message_id)
         except Exception as exc:  # noqa: BLE001
-            bind.respond(pdu.response(self._storage_failed("cancel_failed", bind, exc)))
+            bind.respond(pdu.response(smpp_status(self._storage_failed("cancel_failed", bind, exc))))
             return
         if msg is None or msg["state"] in FINAL_STATES:
             bind.respond(pdu.response(CommandStatus.ESME_RCANCELFAIL))
@@ -216,7 +313,7 @@ class Pipeline:
         try:
             cancelled = await self.store.cancel(message_id, account)
         except Exception as exc:  # noqa: BLE001
-            failed = self._storage_failed("cancel_failed", bind, exc)
+            failed = smpp_status(self._storage_failed("cancel_failed", bind, exc))
             cancelled = False
         if cancelled:
             log.info("cancelled", account=account, message_id=message_id)

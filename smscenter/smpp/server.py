@@ -32,7 +32,7 @@ from protocol.session import InvalidPdu, Role
 from smscenter.pipeline.accounts import AccountRegistry, PartnerBind
 from smscenter.smpp.admission import Admission, Gate, address_key
 from smscenter.smpp.bindguard import BindGuard
-from smscenter.pipeline.budgets import SessionBudgets, SessionFlooding
+from smscenter.smpp.budgets import SessionBudgets, SessionFlooding
 from smscenter.config import Settings
 from smscenter.pipeline.connlog import ConnectionLog, bind_type_of
 from smscenter.smpp.link import Link, LinkClosed

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from protocol.constants import CommandStatus as S
-from smscenter.pipeline.budgets import FloodMeter, SessionBudgets, SessionFlooding, StorageGate
+from smscenter.smpp.budgets import FloodMeter, SessionBudgets, SessionFlooding, StorageGate
 from smscenter.config.sections import Server
 from smscenter.runtime.ratelimit import TokenBucket
 from smscenter.runtime.timers import FakeTimers

@@ -16,7 +16,8 @@ from smscenter.pipeline.accounts import AccountState, PartnerBind
 from smscenter.config import Account
 from smscenter.runtime.passwords import hash_password
 from smscenter.runtime.ratelimit import TokenBucket
-from smscenter.pipeline.submit import Refused, SubmitPlanner
+from smscenter.smpp.submit import SmppPlanner as SubmitPlanner
+from smscenter.smpp.submit import SmppRefused as Refused
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 

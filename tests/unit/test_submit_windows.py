@@ -21,7 +21,9 @@ from smscenter.pipeline.accounts import AccountState, PartnerBind
 from smscenter.config import Account
 from smscenter.runtime.passwords import hash_password
 from smscenter.runtime.ratelimit import TokenBucket
-from smscenter.pipeline.submit import MentionPolicy, Refused, SubmitPlanner
+from smscenter.smpp.submit import SmppPlanner as SubmitPlanner
+from smscenter.smpp.submit import SmppRefused as Refused
+from smscenter.pipeline.submit import MentionPolicy
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 

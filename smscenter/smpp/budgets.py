@@ -28,6 +28,9 @@ from protocol.constants import CommandStatus
 
 from smscenter.runtime.floodlog import AggregatedLog, RefusalLog
 from smscenter.runtime.ratelimit import TokenBucket
+from smscenter.pipeline.request import Refusal
+from smscenter.smpp.submit import smpp_status
+from smscenter.pipeline.submit import admit
 from smscenter.runtime.timers import Timers
 
 if TYPE_CHECKING:
@@ -136,16 +139,15 @@ class SessionBudgets:
         """The window and throughput check of every request a bound partner makes (but
         binds, unbind and enquire_link): None to go on, else the status to answer at once."""
         self._meter(link).request(now)
-        # session.pending counts this request too: the partner's unanswered requests.
-        if link.session.pending > bind.account.config.window:
-            self.stats["window_full"] += 1
-            self.refused(link, bind.account.system_id, CommandStatus.ESME_RMSGQFUL)
-            return CommandStatus.ESME_RMSGQFUL
-        if not bind.account.bucket.try_take(now):
-            self.stats["throttled"] += 1
-            self.refused(link, bind.account.system_id, CommandStatus.ESME_RTHROTTLED)
-            return CommandStatus.ESME_RTHROTTLED
-        return None
+        # session.pending counts this request too: the partner's unanswered requests. The
+        # limits are the core's (``submit.admit``, the same for every door).
+        refused = admit(bind.account, link.session.pending, now)
+        if refused is None:
+            return None
+        status = smpp_status(refused)
+        self.stats["window_full" if refused.refusal is Refusal.QUEUE_FULL else "throttled"] += 1
+        self.refused(link, bind.account.system_id, status)
+        return status
 
     def refused(self, link, account: str, status: int) -> None:
         """A request of ``link`` was refused with ``status``: one more in the aggregated log

@@ -255,6 +255,20 @@ class Store:
             await asyncio.get_running_loop().run_in_executor(executor, self._sync_engine.dispose)
             executor.shutdown(wait=True)
 
+    def reconfigure(self, factory: Callable[[], Transaction] | None, values: Any) -> None:
+        """New plain values for the transaction's ``reconfigure`` hook (a config reload):
+        applied here at once, or, with a writer process, before the next batch it commits.
+        ``factory`` (built with the same values) replaces the one a writer process is started
+        again with, should it die."""
+        if self._factory is not None and factory is not None:
+            self._factory = factory
+            if self._process is not None:
+                self._process.factory = factory
+        if self._process is not None:
+            self._batch.work.reconfigure = values
+        elif self.transaction is not None and self.transaction.reconfigure is not None:
+            self.transaction.reconfigure(values)
+
     # --- batched writes ---------------------------------------------------------------------
 
     def _join(self) -> tuple[Outcome, Work, int]:

@@ -1,4 +1,5 @@
-"""Live reload's parts without sockets: the registry taking new accounts, a token bucket's new rate, the retention job's
+"""Live reload's parts without sockets: ``compare`` (what a reload applies, what needs a
+restart), the registry taking new accounts, a token bucket's new rate, the retention job's
 new time (virtual time), the queue in memory rerouted, and the policies a transaction takes
 from a batch."""
 
@@ -12,6 +13,7 @@ from smscenter.dispatch import Dispatcher, QueuedMessage
 from smscenter.passwords import hash_password
 from smscenter.ratelimit import TokenBucket
 from smscenter.receipts import AccountPolicies
+from smscenter.reload import compare
 from smscenter.retention import RetentionJob
 from smscenter.timers import FakeTimers
 from storage.transaction import Transaction, Work
@@ -32,6 +34,55 @@ def settings(pw: str, **sections):
     for key, value in sections.items():
         data[key] = value if not isinstance(value, dict) else {**data.get(key, {}), **value}
     return settings_from_dict(data, base_dir="/tmp")
+
+
+def test_compare_names_live_changes_without_values(pw) -> None:
+    other = hash_password("other")
+    old = settings(pw)
+    new = settings(
+        pw,
+        account=[{"system_id": "acme", "password": other, "category": "alert", "throughput": 5},
+                 {"system_id": "beta", "password": pw}],
+        connector=[{"name": "a", "host": "127.0.0.1", "port": 2777, "system_id": "gw", "password": "x"},
+                   {"name": "b", "host": "127.0.0.1", "port": 2778, "system_id": "gw", "password": "x"}],
+        route=[{"destinations": ["+33"], "connectors": ["b", "a"]}, {"destinations": ["*"], "connectors": ["a"]}],
+        windows={"rules": {"FR": "af2m-2026"}},
+        retention={"message_details": "30d"},
+        logging={"level": "debug"},
+        optout=None,
+    )
+    changes, restart = compare(old, new)
+    assert restart == []
+    assert changes == [
+        "logging.level: info -> debug",
+        "retention.message_details: changed",
+        "account beta: added",
+        "account acme: password, throughput changed",
+        "connector b: added",
+        "connector a: port changed",
+        "route[0]: destinations, connectors changed",
+        "route[1]: added",
+        "windows.rules: changed",
+    ]
+    assert other not in repr(changes) and pw not in repr(changes)
+
+
+def test_compare_lists_what_needs_a_restart(pw) -> None:
+    old = settings(pw)
+    new = settings(
+        pw,
+        server={"listen": ["127.0.0.1:2780"], "window": 32},
+        storage={"url": "sqlite:///var/other.db", "keys": "var/keys2"},
+        http={"listen": "127.0.0.1:8081"},
+        queue={"working_set": 500},
+        optout={"short_code": "36180"},
+        retention={"message_details": "30d"},  # live, but not applied alone
+    )
+    changes, restart = compare(old, new)
+    assert restart == ["server.listen", "server.window", "storage.url", "storage.keys", "optout", "http.listen",
+                       "queue.working_set"]
+    assert changes == ["retention.message_details: changed"]
+    assert compare(old, settings(pw)) == ([], [])
 
 
 def test_registry_update_keeps_binds_and_tokens(pw) -> None:

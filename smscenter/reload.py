@@ -5,9 +5,10 @@ Why it is all or nothing: an administrator who reloads expects either the file t
 or the one that was running, never a mix. So the file is loaded and validated whole by the
 same loader as at start (``load_settings``: every error with its key path), then compared
 with the running settings section by section. A change that only a restart can apply
-(``RESTART`` below: where the storage and the keys are, what we listen on, the process-wide
-queue and server settings) refuses the reload, naming the keys, and nothing else is applied
-either. Otherwise every change is applied in one go, in an order that loses nothing:
+(any section but ``LIVE`` below: where the storage and the keys are, what we listen on,
+the partner sessions' server settings, the queue, the HTTP listener, ``[optout]``) refuses
+the reload, naming the keys, and nothing else is applied either. Otherwise every change is
+applied in one go, in an order that loses nothing:
 
 - logging: level and format at once;
 - accounts: passwords, short codes, sender IDs, keywords, rates, windows, categories and
@@ -34,7 +35,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
@@ -44,11 +45,9 @@ from routing.windows import SendWindows
 from . import systemd
 from .config import ConfigError, Settings, load_settings
 from .connector import Connector
+from .daemon import Daemon, route_table
 from .logs import configure_logging
 from .receipts import AccountPolicies, daemon_transaction
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 log = structlog.get_logger("smscenter.reload")
 
@@ -234,8 +233,6 @@ def _connectors(daemon: Daemon, old: Settings, new: Settings) -> tuple[list[Conn
 
 
 def _routes(daemon: Daemon, new: Settings) -> None:
-    from .daemon import route_table
-
     table = route_table(new)
     daemon.planner.routes = daemon.pipeline.routes = table
     moved = daemon.dispatcher.reroute(

@@ -33,6 +33,7 @@ and connectors, never a number, a text or a password.
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -124,14 +125,16 @@ async def reload(daemon: Daemon) -> dict:
     reload leaves the old config running)."""
     async with daemon.reload_lock:
         systemd.reloading()
+        began = time.monotonic()
         try:
             outcome = await _reload(daemon)
         finally:
             systemd.notify("READY=1", f"STATUS=listening on {', '.join(f'{h}:{p}' for h, p in daemon.server.addresses)}")
+    took = round(time.monotonic() - began, 3)
     if outcome["ok"]:
-        log.info("reload_done", changes=outcome["changes"])
+        log.info("reload_done", changes=outcome["changes"], seconds=took)
     else:
-        log.error("reload_refused", errors=outcome["errors"], restart_needed=outcome["restart_needed"])
+        log.error("reload_refused", errors=outcome["errors"], restart_needed=outcome["restart_needed"], seconds=took)
     return outcome
 
 

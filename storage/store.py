@@ -208,6 +208,7 @@ class Store:
         self._process: WriterProcess | None = None
         self._in_flight = 0  # batches the writer process holds
         self._executor: ThreadPoolExecutor | None = None
+        self._reconfigure: Any = None  # for the writer process: values for its next batch
 
     #: Hears the new outbox rows (after the commit, on the event loop), so that they can be
     #: sent without being read back. Rows may carry, besides the table's columns, what their
@@ -254,6 +255,20 @@ class Store:
             executor, self._executor = self._executor, None
             await asyncio.get_running_loop().run_in_executor(executor, self._sync_engine.dispose)
             executor.shutdown(wait=True)
+
+    def reconfigure(self, factory: Callable[[], Transaction] | None, values: Any) -> None:
+        """New plain values for the transaction's ``reconfigure`` hook (a config reload):
+        applied here at once, or, with a writer process, before the next batch it commits.
+        ``factory`` (built with the same values) replaces the one a writer process is started
+        again with, should it die."""
+        if self._factory is not None and factory is not None:
+            self._factory = factory
+            if self._process is not None:
+                self._process.factory = factory
+        if self._process is not None:
+            self._reconfigure = values  # sent with the next batch (an empty one is not sent)
+        elif self.transaction is not None and self.transaction.reconfigure is not None:
+            self.transaction.reconfigure(values)
 
     # --- batched writes ---------------------------------------------------------------------
 
@@ -354,6 +369,8 @@ class Store:
 
     def _submit(self, batch: _Pending) -> None:
         batch.work.now = self.clock()
+        if self._reconfigure is not None:
+            batch.work.reconfigure, self._reconfigure = self._reconfigure, None
         try:
             self._process.submit(batch.work, lambda reply: self._answered(batch, reply))
         except Exception as exc:  # noqa: BLE001

@@ -130,9 +130,12 @@ class Work:
     failed_outbox: list[tuple[int, float]] = field(default_factory=list)
     message_updates: list[dict] = field(default_factory=list)
     now: float = 0.0  # the store's clock when the batch was handed to the transaction
+    #: Plain values for the transaction's ``reconfigure`` hook (a config reload), applied
+    #: before the batch: they ride with a batch to reach a writer process.
+    reconfigure: Any = None
 
 
-_OTHER_WORK = tuple(f.name for f in fields(Work) if f.name not in ("new_messages", "new_parts", "now"))
+_OTHER_WORK = tuple(f.name for f in fields(Work) if f.name not in ("new_messages", "new_parts", "now", "reconfigure"))
 
 
 def take_new_messages(work: Work) -> Work | None:
@@ -225,7 +228,8 @@ class Transaction:
     ``per_part_receipts(account)`` says whether that account gets one receipt per part;
     ``early_decoder(row)`` reads an early receipt kept by a version before schema 0006 (the
     upstream's deliver_sm, encrypted) back into a receipt; later ones keep their state and
-    error in columns and need no hook.
+    error in columns and need no hook. ``reconfigure(values)`` takes a batch's
+    ``Work.reconfigure`` (new per-account policies after a config reload) before it runs.
     """
 
     def __init__(
@@ -234,16 +238,20 @@ class Transaction:
         *,
         per_part_receipts: Callable[[str], bool] = lambda account: False,
         early_decoder: Callable[[dict], UpstreamReceipt] | None = None,
+        reconfigure: Callable[[Any], None] | None = None,
     ) -> None:
         self.receipt_builder = receipt_builder
         self.per_part_receipts = per_part_receipts
         self.early_decoder = early_decoder
+        self.reconfigure = reconfigure
 
     def apply(self, conn: Connection, batch: Work) -> dict[int, Any]:
         """Run the batch on ``conn`` (inside its transaction). New outbox rows made by the
         receipt builder are appended to ``batch.new_outbox``."""
         outcomes: dict[int, Any] = {}
         now = batch.now
+        if batch.reconfigure is not None and self.reconfigure is not None:
+            self.reconfigure(batch.reconfigure)
         if batch.new_messages:
             _INS_MESSAGES.run(conn, _INS_MESSAGES.rows(batch.new_messages))
         if batch.new_parts:

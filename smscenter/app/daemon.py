@@ -8,7 +8,7 @@ then the partner listeners.
 Shutdown follows uvicorn's order: stop accepting, ask every partner session to unbind and
 wait for the answers up to ``shutdown_grace``, then the queue and connectors, then the last
 commit. SIGTERM and SIGINT are handled in one place; the process exits 0 after an orderly
-stop.
+stop. SIGHUP reloads the config file the daemon was started with (``reload.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from smscenter.app.housekeeping import Housekeeping
 from smscenter.pipeline.mo import MoService
 from smscenter.pipeline.outbox import OutboxSender
 from smscenter.smpp.handler import Pipeline
-from smscenter.pipeline.receipts import UpstreamDeliveries, daemon_transaction
+from smscenter.pipeline.receipts import AccountPolicies, UpstreamDeliveries, daemon_transaction
 from smscenter.app.retention import Purger, RetentionJob, cipher_country
 from smscenter.app.metrics import registry_for
 from smscenter.smpp.server import PartnerServer
@@ -57,8 +57,14 @@ def route_table(settings: Settings) -> RouteTable:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, clock=time.time, timers: Timers | None = None) -> None:
+    def __init__(self, settings: Settings, *, clock=time.time, timers: Timers | None = None,
+                 config_path: str | Path | None = None) -> None:
         self.settings = settings
+        #: The file ``settings`` came from: what ``reload`` reads again (None: no reload).
+        self.config_path = Path(config_path) if config_path is not None else None
+        #: One reload at a time (SIGHUP, the control socket).
+        self.reload_lock = asyncio.Lock()
+        self.closing = False  # stop() began: no reload any more
         #: The wall clock (epoch seconds) of everything that stamps or compares message
         #: times: submit planning and send windows, the queue, the store, receipts, opt-outs.
         #: Tests pass a fake one (then ``dispatcher.poke()`` after moving it), or ``timers``.
@@ -84,19 +90,15 @@ class Daemon:
         self.keyring = Keyring.open(s.storage.keys, database_has_data=await db.has_data(self.engine))
         self.cipher = FieldCipher(self.keyring)
         self.ids = IdGenerator()
-        retention = {a.system_id: s.retention_for(a).message_details for a in s.accounts}
+        #: Per account: how long receipts and MO wait in the outbox, per-part receipts.
+        self.policies = AccountPolicies(*AccountPolicies.values_of(s))
         # Ids never go back across a restart, whatever the clock did meanwhile.
-        id_floor = max((await max_ids(self.engine)).values()) + 1
+        self.id_floor = id_floor = max((await max_ids(self.engine)).values()) + 1
         self.ids.seed(id_floor)
         # The group commit's transaction is built where it runs (a writer process on a
         # SQLite file): from plain values, not from objects of this process.
         transaction = partial(
-            daemon_transaction,
-            str(Path(s.storage.keys).resolve()),
-            retention,
-            s.retention.message_details,
-            {a.system_id: a.per_part_receipts for a in s.accounts},
-            id_floor,
+            daemon_transaction, str(Path(s.storage.keys).resolve()), *AccountPolicies.values_of(s), id_floor,
         )
         self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
         self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
@@ -105,7 +107,7 @@ class Daemon:
         await self.blacklist.start()
         self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock)
         await self.store.start()
-        self.connectors = {c.name: Connector(c, self.deliveries, timers=self.link_timers) for c in s.connectors}
+        self.connectors = {c.name: self.new_connector(c) for c in s.connectors}
         self.dispatcher = Dispatcher(
             self.connectors, self.store, clock=self.clock, timers=self.timers, response_timeout=s.server.response_timeout,
             working_set=s.queue.working_set,
@@ -120,7 +122,7 @@ class Daemon:
         if s.optout is not None:
             secret = self.cipher.pseudonymise("unsubscribe-links", b"token-secret").encode()
             mention = MentionPolicy(s.optout.mention, s.optout.short_code, s.optout.unsubscribe_url, secret)
-        planner = SubmitPlanner(
+        self.planner = planner = SubmitPlanner(
             routes, self.cipher, self.ids, shared_short_codes=shared, blacklist=self.blacklist,
             windows=self.windows, mention=mention, wall_clock=self.clock,
         )
@@ -137,7 +139,7 @@ class Daemon:
         self.server.handler = self.pipeline
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
-            lambda account: retention.get(account, s.retention.message_details), timers=self.timers,
+            self.policies.retention_of, timers=self.timers,
         )
         self.deliveries.mo_handler = self.mo
         for connector in self.connectors.values():
@@ -155,15 +157,33 @@ class Daemon:
             self.web = WebApp(self.optouts, self.blacklist, registry_for(self))
             await self.web.start(s.http.listen.host, s.http.listen.port)
 
+    def new_connector(self, config) -> Connector:
+        """An upstream connector (not started) whose deliveries reach the pipeline."""
+        return Connector(config, self.deliveries, timers=self.link_timers)
+
+    def spawn(self, coro) -> asyncio.Task:
+        """A task the daemon keeps a reference to until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def reload(self) -> dict:
+        """Read the config file again and apply it live, or refuse it whole (``reload.py``):
+        ``{"ok", "changes", "errors", "restart_needed"}``."""
+        from smscenter.app.reload import reload
+
+        return await reload(self)
+
     def _invalid_number(self, dest_hash: bytes) -> None:
         """An upstream refused a number as invalid: refuse it at submit for 14 months."""
         ttl = self.settings.retention.lookups
         self.blacklist.mark_invalid(dest_hash, self.clock() + ttl)
-        task = asyncio.get_running_loop().create_task(self.optouts.add_invalid(dest_hash, ttl))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.spawn(self.optouts.add_invalid(dest_hash, ttl))
 
     async def stop(self) -> None:
+        async with self.reload_lock:  # a reload under way finishes first; none starts after
+            self.closing = True
         grace = self.settings.server.shutdown_grace
         systemd.notify("STOPPING=1")
         log.info("stopping", grace=grace)
@@ -187,6 +207,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        # Before the start, so that an early SIGHUP does not kill the process: it is answered
+        # once the daemon is ready.
+        ready = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.spawn(self._reload_when(ready)))
         try:
             await self.start()
         except START_ERRORS as exc:
@@ -199,6 +223,7 @@ class Daemon:
         listen = [f"{h}:{p}" for h, p in self.server.addresses]
         systemd.notify("READY=1", f"STATUS=listening on {', '.join(listen)}")
         log.info("ready", listen=listen, connectors=list(self.connectors))
+        ready.set()
         watchdog = systemd.watchdog_interval()
         watchdog_task = loop.create_task(_watchdog(watchdog, self.link_timers)) if watchdog else None
         await self.stopping.wait()
@@ -206,6 +231,11 @@ class Daemon:
             watchdog_task.cancel()
         await self.stop()
         return 0
+
+    async def _reload_when(self, ready: asyncio.Event) -> None:
+        await ready.wait()
+        if not self.stopping.is_set():
+            await self.reload()
 
 
     async def _abort_start(self) -> None:
@@ -241,9 +271,12 @@ async def _watchdog(interval: float, timers: Timers) -> None:
         await timers.sleep(interval)
 
 
-def main(settings: Settings) -> int:
+def main(settings: Settings, config_path: str | Path | None = None) -> int:
+    """Run the daemon; ``config_path`` (the file ``settings`` came from) is what SIGHUP
+    reloads."""
+    daemon = Daemon(settings, config_path=config_path)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(Daemon(settings).run())
-    return uvloop.run(Daemon(settings).run())
+        return asyncio.run(daemon.run())
+    return uvloop.run(daemon.run())

@@ -163,6 +163,13 @@ class Purger:
         self.last_run_at: float | None = None
         self.held = 0.0  # seconds the last batch held its transaction
 
+    def reconfigure(self, settings: Settings) -> None:
+        """A reloaded config: the next run purges with its periods, batch and pause."""
+        self.settings = settings
+        self.batch = settings.retention.purge_batch
+        self.limit = min(self.limit, self.batch)
+        self.pause = settings.retention.purge_pause
+
     async def close(self) -> None:
         if self._executor is not None:
             executor, self._executor = self._executor, None
@@ -332,6 +339,7 @@ class RetentionJob:
         self.timers = timers
         self.runs = 0
         self._task: asyncio.Task | None = None
+        self._wake: asyncio.Future | None = None  # the wait for the next run, while it lasts
         #: Set after each run (tests wait on it).
         self.ran = asyncio.Event()
 
@@ -355,8 +363,28 @@ class RetentionJob:
             await self._run_once()
         while True:
             now = self.timers.now()
-            await self.timers.sleep(next_slot(now, self.purge_at) - now)
-            await self._run_once()
+            if await self._sleep_unless_rescheduled(next_slot(now, self.purge_at) - now):
+                await self._run_once()
+
+    def reschedule(self, purge_at: str) -> None:
+        """A reloaded ``purge_at``: the wait for the next run starts again from it (a run
+        under way finishes first)."""
+        if purge_at != self.purge_at:
+            self.purge_at = purge_at
+            if self._wake is not None and not self._wake.done():
+                self._wake.set_result(False)
+
+    async def _sleep_unless_rescheduled(self, delay: float) -> bool:
+        """Sleep ``delay``; True when it passed, False when ``reschedule`` came first. The
+        timer is set before the first await, as ``timers.sleep`` does: on virtual time a
+        clock moved meanwhile must not push it back."""
+        self._wake = wake = asyncio.get_running_loop().create_future()
+        handle = self.timers.call_later(delay, _set_result, wake, True)
+        try:
+            return await wake
+        finally:
+            handle.cancel()
+            self._wake = None
 
     async def _run_once(self) -> None:
         try:
@@ -365,3 +393,8 @@ class RetentionJob:
             log.warning("retention_failed", error=f"{type(exc).__name__}: {exc}")
         self.runs += 1
         self.ran.set()
+
+
+def _set_result(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)

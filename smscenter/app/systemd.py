@@ -1,4 +1,4 @@
-"""sd_notify without a dependency: READY=1, STOPPING=1, WATCHDOG=1 and STATUS lines.
+"""sd_notify without a dependency: READY=1, RELOADING=1, STOPPING=1, WATCHDOG=1 and STATUS lines.
 
 systemd's ``Type=notify`` units pass ``$NOTIFY_SOCKET``; outside systemd this is a no-op.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 
 def notify(*lines: str) -> bool:
@@ -32,3 +33,10 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 2e6
+
+
+def reloading(status: str = "reloading the configuration") -> bool:
+    """Tell the service manager a reload began: ``RELOADING=1`` with ``MONOTONIC_USEC``
+    (systemd ≥ 253 with ``Type=notify-reload`` wants the time the reload started, on
+    CLOCK_MONOTONIC, to tell this reload from an older one); ``READY=1`` ends it."""
+    return notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}", f"STATUS={status}")

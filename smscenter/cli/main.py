@@ -51,7 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise  # a dependency of the daemon is missing: show the real error
         _err("smscenter: the daemon module (smscenter.app.daemon) is missing from this build")
         return EXIT_FAILURE
-    result = daemon.main(settings)
+    result = daemon.main(settings, args.config)
     if inspect.isawaitable(result):
         result = asyncio.run(result)  # type: ignore[arg-type]
     return int(result or 0)

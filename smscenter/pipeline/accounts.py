@@ -75,6 +75,26 @@ class AccountRegistry:
         self.clock = clock
         self.accounts = {a.system_id: AccountState(a, TokenBucket(a.throughput, now)) for a in accounts}
 
+    def update(self, accounts: Iterable[Account]) -> list[AccountState]:
+        """Take a reloaded config's accounts: a kept account gets its new settings (its
+        binds, counters and tokens stay, its rate changes); a new one is added. Returns the
+        states of the accounts that are gone (their binds are the caller's to unbind), already
+        out of the registry so that none can bind again."""
+        now = self.clock()
+        fresh = {a.system_id: a for a in accounts}
+        gone = [state for sid, state in self.accounts.items() if sid not in fresh]
+        for sid, config in fresh.items():
+            state = self.accounts.get(sid)
+            if state is None:
+                self.accounts[sid] = AccountState(config, TokenBucket(config.throughput, now))
+            elif state.config != config:
+                if state.config.throughput != config.throughput:
+                    state.bucket.set_rate(config.throughput, now)
+                state.config = config
+        for state in gone:
+            del self.accounts[state.system_id]
+        return gone
+
     def get(self, system_id: str) -> AccountState | None:
         return self.accounts.get(system_id)
 

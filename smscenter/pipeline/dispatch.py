@@ -275,6 +275,32 @@ class Dispatcher:
         if key is not None:
             self._blocked.pop(key, None)
 
+    def reroute(self, connectors_for) -> int:
+        """A reloaded route table: each message in memory takes the connectors
+        ``connectors_for(msg)`` gives it (those waiting in the database are routed when they
+        are loaded). A message already handed to a connector finishes there. Returns how many
+        changed."""
+        changed = 0
+        for msg in self._resident.values():
+            if msg.dest:  # "" only for a cancel's placeholder
+                route = connectors_for(msg)
+                if route != msg.connectors:
+                    msg.connectors = route
+                    changed += 1
+        return changed
+
+    def connectors_changed(self) -> None:
+        """Connectors were added, removed or replaced (``self.connectors`` is the shared
+        dict): enough workers for the new windows, and a look at what may go now."""
+        capacity = sum(c.config.window * c.config.binds for c in self.connectors.values()) or 1
+        wanted = min(1024, max(16, 2 * capacity))
+        if self._tasks and wanted > self.worker_count:
+            loop = asyncio.get_running_loop()
+            self._tasks += [loop.create_task(self._worker(), name=f"dispatch-{i}")
+                            for i in range(self.worker_count, wanted)]
+            self.worker_count = wanted
+        self._kick()
+
     def poke(self) -> None:
         """Look at the timer again now: for a clock that jumped (tests, or an operator's
         correction), rather than wait for the delay computed before the jump."""

@@ -124,6 +124,13 @@ class MoService:
         self._expiry: asyncio.Task | None = None
         self.stats = {"mo": 0, "optouts": 0, "routed": 0, "unroutable": 0}
 
+    def reconfigure(self, settings: Settings) -> None:
+        """A reloaded config's accounts: short codes and keywords route MO to their new
+        owners from the next MO on (``[optout]`` needs a restart, so its values stay)."""
+        self.settings = settings
+        self.owners, self.keywords = short_code_owners(settings)
+        self.known_short_codes = known_short_codes(settings)
+
     # --- entry point ------------------------------------------------------------------------
 
     def on_mo(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:

@@ -110,6 +110,15 @@ class OutboxSender:
             task.add_done_callback(_pump_ended)
             self._pumps[system_id] = task
 
+    def forget(self, system_id: str) -> None:
+        """An account removed by a reload: its pump stops and its state is dropped. Its rows
+        stay in the table (what was in flight too: not acknowledged, not deleted) for the
+        account's return, whose first receiving bind reads them from the top."""
+        self._accounts.pop(system_id, None)
+        task = self._pumps.pop(system_id, None)
+        if task is not None:
+            task.cancel()
+
     async def start(self) -> None:
         """Pumps start for accounts with rows as soon as they have a receiving bind."""
 

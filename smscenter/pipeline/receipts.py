@@ -372,24 +372,54 @@ def decode_early(cipher: FieldCipher, row: dict) -> UpstreamReceipt:
 TRANSACTION_NODE = 1022
 
 
+class AccountPolicies:
+    """What the group commit needs to know of each account, as plain values (they cross to
+    a writer process): how long its receipts may wait for it (``message_details``, its
+    override or ``[retention]``'s) and whether it gets one receipt per part. A config reload
+    sends new values (``values_of``) through ``Store.reconfigure`` to ``update``."""
+
+    def __init__(self, retention: dict[str, float], default_retention: float, per_part: dict[str, bool]) -> None:
+        self.update((retention, default_retention, per_part))
+
+    @staticmethod
+    def values_of(settings) -> tuple[dict[str, float], float, dict[str, bool]]:
+        """The policies of a ``Settings``: (retention per account, default, per-part flags)."""
+        return (
+            {a.system_id: settings.retention_for(a).message_details for a in settings.accounts},
+            settings.retention.message_details,
+            {a.system_id: a.per_part_receipts for a in settings.accounts},
+        )
+
+    def update(self, values: tuple[dict[str, float], float, dict[str, bool]]) -> None:
+        self.retention, self.default_retention, self.per_part = values
+
+    def retention_of(self, account: str) -> float:
+        return self.retention.get(account, self.default_retention)
+
+    def per_part_of(self, account: str) -> bool:
+        return self.per_part.get(account, False)
+
+
 def daemon_transaction(
     keys: str, retention: dict[str, float], default_retention: float, per_part: dict[str, bool], id_floor: int
 ) -> Transaction:
     """The daemon's group-commit transaction, built where it runs: the store is given a
     ``functools.partial`` of this (picklable: plain values only) and calls it in its writer
     process. It opens the keys folder itself; ``id_floor`` seeds its id generator past the
-    ids already stored."""
+    ids already stored. A reload's new policies reach it through ``reconfigure``."""
     cipher = FieldCipher(Keyring.open(keys, database_has_data=True))
     ids = IdGenerator(node=TRANSACTION_NODE)
     ids.seed(id_floor)
+    policies = AccountPolicies(retention, default_retention, per_part)
     return Transaction(
-        ReceiptBuilder(cipher, ids, lambda account: retention.get(account, default_retention)),
-        per_part_receipts=lambda account: per_part.get(account, False),
+        ReceiptBuilder(cipher, ids, policies.retention_of),
+        per_part_receipts=policies.per_part_of,
         early_decoder=partial(decode_early, cipher),
+        reconfigure=policies.update,
     )
 
 
 __all__ = [
-    "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "is_receipt",
+    "AccountPolicies", "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "is_receipt",
     "CommandStatus",
 ]

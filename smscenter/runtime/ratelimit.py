@@ -40,6 +40,16 @@ class TokenBucket:
         missing = n - self._tokens
         return 0.0 if missing <= 0 else missing / self.rate
 
+    def set_rate(self, rate: float, now: float) -> None:
+        """A new rate (a config reload): the tokens earned so far are kept, up to the new
+        burst, so a partner neither gains a burst nor loses its place."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self._refill(now)
+        self.rate = float(rate)
+        self.burst = float(max(rate, 1.0))
+        self._tokens = min(self._tokens, self.burst)
+
     def give_back(self, n: float = 1.0) -> None:
         """Return tokens taken but not used (never past ``burst``)."""
         self._tokens = min(self.burst, self._tokens + n)

@@ -410,14 +410,15 @@ class RawPartner:
         self.writer.write(struct.pack(">IIII", 16 + len(body), command_id | 0x80000000, status, seq) + body)
 
     async def submit_pipelined(self, messages: list[tuple[str, bytes]], source_addr: str = "ACME",
-                               registered_delivery: int = 0, timeout: float = PATIENCE) -> list[RawResp]:
+                               registered_delivery: int = 0, timeout: float = PATIENCE,
+                               service_type: str = "") -> list[RawResp]:
         """Write one submit_sm per (destination digits, text), all back to back in this order,
         then read their answers; returns them in the order of ``messages``."""
         first = self.seq + 1
         out = b""
         for dest, text in messages:
             self.seq += 1
-            body = (cstr("") + bytes([5, 0]) + cstr(source_addr) + bytes([1, 1]) + cstr(dest)
+            body = (cstr(service_type) + bytes([5, 0]) + cstr(source_addr) + bytes([1, 1]) + cstr(dest)
                     + bytes([0, 0, 0]) + cstr("") + cstr("") + bytes([registered_delivery, 0, 0, 0, len(text)])
                     + text)
             out += struct.pack(">IIII", 16 + len(body), self.SUBMIT_SM, 0, self.seq) + body

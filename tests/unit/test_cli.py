@@ -145,17 +145,19 @@ def _fake_daemon(monkeypatch, main_func):
 def test_run_hands_settings_to_the_daemon(monkeypatch):
     seen = []
 
-    def fake_main(settings):
-        seen.append(settings)
+    def fake_main(settings, config_path):
+        seen.append((settings, config_path))
         return 0
 
     _fake_daemon(monkeypatch, fake_main)
     assert main(["run", "-c", str(EXAMPLE)]) == 0
-    assert seen[0].accounts[0].system_id == "acme"
+    settings, config_path = seen[0]
+    assert settings.accounts[0].system_id == "acme"
+    assert config_path == str(EXAMPLE)  # the file SIGHUP reloads
 
 
 def test_run_accepts_an_async_daemon(monkeypatch):
-    async def fake_main(settings):
+    async def fake_main(settings, config_path):
         return 3
 
     _fake_daemon(monkeypatch, fake_main)

@@ -97,6 +97,7 @@ class PartnerServer:
         )
         self.links: set[Link] = set()
         self.servers: list[asyncio.base_events.Server] = []
+        self._tls: list[bool] = []  # per server: TLS or not
         self._tasks: set[asyncio.Task] = set()
         self.accepting = False
         self.budgets = SessionBudgets(self.config, self.timers, self._unbind_flooding)
@@ -108,16 +109,34 @@ class PartnerServer:
     # --- listeners --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """``bind`` then ``serve``."""
+        await self.bind()
+        await self.serve()
+
+    async def bind(self) -> None:
+        """Take the listen ports (plain and TLS) without accepting yet, so that a port in
+        use fails the daemon's start before anything else ran. Raises ``OSError`` naming
+        the address."""
         loop = asyncio.get_running_loop()
         tls = self._tls_context() if self.config.tls_listen else None
         for address, context in [(a, None) for a in self.config.listen] + [(a, tls) for a in self.config.tls_listen]:
             # TLS is started by the Gate once the socket has its slot (see admission.py).
-            server = await loop.create_server(
-                functools.partial(self._accept, context), address.host, address.port, reuse_address=True, backlog=1024
-            )
+            try:
+                server = await loop.create_server(
+                    functools.partial(self._accept, context), address.host, address.port, reuse_address=True,
+                    backlog=1024, start_serving=False,
+                )
+            except OSError as exc:
+                raise listen_error(exc, "SMPP over TLS" if context else "SMPP", address.host, address.port) from None
             self.servers.append(server)
+            self._tls.append(context is not None)
+
+    async def serve(self) -> None:
+        """Accept partners on the ports ``bind`` took."""
+        for server, tls in zip(self.servers, self._tls):
+            await server.start_serving()
             for sock in server.sockets:
-                log.info("listening", address=sock.getsockname()[:2], tls=context is not None)
+                log.info("listening", address=sock.getsockname()[:2], tls=tls)
         self.accepting = True
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -283,6 +302,13 @@ class PartnerServer:
             await server.wait_closed()
         self.guard.close()
         self.admission.close()
+
+
+def listen_error(exc: OSError, what: str, host: str, port: int) -> OSError:
+    """``exc`` (from binding a listener) as one line naming the listener and its address:
+    the OS's own message leaves the address out ("Address already in use")."""
+    reason = (exc.strerror or str(exc)).rsplit(": ", 1)[-1]  # asyncio's repeats the address
+    return OSError(exc.errno, f"cannot listen on {host}:{port} ({what}): {reason}")
 
 
 def _ignore_result(fut: asyncio.Future) -> None:

@@ -118,9 +118,10 @@ class Daemon:
         )
         self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
         await self.blacklist.start()
-        self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock)
+        self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock, timers=self.timers)
         await self.store.start()
         self.connectors = {c.name: Connector(c, self.deliveries, timers=self.link_timers) for c in s.connectors}
+        await self.deliveries.restore_conventions(self.connectors.values())
         self.dispatcher = Dispatcher(
             self.connectors, self.store, clock=self.clock, timers=self.timers, response_timeout=s.server.response_timeout,
             working_set=s.queue.working_set,
@@ -188,6 +189,7 @@ class Daemon:
         await self.retention.stop()
         await self.outbox.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
+        await self.deliveries.stop()
         await self.store.stop()
         await self.engine.dispose()
         log.info("stopped")

@@ -10,8 +10,9 @@ which by hand:
   zeros — so ``00AB``, ``ab`` and ``0xAB`` are one key, and a decimal id such as ``0123``
   keeps its digits (``123``);
 - a receipt's id gives one key per *reading* (:func:`receipt_keys`), as-is first: ``as-is``
-  (the same id, case and leading zeros aside), ``hex-to-decimal`` (the receipt's decimal id
-  is the submit_sm_resp's hex one), ``decimal-to-hex`` (the reverse);
+  (the same id, case and leading zeros aside; and before that the id exactly as written,
+  the key of parts kept before ``auto`` existed), ``hex-to-decimal`` (the receipt's decimal
+  id is the submit_sm_resp's hex one), ``decimal-to-hex`` (the reverse);
 - the receipt goes to the part found under the first key that finds one. Two readings giving
   the same key (``7`` is 7 in every reading), or several keys finding parts, make the match
   *ambiguous*: it is applied (as-is first) but teaches nothing;
@@ -35,6 +36,8 @@ __all__ = [
     "READINGS",
     "ConventionLearner",
     "early_keys",
+    "read_receipt_id",
+    "read_resp_id",
     "receipt_keys",
     "resp_key",
 ]
@@ -62,61 +65,85 @@ def _clean(raw: str) -> str:
     return value
 
 
-def _key(value: str) -> str:
-    """The key of a clean id: an all-hex id as its number in lower-case hex (no leading
-    zeros, no ``0x``); anything else as it is, case kept (UUIDs, opaque ids)."""
-    if _HEX.fullmatch(value):
-        return format(int(value, 16), "x")
-    return value
+def _read(value: str) -> tuple[str, int | None]:
+    """(key, number): an all-hex id's key is its number in lower-case hex (no leading
+    zeros, no ``0x``); anything else is its own key, case kept (UUIDs, opaque ids), with no
+    number."""
+    if _HEX.fullmatch(value) is None:
+        return value, None
+    number = int(value, 16)
+    return format(number, "x"), number
 
 
 def resp_key(raw: str) -> str:
     """The key a ``submit_sm_resp`` id is kept under. Raises ``MessageIdError``."""
-    return _key(_clean(raw))
+    return _read(_clean(raw))[0]
 
 
-def _receipt_key(value: str, reading: str) -> str | None:
-    """The key of the ``submit_sm_resp`` id that a receipt id ``value`` names in
-    ``reading``; None where the reading does not apply to it."""
-    if reading == "as-is":
-        return _key(value)
-    if reading == "hex-to-decimal":  # the receipt's decimal is the response's hex
-        return format(int(value, 10), "x") if _DECIMAL.fullmatch(value) else None
-    if reading == "decimal-to-hex":  # the receipt's hex is the response's decimal
-        return _key(str(int(value, 16))) if _HEX.fullmatch(value) else None
-    raise ValueError(f"unknown reading {reading!r}; expected one of {READINGS}")
-
-
-def receipt_keys(raw: str, readings: tuple[str, ...] = READINGS) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """``(key, readings that give it)`` for each distinct key a receipt id may name, in the
-    order of ``readings``. Raises ``MessageIdError``."""
+def read_resp_id(raw: str, readings: tuple[str, ...] = READINGS) -> tuple[str, tuple[str, ...]]:
+    """(:func:`resp_key`, :func:`early_keys`) of one ``submit_sm_resp`` id, read once."""
     value = _clean(raw)
-    keys: dict[str, list[str]] = {}
+    key, number = _read(value)
+    keys: list[str] = []
     for reading in readings:
-        key = _receipt_key(value, reading)
-        if key is not None:
-            keys.setdefault(key, []).append(reading)
-    return tuple((key, tuple(names)) for key, names in keys.items())
+        if reading == "as-is":
+            if value != key:
+                keys.append(value)  # as a version before auto kept it
+            found: str | None = key
+        elif reading == "hex-to-decimal":  # its receipt says the number in decimal
+            found = str(number) if number is not None else None
+        elif reading == "decimal-to-hex":  # its receipt says the number in hex
+            found = format(int(value, 10), "x") if number is not None and _DECIMAL.fullmatch(value) else None
+        else:
+            raise ValueError(f"unknown reading {reading!r}; expected one of {READINGS}")
+        if found is not None and found not in keys:
+            keys.append(found)
+    return key, tuple(keys)
 
 
 def early_keys(raw: str, readings: tuple[str, ...] = READINGS) -> tuple[str, ...]:
     """The keys under which an early receipt for this ``submit_sm_resp`` id may wait (a
-    receipt waits under its as-is key), in the order of ``readings``, without repeats.
-    Raises ``MessageIdError``."""
+    receipt waits under its as-is key; before ``auto``, under the id as written), in the
+    order of ``readings``, without repeats. Raises ``MessageIdError``."""
+    return read_resp_id(raw, readings)[1]
+
+
+def read_receipt_id(raw: str, readings: tuple[str, ...] = READINGS) -> tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """(the key an early receipt waits under — its as-is key —, :func:`receipt_keys`) of one
+    receipt id, read once."""
     value = _clean(raw)
-    keys: list[str] = []
+    key, number = _read(value)
+    keys: list[tuple[str, list[str]]] = []
+
+    def add(found: str, reading: str) -> None:
+        for known, names in keys:
+            if known == found:
+                names.append(reading)
+                return
+        keys.append((found, [reading]))
+
     for reading in readings:
         if reading == "as-is":
-            key = _key(value)
-        elif reading == "hex-to-decimal":  # its receipt says the number in decimal
-            key = _key(str(int(value, 16))) if _HEX.fullmatch(value) else None
-        elif reading == "decimal-to-hex":  # its receipt says the number in hex
-            key = format(int(value, 10), "x") if _DECIMAL.fullmatch(value) else None
+            if value != key:
+                add(value, reading)  # a part kept before auto: the id as written
+            add(key, reading)
+        elif reading == "hex-to-decimal":  # the receipt's decimal is the response's hex
+            if number is not None and _DECIMAL.fullmatch(value):
+                add(format(int(value, 10), "x"), reading)
+        elif reading == "decimal-to-hex":  # the receipt's hex is the response's decimal
+            if number is not None:
+                add(str(number), reading)
         else:
             raise ValueError(f"unknown reading {reading!r}; expected one of {READINGS}")
-        if key is not None and key not in keys:
-            keys.append(key)
-    return tuple(keys)
+    return key, tuple((found, tuple(names)) for found, names in keys)
+
+
+def receipt_keys(raw: str, readings: tuple[str, ...] = READINGS) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``(key, readings that give it)`` for each distinct key a receipt id may name, in the
+    order of ``readings``. The as-is reading also names the id exactly as written, first:
+    the key of a part stored before ``auto`` existed (``as-is`` was the default then).
+    Raises ``MessageIdError``."""
+    return read_receipt_id(raw, readings)[1]
 
 
 class ConventionLearner:

@@ -45,7 +45,7 @@ import structlog
 
 from protocol import pdu as P
 from protocol.constants import CommandStatus, MessageState
-from protocol.idreadings import early_keys, resp_key
+from protocol.idreadings import read_resp_id
 from protocol.receipt import MessageIdError, normalize_resp_id
 from storage.schema import PART_QUEUED, PART_SUBMITTED
 from storage.store import Store, SubmitResult
@@ -666,8 +666,7 @@ class Dispatcher:
                     if learner is None:
                         upstream_id = normalize_resp_id(resp.message_id, cfg.message_id)
                     else:  # auto: its key, and where an early receipt for it may wait
-                        upstream_id = resp_key(resp.message_id)
-                        early = early_keys(resp.message_id, learner.readings)
+                        upstream_id, early = read_resp_id(resp.message_id, learner.readings)
                 except (MessageIdError, AttributeError):
                     self._note("upstream_id_unparsable", level="warning", connector=connector.name)
                     upstream_id = getattr(resp, "message_id", "") or None

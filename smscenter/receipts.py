@@ -34,7 +34,7 @@ import structlog
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import CommandStatus, EsmClass, MessageState, Tag
-from protocol.idreadings import READINGS, receipt_keys, resp_key
+from protocol.idreadings import READINGS, read_receipt_id
 from protocol.receipt import (
     MessageIdError,
     Receipt,
@@ -159,8 +159,7 @@ class UpstreamDeliveries:
                 upstream_id = normalize_dlr_id(raw_id, connector.config.message_id)
                 readings: tuple = ()
             else:  # auto: an early one waits under its as-is key
-                readings = receipt_keys(raw_id, learner.readings)
-                upstream_id = resp_key(raw_id)
+                upstream_id, readings = read_receipt_id(raw_id, learner.readings)
         except (ReceiptParseError, MessageIdError) as exc:
             # Acknowledge anyway: refusing makes the SMSC resend it forever.
             self.stats["unparsable"] += 1

@@ -44,6 +44,7 @@ from .schema import (
     audit_log,
     early_receipts,
     messages,
+    meta,
     mo_messages,
     outbox,
     parts,
@@ -588,6 +589,18 @@ class Store:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(early_receipts).where(early_receipts.c.received_at < received_before))
             return result.rowcount or 0
+
+    async def meta_values(self, prefix: str) -> dict[str, str]:
+        """The ``meta`` table's facts whose key starts with ``prefix``, by key."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.startswith(prefix, autoescape=True)))
+            return {key: value for key, value in rows}
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Record a fact in the ``meta`` table (replacing its value), committed on return."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(meta).where(meta.c.key == key))
+            await conn.execute(meta.insert().values(key=key, value=value))
 
     async def outbox_for(self, account: str, after_id: int = 0, limit: int = 1000) -> list[dict]:
         async with self.engine.connect() as conn:

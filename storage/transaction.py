@@ -85,18 +85,26 @@ class SubmitResult:
     attempts: int = 0
     next_attempt_at: float = 0.0
     error: int = 0
+    #: ``message_id = "auto"``: the keys an early receipt for this part may wait under
+    #: (``protocol.idreadings.early_keys``), in order of preference; empty: ``upstream_id``.
+    early_keys: tuple[str, ...] = ()
 
 
 @_pickled_by_fields
 @dataclass(slots=True)
 class UpstreamReceipt:
-    """A receipt from an upstream, already parsed and its id normalised."""
+    """A receipt from an upstream, already parsed and its id normalised (``upstream_id``:
+    what it is kept under if it arrived early)."""
 
     connector: str
     upstream_id: str
     state: int  # MessageState
     error: int
     done_at: float
+    #: ``message_id = "auto"``: the parts' keys it may name (``protocol.idreadings.
+    #: receipt_keys``), in order of preference; empty: ``upstream_id`` alone. Its outcome is
+    #: then (index of the key that matched, how many of its keys found a part), or False.
+    keys: tuple[str, ...] = ()
 
 
 @_pickled_by_fields
@@ -294,11 +302,17 @@ class Transaction:
         # Parts that ended here (permanent failure) may finish their message.
         failed: dict[int, list[tuple[int, int]]] = {}
         early_keys: dict[str, list[str]] = {}
+        #: (connector, early key) -> the part's key, where they differ (message_id = "auto")
+        part_key: dict[tuple[str, str], str] = {}
         for r, _ in results:
             if r.state in _FINAL_INTS:
                 failed.setdefault(r.message_id, []).append((r.part_no, r.error))
             elif r.state == PART_SUBMITTED and r.upstream_id:
                 early_keys.setdefault(r.connector, []).append(r.upstream_id)
+                for key in r.early_keys:
+                    if key != r.upstream_id:
+                        part_key.setdefault((r.connector, key), r.upstream_id)
+                        early_keys[r.connector].append(key)
         if failed:
             finished.extend(self._settle(conn, failed, now))
         # Receipts that arrived before this submit_sm_resp are applied now.
@@ -321,7 +335,13 @@ class Transaction:
                     early.extend(dict(m) for m in found.mappings())
             if early:
                 _DEL_EARLY.run(conn, [(e["connector"], e["upstream_id"]) for e in early])
-                matched = [(self._early_to_receipt(e), None) for e in early]
+                matched = []
+                for e in early:
+                    receipt = self._early_to_receipt(e)
+                    key = part_key.get((receipt.connector, receipt.upstream_id))
+                    if key is not None:  # kept under another reading of the part's id
+                        receipt.keys = (key,)
+                    matched.append((receipt, None))
                 self._apply_receipts(conn, matched, outcomes, finished, now)
         for _, pos in results:
             outcomes[pos] = finished
@@ -336,7 +356,10 @@ class Transaction:
     def _apply_receipts(self, conn: Connection, items, outcomes: dict, finished: list[Finished], now: float) -> None:
         wanted: dict[str, set[str]] = {}
         for r, _ in items:
-            wanted.setdefault(r.connector, set()).add(r.upstream_id)
+            if r.keys:
+                wanted.setdefault(r.connector, set()).update(r.keys)
+            else:
+                wanted.setdefault(r.connector, set()).add(r.upstream_id)
         # One joined select per connector: each matched part with its message row.
         by_key: dict[tuple[str, str], list] = {}
         msgs: dict[int, dict] = {}
@@ -369,7 +392,13 @@ class Transaction:
         part_updates: list[tuple] = []
         early_rows: list[tuple] = []
         for receipt, pos in items:
-            rows = by_key.get((receipt.connector, receipt.upstream_id))
+            matched: Any = True
+            if receipt.keys:  # the first of its keys that found a part
+                hits = [i for i, key in enumerate(receipt.keys) if (receipt.connector, key) in by_key]
+                rows = by_key[(receipt.connector, receipt.keys[hits[0]])] if hits else None
+                matched = (hits[0], len(hits)) if hits else False
+            else:
+                rows = by_key.get((receipt.connector, receipt.upstream_id))
             if not rows:
                 # Kept until its submit_sm_resp comes — final states only: an intermediate
                 # notification would settle nothing, and keeping it (first one wins) would
@@ -383,7 +412,7 @@ class Transaction:
                     outcomes[pos] = False
                 continue
             if pos is not None:
-                outcomes[pos] = True
+                outcomes[pos] = matched
             if receipt.state not in _FINAL_INTS:
                 continue  # ENROUTE/ACCEPTED notifications: nothing to settle
             for row in rows:

@@ -1,9 +1,12 @@
 """The daemon's lifecycle: start everything, tell systemd, wait for a signal, stop in stages.
 
-Start-up order follows the data: database (schema upgraded), encryption keys (refusing to
-start when the database holds data but its keys are missing or readable by others), the
-store's writer, connectors, the dispatcher with the queue rebuilt from storage, and only
-then the partner listeners.
+Start-up binds the listeners first (SMPP, TLS, HTTP: their ports, not serving yet), then
+follows the data: database (schema upgraded), encryption keys (refusing to start when the
+database holds data but its keys are missing or readable by others), the store's writer,
+the queue rebuilt from storage; then the listeners serve, and only then do the connectors
+connect and the dispatcher send. So whatever makes a start fail (a port in use, keys, the
+schema) fails it before anything went upstream: a failed start sends nothing, and says why
+in one line.
 
 Shutdown follows uvicorn's order: stop accepting, ask every partner session to unbind and
 wait for the answers up to ``shutdown_grace``, then the queue and connectors, then the last
@@ -83,13 +86,28 @@ class Daemon:
 
     async def start(self) -> None:
         s = self.settings
-        self.engine = db.create_engine(s.storage.url)
+        self.engine = db.create_engine(s.storage.url)  # no connection yet
+        self.ids = IdGenerator()
+        self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
+        self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None, clock=self.clock,
+                                   timers=self._virtual)
+        # Bind attempts, stamped on the wall clock, written in batches (connlog.py).
+        self.connections = ConnectionLog(self.engine, timers=self.timers)
+        # The pipeline needs the outbox, which needs the server's account registry.
+        self.server = PartnerServer(s, handler=None, timers=self.link_timers,  # type: ignore[arg-type]
+                                    connections=self.connections)
+        # The listeners' ports first: one in use fails the start before the database is
+        # touched and before any connector connects.
+        await self.server.bind()
+        self.web = None
+        if s.http.listen is not None:
+            self.web = WebApp(self.optouts, self.blacklist, registry_for(self))
+            await self.web.bind(s.http.listen.host, s.http.listen.port)
         before, after = await db.upgrade(self.engine)
         if before != after:
             log.info("schema_upgraded", before=before, after=after)
         self.keyring = Keyring.open(s.storage.keys, database_has_data=await db.has_data(self.engine))
         self.cipher = FieldCipher(self.keyring)
-        self.ids = IdGenerator()
         #: Per account: how long receipts and MO wait in the outbox, per-part receipts.
         self.policies = AccountPolicies(*AccountPolicies.values_of(s))
         # Ids never go back across a restart, whatever the clock did meanwhile.
@@ -101,13 +119,11 @@ class Daemon:
             daemon_transaction, str(Path(s.storage.keys).resolve()), *AccountPolicies.values_of(s), id_floor,
         )
         self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
-        self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
-        self.blacklist = Blacklist(self.optouts, s.optout.short_code if s.optout else None, clock=self.clock,
-                                   timers=self._virtual)
         await self.blacklist.start()
-        self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock)
+        self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock, timers=self.timers)
         await self.store.start()
         self.connectors = {c.name: self.new_connector(c) for c in s.connectors}
+        await self.deliveries.restore_conventions(self.connectors.values())
         self.dispatcher = Dispatcher(
             self.connectors, self.store, clock=self.clock, timers=self.timers, response_timeout=s.server.response_timeout,
             working_set=s.queue.working_set,
@@ -127,12 +143,7 @@ class Daemon:
             windows=self.windows, mention=mention, wall_clock=self.clock,
         )
         self.dispatcher.on_invalid_number = self._invalid_number
-        # Bind attempts, stamped on the wall clock, written in batches (connlog.py).
-        self.connections = ConnectionLog(self.engine, timers=self.timers)
         await self.connections.start()
-        # The pipeline needs the outbox, which needs the server's account registry.
-        self.server = PartnerServer(s, handler=None, timers=self.link_timers,  # type: ignore[arg-type]
-                                    connections=self.connections)
         self.outbox = OutboxSender(self.store, self.server.registry, self.cipher, timers=self.timers)
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
                                  budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
@@ -142,20 +153,19 @@ class Daemon:
             self.policies.retention_of, timers=self.timers,
         )
         self.deliveries.mo_handler = self.mo
-        for connector in self.connectors.values():
-            await connector.start()
-        await self.dispatcher.start()
         self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
         purger = Purger(self.engine, s, timers=self.timers, country_of=cipher_country(self.cipher), checkpoint="PASSIVE")
         self.retention = RetentionJob(purger, s.retention.purge_at, self.timers)
         await self.retention.start()
         await self.pipeline.load()
-        await self.server.start()
-        self.web = None
-        if s.http.listen is not None:
-            self.web = WebApp(self.optouts, self.blacklist, registry_for(self))
-            await self.web.start(s.http.listen.host, s.http.listen.port)
+        await self.server.serve()
+        if self.web is not None:
+            await self.web.serve()
+        # Last: what goes upstream. Everything that can fail a start has run.
+        for connector in self.connectors.values():
+            await connector.start()
+        await self.dispatcher.start()
 
     def new_connector(self, config) -> Connector:
         """An upstream connector (not started) whose deliveries reach the pipeline."""
@@ -199,6 +209,7 @@ class Daemon:
         await self.retention.stop()
         await self.outbox.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
+        await self.deliveries.stop()
         await self.store.stop()
         await self.engine.dispose()
         log.info("stopped")
@@ -240,8 +251,10 @@ class Daemon:
 
     async def _abort_start(self) -> None:
         """Undo what a failed start had started (best effort: the process exits next)."""
-        for name, closing in (("server", lambda x: x.stop(0)), ("connections", lambda x: x.stop()),
-                              ("store", lambda x: x.stop()), ("engine", lambda x: x.dispose())):
+        for name, closing in (("web", lambda x: x.stop()), ("server", lambda x: x.stop(0)),
+                              ("connectors", lambda x: asyncio.gather(*(c.stop(0) for c in x.values()))),
+                              ("connections", lambda x: x.stop()), ("store", lambda x: x.stop()),
+                              ("engine", lambda x: x.dispose())):
             part = getattr(self, name, None)
             if part is None:
                 continue

@@ -48,6 +48,7 @@ class DaemonCollector:
         for name, connector in d.connectors.items():
             up.add_metric([name], 1.0 if connector.is_up else 0.0)
         yield up
+        yield from _id_metrics(d)
         yield GaugeMetricFamily("smscenter_queue_messages", "Messages waiting in the MT queue", value=d.dispatcher.queued)
         yield GaugeMetricFamily(
             "smscenter_queue_resident", "MT queue messages in memory (the working set)", value=d.dispatcher.resident
@@ -73,6 +74,24 @@ class DaemonCollector:
             "smscenter_store_writer_restarts", "Writer processes started again after one died",
             value=d.store.writer_restarts,
         )
+
+
+def _id_metrics(d):
+    """Upstream ids (receipts.py): the convention each connector uses (configured, learnt
+    by ``auto``, or ``auto`` while none is), and its receipts that found no message."""
+    convention = GaugeMetricFamily(
+        "smscenter_connector_id_convention", "The message id convention a connector uses (1)",
+        labels=["connector", "convention"],
+    )
+    unmatched = CounterMetricFamily(
+        "smscenter_receipts_unmatched", "Receipts that found no message when they came, by connector",
+        labels=["connector"],
+    )
+    for name, connector in d.connectors.items():
+        convention.add_metric([name, connector.id_convention], 1.0)
+        unmatched.add_metric([name], d.deliveries.unmatched.get(name, 0))
+    yield convention
+    yield unmatched
 
 
 def _retention_metrics(job):

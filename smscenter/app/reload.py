@@ -190,6 +190,8 @@ async def apply(daemon: Daemon, new: Settings) -> None:
     daemon.retention.reschedule(new.retention.purge_at)
     grace = new.server.shutdown_grace
     await asyncio.gather(*(c.stop(grace) for c in retired))
+    # A connector re-created by the reload keeps the id convention it learnt (message_id = auto).
+    await daemon.deliveries.restore_conventions(started)
     for connector in started:
         await connector.start()
     daemon.dispatcher.connectors_changed()

@@ -53,6 +53,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from protocol.receipt import ID_MODES
+
 from smscenter.bench.sink import SinkHandle
 
 SYSTEM_ID = "bench"
@@ -150,7 +152,7 @@ bind = "transceiver"
 binds = {args.up_binds}
 window = {args.up_window}
 throughput = 10000000
-message_id = "decimal"
+message_id = "{args.message_id}"
 
 [[route]]
 destinations = ["*"]
@@ -657,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receipt-delay", type=float, default=0.02, help="seconds from submit to receipt at the sink")
     parser.add_argument("--sink-window", type=int, default=64, help="receipts in flight per receiver bind at the sink")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last receipts")
+    parser.add_argument("--message-id", default="auto", choices=("auto", *ID_MODES),
+                        help="the connector's message_id setting (the sink writes decimal ids; default: auto)")
     parser.add_argument("--paths", default="direct,smscenter", help="comma-separated: direct, smscenter")
     parser.add_argument("--rounds", type=int, default=1, help="run the paths this many times, alternating their order")
     parser.add_argument("--log-level", default="info", help="the daemon's [logging] level")

@@ -344,7 +344,9 @@ class Connector(_Section):
     tls: bool = False
     tls_verify: bool = True
     tls_ca: RelPath | None = None
-    message_id: Literal["decimal", "hex", "as-is", "hex-to-decimal", "decimal-to-hex"] = "as-is"
+    #: How its ids in submit_sm_resp and in receipts relate (protocol/receipt.py); "auto"
+    #: tries the usual readings and learns the one that matches (protocol/idreadings.py).
+    message_id: Literal["auto", "decimal", "hex", "as-is", "hex-to-decimal", "decimal-to-hex"] = "auto"
     source_ton_npi: SourceTonNpi = Field(default_factory=dict)  # type: ignore[arg-type]
     dest_ton_npi: TonNpi = (1, 1)
     enquire_link_interval: PositiveDuration = "30s"  # type: ignore[assignment]

@@ -9,11 +9,13 @@ for the account that sent the message, audited, picked up by the submit path at 
 from __future__ import annotations
 
 import html
+import socket
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from smscenter.runtime.listeners import listen_error
 
 log = structlog.get_logger("smscenter.web")
 
@@ -23,6 +25,10 @@ _PAGE = """<!doctype html>
 <title>{title}</title></head>
 <body style="font-family: sans-serif; max-width: 30em; margin: 3em auto; padding: 0 1em">
 <h1>{title}</h1>{body}</body></html>"""
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
@@ -40,6 +46,7 @@ class WebApp:
         self.blacklist = blacklist
         self.registry = registry  # prometheus_client.CollectorRegistry
         self.runner: web.AppRunner | None = None
+        self.sock: socket.socket | None = None
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -51,20 +58,39 @@ class WebApp:
         )
 
     async def start(self, host: str, port: int) -> None:
+        """``bind`` then ``serve``."""
+        await self.bind(host, port)
+        await self.serve()
+
+    async def bind(self, host: str, port: int) -> None:
+        """Take the port without serving yet (see ``PartnerServer.bind``): a port in use
+        fails the daemon's start before anything else ran. Raises ``OSError`` naming the
+        address."""
+        try:
+            self.sock = socket.create_server((host, port), family=_family(host), backlog=128)
+        except OSError as exc:
+            raise listen_error(exc, "HTTP", host, port) from None
+        self.sock.setblocking(False)
+
+    async def serve(self) -> None:
+        """Answer HTTP on the socket ``bind`` took."""
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
-        self.site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        self.site = web.SockSite(self.runner, self.sock)
         await self.site.start()
-        log.info("http_listening", address=f"{host}:{self.port}")
+        host, port = self.sock.getsockname()[:2]
+        log.info("http_listening", address=f"{host}:{port}")
 
     @property
     def port(self) -> int:
         """The port actually listened on (useful with port 0 in tests)."""
-        return self.site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self.sock.getsockname()[1]
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        elif self.sock is not None:  # bound, never served
+            self.sock.close()
 
     async def _target(self, token: str) -> tuple[str, bytes] | None:
         """(account, number hash) the token was issued for; None if unknown or ambiguous."""

@@ -45,6 +45,7 @@ import structlog
 
 from protocol import pdu as P
 from protocol.constants import CommandStatus, MessageState
+from protocol.idreadings import read_resp_id
 from protocol.receipt import MessageIdError, normalize_resp_id
 from storage.schema import PART_QUEUED, PART_SUBMITTED
 from storage.store import Store, SubmitResult
@@ -629,10 +630,10 @@ class Dispatcher:
             if outcome is None:  # every connector failed for now
                 self._retry_later(msg)
                 return False
-            status, connector, upstream_id = outcome
+            status, connector, upstream_id, early = outcome
             if status == CommandStatus.ESME_ROK:
                 self._write(msg, SubmitResult(msg.id, part_no, PART_SUBMITTED, connector, upstream_id,
-                                              msg.attempts + 1, now))
+                                              msg.attempts + 1, now, early_keys=early))
                 msg.next_index += 1
                 self.stats["sent"] += 1
                 continue
@@ -663,9 +664,9 @@ class Dispatcher:
 
     async def _send_part(
         self, msg: QueuedMessage, pdu: P.SubmitSm, still_wanted=None
-    ) -> tuple[int, str, str | None] | str | None:
-        """Try the route's connectors in failover order: (status, connector, upstream id)
-        for the first answer that is not temporary, None if all failed for now, or
+    ) -> tuple[int, str, str | None, tuple[str, ...]] | str | None:
+        """Try the route's connectors in failover order: (status, connector, upstream id,
+        early receipts' keys) for the first answer that is not temporary, None if all failed for now, or
         ``DEFERRED`` if ``still_wanted`` said no when the part's turn came."""
         candidates = [self.connectors[n] for n in msg.connectors if n in self.connectors]
         up = [c for c in candidates if c.is_up] or candidates[:1]
@@ -685,17 +686,22 @@ class Dispatcher:
                 continue
             status = resp.command_status
             if status == CommandStatus.ESME_ROK:
+                learner = connector.id_learner
+                early: tuple[str, ...] = ()
                 try:
-                    upstream_id = normalize_resp_id(resp.message_id, cfg.message_id)
+                    if learner is None:
+                        upstream_id = normalize_resp_id(resp.message_id, cfg.message_id)
+                    else:  # auto: its key, and where an early receipt for it may wait
+                        upstream_id, early = read_resp_id(resp.message_id, learner.readings)
                 except (MessageIdError, AttributeError):
                     self._note("upstream_id_unparsable", level="warning", connector=connector.name)
                     upstream_id = getattr(resp, "message_id", "") or None
-                return status, connector.name, upstream_id
+                return status, connector.name, upstream_id, early
             if status in TEMPORARY:
                 self._note("submit_temporary_error", connector=connector.name, status=CommandStatus.name_of(status))
                 continue
             self._note("submit_refused", connector=connector.name, status=CommandStatus.name_of(status))
-            return status, connector.name, None
+            return status, connector.name, None, ()
         return None
 
     def _note(self, event: str, level: str = "info", **labels) -> None:

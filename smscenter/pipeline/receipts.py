@@ -6,6 +6,14 @@ setting, and correlated by (connector, id) in the store — inside the transacti
 queues the partner's receipt; only then do we answer deliver_sm_resp, so an upstream
 receipt is never lost. Anything else is MO, handed to the MO handler.
 
+With ``message_id = "auto"`` (protocol/idreadings.py) the receipt carries the keys of its
+readings, as-is first; the store says which matched and whether it was the only one, the
+connector's learner learns from the unambiguous ones, and the reading it learns is logged
+once (``receipt_id_convention_learnt``) and kept in the ``meta`` table (``idconv:<connector>``)
+so a restart keeps it. Receipts that find no message are counted per connector (the
+``smscenter_receipts_unmatched_total`` metric) and logged as a warning once per interval
+(``receipts_unmatched``): an upstream whose ids never match does not stay silent.
+
 Us → partner: ``ReceiptBuilder`` turns a finished message into the deliver_sm the partner
 gets: our decimal id in the text ``id:`` field and in ``receipted_message_id``, the final
 state in ``stat:`` and ``message_state``, and the upstream error code in ``err:``.
@@ -13,6 +21,8 @@ state in ``stat:`` and ``message_state``, and the upstream error code in ``err:`
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
 import time
 from functools import partial
@@ -24,6 +34,7 @@ import structlog
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import CommandStatus, EsmClass, MessageState, Tag
+from protocol.idreadings import READINGS, read_receipt_id
 from protocol.receipt import (
     MessageIdError,
     Receipt,
@@ -39,7 +50,9 @@ from storage.schema import OUTBOX_RECEIPT
 from storage.store import Finished, Store, Transaction, UpstreamReceipt
 
 from smscenter.smpp.connector import Connector
+from smscenter.runtime.floodlog import Tally
 from smscenter.smpp.link import Link
+from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.receipts")
 
@@ -64,15 +77,71 @@ class MoHandler:
         link.respond(pdu.response())
 
 
+#: Where a connector's learnt id convention is kept in the ``meta`` table.
+ID_CONVENTION_PREFIX = "idconv:"
+
+#: Seconds between two ``receipts_unmatched`` warnings of one connector.
+UNMATCHED_LOG_INTERVAL = 60.0
+
+
+def id_convention_key(connector: str) -> str:
+    """The ``meta`` key of a connector's learnt convention (the column holds 64
+    characters: a longer name is hashed)."""
+    key = ID_CONVENTION_PREFIX + connector
+    if len(key) <= 64:
+        return key
+    return ID_CONVENTION_PREFIX + "#" + hashlib.sha256(connector.encode()).hexdigest()[:32]
+
+
 class UpstreamDeliveries:
     """The connectors' ``DeliverHandler``: receipts are stored, then acknowledged."""
 
-    def __init__(self, store: Store, cipher: FieldCipher, mo_handler=None, clock=time.time) -> None:
+    def __init__(self, store: Store, cipher: FieldCipher, mo_handler=None, clock=time.time,
+                 timers: Timers | None = None) -> None:
         self.store = store
         self.cipher = cipher
         self.mo_handler = mo_handler or MoHandler()
         self.clock = clock
         self.stats = {"receipts": 0, "matched": 0, "early": 0, "unparsable": 0}
+        #: connector -> receipts that found no message when they came (kept as early ones).
+        self.unmatched: dict[str, int] = {}
+        self._unmatched_log = Tally(log, "receipts_unmatched", timers or RealTimers(clock),
+                                    interval=UNMATCHED_LOG_INTERVAL)
+        self._tasks: set = set()
+
+    async def restore_conventions(self, connectors) -> None:
+        """Give ``auto`` connectors the convention they learnt before a restart (a
+        configured convention wins: it has no learner)."""
+        learnt = await self.store.meta_values(ID_CONVENTION_PREFIX)
+        for connector in connectors:
+            reading = learnt.get(id_convention_key(connector.name))
+            if connector.id_learner is not None and reading in READINGS:
+                connector.id_learner.learnt = reading
+
+    def _learn(self, connector: Connector, readings: tuple[str, ...], keys_hit: int) -> None:
+        taught = connector.id_learner.matched(readings, keys_hit)  # type: ignore[union-attr]
+        if taught is None:
+            return
+        log.info("receipt_id_convention_learnt", connector=connector.name, convention=taught)
+        task = asyncio.get_running_loop().create_task(self._keep_convention(connector.name, taught))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _keep_convention(self, connector: str, reading: str) -> None:
+        try:
+            await self.store.set_meta(id_convention_key(connector), reading)
+        except Exception as exc:  # noqa: BLE001 - learnt again after a restart
+            log.warning("receipt_id_convention_not_kept", connector=connector, error=str(exc))
+
+    def _unmatched(self, connector: Connector) -> None:
+        self.unmatched[connector.name] = self.unmatched.get(connector.name, 0) + 1
+        self._unmatched_log.add(connector=connector.name, convention=connector.id_convention)
+
+    async def stop(self) -> None:
+        """Wait for a learnt convention being written; end the warnings' intervals."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._unmatched_log.close()
 
     def on_deliver(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:
         if not is_receipt(pdu):
@@ -85,7 +154,12 @@ class UpstreamDeliveries:
                 receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
                 parsed = (receipt.message_id, int(receipt.state), receipt.err)
             raw_id, state, err = parsed
-            upstream_id = normalize_dlr_id(raw_id, connector.config.message_id)
+            learner = connector.id_learner
+            if learner is None:
+                upstream_id = normalize_dlr_id(raw_id, connector.config.message_id)
+                readings: tuple = ()
+            else:  # auto: an early one waits under its as-is key
+                upstream_id, readings = read_receipt_id(raw_id, learner.readings)
         except (ReceiptParseError, MessageIdError) as exc:
             # Acknowledge anyway: refusing makes the SMSC resend it forever.
             self.stats["unparsable"] += 1
@@ -98,6 +172,7 @@ class UpstreamDeliveries:
             state=state,
             error=_error_code(err),
             done_at=self.clock(),
+            keys=tuple(key for key, _ in readings),
         )
         try:
             fut = self.store.apply_receipt(item)
@@ -112,7 +187,14 @@ class UpstreamDeliveries:
                           error=str(f.exception()) if not f.cancelled() else "cancelled")
                 link.close()
                 return
-            self.stats["matched" if f.result() else "early"] += 1
+            matched = f.result()
+            if matched:
+                self.stats["matched"] += 1
+                if readings:  # auto: (index of the key that matched, keys that found a part)
+                    self._learn(connector, readings[matched[0]][1], matched[1])
+            else:
+                self.stats["early"] += 1
+                self._unmatched(connector)
             link.respond(pdu.response())
 
         fut.add_done_callback(stored)

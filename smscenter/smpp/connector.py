@@ -28,6 +28,7 @@ import structlog
 from protocol import pdu as P
 from protocol.constants import CommandId, CommandStatus
 from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.idreadings import ConventionLearner
 from protocol.session import InvalidPdu, Role
 
 from smscenter.config import Connector as ConnectorConfig
@@ -106,6 +107,8 @@ class Connector:
         self.config = config
         self.name = config.name
         self.deliver_handler = deliver_handler or AckDeliveries()
+        #: With ``message_id = "auto"``: what its receipts' matches taught (None otherwise).
+        self.id_learner = ConventionLearner() if config.message_id == "auto" else None
         #: Reconnect backoff, bind and submit deadlines, rate and congestion pauses, and the
         #: links' own deadlines, all on these (virtual time in tests); ``clock`` is their now().
         self.timers: Timers = timers if timers is not None else RealTimers(clock)
@@ -186,6 +189,14 @@ class Connector:
         """Binds or window slots changed: wake who waits for a bind, write what now fits."""
         self._changed.set()
         self._drain()
+
+    @property
+    def id_convention(self) -> str:
+        """The id convention in use: the configured one, the one ``auto`` learnt, or
+        ``"auto"`` while it has learnt none."""
+        if self.id_learner is None:
+            return self.config.message_id
+        return self.id_learner.learnt or "auto"
 
     # --- binds ------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from smscenter.config import Settings
 from smscenter.pipeline.connlog import ConnectionLog, bind_type_of
 from smscenter.smpp.link import Link, LinkClosed
 from smscenter.runtime.timers import RealTimers, Timers
+from smscenter.runtime.listeners import listen_error
 
 log = structlog.get_logger("smscenter.server")
 
@@ -97,6 +98,7 @@ class PartnerServer:
         )
         self.links: set[Link] = set()
         self.servers: list[asyncio.base_events.Server] = []
+        self._tls: list[bool] = []  # per server: TLS or not
         self._tasks: set[asyncio.Task] = set()
         self.accepting = False
         self.budgets = SessionBudgets(self.config, self.timers, self._unbind_flooding)
@@ -108,16 +110,34 @@ class PartnerServer:
     # --- listeners --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """``bind`` then ``serve``."""
+        await self.bind()
+        await self.serve()
+
+    async def bind(self) -> None:
+        """Take the listen ports (plain and TLS) without accepting yet, so that a port in
+        use fails the daemon's start before anything else ran. Raises ``OSError`` naming
+        the address."""
         loop = asyncio.get_running_loop()
         tls = self._tls_context() if self.config.tls_listen else None
         for address, context in [(a, None) for a in self.config.listen] + [(a, tls) for a in self.config.tls_listen]:
             # TLS is started by the Gate once the socket has its slot (see admission.py).
-            server = await loop.create_server(
-                functools.partial(self._accept, context), address.host, address.port, reuse_address=True, backlog=1024
-            )
+            try:
+                server = await loop.create_server(
+                    functools.partial(self._accept, context), address.host, address.port, reuse_address=True,
+                    backlog=1024, start_serving=False,
+                )
+            except OSError as exc:
+                raise listen_error(exc, "SMPP over TLS" if context else "SMPP", address.host, address.port) from None
             self.servers.append(server)
+            self._tls.append(context is not None)
+
+    async def serve(self) -> None:
+        """Accept partners on the ports ``bind`` took."""
+        for server, tls in zip(self.servers, self._tls):
+            await server.start_serving()
             for sock in server.sockets:
-                log.info("listening", address=sock.getsockname()[:2], tls=context is not None)
+                log.info("listening", address=sock.getsockname()[:2], tls=tls)
         self.accepting = True
 
     def _tls_context(self) -> ssl.SSLContext:

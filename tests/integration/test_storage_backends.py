@@ -460,3 +460,48 @@ async def test_housekeeping_reads_the_submitted_parts_index(engine, store):
         async with engine.connect() as conn:
             plan = " ".join(str(r[-1]) for r in await conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
         assert "ix_parts_submitted" in plan, plan
+
+
+async def test_auto_ids_match_by_their_readings_and_early_receipts_by_theirs(store, engine):
+    """``message_id = "auto"``: a receipt carries its readings' keys (protocol/idreadings.py),
+    the outcome says which matched and how many found a part; an early receipt, kept under
+    its as-is key, is found by the submit_sm_resp's early keys."""
+    from protocol.idreadings import read_receipt_id, read_resp_id
+
+    def auto_receipt(raw: str) -> UpstreamReceipt:
+        early, keys = read_receipt_id(raw)
+        return UpstreamReceipt("op-a", early, int(MessageState.DELIVERED), 0, 1_800_000_100.5,
+                               keys=tuple(k for k, _ in keys))
+
+    def auto_result(mid: int, raw: str) -> SubmitResult:
+        key, early = read_resp_id(raw)
+        return SubmitResult(mid, 1, PART_SUBMITTED, "op-a", key, 1, 0.0, early_keys=early)
+
+    hexed, clash_a, clash_b, early = next(_ids), next(_ids), next(_ids), next(_ids)
+    for mid in (hexed, clash_a, clash_b, early):
+        await store.add_message(message_row(mid), part_rows(mid))
+    # hex in submit_sm_resp, decimal in the receipt: the second key (hex-to-decimal), alone.
+    await store.record_submit(auto_result(hexed, "A1B2C1"))
+    assert await store.apply_receipt(auto_receipt(str(0xA1B2C1))) == (1, 1)
+    assert (await store.message(hexed))["state"] == MessageState.DELIVERED
+    # Two parts that one receipt may name (291 as-is, 0x123 = 291): as-is first, two hits.
+    await asyncio.gather(store.record_submit(auto_result(clash_a, "291")),
+                         store.record_submit(auto_result(clash_b, "123")))
+    assert await store.apply_receipt(auto_receipt("291")) == (0, 2)
+    assert (await store.message(clash_a))["state"] == MessageState.DELIVERED
+    assert (await store.message(clash_b))["state"] == MessageState.ENROUTE
+    # Early, in decimal; then its submit_sm_resp, zero-padded hex: applied in that commit.
+    assert await store.apply_receipt(auto_receipt(str(0xBEEF))) is False
+    finished = await store.record_submit(auto_result(early, "0000BEEF"))
+    assert [(f.message["id"], f.state) for f in finished] == [(early, MessageState.DELIVERED)]
+    assert await scalar(engine, select(func.count()).select_from(early_receipts).where(
+        early_receipts.c.upstream_id == str(0xBEEF))) == 0
+
+
+async def test_meta_facts_are_replaced_and_read_by_prefix(store):
+    assert await store.meta_values("idconv:") == {}
+    await store.set_meta("idconv:op-a", "as-is")
+    await store.set_meta("idconv:op-a", "hex-to-decimal")  # replaced, not duplicated
+    await store.set_meta("idconv:op_b", "decimal-to-hex")
+    assert await store.meta_values("idconv:") == {"idconv:op-a": "hex-to-decimal", "idconv:op_b": "decimal-to-hex"}
+    assert await store.meta_values("idconv:op_") == {"idconv:op_b": "decimal-to-hex"}  # "_" is no wildcard

@@ -17,7 +17,10 @@ it at any time (e.g. start accepting binds after refusing a few):
 - ``garble``: submit_sm are answered with an undecodable submit_sm_resp (message_id
   without its terminating NUL);
 - ``close_after``: close the connection once it has received that many submit_sm, without
-  answering the unanswered ones (one shot: reset to None when it fires).
+  answering the unanswered ones (one shot: reset to None when it fires);
+- ``message_ids``: writes the id of the n-th accepted submit_sm (``first_number`` + its rank
+  among all submit_sm received) into its submit_sm_resp (``UP<n>`` by default; e.g. hex or
+  zero-padded decimal, as upstreams do).
 
 It records: ``submits`` (every submit_sm received, in order, duplicates included),
 ``outstanding`` / ``max_outstanding`` (submit_sm received and not yet answered, over all
@@ -156,7 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
             resp = P.GenericNack(sequence_number=seq, command_status=up.generic_nack)
         else:
             up.accepted += 1
-            resp = pdu.response(message_id=f"UP{len(up.submits)}")
+            resp = pdu.response(message_id=up.message_ids(up.first_number + len(up.submits)))
         if up.delay > 0:
             loop = asyncio.get_running_loop()
             self.unanswered[seq] = loop.call_later(up.delay, self.answer, seq, resp, True)
@@ -209,6 +212,8 @@ class Upstream:
         self.generic_nack: int | None = None
         self.garble = False
         self.close_after: int | None = None
+        self.first_number = 0
+        self.message_ids: Callable[[int], str] = lambda n: f"UP{n}"
         # records
         self.submits: list[P.SubmitSm] = []
         self.responses: list[P.Pdu] = []

@@ -126,7 +126,7 @@ def test_defaults():
         1,
         10,
         100,
-        "as-is",
+        "auto",
     )
     assert (c.reconnect_min, c.reconnect_max) == (1, 60)
     assert c.source_ton_npi.alphanumeric == (5, 0)

@@ -39,6 +39,7 @@ class Upstream:
     def __init__(self) -> None:
         self.config = SimpleNamespace(window=10, binds=1, source_ton_npi=SourceTonNpi(), dest_ton_npi=(1, 1),
                                       message_id="as-is")
+        self.id_learner = None  # a configured convention
         self.submitted: list[tuple[int, int]] = []
         self.down = False
         self.gate: asyncio.Event | None = None

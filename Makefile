@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/smscenter.example.toml
 SIM_LISTEN ?= 127.0.0.1:2776
+# The demo upstream delivers everything, so a first `make send` ends DELIVRD; e.g.
+# SIM_ARGS="--outcomes DELIVRD=90,UNDELIV=8,REJECTD=2 --delay 0.5s-3s" for a realistic mix.
+SIM_ARGS ?= --outcomes DELIVRD=100
 # `make send`: one message to the server `make run` started, as the example config's demo account.
 TO   ?= +33612345678
 TEXT ?= hello
@@ -36,7 +39,7 @@ run: install
 	@echo "make run: smscenter on $(CONFIG), the demo upstream on $(SIM_LISTEN)."
 	@echo "  Its 'ready' line says where it listens (listen: SMPP, http: HTTP); Ctrl-C stops both."
 	@echo "  Then, in another terminal: make send TO=+33612345678 TEXT=hello"
-	$(BIN)/smscenter simulate-smsc --listen $(SIM_LISTEN) & sim=$$!; \
+	$(BIN)/smscenter simulate-smsc --listen $(SIM_LISTEN) $(SIM_ARGS) & sim=$$!; \
 	trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/smscenter run -c $(CONFIG)
 

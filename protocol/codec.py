@@ -124,7 +124,8 @@ def _encode_unsuccess(smes) -> bytes:
 def _enc_cstr(value: str, limit: int, what: str) -> bytes:
     raw = value.encode("latin-1")
     if len(raw) >= limit or 0 in raw:
-        raise LocalProtocolError(f"{what} {value!r} does not fit in {limit} octets with its NUL")
+        # Never the value in the message: it is an address, and errors reach the logs.
+        raise LocalProtocolError(f"{what} does not fit in {limit} octets with its NUL")
     return raw + b"\0"
 
 

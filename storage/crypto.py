@@ -51,7 +51,6 @@ re-read the folder once before giving up.
 from __future__ import annotations
 
 import hmac
-import logging
 import os
 import re
 import stat
@@ -60,6 +59,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -101,7 +101,7 @@ _DEK_NAME = re.compile(r"dek-(\d{4,5})\.key")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _E164_SEPARATORS = str.maketrans("", "", " \t-.()/")
 _PSEUDONYM_LABEL = b"smscenter pseudonym v1\x00"
-_log = logging.getLogger("smscenter.keys")
+_log = structlog.get_logger("smscenter.keys")
 
 
 class CryptoError(Exception):
@@ -237,9 +237,8 @@ def _copy_group(fd: int, like: Path, path: Path) -> None:
             os.fchown(fd, -1, st.st_gid)
         os.fchmod(fd, 0o640)
     except OSError as exc:
-        _log.warning("new key %s stays owner-only (0600): cannot give it the group %d of %s (%s); "
-                     "run `chgrp %d %s && chmod 640 %s`", path, st.st_gid, like.name, exc.strerror,
-                     st.st_gid, path, path)
+        _log.warning("key_left_owner_only", path=str(path), gid=st.st_gid, folder=like.name,
+                     error=exc.strerror, fix=f"chgrp {st.st_gid} {path} && chmod 640 {path}")
 
 
 def _scan(folder: Path) -> tuple[dict[int, Path], bool]:
@@ -527,12 +526,12 @@ class FieldCipher:
         except (KeyringError, OSError) as exc:
             if str(exc) != self._folder_error:
                 self._folder_error = str(exc)
-                _log.warning("keys folder unreadable, still encrypting with key %d: %s", self.keyring.current_id, exc)
+                _log.warning("keys_folder_unreadable", key_id=self.keyring.current_id, error=str(exc))
             return
         self._folder_error = None
         if added:
-            _log.info("keys %s added to %s; new values are encrypted with key %d",
-                      list(added), self.keyring.folder, self.keyring.current_id)
+            _log.info("keys_added", keys=list(added), folder=str(self.keyring.folder),
+                      key_id=self.keyring.current_id)
 
     def decrypt(self, token: bytes, aad: bytes = b"") -> bytes:
         """The plaintext of ``token``; ``DecryptError`` if it was altered or the AAD differs,

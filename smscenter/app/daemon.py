@@ -233,7 +233,9 @@ class Daemon:
         _tune_gc()
         listen = [f"{h}:{p}" for h, p in self.server.addresses]
         systemd.notify("READY=1", f"STATUS=listening on {', '.join(listen)}")
-        log.info("ready", listen=listen, connectors=list(self.connectors))
+        # What listens where, in the one line a newcomer watches for (README "Log events").
+        http = f"{self.settings.http.listen.host}:{self.web.port}" if self.web is not None else None
+        log.info("ready", listen=listen, http=http, connectors=list(self.connectors))
         ready.set()
         watchdog = systemd.watchdog_interval()
         watchdog_task = loop.create_task(_watchdog(watchdog, self.link_timers)) if watchdog else None

@@ -20,7 +20,7 @@ from storage import db
 from storage.crypto import Keyring
 from storage.purge import id_floor
 from storage.schema import audit_log
-from tests.integration.optout_fixtures import run_cli
+from tests.integration.optout_fixtures import run_cli, run_cli_here
 from tests.retention_fixtures import Seeder
 
 pytestmark = pytest.mark.timeout(120)
@@ -105,7 +105,7 @@ async def test_connections_list_and_its_filters(setup):
     assert everything.stdout.strip().endswith("4 bind attempts")
 
     async def ports(*args: str) -> list[str]:
-        done = await run_cli("connections", "list", "-c", str(path), *args)
+        done = await run_cli_here("connections", "list", "-c", str(path), *args)
         assert done.returncode == 0, done.stderr
         return [line[3].rsplit(":", 1)[1] for line in table(done.stdout)]
 
@@ -146,7 +146,7 @@ async def test_accounts_shows_the_last_connection_and_the_last_sms(setup):
 ])
 async def test_bad_input_exits_2_and_reads_nothing(setup, args, message):
     path, settings = setup
-    done = await run_cli("connections", "list", "-c", str(path), *args)
+    done = await run_cli_here("connections", "list", "-c", str(path), *args)
     assert done.returncode == 2 and message in done.stderr and done.stdout == ""
     assert audits(settings) == []
 

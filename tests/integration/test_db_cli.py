@@ -11,6 +11,7 @@ from smscenter.config import load_settings
 from storage import db
 from tests.integration.mt_fixtures import free_port
 from tests.integration.optout_fixtures import config_data, run_cli, write_config
+from tests.store_helpers import create_schema
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,7 +46,7 @@ async def test_status_then_upgrade_then_current(config):
 
 async def test_a_schema_from_a_newer_smscenter_is_never_touched(config):
     path, settings = config
-    assert (await run_cli("db", "upgrade", "-c", path)).returncode == 0
+    await create_schema(settings.storage.url)
     with sqlite3.connect(database_file(settings)) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
 
@@ -66,7 +67,7 @@ async def test_a_schema_from_a_newer_smscenter_is_never_touched(config):
 
 async def test_the_daemon_refuses_a_database_with_data_but_no_keys(config):
     path, settings = config
-    assert (await run_cli("db", "upgrade", "-c", path)).returncode == 0
+    await create_schema(settings.storage.url)
     with sqlite3.connect(database_file(settings)) as conn:
         conn.execute(
             "INSERT INTO outbox (id, account, kind, message_id, pdu_enc, created_at, expires_at, attempts)"

@@ -6,6 +6,7 @@ a fresh keyring of the folder decrypts every value to what it was."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from storage.rekey import SETTLE, count_by_key, count_under
 from tests.integration.optout_fixtures import REPO
 from tests.integration.test_keys_retire import plaintexts
 from tests.retention_fixtures import Seeder
+from tests.store_helpers import create_schema
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -34,8 +36,7 @@ def test_sigkill_mid_retire_loses_nothing_and_a_rerun_finishes(tmp_path):
         encoding="utf-8",
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "smscenter", "db", "upgrade", "-c", str(path)], env=env, check=True,
-                   capture_output=True)
+    asyncio.run(create_schema(f"sqlite:///{tmp_path / 'smscenter.db'}"))
     keys = tmp_path / "keys"
     cipher = FieldCipher(Keyring.create(keys))
     engine = create_engine(f"sqlite:///{tmp_path / 'smscenter.db'}")

@@ -10,6 +10,7 @@ Every wait is bounded; timeouts come from ``conftest.FAST_SERVER`` or per-test o
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -677,10 +678,11 @@ def port_open(port: int) -> bool:
         return False
 
 
-def daemon_config(tmp_path: Path, port: int, password_hash: str, extra: str = "") -> Path:
+def daemon_config(tmp_path: Path, port: int, password_hash: str, extra: str = "", tables: str = "") -> Path:
     path = tmp_path / "smscenter.toml"
     path.write_text(
         f"""
+{tables}
 [server]
 listen = ["{HOST}:{port}"]
 failed_bind_delay = "50ms"
@@ -712,7 +714,9 @@ def spawn(config: Path, tmp_path: Path) -> subprocess.Popen:
 
 async def test_daemon_sigterm_unbinds_partners_and_exits_0(tmp_path, password_hashes):
     port = free_port()
-    proc = spawn(daemon_config(tmp_path, port, password_hashes["acme"], extra='shutdown_grace = "1s"'), tmp_path)
+    config = daemon_config(tmp_path, port, password_hashes["acme"], extra='shutdown_grace = "1s"',
+                           tables=f'[http]\nlisten = "{HOST}:0"\n')
+    proc = spawn(config, tmp_path)
     silent = None
     try:
         deadline = time.monotonic() + 15
@@ -746,6 +750,12 @@ async def test_daemon_sigterm_unbinds_partners_and_exits_0(tmp_path, password_ha
         code = await asyncio.to_thread(proc.wait, 5)
         assert code == 0, (tmp_path / "stderr.log").read_text()
         assert not port_open(port)
+        # The ready line says what listened where (README "Log events"), the HTTP port as bound.
+        events = [json.loads(line) for line in (tmp_path / "stderr.log").read_text().splitlines()]
+        [ready] = [e for e in events if e["event"] == "ready"]
+        assert ready["listen"] == [f"{HOST}:{port}"] and ready["level"] == "info"
+        http_host, _, http_port = ready["http"].rpartition(":")
+        assert http_host == HOST and int(http_port) > 0
     finally:
         if silent is not None:
             await silent.close()

@@ -17,7 +17,7 @@ from smscenter.config import load_settings
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.schema import messages, mo_messages, outbox, parts
-from tests.integration.optout_fixtures import run_cli
+from tests.integration.optout_fixtures import run_cli, run_cli_here
 from tests.retention_fixtures import DAY, Seeder
 
 pytestmark = pytest.mark.timeout(120)
@@ -113,7 +113,7 @@ async def test_retention_run_and_billing_report(setup, monkeypatch):
     assert counts(settings) == {"messages": 1, "parts": 2, "outbox": 1, "mo_messages": 1}  # MO keeps 26 months
 
     for fmt in ("json", "csv", "table"):
-        a = await run_cli("billing", "report", "-c", c, "--account", "acme", "--month", month, "--format", fmt)
+        a = await run_cli_here("billing", "report", "-c", c, "--account", "acme", "--month", month, "--format", fmt)
         if fmt == "json":
             assert a.stdout == before.stdout
         assert a.returncode == 0 and "DELIVERED" in a.stdout
@@ -142,7 +142,7 @@ def settings_db_files(settings):
 ])
 async def test_billing_report_bad_input(setup, args, message):
     path, _settings, _cipher = setup
-    result = await run_cli("billing", "report", "-c", str(path), *args)
+    result = await run_cli_here("billing", "report", "-c", str(path), *args)
     assert result.returncode == 2
     assert message in result.stderr and result.stdout == ""
 

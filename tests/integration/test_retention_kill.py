@@ -5,6 +5,7 @@ billing totals intact; a second run finishes the job."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine, func, select
 import tests.retention_fixtures as fx
 from storage.schema import billing_days, messages, outbox, parts
 from tests.integration.optout_fixtures import REPO
+from tests.store_helpers import create_schema
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,8 +55,7 @@ def test_sigkill_mid_purge_leaves_whole_messages_and_a_rerun_finishes(tmp_path, 
     )
     url = f"sqlite:///{tmp_path / 'smscenter.db'}"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "smscenter", "db", "upgrade", "-c", str(path)], env=env, check=True,
-                   capture_output=True)
+    asyncio.run(create_schema(f"sqlite:///{tmp_path / 'smscenter.db'}"))
     monkeypatch.setattr(fx, "NOW", time.time())
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -15,7 +15,7 @@ from smscenter.config import load_settings
 from smscenter.cli.roles import audit
 from storage import db
 from storage.crypto import Keyring
-from tests.integration.optout_fixtures import run_cli
+from tests.integration.optout_fixtures import run_cli, run_cli_here
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,18 +67,18 @@ async def test_lists_newest_first_and_filters(site):
     stamp = datetime.fromtimestamp(now - HOUR / 6, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     assert line.startswith(stamp) and line.endswith("acme             3 entries shown")
 
-    recent = await run_cli("audit", "list", "-c", c, "--since", "1h")
+    recent = await run_cli_here("audit", "list", "-c", c, "--since", "1h")
     assert listed(recent.stdout) == [("alice", "blacklist.list"), ("bob", "subject.export")]
     since = datetime.fromtimestamp(now - 4 * HOUR, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    dated = await run_cli("audit", "list", "-c", c, "--since", since)
+    dated = await run_cli_here("audit", "list", "-c", c, "--since", since)
     assert [v for _, v in listed(dated.stdout)] == ["blacklist.list", "subject.export", "blacklist.add"]
-    alice = await run_cli("audit", "list", "-c", c, "--actor", "alice")
+    alice = await run_cli_here("audit", "list", "-c", c, "--actor", "alice")
     assert listed(alice.stdout) == [("alice", "blacklist.list"), ("alice", "blacklist.add")]
-    prefix = await run_cli("audit", "list", "-c", c, "--verb", "blacklist", "--since", "1h")
+    prefix = await run_cli_here("audit", "list", "-c", c, "--verb", "blacklist", "--since", "1h")
     assert listed(prefix.stdout) == [("alice", "blacklist.list")]
-    literal = await run_cli("audit", "list", "-c", c, "--verb", "blacklist_")  # "_" is no wildcard
+    literal = await run_cli_here("audit", "list", "-c", c, "--verb", "blacklist_")  # "_" is no wildcard
     assert listed(literal.stdout) == [] and literal.stdout.splitlines()[-1] == "0 rows"
-    one = await run_cli("audit", "list", "-c", c, "--limit", "1")
+    one = await run_cli_here("audit", "list", "-c", c, "--limit", "1")
     assert listed(one.stdout) == [("alice", "blacklist.list")]
     assert one.stdout.splitlines()[-1] == "1 rows (the newest 1; --limit for more)"
 
@@ -90,5 +90,5 @@ async def test_lists_newest_first_and_filters(site):
 ])
 async def test_bad_input_exits_2(site, args, message):
     c, _ = site
-    result = await run_cli("audit", "list", "-c", c, *args)
+    result = await run_cli_here("audit", "list", "-c", c, *args)
     assert result.returncode == 2 and message in result.stderr and result.stdout == ""

@@ -19,7 +19,7 @@ from smscenter.config import load_settings
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.schema import audit_log, blacklist, messages, mo_messages, outbox
-from tests.integration.optout_fixtures import run_cli
+from tests.integration.optout_fixtures import run_cli, run_cli_here
 from tests.integration.test_subject import A, B, TEXT_A, TEXT_B, seed_people
 
 pytestmark = pytest.mark.timeout(180)
@@ -131,9 +131,9 @@ async def test_bad_input_and_nothing_held(setup, tmp_path):
     config, settings, made = setup
     before = table_counts(settings)
     for verb in ("export", "erase"):
-        bad = await run_cli("subject", verb, "-c", config, "--number", "12ab")
+        bad = await run_cli_here("subject", verb, "-c", config, "--number", "12ab")
         assert bad.returncode == 2 and "not a valid phone number" in bad.stderr and bad.stdout == ""
-        unknown = await run_cli("subject", verb, "-c", config, "--number", A, "--account", "nobody")
+        unknown = await run_cli_here("subject", verb, "-c", config, "--number", A, "--account", "nobody")
         assert unknown.returncode == 2 and "no such account" in unknown.stderr
     assert table_counts(settings) == before  # nothing done: not even an audit row
 

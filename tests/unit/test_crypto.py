@@ -10,6 +10,7 @@ import stat
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from storage.crypto import (
     KEY_CHECK_INTERVAL,
@@ -144,7 +145,7 @@ def test_rotation_by_another_node_is_picked_up(keys):
     assert Keyring.load(keys).key_ids == (1, 2, 3, 4)
 
 
-def test_a_key_added_to_the_folder_becomes_current_within_the_check_interval(keys, caplog):
+def test_a_key_added_to_the_folder_becomes_current_within_the_check_interval(keys):
     """What ``smscenter keys rotate`` relies on: a cipher that is running (the daemon's, its
     writer process's) starts encrypting with a key another process added, by itself."""
     clock = [1000.0]
@@ -161,11 +162,12 @@ def test_a_key_added_to_the_folder_becomes_current_within_the_check_interval(key
     # A folder that went bad meanwhile: said once, and encryption goes on with what we have.
     Keyring.load(keys).rotate()
     os.chmod(keys / "dek-0003.key", 0o644)
-    for _ in range(3):
-        clock[0] += KEY_CHECK_INTERVAL
-        assert running.key_id_of(running.encrypt(b"y")) == 2
-    warnings = [r for r in caplog.records if r.name == "smscenter.keys" and r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "dek-0003.key" in warnings[0].getMessage()
+    with capture_logs() as logs:
+        for _ in range(3):
+            clock[0] += KEY_CHECK_INTERVAL
+            assert running.key_id_of(running.encrypt(b"y")) == 2
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [e["event"] for e in warnings] == ["keys_folder_unreadable"] and "dek-0003.key" in warnings[0]["error"]
     os.chmod(keys / "dek-0003.key", 0o600)
     clock[0] += KEY_CHECK_INTERVAL
     assert running.key_id_of(running.encrypt(b"z")) == 3

@@ -1,6 +1,7 @@
 """``smscenter keys list|rotate|retire`` as the dpo runs them: a separate process, exit codes,
 messages, the keys folder and the database (values per key, audit rows) afterwards."""
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -14,6 +15,7 @@ from storage.crypto import FieldCipher, Keyring
 from storage.rekey import count_under
 from storage.schema import audit_log
 from tests.retention_fixtures import Seeder
+from tests.store_helpers import create_schema
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "conf" / "smscenter.example.toml"
@@ -108,8 +110,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
 def seed(config, tmp_path, cipher) -> int:
     """The schema, then 4 messages (2 parts, a receipt each) and an MO with its outbox row,
     encrypted with ``cipher``: 4 + 8 + 4 + 2 + 1 = 19 values."""
-    upgraded = smscenter("db", "upgrade", "-c", str(config))
-    assert upgraded.returncode == 0, upgraded.stderr
+    asyncio.run(create_schema(f"sqlite:///{tmp_path / 'smscenter.db'}"))
     engine = database(tmp_path)
     with engine.begin() as conn:
         s = Seeder(conn, cipher)

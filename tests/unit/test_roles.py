@@ -6,12 +6,12 @@ Tests run as root, who reads any file: what another user cannot read is proved i
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from types import SimpleNamespace
 
 import pytest
+from structlog.testing import capture_logs
 
 import smscenter.cli.roles as roles
 from smscenter.cli.verbs import parse_when
@@ -99,7 +99,7 @@ def test_rotate_in_an_owner_only_folder_stays_owner_only(keys):
     assert os.stat(keys / "dek-0002.key").st_gid == os.stat(keys / "dek-0001.key").st_gid
 
 
-def test_rotate_without_the_right_to_give_the_group_warns_and_stays_owner_only(keys, monkeypatch, caplog):
+def test_rotate_without_the_right_to_give_the_group_warns_and_stays_owner_only(keys, monkeypatch):
     os.chown(keys / "dek-0001.key", -1, DPO_GID)
     os.chmod(keys / "dek-0001.key", 0o640)
 
@@ -107,10 +107,12 @@ def test_rotate_without_the_right_to_give_the_group_warns_and_stays_owner_only(k
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "fchown", refuse)
-    with caplog.at_level(logging.WARNING, logger="smscenter.keys"):
+    with capture_logs() as logs:
         assert Keyring.load(keys).rotate() == 2
     assert mode_of(keys / "dek-0002.key") == 0o600
-    assert any("dek-0002.key" in r.getMessage() and "chgrp" in r.getMessage() for r in caplog.records)
+    [warning] = [e for e in logs if e["event"] == "key_left_owner_only"]
+    assert warning["log_level"] == "warning" and warning["path"].endswith("dek-0002.key")
+    assert warning["fix"].startswith("chgrp ")
 
 
 # ------------------------------------------------------------------------- keyring_for

@@ -42,7 +42,7 @@ from .mo import MoService
 from .outbox import OutboxSender
 from .pipeline import Pipeline
 from .receipts import UpstreamDeliveries, daemon_transaction
-from .retention import Purger, RetentionJob, cipher_country
+from .retention import KeysCountry, Purger, RetentionJob
 from .metrics import registry_for
 from .server import PartnerServer
 from .submit import MentionPolicy, SubmitPlanner
@@ -145,7 +145,9 @@ class Daemon:
         await self.dispatcher.start()
         self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
-        purger = Purger(self.engine, s, timers=self.timers, country_of=cipher_country(self.cipher), checkpoint="PASSIVE")
+        # On a SQLite file the purge's batches are low-priority work on the store's writer.
+        purger = Purger(self.engine, s, timers=self.timers, country_of=KeysCountry(str(Path(s.storage.keys).resolve())),
+                        checkpoint="PASSIVE", store=self.store)
         self.retention = RetentionJob(purger, s.retention.purge_at, self.timers)
         await self.retention.start()
         await self.pipeline.load()

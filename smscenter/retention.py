@@ -115,6 +115,16 @@ class Report:
     dry_run: bool = False
     started_at: float = 0.0
     seconds: float = 0.0
+    held: list[float] = field(default_factory=list)  # seconds each batch held its transaction
+
+    def batch_times(self) -> dict[str, float]:
+        """The batches' count and hold times (ms: p50, p99, longest), for the run's log event."""
+        if not self.held:
+            return {"batches": 0}
+        xs = sorted(self.held)
+        return {"batches": len(xs), "batch_p50_ms": round(xs[len(xs) // 2] * 1000, 1),
+                "batch_p99_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 1),
+                "batch_longest_ms": round(xs[-1] * 1000, 1)}
 
     def add(self, category: str, batch: Batch) -> None:
         for (table, account), n in batch.rows.items():
@@ -248,6 +258,7 @@ class Purger:
                     batch = await self._transaction(job)
                     self.batches += 1
                     self.longest = max(self.longest, self.held)
+                    report.held.append(self.held)
                     report.add(category.name, batch)
                     self.purged[category.name] += sum(batch.rows.values())
                     if batch.selected < limit and not batch.cut:
@@ -266,7 +277,7 @@ class Purger:
             for (category, table, account), n in sorted(report.rows.items()):
                 log.info("retention_purged", category=category, table=table, account=account, rows=n)
             log.info("retention_run", rows=report.total, seconds=round(report.seconds, 3),
-                     **{k: v for k, v in report.by_category().items()})
+                     **report.batch_times(), **{k: v for k, v in report.by_category().items()})
         return report
 
 

@@ -4,6 +4,8 @@ SQLite's write lock, and each batch is time-boxed.
 
 - Submits issued while a purge batch holds the writer (a gate holds it in its transaction)
   are committed once it is released, all of them, before the next purge batch runs.
+- A purge batch is not starved by the traffic: queued while a batch commits and another
+  waits, it runs between the two.
 - Beside a purge that holds SQLite's write lock on a connection of its own (the CLI's way),
   the store's commits wait for the lock and none is lost.
 - A batch stops after the chunk during which its time box ran out, counted on a fake clock
@@ -26,9 +28,10 @@ from smscenter.timers import FakeTimers
 from storage import purge
 from storage.crypto import FieldCipher, Keyring
 from storage.purge import Cutoff, TimeBox
-from storage.schema import billing_days, messages, outbox, parts
+from storage.schema import PART_SUBMITTED, billing_days, messages, outbox, parts
+from storage.store import SubmitResult
 from tests.integration.conftest import until
-from tests.integration.test_writer_process import factory, new_message
+from tests.integration.test_writer_process import _gated_store, factory, new_message, upstream_receipt
 from tests.patience import PATIENCE
 from tests.retention_fixtures import DAY, NOW, Seeder
 from tests.store_helpers import count_rows, gated_job
@@ -99,6 +102,25 @@ async def test_submits_behind_a_purge_batch_commit_when_it_ends_and_go_before_th
         gate.touch()
         await store.stop()
     assert table_rows(sqlite_engine, messages) == 25
+
+
+async def test_a_job_runs_between_two_batches_whatever_the_load(sqlite_engine, keys, tmp_path):
+    gate = tmp_path / "gate"  # the receipt builder waits there: a batch held in its commit
+    async with _gated_store(sqlite_engine, keys, gate) as store:
+        cipher = FieldCipher(Keyring.load(keys))
+        earlier, parts_ = new_message(cipher)
+        await store.add_message(earlier, parts_)
+        await store.record_submit(SubmitResult(earlier["id"], 1, PART_SUBMITTED, "op", "j1", 1, NOW))
+        receipt = store.apply_receipt(upstream_receipt("j1"))
+        await until(lambda: store._in_flight == 1, what="the receipt's batch in the writer, held at the gate")
+        job = store.background(partial(count_rows, "messages"))
+        row, parts_ = new_message(cipher)
+        waiting = store.add_message(row, parts_)  # a batch waiting behind it
+        gate.touch()
+        async with asyncio.timeout(PATIENCE):
+            seen, _ = await job
+            await asyncio.gather(receipt, waiting)
+        assert seen == 1  # the job ran before the waiting batch: only the earlier message
 
 
 async def test_commits_wait_for_a_purge_holding_sqlites_lock_and_none_is_lost(sqlite_engine, keys):

@@ -21,9 +21,11 @@ How it runs: ``Purger.run`` takes each category's tables in bounded batches, one
 transaction each: ``purge_batch`` rows at most, and time-boxed — a batch stops after the
 chunk of ``storage.purge.STEP`` rows during which ``BATCH_BUDGET`` of work ran out, and
 commits what it did — with ``purge_pause`` between two. In the daemon on a SQLite file a
-batch is low-priority work on the store's own writer (``Store.background``; in the writer
-process): it runs only while no submit batch is waiting, and a batch of submits gathered
-while it ran is the writer's next transaction. There is one writer: no second connection
+batch is a job on the store's own writer (``Store.background``; in the writer process): it
+goes between two commits of the traffic, and the submits gathered while it ran are the
+writer's next commit. A batch commits without an fsync of its own (``writer.Job``'s
+``durable=False``): the next commit of the traffic makes it durable, and a power cut can only
+undo a whole batch, done again at the next run. There is one writer: no second connection
 contending for SQLite's write lock, whose busy handler sleeps up to 100 ms between two tries,
 and none of the purge's Python beside the daemon's event loop. Elsewhere — the CLI (no
 writer there) — a batch runs on a thread of its own with a synchronous connection that
@@ -194,7 +196,7 @@ class Purger:
         SQLite file's own thread and connection (``BEGIN IMMEDIATE``), or through the async
         engine. ``self.held``: how long it held the transaction."""
         if self._store is not None:
-            result, self.held = await self._store.background(partial(_for_purge, fn))
+            result, self.held = await self._store.background(partial(_for_purge, fn), durable=False)
             return result
         if self._url is not None:
             if self._executor is None:
@@ -204,7 +206,7 @@ class Purger:
 
             def run():
                 with self._sync.connect() as conn:
-                    return run_job(conn, Job(fn))
+                    return run_job(conn, Job(fn, durable=False))
 
             result, self.held = await asyncio.get_running_loop().run_in_executor(self._executor, run)
             return result

@@ -327,17 +327,17 @@ class Store:
         work.message_updates.append({"_id": message_id, **values})
         return fut
 
-    def background(self, fn: Callable[[Any], Any], *, transaction: bool = True) -> Outcome:
+    def background(self, fn: Callable[[Any], Any], *, transaction: bool = True, durable: bool = True) -> Outcome:
         """Run ``fn(conn)`` in a transaction of its own on the store's writer, after the
         batch being committed (if any) and before the next, which goes right after it: one
         job between two batches at most, whatever the load. Resolves to
         (its result, seconds the transaction held the writer, commit included). With a
         writer process, ``fn`` must pickle (``writer.Job``; ``transaction=False``: none
-        around it)."""
+        around it; ``durable=False``: no fsync of its own)."""
         if self._closing:
             raise RuntimeError("store is closing")
         fut = Outcome()
-        self._jobs.append((Job(fn, transaction), fut))
+        self._jobs.append((Job(fn, transaction, durable), fut))
         self._wakeup.set()
         return fut
 

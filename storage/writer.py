@@ -71,10 +71,15 @@ class Job:
     """Low-priority work for the writer: ``fn(conn)`` in one transaction of its own, answered
     ``(True, (result, seconds held))`` or ``(False, exception)``. ``fn`` must pickle (a
     module-level function, or a ``functools.partial`` of one with plain values).
-    ``transaction=False``: no transaction around it (a WAL checkpoint cannot run in one)."""
+    ``transaction=False``: no transaction around it (a WAL checkpoint cannot run in one).
+    ``durable=False`` (SQLite): committed without its own fsync (``synchronous=NORMAL``) —
+    for work that may be undone by a power cut and done again, whole (the purge: a batch
+    lost that way only brings its rows back, billing counts included, until the next run).
+    The next durable commit's fsync covers it; a crash of the process alone loses nothing."""
 
     fn: Callable[[Any], Any]
     transaction: bool = True
+    durable: bool = True
 
 
 def run_job(conn, job: Job, clock: Callable[[], float] = time.perf_counter) -> tuple[Any, float]:
@@ -82,8 +87,15 @@ def run_job(conn, job: Job, clock: Callable[[], float] = time.perf_counter) -> t
     started = clock()
     if not job.transaction:
         return job.fn(conn), clock() - started
-    with conn.begin():
-        result = job.fn(conn)
+    raw = conn.connection.driver_connection if not job.durable and conn.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with conn.begin():
+            result = job.fn(conn)
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA synchronous = FULL")
     return result, clock() - started
 
 

@@ -94,3 +94,8 @@ def count_rows(table_name: str, conn) -> int:
     from sqlalchemy import text
 
     return conn.execute(text(f"SELECT count(*) FROM {table_name}")).scalar_one()
+
+
+def synchronous(conn) -> int:
+    """A writer job: the connection's ``PRAGMA synchronous`` (1 NORMAL, 2 FULL) inside it."""
+    return conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0]

@@ -6,6 +6,8 @@ SQLite's write lock, and each batch is time-boxed.
   are committed once it is released, all of them, before the next purge batch runs.
 - A purge batch is not starved by the traffic: queued while a batch commits and another
   waits, it runs between the two.
+- A purge batch commits without an fsync of its own (``synchronous=NORMAL`` for its
+  transaction only); the traffic's commits keep theirs.
 - Beside a purge that holds SQLite's write lock on a connection of its own (the CLI's way),
   the store's commits wait for the lock and none is lost.
 - A batch stops after the chunk during which its time box ran out, counted on a fake clock
@@ -34,7 +36,7 @@ from tests.integration.conftest import until
 from tests.integration.test_writer_process import _gated_store, factory, new_message, upstream_receipt
 from tests.patience import PATIENCE
 from tests.retention_fixtures import DAY, NOW, Seeder
-from tests.store_helpers import count_rows, gated_job
+from tests.store_helpers import count_rows, gated_job, synchronous
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,6 +123,23 @@ async def test_a_job_runs_between_two_batches_whatever_the_load(sqlite_engine, k
             seen, _ = await job
             await asyncio.gather(receipt, waiting)
         assert seen == 1  # the job ran before the waiting batch: only the earlier message
+
+
+async def test_a_purge_batch_commits_without_its_own_fsync_and_the_traffic_keeps_its_own(sqlite_engine, keys):
+    from storage.store import Store
+
+    store = Store(sqlite_engine, factory(keys), clock=lambda: NOW)
+    await store.start()
+    try:
+        async with asyncio.timeout(PATIENCE):
+            (batch, _), (after, _) = await asyncio.gather(store.background(synchronous, durable=False),
+                                                          store.background(synchronous))
+            row, parts_ = new_message(FieldCipher(Keyring.load(keys)))
+            await store.add_message(row, parts_)
+            (last, _) = await store.background(synchronous)
+    finally:
+        await store.stop()
+    assert (batch, after, last) == (1, 2, 2)  # NORMAL for the batch only, FULL again after it
 
 
 async def test_commits_wait_for_a_purge_holding_sqlites_lock_and_none_is_lost(sqlite_engine, keys):

@@ -33,7 +33,12 @@ from storage.purge import Cutoff, TimeBox
 from storage.schema import PART_SUBMITTED, billing_days, messages, outbox, parts
 from storage.store import SubmitResult
 from tests.integration.conftest import until
-from tests.integration.test_writer_process import _gated_store, factory, new_message, upstream_receipt
+from tests.integration.test_writer_process import (
+    _gated_store,
+    factory,
+    new_message,
+    upstream_receipt,
+)
 from tests.patience import PATIENCE
 from tests.retention_fixtures import DAY, NOW, Seeder
 from tests.store_helpers import count_rows, gated_job, synchronous

@@ -7,6 +7,12 @@ each, with their parts and receipts), so a transaction is short whatever the bac
 next batch is another call, and a purge stopped anywhere — SIGKILL included — leaves whole
 messages or none, and resumes where it was on its next run.
 
+A batch is also *time-boxed*: given a ``budget``, it works through its rows ``step`` at a
+time and stops after the chunk during which ``budget`` seconds (on the ``clock`` given, from
+the batch's start) ran out, committing what it did — ``Batch.cut`` says more may follow. A
+bigger database, a colder cache or a busier machine make batches smaller, not longer: on
+SQLite a batch holds the one write lock, and a submit's commit waits behind it.
+
 What is never selected: a message that has not ended (state not final, or a part still
 queued, being sent or awaiting its receipt); anything on the blacklist (the ``blacklist``
 table is not touched here at all).
@@ -20,10 +26,11 @@ from ``messages`` for what was not yet: the same figures whenever it is asked.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 from sqlalchemy import Connection, and_, delete, exists, func, literal_column, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -98,11 +105,43 @@ class Batch:
     """What one batch removed (or, dry, would remove): rows per (table, account)."""
 
     rows: Counter = field(default_factory=Counter)  # (table, account) -> rows
-    selected: int = 0  # rows of the batch's own kind: below ``limit`` means done
+    selected: int = 0  # rows of the batch's own kind: below ``limit`` (and not cut) means done
+    cut: bool = False  # stopped by its time box: more may follow
+    chunks: int = 0  # chunks of ``step`` rows it worked through
 
     def add(self, table: str, account: str | None, n: int) -> None:
         if n:
             self.rows[(table, account or "-")] += n
+
+
+#: Rows per chunk of a time-boxed batch: the box is looked at between two chunks.
+STEP = 20
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBox:
+    """How long a batch may work: ``budget`` seconds on ``clock`` (None: no limit), looked at
+    every ``step`` rows. ``clock`` must pickle (a batch may run in the writer process)."""
+
+    budget: float | None = None
+    step: int = STEP
+    clock: Callable[[], float] = time.perf_counter
+
+
+NO_BOX = TimeBox()
+
+
+def _chunks(rows: Sequence, box: TimeBox, started: float, batch: Batch) -> Iterator[Sequence]:
+    """``rows`` ``box.step`` at a time, the first always; after that, none once the budget
+    is spent (``batch.cut``). ``batch.selected`` counts the rows handed out."""
+    for i in range(0, len(rows), box.step):
+        if i and box.budget is not None and box.clock() - started >= box.budget:
+            batch.cut = True
+            return
+        chunk = rows[i : i + box.step]
+        batch.selected += len(chunk)
+        batch.chunks += 1
+        yield chunk
 
 
 def utc_day(t: float) -> str:
@@ -114,9 +153,13 @@ def utc_day(t: float) -> str:
 CountryOf = Callable[[dict], "str | None"]
 
 
-def purge_messages(conn: Connection, now: float, cutoff: Cutoff, limit: int, country_of: CountryOf | None = None) -> Batch:
+def purge_messages(
+    conn: Connection, now: float, cutoff: Cutoff, limit: int, country_of: CountryOf | None = None,
+    box: TimeBox = NO_BOX,
+) -> Batch:
     """Delete up to ``limit`` ended messages past retention, oldest end first, with their
-    parts and outbox rows, after counting them into ``billing_days``."""
+    parts and outbox rows, after counting them into ``billing_days``; within ``box``."""
+    started = box.clock()
     rows = conn.execute(
         select(
             messages.c.id, messages.c.account, messages.c.submitted_at, messages.c.dest_country,
@@ -127,16 +170,15 @@ def purge_messages(conn: Connection, now: float, cutoff: Cutoff, limit: int, cou
         .order_by(messages.c.done_at)
         .limit(limit)
     ).mappings().all()
-    batch = Batch(selected=len(rows))
-    if not rows:
-        return batch
-    _add_billing(conn, rows, country_of)
-    by_account: dict[str, list[int]] = defaultdict(list)
-    for r in rows:
-        by_account[r["account"]].append(r["id"])
-    for account, ids in by_account.items():  # usually one: counts per account from rowcount
-        for table, key in ((outbox, outbox.c.message_id), (parts, parts.c.message_id), (messages, messages.c.id)):
-            batch.add(table.name, account, conn.execute(delete(table).where(key.in_(ids))).rowcount)
+    batch = Batch()
+    for chunk in _chunks(rows, box, started, batch):
+        _add_billing(conn, chunk, country_of)
+        by_account: dict[str, list[int]] = defaultdict(list)
+        for r in chunk:
+            by_account[r["account"]].append(r["id"])
+        for account, ids in by_account.items():  # usually one: counts per account from rowcount
+            for table, key in ((outbox, outbox.c.message_id), (parts, parts.c.message_id), (messages, messages.c.id)):
+                batch.add(table.name, account, conn.execute(delete(table).where(key.in_(ids))).rowcount)
     return batch
 
 
@@ -217,21 +259,21 @@ class AgedTable:
     def _account(self):
         return self.account_col if self.account_col is not None else literal_column("NULL")
 
-    def purge(self, conn: Connection, now: float, cutoff: Cutoff, limit: int) -> Batch:
+    def purge(self, conn: Connection, now: float, cutoff: Cutoff, limit: int, box: TimeBox = NO_BOX) -> Batch:
+        started = box.clock()
         found = conn.execute(
             select(self._account(), *self.keys).where(self._where(now, cutoff)).limit(limit)
         ).all()
-        batch = Batch(selected=len(found))
-        if not found:
-            return batch
-        if len(self.keys) == 1:
-            key = self.keys[0]
-            conn.execute(delete(self.table).where(key.in_([r[1] for r in found])))
-        else:
-            for r in found:  # composite keys (few rows: early receipts, billing days)
-                conn.execute(delete(self.table).where(and_(*(k == v for k, v in zip(self.keys, r[1:])))))
-        for account, n in Counter(r[0] for r in found).items():
-            batch.add(self.name, account, n)
+        batch = Batch()
+        for chunk in _chunks(found, box, started, batch):
+            if len(self.keys) == 1:
+                key = self.keys[0]
+                conn.execute(delete(self.table).where(key.in_([r[1] for r in chunk])))
+            else:
+                for r in chunk:  # composite keys (few rows: early receipts, billing days)
+                    conn.execute(delete(self.table).where(and_(*(k == v for k, v in zip(self.keys, r[1:])))))
+            for account, n in Counter(r[0] for r in chunk).items():
+                batch.add(self.name, account, n)
         return batch
 
     def count(self, conn: Connection, now: float, cutoff: Cutoff) -> Batch:
@@ -263,16 +305,18 @@ CONNECTIONS = AgedTable(
 )
 
 
-def purge_billing(conn: Connection, now: float, keep: float, limit: int) -> Batch:
+def purge_billing(conn: Connection, now: float, keep: float, limit: int, box: TimeBox = NO_BOX) -> Batch:
     """Billing days older than ``keep`` (10 years by default)."""
+    started = box.clock()
     first_kept = utc_day(now - keep)
     cols = (billing_days.c.account, billing_days.c.day, billing_days.c.country, billing_days.c.category,
             billing_days.c.sender, billing_days.c.state)
     found = conn.execute(select(*cols).where(billing_days.c.day < first_kept).limit(limit)).all()
-    batch = Batch(selected=len(found))
-    for r in found:
-        conn.execute(delete(billing_days).where(and_(*(c == v for c, v in zip(cols, r)))))
-        batch.add("billing_days", r[0], 1)
+    batch = Batch()
+    for chunk in _chunks(found, box, started, batch):
+        for r in chunk:
+            conn.execute(delete(billing_days).where(and_(*(c == v for c, v in zip(cols, r)))))
+            batch.add("billing_days", r[0], 1)
     return batch
 
 
@@ -348,6 +392,6 @@ def record_run(conn: Connection, name: str, at: float, detail: str = "") -> None
 
 
 __all__ = [
-    "AgedTable", "Batch", "CONNECTIONS", "Cutoff", "EARLY_RECEIPTS", "INVALID_NUMBERS", "MO", "OUTBOX", "billing_rows",
-    "count_billing", "count_messages", "last_run", "purge_billing", "purge_messages", "record_run", "utc_day",
+    "CONNECTIONS", "EARLY_RECEIPTS", "INVALID_NUMBERS", "MO", "NO_BOX", "OUTBOX", "STEP", "AgedTable", "Batch",
+    "Cutoff", "TimeBox", "billing_rows", "count_billing", "count_messages", "last_run", "purge_billing", "purge_messages", "record_run", "utc_day",
 ]

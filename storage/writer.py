@@ -19,6 +19,13 @@ the rest is applied (``transaction.take_new_messages`` says why): in bench_mt th
 latency fell by a tenth and the accepted rate rose by about as much, for one more commit
 per batch.
 
+Besides batches, the child runs *jobs* (``Job``): a picklable ``fn(conn)`` in a transaction
+of its own, answered with its result and how long the transaction held the write lock —
+the retention purge's batches. The store sends one only while no batch is waiting
+(``Store.background``): a job is low-priority work that takes its turn between two commits,
+never a second writer competing for SQLite's lock (whose busy handler sleeps, in steps of up
+to 100 ms, before it tries again: the purge's stall on submits, measured in bench_purge).
+
 The child is started with the ``spawn`` method (a clean interpreter: no inherited sockets,
 threads or SQLite handles), builds its ``Transaction`` with the picklable factory it is
 given (the factory opens the keys itself), then answers batches: ``Work`` in, (outcomes,
@@ -40,7 +47,9 @@ import pickle
 import signal
 import socket
 import struct
+import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .transaction import Transaction, Work, take_new_messages
@@ -55,6 +64,39 @@ Reply = tuple
 #: The batch's new messages (and their parts) are committed; the rest of its answer follows.
 STORED: Reply = (None,)
 ReplyCallback = Callable[[Reply], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Low-priority work for the writer: ``fn(conn)`` in one transaction of its own, answered
+    ``(True, (result, seconds held))`` or ``(False, exception)``. ``fn`` must pickle (a
+    module-level function, or a ``functools.partial`` of one with plain values).
+    ``transaction=False``: no transaction around it (a WAL checkpoint cannot run in one).
+    ``durable=False`` (SQLite): committed without its own fsync (``synchronous=NORMAL``) —
+    for work that may be undone by a power cut and done again, whole (the purge: a batch
+    lost that way only brings its rows back, billing counts included, until the next run).
+    The next durable commit's fsync covers it; a crash of the process alone loses nothing."""
+
+    fn: Callable[[Any], Any]
+    transaction: bool = True
+    durable: bool = True
+
+
+def run_job(conn, job: Job, clock: Callable[[], float] = time.perf_counter) -> tuple[Any, float]:
+    """``job.fn(conn)`` in one transaction: (its result, seconds from begin to commit done)."""
+    started = clock()
+    if not job.transaction:
+        return job.fn(conn), clock() - started
+    raw = conn.connection.driver_connection if not job.durable and conn.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with conn.begin():
+            result = job.fn(conn)
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA synchronous = FULL")
+    return result, clock() - started
 
 
 class WriterDied(RuntimeError):
@@ -109,8 +151,9 @@ class WriterProcess:
         self._proc, self._channel = proc, channel
         self.starts += 1
 
-    def submit(self, work: Work, callback: ReplyCallback) -> None:
-        """Send ``work``; ``callback`` gets its reply (a failure if the child dies first)."""
+    def submit(self, work: Work | Job, callback: ReplyCallback) -> None:
+        """Send ``work`` (a batch or a job); ``callback`` gets its reply (a failure if the
+        child dies first)."""
         if not self.running:
             raise WriterDied("the writer process is not running")
         self._channel.expect(callback)
@@ -221,6 +264,16 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
             work = pickle.loads(stream.read(size))
             if work is None:
                 return
+            if isinstance(work, Job):
+                try:
+                    done = run_job(conn, work)
+                except Exception as exc:  # noqa: BLE001 - the job's caller hears of it
+                    send((False, _picklable(exc)))
+                    conn.close()
+                    conn = engine.connect()
+                    continue
+                send((True, done))
+                continue
             added_from = len(work.new_outbox)
             try:
                 first = take_new_messages(work)
@@ -257,4 +310,4 @@ def _picklable(exc: Exception) -> Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["STORED", "WriterDied", "WriterProcess"]
+__all__ = ["STORED", "Job", "WriterDied", "WriterProcess", "run_job"]

@@ -89,3 +89,27 @@ async def create_schema(url: str) -> None:
         await db.upgrade(engine)
     finally:
         await engine.dispose()
+
+
+def gated_job(fn, gate: str, started: str, conn):
+    """A writer job (``Store.background``) that says it started (creates the file
+    ``started``), holds its transaction until the file ``gate`` exists (10 s at most), then
+    runs ``fn(conn)`` in it: a purge batch holding the writer for as long as a test wants.
+    Module-level, so that a ``functools.partial`` of it pickles to a writer process."""
+    open(started, "w").close()
+    deadline = time.monotonic() + 10.0
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return fn(conn)
+
+
+def count_rows(table_name: str, conn) -> int:
+    """A writer job: the rows of ``table_name`` as the writer's transaction sees them."""
+    from sqlalchemy import text
+
+    return conn.execute(text(f"SELECT count(*) FROM {table_name}")).scalar_one()
+
+
+def synchronous(conn) -> int:
+    """A writer job: the connection's ``PRAGMA synchronous`` (1 NORMAL, 2 FULL) inside it."""
+    return conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0]

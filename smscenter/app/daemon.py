@@ -45,7 +45,7 @@ from smscenter.pipeline.mo import MoService
 from smscenter.pipeline.outbox import OutboxSender
 from smscenter.smpp.handler import Pipeline
 from smscenter.pipeline.receipts import AccountPolicies, UpstreamDeliveries, daemon_transaction
-from smscenter.app.retention import Purger, RetentionJob, cipher_country
+from smscenter.app.retention import KeysCountry, Purger, RetentionJob
 from smscenter.app.metrics import registry_for
 from smscenter.smpp.server import PartnerServer
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner
@@ -155,7 +155,9 @@ class Daemon:
         self.deliveries.mo_handler = self.mo
         self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
-        purger = Purger(self.engine, s, timers=self.timers, country_of=cipher_country(self.cipher), checkpoint="PASSIVE")
+        # On a SQLite file the purge's batches are low-priority work on the store's writer.
+        purger = Purger(self.engine, s, timers=self.timers, country_of=KeysCountry(str(Path(s.storage.keys).resolve())),
+                        checkpoint="PASSIVE", store=self.store)
         self.retention = RetentionJob(purger, s.retention.purge_at, self.timers)
         await self.retention.start()
         await self.pipeline.load()

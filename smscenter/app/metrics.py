@@ -109,6 +109,13 @@ def _retention_metrics(job):
         value=job.purger.last_run_at or 0.0,
     )
     yield CounterMetricFamily("smscenter_retention_runs", "Retention purge runs since start", value=job.runs)
+    yield CounterMetricFamily("smscenter_retention_batches", "Retention purge batches (transactions) since start",
+                              value=job.purger.batches)
+    yield GaugeMetricFamily(
+        "smscenter_retention_batch_longest_seconds",
+        "The longest retention purge batch since start, its commit included (what a commit behind it waited)",
+        value=job.purger.longest,
+    )
 
 
 def _connection_log_metrics(connections):

@@ -17,17 +17,20 @@ purged either (``storage/purge.py`` selects only ended messages). A new kind of 
 more ``Category`` in ``CATEGORIES`` and one more key in ``[retention]`` (as the connection
 log was).
 
-How it runs: ``Purger.run`` takes each category's tables in bounded batches
-(``purge_batch`` rows at most, one transaction each, ``purge_pause`` between two; the
-batch shrinks while one holds the write lock longer than ``BATCH_TARGET``). On a SQLite file
-a batch runs on a thread of its own with a synchronous connection that begins with
-``BEGIN IMMEDIATE``: the purge *takes turns* with the store's writer through SQLite's write
-lock, one short batch at a time, rather than joining the group commit — a purge batch
-inside a commit would delay every submit_sm_resp waiting on that commit by the whole batch,
-and the same code serves the CLI, where there is no writer. The batch's statements run on
-that thread without an event-loop turn between them, so the lock is held only as long as
-the statements take. On PostgreSQL, row locks do not conflict with inserts: the batch runs
-through the async engine.
+How it runs: ``Purger.run`` takes each category's tables in bounded batches, one
+transaction each: ``purge_batch`` rows at most, and time-boxed — a batch stops after the
+chunk of ``storage.purge.STEP`` rows during which ``BATCH_BUDGET`` of work ran out, and
+commits what it did — with ``purge_pause`` between two. In the daemon on a SQLite file a
+batch is a job on the store's own writer (``Store.background``; in the writer process): it
+goes between two commits of the traffic, and the submits gathered while it ran are the
+writer's next commit. A batch commits without an fsync of its own (``writer.Job``'s
+``durable=False``): the next commit of the traffic makes it durable, and a power cut can only
+undo a whole batch, done again at the next run. There is one writer: no second connection
+contending for SQLite's write lock, whose busy handler sleeps up to 100 ms between two tries,
+and none of the purge's Python beside the daemon's event loop. Elsewhere — the CLI (no
+writer there) — a batch runs on a thread of its own with a synchronous connection that
+begins with ``BEGIN IMMEDIATE``, taking turns with any other writer through the lock. On
+PostgreSQL row locks do not conflict with inserts: the batch runs through the async engine.
 
 On SQLite the purge's connection deletes with ``secure_delete`` (deleted content is
 overwritten with zeros) and, after a run that removed something, checkpoints the WAL
@@ -51,13 +54,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, ClassVar
 
 import structlog
 from sqlalchemy import event
 
 from storage import db, purge
-from storage.purge import Batch, Cutoff
+from storage.purge import NO_BOX, Batch, Cutoff, TimeBox
+from storage.writer import Job, run_job
 
 from smscenter.config import Settings
 from smscenter.runtime.timers import RealTimers, Timers
@@ -65,12 +70,11 @@ from smscenter.runtime.timers import RealTimers, Timers
 log = structlog.get_logger("smscenter.retention")
 
 JOB_NAME = "retention"
-#: How long one batch should hold the write lock at most (seconds), its commit included: a
-#: submit committing meanwhile waits that long. The batch shrinks (to ``MIN_BATCH`` at least)
-#: to stay under. Measured here (100,000 messages stored): 100 messages take ~7 ms of
-#: statements and ~7 ms of commit (fsync), 500 take 25 + 20 ms; the commit is the floor.
-BATCH_TARGET = 0.015
-MIN_BATCH = 10
+#: How long one batch may work (seconds of statements, its commit aside): a submit whose
+#: commit comes behind it waits that long, plus the commit (an fsync, the floor). At 100
+#: messages with parts and receipts a batch is ~7 ms of statements on a quiet machine; the
+#: box keeps it short on a busy one, or in a bigger database with a colder cache.
+BATCH_BUDGET = 0.008
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,16 @@ class Report:
     dry_run: bool = False
     started_at: float = 0.0
     seconds: float = 0.0
+    held: list[float] = field(default_factory=list)  # seconds each batch held its transaction
+
+    def batch_times(self) -> dict[str, float]:
+        """The batches' count and hold times (ms: p50, p99, longest), for the run's log event."""
+        if not self.held:
+            return {"batches": 0}
+        xs = sorted(self.held)
+        return {"batches": len(xs), "batch_p50_ms": round(xs[len(xs) // 2] * 1000, 1),
+                "batch_p99_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 1),
+                "batch_longest_ms": round(xs[-1] * 1000, 1)}
 
     def add(self, category: str, batch: Batch) -> None:
         for (table, account), n in batch.rows.items():
@@ -132,7 +146,9 @@ class Report:
 class Purger:
     """Runs the purge on ``engine`` with the settings' retention; ``country_of`` derives a
     destination country for rows stored before it was recorded (decrypting: the caller
-    holds the keys), None to count them under ""."""
+    holds the keys), None to count them under "". ``store``: the daemon's, whose writer
+    runs the batches on a SQLite file (then ``country_of`` must pickle: ``KeysCountry``).
+    ``box``: each batch's time box (``BATCH_BUDGET`` on the performance counter)."""
 
     def __init__(
         self,
@@ -142,32 +158,37 @@ class Purger:
         timers: Timers | None = None,
         country_of: Callable[[dict], str | None] | None = None,
         checkpoint: str = "TRUNCATE",
+        store=None,
+        box: TimeBox | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.timers: Timers = timers if timers is not None else RealTimers(time.time)
         self.country_of = country_of
         self.batch = settings.retention.purge_batch
-        #: The batch size in use: ``purge_batch`` at most, smaller while batches take longer
-        #: than ``BATCH_TARGET`` (a bigger database, a colder cache, a busier machine).
-        self.limit = self.batch
+        self.box = box if box is not None else TimeBox(BATCH_BUDGET)
         #: After a run: TRUNCATE empties the WAL (the CLI); the daemon's PASSIVE never waits
         #: on its own traffic, and copies what it can now.
         self.checkpoint_mode = checkpoint
         self.pause = settings.retention.purge_pause
         self._url = db.writer_url(engine)
+        #: The store's writer runs the batches (SQLite file only: elsewhere the engine does).
+        self._store = store if store is not None and self._url is not None else None
         self._sync = None
         self._executor: ThreadPoolExecutor | None = None
         #: Rows purged since start, by category (the metrics' counters).
         self.purged: Counter = Counter()
         self.last_run_at: float | None = None
-        self.held = 0.0  # seconds the last batch held its transaction
+        self.held = 0.0  # seconds the last batch held its transaction, commit included
+        #: Batches since start, and the longest one's hold (the metrics': what a submit
+        #: committing behind a batch may have waited).
+        self.batches = 0
+        self.longest = 0.0
 
     def reconfigure(self, settings: Settings) -> None:
         """A reloaded config: the next run purges with its periods, batch and pause."""
         self.settings = settings
         self.batch = settings.retention.purge_batch
-        self.limit = min(self.limit, self.batch)
         self.pause = settings.retention.purge_pause
 
     async def close(self) -> None:
@@ -177,8 +198,12 @@ class Purger:
             executor.shutdown(wait=True)
 
     async def _transaction(self, fn: Callable[[Any], Any]) -> Any:
-        """``fn(conn)`` in one transaction: on the SQLite file's own thread and connection
-        (``BEGIN IMMEDIATE``), else through the async engine."""
+        """``fn(conn)`` in one transaction: on the store's writer (low priority), on the
+        SQLite file's own thread and connection (``BEGIN IMMEDIATE``), or through the async
+        engine. ``self.held``: how long it held the transaction."""
+        if self._store is not None:
+            result, self.held = await self._store.background(partial(_for_purge, fn), durable=False)
+            return result
         if self._url is not None:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention")
@@ -187,32 +212,26 @@ class Purger:
 
             def run():
                 with self._sync.connect() as conn:
-                    with conn.begin():  # BEGIN IMMEDIATE: the write lock is ours from here
-                        started = time.perf_counter()
-                        result = fn(conn)
-                    self.held = time.perf_counter() - started  # the commit included
-                    return result
+                    return run_job(conn, Job(fn, durable=False))
 
-            return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+            result, self.held = await asyncio.get_running_loop().run_in_executor(self._executor, run)
+            return result
         async with self.engine.begin() as conn:
             started = time.perf_counter()
             result = await conn.run_sync(fn)
             self.held = time.perf_counter() - started
             return result
 
-    def _adapt(self) -> None:
-        """Shrink the batch while one holds the write lock longer than ``BATCH_TARGET``, grow
-        it back towards ``purge_batch`` while it is well under."""
-        if self.held > BATCH_TARGET:
-            self.limit = max(MIN_BATCH, int(self.limit * 0.7))
-        elif self.held < BATCH_TARGET / 2:
-            self.limit = min(self.batch, max(self.limit + 1, int(self.limit * 1.2)))
-
     async def checkpoint(self) -> None:
         """SQLite: copy the WAL into the file and empty it (``TRUNCATE``), so the pages the
         purge zeroed (``secure_delete``) replace the old ones on disk. Best effort: with
         readers in the way SQLite does what it can now, and the next checkpoint the rest."""
-        if self._url is None or self._executor is None:
+        if self._url is None:
+            return
+        if self._store is not None:
+            await self._store.background(partial(_wal_checkpoint, mode=self.checkpoint_mode), transaction=False)
+            return
+        if self._executor is None:
             return
 
         def run():
@@ -225,7 +244,7 @@ class Purger:
         await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def last_run(self) -> float | None:
-        return await self._transaction(lambda conn: purge.last_run(conn, JOB_NAME))
+        return await self._transaction(partial(purge.last_run, name=JOB_NAME))
 
     async def run(self, dry_run: bool = False) -> Report:
         """One purge of every category (or, dry, the counts it would remove)."""
@@ -237,17 +256,20 @@ class Purger:
             cutoff = limits[category.name]
             for table in category.tables:
                 if dry_run:
-                    report.add(category.name, await self._transaction(lambda c, t=table: _count(c, t, now, cutoff)))
+                    report.add(category.name, await self._transaction(partial(_count, table=table, now=now,
+                                                                              cutoff=cutoff)))
                     continue
+                limit = self.batch
+                job = partial(_purge, table=table, now=now, cutoff=cutoff, limit=limit,
+                              country_of=self.country_of, box=self.box)
                 while True:
-                    limit = self.limit
-                    batch = await self._transaction(
-                        lambda c, t=table: _purge(c, t, now, cutoff, limit, self.country_of)
-                    )
-                    self._adapt()
+                    batch = await self._transaction(job)
+                    self.batches += 1
+                    self.longest = max(self.longest, self.held)
+                    report.held.append(self.held)
                     report.add(category.name, batch)
                     self.purged[category.name] += sum(batch.rows.values())
-                    if batch.selected < limit:
+                    if batch.selected < limit and not batch.cut:
                         break
                     if self.pause > 0:
                         await self.timers.sleep(self.pause)
@@ -256,15 +278,34 @@ class Purger:
         report.seconds = time.monotonic() - started
         if not dry_run:
             detail = " ".join(f"{k}={v}" for k, v in sorted(report.by_category().items()))
-            await self._transaction(lambda c: purge.record_run(c, JOB_NAME, now, detail))
+            await self._transaction(partial(purge.record_run, name=JOB_NAME, at=now, detail=detail))
             self.last_run_at = now
             if report.total:
                 await self.checkpoint()
             for (category, table, account), n in sorted(report.rows.items()):
                 log.info("retention_purged", category=category, table=table, account=account, rows=n)
             log.info("retention_run", rows=report.total, seconds=round(report.seconds, 3),
-                     **{k: v for k, v in report.by_category().items()})
+                     **report.batch_times(), **{k: v for k, v in report.by_category().items()})
         return report
+
+
+def _for_purge(fn: Callable[[Any], Any], conn) -> Any:
+    """``fn(conn)`` on the store writer's connection, with ``secure_delete`` on while it runs
+    (as on the purge's own connection, ``_secure_delete``), and the writer's page cache
+    raised to 64 MB for the rest of its life: a batch's deletes touch pages all over the
+    indexes, and a cold page is a read from disk inside the write lock."""
+    raw = conn.connection.driver_connection
+    raw.execute("PRAGMA secure_delete = ON")
+    raw.execute("PRAGMA cache_size = -65536")
+    try:
+        return fn(conn)
+    finally:
+        raw.execute("PRAGMA secure_delete = OFF")
+
+
+def _wal_checkpoint(conn, mode: str) -> None:
+    """``PRAGMA wal_checkpoint(mode)`` outside a transaction (a writer job with none)."""
+    conn.connection.driver_connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
 
 def _secure_delete(dbapi_connection, _record) -> None:
@@ -279,14 +320,16 @@ _AGED = {"outbox": purge.OUTBOX, "early_receipts": purge.EARLY_RECEIPTS, "mo_mes
          "invalid_numbers": purge.INVALID_NUMBERS, "connection_log": purge.CONNECTIONS}
 
 
-def _purge(conn, table: str, now: float, cutoff: Cutoff, limit: int, country_of) -> Batch:
+def _purge(conn, table: str, now: float, cutoff: Cutoff, limit: int, country_of, box: TimeBox = NO_BOX) -> Batch:
+    """One batch of ``table`` (module-level with plain arguments: it pickles, to run in the
+    store's writer process)."""
     if table == "messages":
-        return purge.purge_messages(conn, now, cutoff, limit, country_of)
+        return purge.purge_messages(conn, now, cutoff, limit, country_of, box)
     if table == "billing_days":
-        return purge.purge_billing(conn, now, cutoff.default, limit)
+        return purge.purge_billing(conn, now, cutoff.default, limit, box)
     if table == "invalid_numbers":
-        return purge.INVALID_NUMBERS.purge(conn, now, Cutoff(0.0), limit)  # their own expiry
-    return _AGED[table].purge(conn, now, cutoff, limit)
+        return purge.INVALID_NUMBERS.purge(conn, now, Cutoff(0.0), limit, box)  # their own expiry
+    return _AGED[table].purge(conn, now, cutoff, limit, box)
 
 
 def _count(conn, table: str, now: float, cutoff: Cutoff) -> Batch:
@@ -310,6 +353,24 @@ def cipher_country(cipher) -> Callable[[dict], str | None]:
             return None
 
     return of
+
+
+class KeysCountry:
+    """``cipher_country`` that pickles: it holds the keys folder and opens the keys where it
+    is first called (the store's writer process), once per process."""
+
+    _ciphers: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, keys: str) -> None:
+        self.keys = keys
+
+    def __call__(self, row: dict) -> str | None:
+        of = self._ciphers.get(self.keys)
+        if of is None:
+            from storage.crypto import FieldCipher, Keyring
+
+            of = self._ciphers[self.keys] = cipher_country(FieldCipher(Keyring.open(self.keys, database_has_data=True)))
+        return of(row)
 
 
 # --- the daemon's job ---------------------------------------------------------------------

@@ -6,14 +6,18 @@ the outbox each, numbers and texts encrypted with the daemon's keys) are inserte
 with a purge recorded as run just now — so the daemon does not purge at start. The daemon
 (``python -m smscenter run``, its own process) starts with ``purge_at`` set to the next UTC
 minute at least ``--lead`` seconds away; a submit load (``--rate`` submit_sm per second
-through an ``smpp34`` transmitter, to the upstream sink ``bench_sink.py``) runs before, during
-and after the purge. Printed:
+through an ``smpp34`` transmitter, at most ``WINDOW`` in flight — the account's window — to
+the upstream sink ``bench_sink.py``) runs before, during and after the purge. Printed:
 
-- rows purged per second (rows of every table, between the first purged rows seen on
-  /metrics and the run's end) and the run's messages per second;
-- submit_sm → submit_sm_resp latency while the purge runs and outside it: the longest (the
-  goal: under 20 ms of stall beyond the usual) and the 99th percentile;
-- the database's size (file + ``-wal``) before and after.
+- rows purged per second (rows of every table, from ``purge_at`` to the run's end seen on
+  /metrics) and messages per second; the purge's batches and the longest one (its
+  transaction, commit included, from /metrics);
+- submit_sm → submit_sm_resp latency without a purge (the ``--lead`` seconds before it, and
+  the ``--after`` seconds after) and during it: p50, p99, p99.9, the longest (the goal: the
+  longest stall during the purge under 20 ms) and how many took longer than 20 ms;
+- the submits that failed, by command_status;
+- the database's size (file + ``-wal``) before the purge, after it, and after filling the
+  same number of messages again (free pages reused: the file should not grow).
 
 Figures are printed, never asserted. Everything listens on 127.0.0.1; the daemon, the sink and
 the temporary folder are removed at the end.
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -36,6 +41,9 @@ from smscenter.bench.mt import PASSWORD, PAYLOAD, SOURCE, SYSTEM_ID, Daemon, _fr
 from smscenter.bench.sink import SinkHandle
 
 DAY = 86400.0
+#: The account's window and the transmitter's: the load never has more submits in flight
+#: than the account allows (above it the server answers ESME_RMSGQFUL).
+WINDOW = 64
 
 
 def _config_text(tmp: str, port: int, http_port: int, up_port: int, purge_at: str, args, password_hash: str) -> str:
@@ -48,7 +56,7 @@ url = "sqlite:///{os.path.join(tmp, 'smscenter.db')}"
 keys = "{os.path.join(tmp, 'keys')}"
 
 [logging]
-level = "warning"
+level = "info"
 
 [http]
 listen = "127.0.0.1:{http_port}"
@@ -64,6 +72,7 @@ password = "{password_hash}"
 sender_ids = ["{SOURCE}"]
 category = "alert"
 throughput = 10000000
+window = {WINDOW}
 allowed_ips = ["127.0.0.0/8"]
 
 [[connector]]
@@ -84,13 +93,14 @@ connectors = ["sink"]
 
 
 def fill(tmp: str, count: int, *, number: Callable[[int], str] = lambda i: "+3361%07d" % i,
-         readable: Callable[[int], bool] = lambda i: False) -> float:
+         readable: Callable[[int], bool] = lambda i: False, again: bool = False) -> float:
     """``count`` ended messages, 200 days old, with a part and a receipt each; the schema and
-    the keys made first, as the daemon's first start would. Message ``i`` goes to
+    the keys made first, as the daemon's first start would (``again``: into the database and
+    with the keys already there, ids after the ones stored). Message ``i`` goes to
     ``number(i)``. Parts and receipts hold random bytes of a real token's size, except for
     the messages ``readable(i)`` picks: a real encrypted submit_sm and receipt deliver_sm, as
     the daemon writes them (``bench_subject`` exports those). Returns the seconds it took."""
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, func, select
 
     from protocol import codec
     from protocol import pdu as P
@@ -110,10 +120,14 @@ def fill(tmp: str, count: int, *, number: Callable[[int], str] = lambda i: "+336
         await engine.dispose()
 
     asyncio.run(migrate())
-    cipher = FieldCipher(Keyring.create(os.path.join(tmp, "keys")))
+    keys = os.path.join(tmp, "keys")
+    cipher = FieldCipher(Keyring.open(keys, database_has_data=True) if again else Keyring.create(keys))
     engine = create_engine(url)
     ended = time.time() - 200 * DAY
     ids = IdGenerator(node=7, clock=lambda: ended)
+    if again:
+        with engine.connect() as conn:
+            ids.seed(max(conn.execute(select(func.max(t.c.id))).scalar() or 0 for t in (messages, outbox)) + 1)
     text = cipher.encrypt(PAYLOAD)  # one token's size; each row gets its own below
     done = 0
     while done < count:
@@ -155,8 +169,9 @@ def fill(tmp: str, count: int, *, number: Callable[[int], str] = lambda i: "+336
             conn.execute(parts.insert(), part_rows)
             conn.execute(outbox.insert(), out_rows)
         done += chunk
-    with engine.begin() as conn:
-        record_run(conn, "retention", time.time(), "bench: not overdue at start")
+    if not again:
+        with engine.begin() as conn:
+            record_run(conn, "retention", time.time(), "bench: not overdue at start")
     engine.dispose()
     return time.perf_counter() - t0
 
@@ -187,26 +202,43 @@ def _purged(body: str | None) -> float:
     return sum(float(v) for v in re.findall(r"^smscenter_retention_purged_rows_total\{[^}]*\} (\S+)$", body, re.M))
 
 
+def _batch_times(log_path: str) -> str | None:
+    """The batches' hold times from the daemon's ``retention_run`` log event."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [line for line in f if "retention_run" in line]
+    except OSError:
+        return None
+    if not lines:
+        return None
+    fields = dict(re.findall(r'"?(batches|batch_p50_ms|batch_p99_ms|batch_longest_ms)"?[=:] ?([0-9.]+)', lines[-1]))
+    return ", ".join(f"{k} {v}" for k, v in fields.items()) or None
+
+
 class Load:
-    """submit_sm at a fixed rate on one smpp34 transmitter; (sent at, latency) per answer."""
+    """submit_sm at a fixed rate on one smpp34 transmitter, never more than ``WINDOW`` in
+    flight (a submit waits for a slot, and its latency counts from when it was sent);
+    (sent at, latency) per answer, on the wall clock and the performance counter."""
 
     def __init__(self, port: int, rate: float) -> None:
         self.port, self.rate = port, rate
         self.samples: list[tuple[float, float]] = []
-        self.failed = 0
+        self.failed: Counter = Counter()  # command_status (or exception name) -> submits
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
         import smpp34
 
-        client = smpp34.Client("127.0.0.1", self.port, SYSTEM_ID, PASSWORD, bind_type="TX", window_size=256)
+        client = smpp34.Client("127.0.0.1", self.port, SYSTEM_ID, PASSWORD, bind_type="TX", window_size=WINDOW)
         smsc = await client.connect()
+        slots = asyncio.Semaphore(WINDOW)
         pending: set[asyncio.Task] = set()
         n = 0
         start = time.perf_counter()
         while not self._stop.is_set():
             n += 1
-            task = asyncio.ensure_future(self._one(smsc, n))
+            await slots.acquire()
+            task = asyncio.ensure_future(self._one(smsc, n, slots))
             pending.add(task)
             task.add_done_callback(pending.discard)
             delay = start + n / self.rate - time.perf_counter()
@@ -222,28 +254,40 @@ class Load:
         except Exception:  # noqa: BLE001 - closing anyway
             pass
 
-    async def _one(self, smsc, n: int) -> None:
-        sent = time.perf_counter()
+    async def _one(self, smsc, n: int, slots: asyncio.Semaphore) -> None:
+        at, sent = time.time(), time.perf_counter()
         try:
             resp = await smsc.submit_sm("3362%07d" % n, PAYLOAD, source_addr=SOURCE, source_addr_ton=5,
                                         source_addr_npi=0, dest_addr_ton=1, dest_addr_npi=1, registered_delivery=0)
             if not resp.is_success:
-                self.failed += 1
-        except Exception:  # noqa: BLE001 - counted
-            self.failed += 1
+                self.failed[f"0x{resp.command_status:08X}"] += 1
+                return
+        except Exception as exc:  # noqa: BLE001 - counted
+            self.failed[type(exc).__name__] += 1
             return
-        self.samples.append((sent, time.perf_counter() - sent))
+        finally:
+            slots.release()
+        self.samples.append((at, time.perf_counter() - sent))
 
     def stop(self) -> None:
         self._stop.set()
+
+
+#: A submit_sm_resp later than this is a stall (the goal: none during the purge).
+STALL = 0.020
 
 
 def _stats(latencies: list[float]) -> str:
     if not latencies:
         return "no samples"
     xs = sorted(latencies)
-    p99 = xs[min(len(xs) - 1, int(len(xs) * 0.99))]
-    return f"{len(xs):,} submits, p50 {xs[len(xs) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {xs[-1] * 1000:.1f} ms"
+
+    def q(f: float) -> float:
+        return xs[min(len(xs) - 1, int(len(xs) * f))] * 1000
+
+    over = sum(1 for x in xs if x > STALL)
+    return (f"{len(xs):,} submits, p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, p99.9 {q(0.999):.1f} ms, "
+            f"longest {xs[-1] * 1000:.1f} ms, {over} over {STALL * 1000:.0f} ms")
 
 
 def _purge_at(lead: float) -> tuple[str, float]:
@@ -263,7 +307,7 @@ async def run(args) -> int:
         before = _db_size(tmp)
         print(f"N = {args.messages:,} ended messages (1 part, 1 receipt each) inserted in {took:.1f} s; "
               f"database {before / 1e6:.1f} MB; purge_batch {args.batch}, purge_pause {args.pause}; SQLite, "
-              f"{os.cpu_count()} CPUs", flush=True)
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
         purge_at, purge_time = _purge_at(args.lead)
         config = os.path.join(tmp, "smscenter.toml")
         with open(config, "w") as f:
@@ -279,45 +323,58 @@ async def run(args) -> int:
                 await asyncio.sleep(0.25)
             load = Load(port, args.rate)
             load_task = asyncio.ensure_future(load.run())
-            print(f"submit load {args.rate:g}/s; the purge starts at {purge_at} UTC "
+            print(f"submit load {args.rate:g}/s (window {WINDOW}); the purge starts at {purge_at} UTC "
                   f"(in {purge_time - time.time():.0f} s)", flush=True)
-            first = end = None
-            purged = 0.0
+            finished = False
+            body = None
             deadline = purge_time + args.timeout
             while time.time() < deadline:
                 daemon.check_alive()
-                body = await asyncio.to_thread(_metrics, http_port)
-                purged = _purged(body)
-                if first is None and purged > 0:
-                    first = time.perf_counter()
+                body = await asyncio.to_thread(_metrics, http_port) or body
                 if (_sample(body, "smscenter_retention_runs_total") or 0) >= 1:
-                    end = time.perf_counter()
+                    finished = True
                     break
                 await asyncio.sleep(0.1)
+            end = time.time()
             await asyncio.sleep(args.after)
             load.stop()
             await load_task
-            if end is None or first is None:
-                print(f"the purge did not finish within {args.timeout:g} s ({purged:,.0f} rows)")
-                return 1
-            # The purge ran from about `first` (less one poll) to `end`.
-            start = first - 0.1
-            during = [lat for sent, lat in load.samples if start <= sent <= end]
-            outside = [lat for sent, lat in load.samples if not start <= sent <= end]
-            seconds = end - start
-            print(f"purged {purged:,.0f} rows ({args.messages:,} messages + parts + receipts) in {seconds:.1f} s: "
-                  f"{purged / seconds:,.0f} rows/s, {args.messages / seconds:,.0f} messages/s")
-            print(f"submit latency during the purge:  {_stats(during)}")
-            print(f"submit latency outside the purge: {_stats(outside)}")
-            print(f"submit failures: {load.failed}")
+            purged = _purged(body)
+            if not finished:
+                print(f"the purge did not finish within {args.timeout:g} s: the figures below are for the "
+                      f"{purged:,.0f} rows it removed by then (the load ran beside it all along)")
+            # The purge ran from purge_at (the daemon's timer) to the run seen on /metrics.
+            during = [lat for at, lat in load.samples if purge_time <= at <= end]
+            outside = [lat for at, lat in load.samples if not purge_time <= at <= end]
+            seconds = end - purge_time
+            batches = _sample(body, "smscenter_retention_batches_total") or 0
+            longest = _sample(body, "smscenter_retention_batch_longest_seconds") or 0
+            messages = args.messages if finished else purged / 3
+            print(f"purged {purged:,.0f} rows ({messages:,.0f} messages + parts + receipts) in {seconds:.1f} s: "
+                  f"{purged / seconds:,.0f} rows/s, {messages / seconds:,.0f} messages/s; "
+                  f"{batches:,.0f} batches, the longest {longest * 1000:.1f} ms (commit included)")
+            print(f"submit latency without a purge: {_stats(outside)}")
+            print(f"submit latency during the purge: {_stats(during)}")
+            times = _batch_times(daemon.log_path)
+            if times:
+                print(f"purge batches (the daemon's retention_run event): {times}")
+            failed = ", ".join(f"{k}: {v}" for k, v in sorted(load.failed.items())) or "none"
+            print(f"submit failures: {failed}")
         finally:
             if daemon is not None:
                 daemon.close()
             if sink is not None:
                 sink.close()
         after = _db_size(tmp)
-        print(f"database before {before / 1e6:.1f} MB, after {after / 1e6:.1f} MB (free pages kept for reuse)")
-        return 0
+        if args.refill and finished:
+            took = await asyncio.to_thread(fill, tmp, args.messages, again=True)
+            refilled = _db_size(tmp)
+            print(f"database before {before / 1e6:.1f} MB, after the purge {after / 1e6:.1f} MB "
+                  f"(free pages kept for reuse), after filling {args.messages:,} again ({took:.0f} s) "
+                  f"{refilled / 1e6:.1f} MB")
+        else:
+            print(f"database before {before / 1e6:.1f} MB, after {after / 1e6:.1f} MB (free pages kept for reuse)")
+        return 0 if finished else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,9 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="submit_sm per second during the run")
     parser.add_argument("--batch", type=int, default=100, help="[retention] purge_batch")
     parser.add_argument("--pause", default="20ms", help="[retention] purge_pause")
-    parser.add_argument("--lead", type=float, default=15.0, help="seconds of load before the purge starts (at least)")
+    parser.add_argument("--lead", type=float, default=30.0, help="seconds of load before the purge starts (at least): the latency without a purge")
     parser.add_argument("--after", type=float, default=3.0, help="seconds of load after the purge")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the purge to finish")
+    parser.add_argument("--no-refill", dest="refill", action="store_false",
+                        help="do not fill the database again after the purge (its size then)")
     args = parser.parse_args(argv)
     try:
         return asyncio.run(run(args))

@@ -1,9 +1,12 @@
 """The daemon's lifecycle: start everything, tell systemd, wait for a signal, stop in stages.
 
-Start-up order follows the data: database (schema upgraded), encryption keys (refusing to
+Start-up order follows the data: the control socket first (``control.py``: it is also the
+mark that a daemon runs on this state, so a second one stops before touching anything),
+database (schema upgraded), encryption keys (refusing to
 start when the database holds data but its keys are missing or readable by others), the
 store's writer, connectors, the dispatcher with the queue rebuilt from storage, and only
-then the partner listeners.
+then the partner listeners. The control socket answers ``status`` and ``reload`` once all
+of it is up, and closes last.
 
 Shutdown follows uvicorn's order: stop accepting, ask every partner session to unbind and
 wait for the answers up to ``shutdown_grace``, then the queue and connectors, then the last
@@ -31,11 +34,12 @@ from storage.optouts import OptOutStore
 from storage.store import Store, max_ids
 from storage.writer import WriterDied
 
-from . import systemd
+from . import status, systemd
 from .blacklist import Blacklist
 from .config import Settings
 from .connector import Connector
 from .connlog import ConnectionLog
+from .control import ControlServer, ControlSocketError
 from .dispatch import Dispatcher
 from .housekeeping import Housekeeping
 from .mo import MoService
@@ -77,6 +81,11 @@ class Daemon:
 
     async def start(self) -> None:
         s = self.settings
+        # First the control socket: it also marks that a daemon runs on this state, so a
+        # second one stops here, before it opens the database or binds anything.
+        self.control = ControlServer(s.control_socket_path, s.server.control_group, self.link_timers)
+        await self.control.start()
+        self.started_at = self.clock()
         self.engine = db.create_engine(s.storage.url)
         before, after = await db.upgrade(self.engine)
         if before != after:
@@ -154,6 +163,17 @@ class Daemon:
         if s.http.listen is not None:
             self.web = WebApp(self.optouts, self.blacklist, registry_for(self))
             await self.web.start(s.http.listen.host, s.http.listen.port)
+        self.control.commands.update(status=self._status, reload=self._reload)
+        self.control.state = "ready"
+
+    async def _status(self, request: dict) -> dict:
+        """The control socket's ``status``: ``smscenter status``."""
+        return await status.snapshot(self)
+
+    async def _reload(self, request: dict) -> dict:
+        """The control socket's ``reload``: ``smscenter reload``. The live reload itself is
+        ``Daemon.reload`` (issue 17), answering ``{"ok", "changes", "errors", "restart_needed"}``."""
+        return await self.reload()
 
     def _invalid_number(self, dest_hash: bytes) -> None:
         """An upstream refused a number as invalid: refuse it at submit for 14 months."""
@@ -167,6 +187,7 @@ class Daemon:
         grace = self.settings.server.shutdown_grace
         systemd.notify("STOPPING=1")
         log.info("stopping", grace=grace)
+        self.control.state = "stopping"  # answered as such until it closes, last
         if self.web is not None:
             await self.web.stop()
         await self.server.stop(grace)
@@ -181,6 +202,7 @@ class Daemon:
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
         await self.store.stop()
         await self.engine.dispose()
+        await self.control.close()
         log.info("stopped")
 
     async def run(self) -> int:
@@ -211,7 +233,8 @@ class Daemon:
     async def _abort_start(self) -> None:
         """Undo what a failed start had started (best effort: the process exits next)."""
         for name, closing in (("server", lambda x: x.stop(0)), ("connections", lambda x: x.stop()),
-                              ("store", lambda x: x.stop()), ("engine", lambda x: x.dispose())):
+                              ("store", lambda x: x.stop()), ("engine", lambda x: x.dispose()),
+                              ("control", lambda x: x.close())):
             part = getattr(self, name, None)
             if part is None:
                 continue
@@ -222,7 +245,7 @@ class Daemon:
 
 
 #: Start-up failures with a cause an administrator can act on, reported without a traceback.
-START_ERRORS = (CryptoError, db.SchemaTooNew, WriterDied, OSError)
+START_ERRORS = (CryptoError, db.SchemaTooNew, WriterDied, OSError, ControlSocketError)
 
 
 def _tune_gc() -> None:

@@ -163,6 +163,20 @@ class _Pending:
 #: The partial index's own predicate, as literal SQL: SQLite uses a partial index only for a
 #: query whose WHERE holds its predicate as written, not with bound parameters.
 _WAITING = text("parts.state IN (0, 1)")
+
+
+def _waiting_and_held(now: float):
+    """The queue's messages (id, when due, attempts so far) as a subquery, and the condition
+    of those held for later: marketing not yet tried whose due time is ahead (its send
+    window's opening or its schedule, not a retry)."""
+    waiting = (
+        select(parts.c.message_id, func.max(parts.c.next_attempt_at).label("due"),
+               func.max(parts.c.attempts).label("attempts"))
+        .where(_WAITING)
+        .group_by(parts.c.message_id)
+        .subquery()
+    )
+    return waiting, and_(messages.c.category == "marketing", waiting.c.due > now, waiting.c.attempts == 0)
 _SUBMITTED = text("parts.state = 10")  # ix_parts_submitted's
 assert PART_PENDING_STATES == (0, 1) and PART_SUBMITTED == 10
 
@@ -493,14 +507,7 @@ class Store:
         """(messages waiting in the queue, marketing ones among them held for later — their
         window or schedule, not a retry): the dispatcher's gauges, read at start and after
         each of its timer passes rather than counted per message in memory."""
-        waiting = (
-            select(parts.c.message_id, func.max(parts.c.next_attempt_at).label("due"),
-                   func.max(parts.c.attempts).label("attempts"))
-            .where(_WAITING)
-            .group_by(parts.c.message_id)
-            .subquery()
-        )
-        held = and_(messages.c.category == "marketing", waiting.c.due > now, waiting.c.attempts == 0)
+        waiting, held = _waiting_and_held(now)
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -509,6 +516,26 @@ class Store:
                 )
             ).first()
             return int(row[0]), int(row[1])
+
+    async def held_by_country(self, now: float) -> dict[str | None, tuple[int, float]]:
+        """Per destination country (``messages.dest_country``; None before schema 0009):
+        (marketing messages held for later, the earliest time one of them is due) — the
+        ``queue_counts`` held ones, for ``smscenter status``. No number: countries only."""
+        waiting, held = _waiting_and_held(now)
+        query = (
+            select(messages.c.dest_country, func.count(), func.min(waiting.c.due))
+            .select_from(waiting.join(messages, messages.c.id == waiting.c.message_id))
+            .where(held)
+            .group_by(messages.c.dest_country)
+        )
+        async with self.engine.connect() as conn:
+            return {country: (int(n), float(due)) for country, n, due in await conn.execute(query)}
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Rows owed to each account (receipts and MO not yet acknowledged): its backlog."""
+        query = select(outbox.c.account, func.count()).group_by(outbox.c.account)
+        async with self.engine.connect() as conn:
+            return {account: int(n) for account, n in await conn.execute(query)}
 
     async def blocking_lines(self, limit: int) -> list[tuple[str, bytes, int, float]]:
         """(account, dest_hash, message id, due) of messages waiting for a retry: each keeps

@@ -13,6 +13,8 @@ messages wait. What is proved:
 2. the socket is mode 0660 with ``control_group``'s group; a world-writable folder (no
    sticky bit) is refused at start — by ``smscenter run`` as a process: exit 1, one line
    naming the key, nothing else started; a stale socket is replaced, a live one refused;
+   Also against ``smscenter run`` as a process, on the wall clock, killed (SIGKILL) and
+   started again: the stale socket is replaced; SIGTERM removes it.
 3. ``reload`` calls ``Daemon.reload`` (a test double here: the live reload is another
    change) and prints its outcome, exit 0 or 1; with no daemon, ``status`` and ``reload``
    say "no daemon is listening on <path>", exit 1.
@@ -28,6 +30,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +45,7 @@ from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     GW_PASSWORD,
     HOST,
     TUESDAY_MORNING,
+    Partner,
     free_port,
     mt,
     port_of,
@@ -227,6 +231,73 @@ async def test_connector_id_convention_is_shown_when_it_has_one(mt, tmp_path, pa
     connectors = {c["name"]: c for c in reply["result"]["connectors"]}
     assert connectors["op"]["id_convention"] == "hex-to-decimal"
     assert "id_convention" not in connectors["dead"]
+
+
+async def test_status_of_a_daemon_process_killed_and_started_again(mt, tmp_path, password_hashes):
+    """``smscenter run`` as a process on the wall clock (binds and connectors stamp the
+    monotonic one: shown as wall-clock times); SIGKILL leaves its socket, the next start
+    replaces it; SIGTERM removes it."""
+    up = await mt.upstream()
+    port = free_port()
+    text = write_config(tmp_path, password_hashes, up.port).read_text()
+    config = tmp_path / "smscenter.toml"
+    config.write_text(text.replace(f'listen = ["{HOST}:0"]', f'listen = ["{HOST}:{port}"]'))
+    path = load_settings(config).control_socket_path
+
+    def ready() -> dict | None:
+        try:
+            reply = request(path, "status", timeout=5)
+        except ControlUnavailable:
+            return None
+        return reply["result"] if reply["ok"] else None
+
+    log = open(tmp_path / "daemon.log", "ab")  # noqa: SIM115 - closed at the end
+    procs = []
+    try:
+        for start in range(2):
+            before = time.time()
+            proc = subprocess.Popen([sys.executable, "-m", "smscenter", "run", "-c", str(config)], cwd=REPO,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env=dict(os.environ, PYTHONPATH=str(REPO)))
+            procs.append(proc)
+            status = None
+            deadline = time.monotonic() + 2 * PATIENCE
+            while status is None:
+                assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the daemon never answered on its control socket"
+                status = await asyncio.to_thread(ready)
+                if status is None or status["connectors"][0]["state"] != "up":
+                    status = None
+                    await asyncio.sleep(0.1)
+            partner = await Partner(port, "acme", "TRX").connect()
+            try:
+                done = await cli("status", "-c", str(config), "--json")
+                assert done.returncode == 0, done.stderr
+                status = json.loads(done.stdout)
+                after = time.time()
+                assert status["pid"] == proc.pid and before <= status["started_at"] <= after
+                (bind,) = next(a for a in status["accounts"] if a["system_id"] == "acme")["binds"]
+                assert bind["type"] == "transceiver" and before <= bind["since"] <= after
+                op = next(c for c in status["connectors"] if c["name"] == "op")
+                assert op["state"] == "up" and before <= op["since"] <= after
+            finally:
+                await partner.close()
+            if start == 0:
+                proc.kill()  # SIGKILL: the socket file stays behind
+                await asyncio.to_thread(proc.wait, PATIENCE)
+                assert stat.S_ISSOCK(os.lstat(path).st_mode)
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, PATIENCE) == 0
+        assert not path.exists()
+        events = [json.loads(line).get("event") for line in (tmp_path / "daemon.log").read_text().splitlines()
+                  if line.startswith("{")]
+        assert events.count("control_stale_socket_removed") == 1  # at the second start only
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log.close()
 
 
 # --------------------------------------------------------------------------- 2. the socket

@@ -165,14 +165,14 @@ class _Pending:
 _WAITING = text("parts.state IN (0, 1)")
 
 
-def _waiting_and_held(now: float):
-    """The queue's messages (id, when due, attempts so far) as a subquery, and the condition
-    of those held for later: marketing not yet tried whose due time is ahead (its send
-    window's opening or its schedule, not a retry)."""
+def _waiting_and_held(now: float, *parts_where):
+    """The queue's messages (id, when due, attempts so far; of their parts matching
+    ``parts_where``) as a subquery, and the condition of those held for later: marketing not
+    yet tried whose due time is ahead (its send window's opening or its schedule, not a retry)."""
     waiting = (
         select(parts.c.message_id, func.max(parts.c.next_attempt_at).label("due"),
                func.max(parts.c.attempts).label("attempts"))
-        .where(_WAITING)
+        .where(_WAITING, *parts_where)
         .group_by(parts.c.message_id)
         .subquery()
     )
@@ -520,8 +520,10 @@ class Store:
     async def held_by_country(self, now: float) -> dict[str | None, tuple[int, float]]:
         """Per destination country (``messages.dest_country``; None before schema 0009):
         (marketing messages held for later, the earliest time one of them is due) — the
-        ``queue_counts`` held ones, for ``smscenter status``. No number: countries only."""
-        waiting, held = _waiting_and_held(now)
+        ``queue_counts`` held ones, for ``smscenter status``. No number: countries only.
+        Only the parts due after ``now`` are read (a range of ``ix_parts_due``): a deep queue
+        of messages due now costs nothing here."""
+        waiting, held = _waiting_and_held(now, parts.c.next_attempt_at > now)
         query = (
             select(messages.c.dest_country, func.count(), func.min(waiting.c.due))
             .select_from(waiting.join(messages, messages.c.id == waiting.c.message_id))

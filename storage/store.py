@@ -163,20 +163,6 @@ class _Pending:
 #: The partial index's own predicate, as literal SQL: SQLite uses a partial index only for a
 #: query whose WHERE holds its predicate as written, not with bound parameters.
 _WAITING = text("parts.state IN (0, 1)")
-
-
-def _waiting_and_held(now: float, *parts_where):
-    """The queue's messages (id, when due, attempts so far; of their parts matching
-    ``parts_where``) as a subquery, and the condition of those held for later: marketing not
-    yet tried whose due time is ahead (its send window's opening or its schedule, not a retry)."""
-    waiting = (
-        select(parts.c.message_id, func.max(parts.c.next_attempt_at).label("due"),
-               func.max(parts.c.attempts).label("attempts"))
-        .where(_WAITING, *parts_where)
-        .group_by(parts.c.message_id)
-        .subquery()
-    )
-    return waiting, and_(messages.c.category == "marketing", waiting.c.due > now, waiting.c.attempts == 0)
 _SUBMITTED = text("parts.state = 10")  # ix_parts_submitted's
 assert PART_PENDING_STATES == (0, 1) and PART_SUBMITTED == 10
 
@@ -507,7 +493,14 @@ class Store:
         """(messages waiting in the queue, marketing ones among them held for later — their
         window or schedule, not a retry): the dispatcher's gauges, read at start and after
         each of its timer passes rather than counted per message in memory."""
-        waiting, held = _waiting_and_held(now)
+        waiting = (
+            select(parts.c.message_id, func.max(parts.c.next_attempt_at).label("due"),
+                   func.max(parts.c.attempts).label("attempts"))
+            .where(_WAITING)
+            .group_by(parts.c.message_id)
+            .subquery()
+        )
+        held = and_(messages.c.category == "marketing", waiting.c.due > now, waiting.c.attempts == 0)
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -520,14 +513,16 @@ class Store:
     async def held_by_country(self, now: float) -> dict[str | None, tuple[int, float]]:
         """Per destination country (``messages.dest_country``; None before schema 0009):
         (marketing messages held for later, the earliest time one of them is due) — the
-        ``queue_counts`` held ones, for ``smscenter status``. No number: countries only.
-        Only the parts due after ``now`` are read (a range of ``ix_parts_due``): a deep queue
-        of messages due now costs nothing here."""
-        waiting, held = _waiting_and_held(now, parts.c.next_attempt_at > now)
+        ``queue_counts`` held ones (not yet tried, due ahead: their window's opening or their
+        schedule), for ``smscenter status``. No number: countries only. Read from the parts
+        due after ``now`` alone (a range of ``ix_parts_due``, not a pass over the table): a
+        deep queue of messages due now costs nothing here."""
         query = (
-            select(messages.c.dest_country, func.count(), func.min(waiting.c.due))
-            .select_from(waiting.join(messages, messages.c.id == waiting.c.message_id))
-            .where(held)
+            select(messages.c.dest_country, func.count(func.distinct(parts.c.message_id)),
+                   func.min(parts.c.next_attempt_at))
+            .select_from(parts.join(messages, messages.c.id == parts.c.message_id))
+            .where(_WAITING, parts.c.next_attempt_at > now, parts.c.attempts == 0,
+                   messages.c.category == "marketing")
             .group_by(messages.c.dest_country)
         )
         async with self.engine.connect() as conn:

@@ -214,3 +214,32 @@ def test_rate_meter_counts_the_last_ten_seconds():
     assert meter.per_second(1030.0) == 0.0
     meter.add(1030.5)
     assert meter.per_second(1030.5) == 0.1
+
+
+# --------------------------------------------------------------------------- status's counts
+
+
+async def test_held_count_reads_a_range_of_the_due_index(tmp_path):
+    """``status``'s held messages: a range of ix_parts_due (the parts due later), never a
+    pass over every part — a million messages due now must not slow it (README figures)."""
+    import time
+
+    from sqlalchemy import create_engine, event
+
+    from storage import db
+    from storage.store import Store
+
+    engine = db.create_engine(f"sqlite:///{tmp_path}/smscenter.db")
+    await db.upgrade(engine)
+    statements = []
+    event.listen(engine.sync_engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, params, *_: statements.append((statement, params)))
+    assert await Store(engine, None).held_by_country(time.time()) == {}
+    await engine.dispose()
+    statement, params = statements[-1]
+    plain = create_engine(f"sqlite:///{tmp_path}/smscenter.db")
+    with plain.connect() as conn:
+        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+    plain.dispose()
+    assert "SEARCH parts USING INDEX ix_parts_due (next_attempt_at>?)" in plan, plan
+    assert "SCAN parts" not in plan, plan

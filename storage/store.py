@@ -616,6 +616,30 @@ class Store:
             ).first()
             return int(row[0]), int(row[1])
 
+    async def held_by_country(self, now: float) -> dict[str | None, tuple[int, float]]:
+        """Per destination country (``messages.dest_country``; None before schema 0009):
+        (marketing messages held for later, the earliest time one of them is due) — the
+        ``queue_counts`` held ones (not yet tried, due ahead: their window's opening or their
+        schedule), for ``smscenter status``. No number: countries only. Read from the parts
+        due after ``now`` alone (a range of ``ix_parts_due``, not a pass over the table): a
+        deep queue of messages due now costs nothing here."""
+        query = (
+            select(messages.c.dest_country, func.count(func.distinct(parts.c.message_id)),
+                   func.min(parts.c.next_attempt_at))
+            .select_from(parts.join(messages, messages.c.id == parts.c.message_id))
+            .where(_WAITING, parts.c.next_attempt_at > now, parts.c.attempts == 0,
+                   messages.c.category == "marketing")
+            .group_by(messages.c.dest_country)
+        )
+        async with self.engine.connect() as conn:
+            return {country: (int(n), float(due)) for country, n, due in await conn.execute(query)}
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Rows owed to each account (receipts and MO not yet acknowledged): its backlog."""
+        query = select(outbox.c.account, func.count()).group_by(outbox.c.account)
+        async with self.engine.connect() as conn:
+            return {account: int(n) for account, n in await conn.execute(query)}
+
     async def blocking_lines(self, limit: int) -> list[tuple[str, bytes, int, float]]:
         """(account, dest_hash, message id, due) of messages waiting for a retry: each keeps
         its (account, destination) line closed behind it until it is sent. At most ``limit``

@@ -1,12 +1,14 @@
 """The daemon's lifecycle: start everything, tell systemd, wait for a signal, stop in stages.
 
-Start-up binds the listeners first (SMPP, TLS, HTTP: their ports, not serving yet), then
-follows the data: database (schema upgraded), encryption keys (refusing to start when the
-database holds data but its keys are missing or readable by others), the store's writer,
-the queue rebuilt from storage; then the listeners serve, and only then do the connectors
-connect and the dispatcher send. So whatever makes a start fail (a port in use, keys, the
-schema) fails it before anything went upstream: a failed start sends nothing, and says why
-in one line.
+Start-up takes the control socket first (``control.py``: it is also the mark that a daemon
+runs on this state, so a second one stops before touching anything), then binds the listeners
+(SMPP, TLS, HTTP: their ports, not serving yet), then follows the data: database (schema
+upgraded), encryption keys (refusing to start when the database holds data but its keys are
+missing or readable by others), the store's writer, the queue rebuilt from storage; then the
+listeners serve, and only then do the connectors connect and the dispatcher send. So whatever
+makes a start fail (another daemon, a port in use, keys, the schema) fails it before anything
+went upstream: a failed start sends nothing, and says why in one line. The control socket
+answers ``status`` and ``reload`` once all of it is up, and closes last.
 
 Shutdown follows uvicorn's order: stop accepting, ask every partner session to unbind and
 wait for the answers up to ``shutdown_grace``, then the queue and connectors, then the last
@@ -34,11 +36,13 @@ from storage.optouts import OptOutStore
 from storage.store import Store, max_ids
 from storage.writer import WriterDied
 
+import smscenter.app.status as status
 import smscenter.app.systemd as systemd
 from smscenter.pipeline.blacklist import Blacklist
 from smscenter.config import Settings
 from smscenter.smpp.connector import Connector
 from smscenter.pipeline.connlog import ConnectionLog
+from smscenter.app.control import ControlServer, ControlSocketError
 from smscenter.pipeline.dispatch import Dispatcher
 from smscenter.app.housekeeping import Housekeeping
 from smscenter.pipeline.mo import MoService
@@ -86,6 +90,11 @@ class Daemon:
 
     async def start(self) -> None:
         s = self.settings
+        # First the control socket: it also marks that a daemon runs on this state, so a
+        # second one stops here, before it opens the database or binds anything.
+        self.control = ControlServer(s.control_socket_path, s.server.control_group, self.link_timers)
+        await self.control.start()
+        self.started_at = self.clock()
         self.engine = db.create_engine(s.storage.url)  # no connection yet
         self.ids = IdGenerator()
         self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
@@ -168,6 +177,8 @@ class Daemon:
         for connector in self.connectors.values():
             await connector.start()
         await self.dispatcher.start()
+        self.control.commands.update(status=self._status, reload=self._reload)
+        self.control.state = "ready"
 
     def new_connector(self, config) -> Connector:
         """An upstream connector (not started) whose deliveries reach the pipeline."""
@@ -187,6 +198,14 @@ class Daemon:
 
         return await reload(self)
 
+    async def _status(self, request: dict) -> dict:
+        """The control socket's ``status``: ``smscenter status``."""
+        return await status.snapshot(self)
+
+    async def _reload(self, request: dict) -> dict:
+        """The control socket's ``reload``: ``smscenter reload``."""
+        return await self.reload()
+
     def _invalid_number(self, dest_hash: bytes) -> None:
         """An upstream refused a number as invalid: refuse it at submit for 14 months."""
         ttl = self.settings.retention.lookups
@@ -199,6 +218,7 @@ class Daemon:
         grace = self.settings.server.shutdown_grace
         systemd.notify("STOPPING=1")
         log.info("stopping", grace=grace)
+        self.control.state = "stopping"  # answered as such until it closes, last
         if self.web is not None:
             await self.web.stop()
         await self.server.stop(grace)
@@ -214,6 +234,7 @@ class Daemon:
         await self.deliveries.stop()
         await self.store.stop()
         await self.engine.dispose()
+        await self.control.close()
         log.info("stopped")
 
     async def run(self) -> int:
@@ -237,7 +258,7 @@ class Daemon:
         systemd.notify("READY=1", f"STATUS=listening on {', '.join(listen)}")
         # What listens where, in the one line a newcomer watches for (README "Log events").
         http = f"{self.settings.http.listen.host}:{self.web.port}" if self.web is not None else None
-        log.info("ready", listen=listen, http=http, connectors=list(self.connectors))
+        log.info("ready", listen=listen, http=http, control=str(self.control.path), connectors=list(self.connectors))
         ready.set()
         watchdog = systemd.watchdog_interval()
         watchdog_task = loop.create_task(_watchdog(watchdog, self.link_timers)) if watchdog else None
@@ -258,7 +279,7 @@ class Daemon:
         for name, closing in (("web", lambda x: x.stop()), ("server", lambda x: x.stop(0)),
                               ("connectors", lambda x: asyncio.gather(*(c.stop(0) for c in x.values()))),
                               ("connections", lambda x: x.stop()), ("store", lambda x: x.stop()),
-                              ("engine", lambda x: x.dispose())):
+                              ("engine", lambda x: x.dispose()), ("control", lambda x: x.close())):
             part = getattr(self, name, None)
             if part is None:
                 continue
@@ -269,7 +290,7 @@ class Daemon:
 
 
 #: Start-up failures with a cause an administrator can act on, reported without a traceback.
-START_ERRORS = (CryptoError, db.SchemaTooNew, WriterDied, OSError)
+START_ERRORS = (CryptoError, db.SchemaTooNew, WriterDied, OSError, ControlSocketError)
 
 
 def _tune_gc() -> None:

@@ -13,6 +13,8 @@ writer process) is printed:
    database — rows as the planner makes them, encrypted with the daemon's keys — and it is
    started again (it finds them as after a restart). Bulk, because submitting a million
    messages through partners takes 5–10 minutes here (1.5–3.5k/s), inserting them ~2.5;
+   then the round trip of ``smscenter status`` over the control socket, whose snapshot
+   counts the queue's held messages and the outbox in the database (5 requests: median, max);
 4. after the queue drained to the sink (``smscenter_queue_messages`` at 0 on /metrics, or
    ``--drain-timeout``).
 
@@ -200,6 +202,20 @@ def _bulk_insert(tmp: str, count: int, first_number: int) -> float:
     return time.perf_counter() - t0
 
 
+def _status_times(tmp: str, rounds: int = 5) -> str:
+    """``smscenter status``'s round trip over the control socket (the daemon's snapshot: its
+    counts in the database included), ``rounds`` times: median and max."""
+    from smscenter.app.control import request
+
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        assert request(os.path.join(tmp, "smscenter.sock"), "status")["ok"]
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return f"status over the control socket: median {times[len(times) // 2] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms"
+
+
 def _line(label: str, daemon: Daemon, queued: float | None) -> None:
     main, writer = _rss(daemon)
     q = "?" if queued is None else f"{int(queued):,}"
@@ -238,6 +254,7 @@ async def run(args) -> int:
             await _until("the daemon listening", lambda: queued() is not None, 120, daemon)
             await asyncio.sleep(args.settle)
             _line(f"3. {args.messages:,} queued, connector closed", daemon, queued())
+            print(f"   ({await asyncio.to_thread(_status_times, tmp)})", flush=True)
 
             sink = SinkHandle(0.02, 64, port=up_port)
             t0 = time.perf_counter()

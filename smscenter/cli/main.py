@@ -4,7 +4,8 @@ and wait for its receipt), the opt-out administration ``blacklist …`` and ``mo
 (``admin.py``), the schema's ``db status`` / ``db upgrade`` (``db_cli.py``), and
 ``retention run`` / ``billing report`` (``retention_cli.py``), the data-subject requests
 ``subject export|erase`` / ``account purge`` (``subject_cli.py``), ``audit list``
-(``audit_cli.py``) and ``incident report`` (``incident_cli.py``). Which role each verb needs:
+(``audit_cli.py``), ``incident report`` (``incident_cli.py``), and ``status`` / ``reload``,
+which ask the running daemon over its control socket (``control_cli.py``). Which role each verb needs:
 ``roles.py``.
 
 Why the exit codes: systemd and scripts act on them. 0 is success, 2 is "your input is wrong"
@@ -253,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     from smscenter.cli.admin import add_arguments as add_admin_arguments
     from smscenter.cli.audit import add_arguments as add_audit_arguments
     from smscenter.cli.connections import add_arguments as add_connections_arguments
+    from smscenter.cli.control import add_arguments as add_control_arguments
     from smscenter.cli.db import add_arguments as add_db_arguments
     from smscenter.cli.incident import add_arguments as add_incident_arguments
     from smscenter.cli.keys import add_arguments as add_keys_arguments
@@ -267,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     add_incident_arguments(verbs)  # incident report
     add_subject_arguments(verbs)  # subject export|erase, account purge
     add_connections_arguments(verbs)  # connections list, accounts
+    add_control_arguments(verbs)  # status, reload (the running daemon, over its control socket)
     return parser
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from smscenter.config import Settings, load_or_report
+from smscenter.runtime.timers import utc_stamp  # noqa: F401 - the verbs import it from here
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -72,10 +73,3 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return value
-
-
-def utc_stamp(ts: float | None) -> str:
-    """A UNIX time as the verbs print it (UTC, to the second); ``-`` for none."""
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

@@ -3,6 +3,8 @@ once the models validated."""
 
 from __future__ import annotations
 
+import grp
+import os
 import re
 
 from .sections import Settings
@@ -34,6 +36,8 @@ def cross_check(s: Settings) -> list[str]:
             "server.inactivity_timeout: must be longer than enquire_link_interval "
             f"({format_seconds(srv.enquire_link_interval)}), or live sessions get closed"
         )
+
+    errors.extend(_control_socket_problems(s))
 
     first_account: dict[str, int] = {}
     keyword_owner: dict[tuple[str, str], int] = {}
@@ -99,3 +103,25 @@ def cross_check(s: Settings) -> list[str]:
                 errors.append(f"route[{i}].accounts[{k}]: no account with system_id {sid!r}")
     return errors
 
+
+
+#: sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_UNIX_PATH = 107
+
+
+def _control_socket_problems(s: Settings) -> list[str]:
+    """The control socket's path must fit a Unix socket address, and its group exist."""
+    errors = []
+    path = s.control_socket_path
+    size = len(os.fsencode(str(path)))
+    if size > MAX_UNIX_PATH:
+        where = "set" if s.server.control_socket is not None else "the default, beside [storage] keys,"
+        errors.append(f"server.control_socket: {path} ({where}) is {size} bytes long; a Unix socket path "
+                      f"has at most {MAX_UNIX_PATH}: choose a shorter one")
+    group = s.server.control_group
+    if group is not None:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            errors.append(f"server.control_group: no group named {group!r} on this machine")
+    return errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import phonenumbers
@@ -82,6 +83,11 @@ class Server(_Section):
     bind_checks_per_ip: int = Field(4, gt=0)
     bind_checks: int = Field(32, gt=0)
     bind_check_threads: int = Field(2, gt=0, le=64)
+    #: The control socket ``smscenter status`` and ``reload`` talk to (``control.py``);
+    #: default: ``smscenter.sock`` in the state directory (see ``control_socket_path``).
+    control_socket: RelPath | None = None
+    #: The group given to the control socket (mode 0660); default: the daemon's own.
+    control_group: Annotated[str, Field(min_length=1)] | None = None
 
     @field_validator("max_unbound_per_ip")
     @classmethod
@@ -459,6 +465,13 @@ class Settings(_Section):
 
     def account(self, system_id: str) -> Account | None:
         return self.accounts_by_id.get(system_id)
+
+    @property
+    def control_socket_path(self) -> Path:
+        """``[server] control_socket``, else ``smscenter.sock`` in the state directory: the
+        folder that holds ``[storage] keys`` (``var/`` beside the example's database,
+        ``/var/lib/smscenter`` under the systemd unit), which every layout has, SQLite or not."""
+        return self.server.control_socket or self.storage.keys.parent / "smscenter.sock"
 
     def retention_for(self, account: Account) -> Retention:
         """The account's retention periods, its overrides applied over ``[retention]``."""

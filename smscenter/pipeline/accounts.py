@@ -33,6 +33,7 @@ class PartnerBind:
     account: "AccountState"
     link: object  # smscenter.smpp.link.Link (kept loose to avoid an import cycle)
     bind_type: str
+    since: float = 0.0  # when it bound, on the registry's clock
 
     def respond(self, response) -> None:
         """Answer a request handed to the pipeline."""
@@ -135,7 +136,7 @@ class AccountRegistry:
         answered after a penalty delay can race each other past ``authenticate``)."""
         if len(state.binds) >= state.config.max_binds:
             return None
-        bind = PartnerBind(state, link, BIND_TYPE[CommandId(command_id)])
+        bind = PartnerBind(state, link, BIND_TYPE[CommandId(command_id)], self.clock())
         state.binds.append(bind)
         return bind
 

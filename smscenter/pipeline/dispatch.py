@@ -328,6 +328,16 @@ class Dispatcher:
         """Messages in the working set."""
         return len(self._resident)
 
+    def resident_by_connector(self) -> dict[str, int]:
+        """Working-set messages per connector they go to first (their route's head). Those
+        still in the database have no connector yet: their route is decided from the
+        number, decrypted only when they are loaded."""
+        counts: dict[str, int] = {}
+        for msg in self._resident.values():
+            if msg.connectors:
+                counts[msg.connectors[0]] = counts.get(msg.connectors[0], 0) + 1
+        return counts
+
     def _mark_ready(self, key) -> None:
         """Queue a line for a worker and wake one idle worker, if any."""
         self._ready.append(key)

@@ -58,3 +58,30 @@ class TokenBucket:
         """Empty the bucket: used when the peer says we are too fast (ESME_RTHROTTLED)."""
         self._refill(now)
         self._tokens = min(self._tokens, 0.0)
+
+
+class RateMeter:
+    """Events per second over the last ``span`` seconds, counted in one-second slots: what
+    ``smscenter status`` shows as a connector's rate. One add is an index and an increment
+    (it runs for every submit); reading sums ``span`` slots."""
+
+    __slots__ = ("_counts", "_seconds", "span")
+
+    def __init__(self, span: int = 10) -> None:
+        self.span = span
+        self._counts = [0] * span
+        self._seconds = [-1] * span
+
+    def add(self, now: float) -> None:
+        second = int(now)
+        i = second % self.span
+        if self._seconds[i] != second:
+            self._seconds[i] = second
+            self._counts[i] = 0
+        self._counts[i] += 1
+
+    def per_second(self, now: float) -> float:
+        """Events in the last ``span`` whole seconds (the current one included), per second."""
+        second = int(now)
+        recent = sum(n for n, s in zip(self._counts, self._seconds) if second - self.span < s <= second)
+        return recent / self.span

@@ -20,6 +20,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
 
@@ -177,3 +178,10 @@ def _resolve(fut: asyncio.Future) -> None:
 
 
 __all__ = ["FakeTimers", "RealTimers", "Timers"]
+
+
+def utc_stamp(ts: float | None) -> str:
+    """A UNIX time as the verbs print it (UTC, to the second); ``-`` for none."""
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")

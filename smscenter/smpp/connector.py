@@ -33,7 +33,7 @@ from protocol.session import InvalidPdu, Role
 
 from smscenter.config import Connector as ConnectorConfig
 from smscenter.smpp.link import Link, LinkClosed, ResponseTimeout
-from smscenter.runtime.ratelimit import TokenBucket
+from smscenter.runtime.ratelimit import RateMeter, TokenBucket
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.connector")
@@ -133,6 +133,13 @@ class Connector:
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self.stats = {"submitted": 0, "throttled": 0, "timeouts": 0, "reconnects": 0, "bind_refused": 0,
                       "bad_responses": 0}
+        # What ``smscenter status`` shows (status.py): the binds' state and since when (on
+        # ``clock``), the last error and when, submits answered per second.
+        self.state = "down"
+        self.state_since = clock()
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.rate = RateMeter()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -156,6 +163,7 @@ class Connector:
 
     async def stop(self, grace: float) -> None:
         self._stopping = True
+        self._set_state("stopped")
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         for _, written, _, _ in self._queue:
@@ -168,6 +176,30 @@ class Connector:
         await asyncio.gather(*self._supervisors, return_exceptions=True)
         await asyncio.gather(*(link.unbind(grace) for link in list(self.links)), return_exceptions=True)
         self.links.clear()
+
+    @property
+    def waiting(self) -> int:
+        """Submits queued here for a window slot or a rate token."""
+        return sum(1 for entry in self._queue if not entry[1].done())
+
+    @property
+    def in_flight(self) -> int:
+        """Our submits written upstream and not answered yet."""
+        return self._in_flight
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state, self.state_since = state, self.clock()
+
+    def _binds_changed(self) -> None:
+        """A bind came up or went: "up" with every planned bind, "partial", or "down"."""
+        if self._stopping:
+            return
+        bound = len(self.links)
+        self._set_state("down" if not bound else "up" if bound >= len(self.bind_plan()) else "partial")
+
+    def _failed(self, error: str) -> None:
+        self.last_error, self.last_error_at = error, self.clock()
 
     @property
     def is_up(self) -> bool:
@@ -210,23 +242,29 @@ class Connector:
                 self.stats["bind_refused"] += 1
                 level = log.error if exc.status in _CREDENTIALS else log.warning
                 level("upstream_bind_refused", connector=self.name, bind=index, status=CommandStatus.name_of(exc.status))
+                self._failed(f"bind refused: {CommandStatus.name_of(exc.status)}")
                 delay = cfg.reconnect_max if exc.status in _CREDENTIALS else delay
             except (OSError, TimeoutError, LinkClosed, ResponseTimeout) as exc:
                 log.warning("upstream_connect_failed", connector=self.name, bind=index, error=str(exc) or type(exc).__name__)
+                self._failed(f"connect failed: {str(exc) or type(exc).__name__}")
             else:
                 delay = cfg.reconnect_min
                 self.links.append(link)
+                self._binds_changed()
                 self._signal()
                 log.info("upstream_bound", connector=self.name, bind=index, type=bind_type)
                 await asyncio.shield(link.closed)
                 if link in self.links:
                     self.links.remove(link)
                 self._timeouts.pop(link, None)
+                self._binds_changed()
                 self._signal()
                 if self._stopping:
                     return
                 self.stats["reconnects"] += 1
-                log.warning("upstream_lost", connector=self.name, bind=index, reason=str(link.closed.result() or "closed"))
+                reason = str(link.closed.result() or "closed")
+                log.warning("upstream_lost", connector=self.name, bind=index, reason=reason)
+                self._failed(f"bind lost: {reason}")
             # Full jitter on an exponential backoff: reconnect storms from many nodes spread out.
             await self.timers.sleep(random.uniform(delay / 2, delay))
             delay = min(cfg.reconnect_max, delay * 2)
@@ -341,6 +379,7 @@ class Connector:
                     return resp  # the caller decides (another connector, or later)
                 continue  # the pause holds the whole queue, for every caller
             self.stats["submitted"] += 1
+            self.rate.add(self.clock())
             return resp
 
     def _count_failure(self, link: Link) -> None:
@@ -348,6 +387,7 @@ class Connector:
         count = self._timeouts[link] = self._timeouts.get(link, 0) + 1
         if count == MAX_TIMEOUTS:
             log.warning("upstream_unresponsive", connector=self.name, failures=count)
+            self._failed(f"unresponsive: {count} requests without an answer")
             link.close(TimeoutError("upstream stopped answering"))
 
     async def _send(

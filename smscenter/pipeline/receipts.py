@@ -38,6 +38,9 @@ from storage.ids import IdGenerator
 from storage.schema import OUTBOX_RECEIPT
 from storage.store import Finished, Store, Transaction, UpstreamReceipt
 
+from smscenter.pipeline.events import Events
+from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
+from smscenter.pipeline.webhook_backlog import WebhookSubscriber, WebhookTargets
 from smscenter.smpp.connector import Connector
 from smscenter.smpp.link import Link
 
@@ -373,17 +376,24 @@ TRANSACTION_NODE = 1022
 
 
 def daemon_transaction(
-    keys: str, retention: dict[str, float], default_retention: float, per_part: dict[str, bool], id_floor: int
+    keys: str, retention: dict[str, float], default_retention: float, per_part: dict[str, bool], id_floor: int,
+    webhooks: dict[str, WebhookTargets] | None = None,
 ) -> Transaction:
     """The daemon's group-commit transaction, built where it runs: the store is given a
     ``functools.partial`` of this (picklable: plain values only) and calls it in its writer
     process. It opens the keys folder itself; ``id_floor`` seeds its id generator past the
-    ids already stored."""
+    ids already stored. A finished message leaves as a receipt event to the durable
+    subscribers (``events.py``): the SMPP outbox, and the webhooks of the accounts in
+    ``webhooks``."""
     cipher = FieldCipher(Keyring.open(keys, database_has_data=True))
     ids = IdGenerator(node=TRANSACTION_NODE)
     ids.seed(id_floor)
+    kept = lambda account: retention.get(account, default_retention)  # noqa: E731
+    subscribers = [OutboxSubscriber(cipher, ids, kept, receipts=ReceiptBuilder(cipher, ids, kept))]
+    if webhooks:
+        subscribers.append(WebhookSubscriber(cipher, ids, webhooks, kept))
     return Transaction(
-        ReceiptBuilder(cipher, ids, lambda account: retention.get(account, default_retention)),
+        Events(subscribers).on_finished,
         per_part_receipts=lambda account: per_part.get(account, False),
         early_decoder=partial(decode_early, cipher),
     )

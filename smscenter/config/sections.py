@@ -36,6 +36,7 @@ from .values import (
     ShortCode,
     SystemId,
     TonNpi,
+    WebhookUrl,
     c_octet,
     config_folder,
     lowercased,
@@ -229,6 +230,16 @@ class Http(_Section):
     listen: ListenAddress | None = None
 
 
+class Webhooks(_Section):
+    """``[webhooks]``: how the daemon delivers every account's webhooks."""
+
+    timeout: PositiveDuration = "10s"  # type: ignore[assignment]  # a receiver that hangs: a retry
+    max_in_flight: int = Field(64, gt=0, le=10_000)  # requests at once, all accounts
+    account_in_flight: int = Field(16, gt=0, le=10_000)  # ... per account (webhook_ordered: 1)
+    retry_min: PositiveDuration = "5s"  # type: ignore[assignment]  # first retry's wait (before jitter)
+    retry_max: PositiveDuration = "5m"  # type: ignore[assignment]  # the longest wait between tries
+
+
 class AccountRetention(_Section):
     """``[account.retention]``: per-account overrides; unset keys use ``[retention]``."""
 
@@ -289,6 +300,16 @@ class Account(_Section):
     outside_window: Literal["defer", "reject"] = "defer"
     per_part_receipts: bool = False
     retention: AccountRetention = Field(default_factory=dict)  # type: ignore[arg-type]
+    # Webhooks (README "Webhooks"): receipts and MO as signed JSON to the partner's URLs.
+    receipt_url: WebhookUrl | None = None
+    mo_url: WebhookUrl | None = None
+    webhook_secret: SecretStr | None = Field(None, min_length=16, repr=False)
+    webhook_ordered: bool = False  # one event in flight at a time, in order
+    webhook_ca: RelPath | None = None  # PEM CA(s) to trust for its URLs, besides the system's
+
+    @property
+    def has_webhooks(self) -> bool:
+        return self.receipt_url is not None or self.mo_url is not None
 
     def ip_allowed(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer address is inside ``allowed_ips`` (IPv4-mapped IPv6 counts as IPv4)."""
@@ -446,6 +467,7 @@ class Settings(_Section):
     windows: Windows = Field(default_factory=dict)  # type: ignore[arg-type]
     http: Http = Field(default_factory=dict)  # type: ignore[arg-type]
     queue: Queue = Field(default_factory=dict)  # type: ignore[arg-type]
+    webhooks: Webhooks = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @cached_property
     def accounts_by_id(self) -> dict[str, Account]:

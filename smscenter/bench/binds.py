@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.flood <= 0 or args.rounds <= 0:
         parser.error("counts must be positive")
 
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     room = {"max_connections": args.flood + 100, "max_connections_per_ip": args.flood + 10,
             "max_unbound_per_ip": args.flood + 10}

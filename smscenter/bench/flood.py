@@ -210,7 +210,7 @@ async def _known_ids(port: int, count: int) -> list[str]:
 async def run(args) -> int:
     from protocol.constants import CommandStatus
 
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     hashes = {k: hash_password(v) for k, v in PASSWORDS.items()}
     sink = SinkHandle(0.02, 64)

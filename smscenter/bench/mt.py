@@ -687,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     runs: list[tuple[Result | None, Result | None]] = []
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

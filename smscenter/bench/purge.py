@@ -253,7 +253,7 @@ def _purge_at(lead: float) -> tuple[str, float]:
 
 
 async def run(args) -> int:
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     sink: SinkHandle | None = None
     daemon: Daemon | None = None

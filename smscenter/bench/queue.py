@@ -207,7 +207,7 @@ def _line(label: str, daemon: Daemon, queued: float | None) -> None:
 
 
 async def run(args) -> int:
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     sink: SinkHandle | None = None
     daemon: Daemon | None = None

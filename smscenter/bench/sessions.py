@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     elif len(cpus) < 2:
         print("warning: one CPU only; server and load generator share it", file=sys.stderr)
 
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     password_hash = hash_password(PASSWORD)
     results: list[Result] = []

@@ -50,7 +50,7 @@ def _verb(args: list[str], timeout: float) -> tuple[float, subprocess.CompletedP
 
 
 def run(args) -> int:
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     if not 0 < args.target <= args.messages:
         print("--target must be between 1 and --messages", file=sys.stderr)

@@ -81,7 +81,7 @@ def _read_password() -> str | None:
 
 
 def _cmd_hash_password(args: argparse.Namespace) -> int:
-    from smscenter.pipeline.passwords import hash_password
+    from smscenter.runtime.passwords import hash_password
 
     password = _read_password()
     if password is None:

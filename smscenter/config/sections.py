@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..passwords import parse_hash
+from smscenter.runtime.passwords import parse_hash
 from .values import (
     ALL_BIND_TYPES,
     CIDR,

@@ -16,7 +16,7 @@ from typing import Iterable
 from protocol.constants import CommandId, CommandStatus
 
 from smscenter.config import Account
-from smscenter.pipeline.passwords import dummy_hash, verify_password
+from smscenter.runtime.passwords import dummy_hash, verify_password
 from smscenter.runtime.ratelimit import TokenBucket
 
 BIND_TYPE = {

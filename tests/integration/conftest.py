@@ -23,7 +23,7 @@ from protocol import pdu as P
 from protocol.codec import encode
 from protocol.constants import CommandId
 from smscenter.config import Settings, settings_from_dict
-from smscenter.pipeline.passwords import hash_password
+from smscenter.runtime.passwords import hash_password
 from smscenter.smpp.server import PartnerServer
 from tests.patience import PATIENCE
 

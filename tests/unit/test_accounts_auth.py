@@ -6,7 +6,7 @@ from __future__ import annotations
 from protocol.constants import CommandId, CommandStatus as S
 from smscenter.pipeline.accounts import AccountRegistry
 from smscenter.config import settings_from_dict
-from smscenter.pipeline.passwords import dummy_hash, hash_password, verify_password
+from smscenter.runtime.passwords import dummy_hash, hash_password, verify_password
 
 HASH = hash_password("right")
 

@@ -1,6 +1,6 @@
 """The architecture holds: `lint-imports` keeps the contracts of pyproject.toml
 ([tool.importlinter]): smscenter -> storage -> routing -> protocol; inside smscenter, entry points
-(bench, cli, tools) -> app -> doors (smpp, http) -> pipeline -> runtime and config; protocol and
+(bench, cli, tools) -> app -> doors (smpp, http) -> pipeline -> config -> runtime; protocol and
 routing never touch asyncio, sockets or SQLAlchemy."""
 
 import os
@@ -39,4 +39,4 @@ def test_a_layer_violation_is_caught(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode != 0
-    assert "smscenter.pipeline.leak -> smscenter.http.ops" in done.stdout
+    assert "smscenter.smpp.handler.leak -> smscenter.http.ops" in done.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from smscenter.cli.main import main
-from smscenter.pipeline.passwords import verify_password
+from smscenter.runtime.passwords import verify_password
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "conf" / "smscenter.example.toml"

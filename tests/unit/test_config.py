@@ -14,7 +14,7 @@ from smscenter.config import (
     parse_duration,
     settings_from_dict,
 )
-from smscenter.pipeline.passwords import hash_password, verify_password
+from smscenter.runtime.passwords import hash_password, verify_password
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "conf" / "smscenter.example.toml"

@@ -4,7 +4,7 @@ that name the key."""
 import pytest
 
 from smscenter.config import ConfigError, settings_from_dict
-from smscenter.pipeline.passwords import hash_password
+from smscenter.runtime.passwords import hash_password
 
 HASH = hash_password("secret")
 

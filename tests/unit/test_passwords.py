@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from smscenter.pipeline.passwords import hash_password, parse_hash, verify_password
+from smscenter.runtime.passwords import hash_password, parse_hash, verify_password
 
 
 def test_format_and_round_trip():

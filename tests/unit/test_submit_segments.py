@@ -14,7 +14,7 @@ from protocol.text import canonical_coding, decode_text, is_binary
 from routing.routes import RouteRule, RouteTable
 from smscenter.pipeline.accounts import AccountState, PartnerBind
 from smscenter.config import Account
-from smscenter.pipeline.passwords import hash_password
+from smscenter.runtime.passwords import hash_password
 from smscenter.runtime.ratelimit import TokenBucket
 from smscenter.pipeline.submit import Refused, SubmitPlanner
 from storage.crypto import FieldCipher, Keyring

@@ -19,7 +19,7 @@ from routing.routes import RouteRule, RouteTable
 from routing.windows import SendWindows
 from smscenter.pipeline.accounts import AccountState, PartnerBind
 from smscenter.config import Account
-from smscenter.pipeline.passwords import hash_password
+from smscenter.runtime.passwords import hash_password
 from smscenter.runtime.ratelimit import TokenBucket
 from smscenter.pipeline.submit import MentionPolicy, Refused, SubmitPlanner
 from storage.crypto import FieldCipher, Keyring

@@ -39,4 +39,4 @@ def test_a_layer_violation_is_caught(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode != 0
-    assert "smscenter.smpp.handler.leak -> smscenter.http.ops" in done.stdout
+    assert "smscenter.pipeline.leak -> smscenter.http.ops" in done.stdout

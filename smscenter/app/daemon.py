@@ -29,6 +29,7 @@ from storage.crypto import CryptoError, FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore
 from storage.store import Store, max_ids
+from storage.webhooks import WebhookBacklog
 from storage.writer import WriterDied
 
 import smscenter.app.systemd as systemd
@@ -48,8 +49,20 @@ from smscenter.smpp.server import PartnerServer
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner
 from smscenter.runtime.timers import RealTimers, Timers
 from smscenter.http.ops import WebApp
+from smscenter.http.webhooks import WebhookSender
+from smscenter.pipeline.events import Events
+from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
+from smscenter.pipeline.webhook_backlog import WebhookSubscriber, WebhookTargets
 
 log = structlog.get_logger("smscenter.daemon")
+
+
+def webhook_targets(settings: Settings) -> dict[str, WebhookTargets]:
+    """What each account with a webhook URL subscribed to (plain values, for the writer)."""
+    return {
+        a.system_id: WebhookTargets(receipts=a.receipt_url is not None, mo=a.mo_url is not None)
+        for a in settings.accounts if a.has_webhooks
+    }
 
 
 def route_table(settings: Settings) -> RouteTable:
@@ -86,7 +99,8 @@ class Daemon:
         self.ids = IdGenerator()
         retention = {a.system_id: s.retention_for(a).message_details for a in s.accounts}
         # Ids never go back across a restart, whatever the clock did meanwhile.
-        id_floor = max((await max_ids(self.engine)).values()) + 1
+        self.webhook_backlog = WebhookBacklog(self.engine)
+        id_floor = max(*(await max_ids(self.engine)).values(), await self.webhook_backlog.max_id()) + 1
         self.ids.seed(id_floor)
         # The group commit's transaction is built where it runs (a writer process on a
         # SQLite file): from plain values, not from objects of this process.
@@ -97,6 +111,7 @@ class Daemon:
             s.retention.message_details,
             {a.system_id: a.per_part_receipts for a in s.accounts},
             id_floor,
+            webhooks=webhook_targets(s),
         )
         self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
         self.optouts = OptOutStore(self.engine, self.ids, clock=self.clock)
@@ -135,14 +150,22 @@ class Daemon:
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
                                  budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
         self.server.handler = self.pipeline
+        kept = lambda account: retention.get(account, s.retention.message_details)  # noqa: E731
+        # Where MO leave the core (receipts leave through the store's transaction, above).
+        events = Events([OutboxSubscriber(self.cipher, self.ids, kept),
+                         WebhookSubscriber(self.cipher, self.ids, webhook_targets(s), kept)])
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
-            lambda account: retention.get(account, s.retention.message_details), timers=self.timers,
+            kept, timers=self.timers, events=events,
         )
+        self.webhooks = WebhookSender(self.webhook_backlog, self.cipher, list(s.accounts), s.webhooks, self.timers)
+        self.store.on_webhook_rows = self.webhooks.notify
+        self.mo.on_webhook_rows = self.webhooks.notify
         self.deliveries.mo_handler = self.mo
         for connector in self.connectors.values():
             await connector.start()
         await self.dispatcher.start()
+        await self.webhooks.start()
         self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
         purger = Purger(self.engine, s, timers=self.timers, country_of=cipher_country(self.cipher), checkpoint="PASSIVE")
@@ -178,6 +201,7 @@ class Daemon:
         await self.housekeeping.stop()
         await self.retention.stop()
         await self.outbox.stop()
+        await self.webhooks.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
         await self.store.stop()
         await self.engine.dispose()
@@ -211,6 +235,7 @@ class Daemon:
     async def _abort_start(self) -> None:
         """Undo what a failed start had started (best effort: the process exits next)."""
         for name, closing in (("server", lambda x: x.stop(0)), ("connections", lambda x: x.stop()),
+                              ("webhooks", lambda x: x.stop()),
                               ("store", lambda x: x.stop()), ("engine", lambda x: x.dispose())):
             part = getattr(self, name, None)
             if part is None:

@@ -42,6 +42,7 @@ from .schema import (
     mo_messages,
     outbox,
     parts,
+    webhook_backlog,
 )
 from .transaction import FINAL_STATES
 
@@ -250,6 +251,12 @@ class AgedTable:
 MO = AgedTable(mo_messages, mo_messages.c.received_at, (mo_messages.c.id,), mo_messages.c.account, mo_messages.c.id)
 #: Outbox rows left without their message (MO deliveries, receipts of messages gone).
 OUTBOX = AgedTable(outbox, outbox.c.created_at, (outbox.c.id,), outbox.c.account, outbox.c.id)
+#: Webhook events never acknowledged (their sender drops them at ``expires_at`` too; this
+#: covers an account whose URL was removed, or a daemon that was down).
+WEBHOOKS = AgedTable(
+    webhook_backlog, webhook_backlog.c.created_at, (webhook_backlog.c.id,), webhook_backlog.c.account,
+    webhook_backlog.c.id,
+)
 #: Upstream receipts that never found their message.
 EARLY_RECEIPTS = AgedTable(
     early_receipts, early_receipts.c.received_at, (early_receipts.c.connector, early_receipts.c.upstream_id)
@@ -348,6 +355,6 @@ def record_run(conn: Connection, name: str, at: float, detail: str = "") -> None
 
 
 __all__ = [
-    "AgedTable", "Batch", "CONNECTIONS", "Cutoff", "EARLY_RECEIPTS", "INVALID_NUMBERS", "MO", "OUTBOX", "billing_rows",
+    "AgedTable", "Batch", "CONNECTIONS", "Cutoff", "EARLY_RECEIPTS", "INVALID_NUMBERS", "MO", "OUTBOX", "WEBHOOKS", "billing_rows",
     "count_billing", "count_messages", "last_run", "purge_billing", "purge_messages", "record_run", "utc_day",
 ]

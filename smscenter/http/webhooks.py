@@ -32,7 +32,7 @@ import hmac
 import random
 import ssl
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 import structlog

@@ -23,7 +23,8 @@ built from plain values (``receipts.daemon_transaction``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from protocol.constants import MessageState
 from storage.transaction import Backlog, Finished

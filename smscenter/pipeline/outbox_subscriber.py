@@ -8,7 +8,7 @@ encrypted, delivered by ``outbox.OutboxSender`` on the account's receiving binds
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from protocol import codec
 from protocol import pdu as P

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
+from collections.abc import Callable
 
 from storage.crypto import FieldCipher
 from storage.ids import IdGenerator
@@ -103,7 +103,7 @@ def mo_body(event: MoEvent, event_id: str) -> bytes:
 
 def iso(t: float) -> str:
     """UTC, to the second: ``2026-01-01T12:00:00Z``."""
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(value: dict) -> bytes:

@@ -7,8 +7,6 @@ SQLite file upgraded by the migrations; time only moves when the test moves it
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlalchemy import insert, select
 

@@ -34,7 +34,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     """(certificate, key) PEM files for 127.0.0.1 (IP SAN), valid for a day."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webhook receiver")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name).public_key(key.public_key())
@@ -80,7 +80,7 @@ class Receiver:
         self._hung = asyncio.Event()
         self._new = asyncio.Event()
 
-    async def start(self) -> "Receiver":
+    async def start(self) -> Receiver:
         app = web.Application()
         app.router.add_route("POST", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False)

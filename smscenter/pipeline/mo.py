@@ -37,7 +37,7 @@ from storage.ids import IdGenerator
 from storage.optouts import OptOutStore, platform_scope
 
 from smscenter.pipeline.blacklist import Blacklist
-from smscenter.pipeline.events import Events, MoEvent
+from smscenter.pipeline.events import Events, MoEvent, OptOutEvent
 from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
 from smscenter.config import Settings
 from smscenter.smpp.connector import Connector
@@ -238,10 +238,12 @@ class MoService:
             "status": status,
             "reason": reason[:64],
         }
-        # Out to the durable subscribers (SMPP outbox, webhooks), committed with the MO.
-        backlog = self.events.backlog(
-            self._events(targets, pdu, e164, short_code, text, body, status == "optout", mo_id, now)
-        )
+        # Out to the durable subscribers (SMPP outbox, webhooks), committed with the MO; an
+        # opt-out also as its own event (no number in it), which no subscriber takes yet.
+        backlog = self.events.backlog([
+            *self._events(targets, pdu, e164, short_code, text, body, status == "optout", mo_id, now),
+            *(OptOutEvent(scope if scope in targets else None, scope, "stop", now) for scope, _ in optouts),
+        ])
 
         def confirm(scope: str):
             return self.planner.system_message(

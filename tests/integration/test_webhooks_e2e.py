@@ -144,3 +144,25 @@ async def test_check_config_names_the_key(password_hashes, tmp_path):
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0
     assert b"account[0].receipt_url: must be an https:// URL" in out, out
+
+
+async def test_a_stop_reaches_mo_url_flagged_and_leaves_as_an_opt_out_event(mt, mt_settings, receiver):
+    up = await mt.upstream()
+    settings = mt_settings([connector_entry("up", up.port)], accounts=[webhook_account(receiver), {"system_id": "beta"}])
+    d = await mt.daemon(settings)
+    seen = []
+
+    class Recording:
+        def take(self, event, backlog) -> None:
+            seen.append(event)
+
+    d.mo.events.subscribers += (Recording(),)
+    assert await inject_mo(up, b"STOP", source=DEST, short_code=SHORT_CODE) == 0
+    [hit] = await receiver.wait_hits(1)
+    body = hit.json
+    assert (hit.path, body["event"], body["optout"], body["text"], body["account"]) == ("/mo", "mo", True, "STOP", "acme")
+    [mo, optout] = seen
+    assert type(mo).__name__ == "MoEvent" and mo.optout
+    assert type(optout).__name__ == "OptOutEvent"
+    assert (optout.account, optout.scope, optout.source) == ("acme", "acme", "stop")
+    assert DEST not in repr(optout)

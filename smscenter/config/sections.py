@@ -281,6 +281,14 @@ def _keyword(value: Any) -> str:
     return value.strip()
 
 
+def _webhook_secret(value: Any) -> SecretStr:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str) or len(value) < 16:
+        raise PydanticCustomError("webhook_secret", "a webhook secret is a string of at least 16 characters")
+    return SecretStr(value)
+
+
 class Account(_Section):
     """``[[account]]``: a partner that binds to us."""
 
@@ -303,7 +311,7 @@ class Account(_Section):
     # Webhooks (README "Webhooks"): receipts and MO as signed JSON to the partner's URLs.
     receipt_url: WebhookUrl | None = None
     mo_url: WebhookUrl | None = None
-    webhook_secret: SecretStr | None = Field(None, min_length=16, repr=False)
+    webhook_secret: Annotated[SecretStr, PlainValidator(_webhook_secret)] | None = Field(None, repr=False)
     webhook_ordered: bool = False  # one event in flight at a time, in order
     webhook_ca: RelPath | None = None  # PEM CA(s) to trust for its URLs, besides the system's
 

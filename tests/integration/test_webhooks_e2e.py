@@ -126,6 +126,10 @@ async def test_non_https_url_is_refused_naming_the_key(password_hashes, tmp_path
         settings_from_dict({"account": [{"system_id": "acme", "password": password_hashes["acme"],
                                          "receipt_url": "https://hooks.example/r"}]}, base_dir=tmp_path)
     assert err.value.errors == ["account[0].webhook_secret: required when receipt_url is set (webhooks are signed)"]
+    with pytest.raises(ConfigError) as err:
+        settings_from_dict({"account": [{**base, "receipt_url": "https://hooks.example/r", "webhook_secret": "short"}]},
+                           base_dir=tmp_path)
+    assert err.value.errors == ["account[0].webhook_secret: a webhook secret is a string of at least 16 characters"]
 
 
 async def test_check_config_names_the_key(password_hashes, tmp_path):

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .ids import IdGenerator
-from .schema import audit_log, blacklist, invalid_numbers, messages, mo_messages, outbox, parts
+from .schema import audit_log, blacklist, invalid_numbers, messages, mo_messages, outbox, parts, webhook_backlog
 
 PLATFORM_PREFIX = "sc:"
 
@@ -243,11 +243,13 @@ class OptOutStore:
         *,
         optouts: Iterable[tuple[str, bytes]] = (),
         outbox_rows: Iterable[dict] = (),
+        webhook_rows: Iterable[dict] = (),
         new_messages: Iterable[tuple[dict, list[dict]]] = (),
         confirm: "ConfirmFactory | None" = None,
     ) -> list:
         """Store an MO and everything it causes in one transaction: blacklist entries,
-        the partners' copies (outbox), and the confirmation SMS.
+        the partners' copies (the subscribers' backlogs: outbox, webhooks), and the
+        confirmation SMS.
 
         One STOP gets at most one confirmation, even when it is attributed to several
         accounts (the person sent one reply; two identical SMS back would be noise), and
@@ -268,6 +270,9 @@ class OptOutStore:
             rows = list(outbox_rows)
             if rows:
                 await conn.execute(outbox.insert(), rows)
+            rows = list(webhook_rows)
+            if rows:
+                await conn.execute(webhook_backlog.insert(), rows)
             for message, message_parts in list(new_messages) + [(m.row, m.part_rows) for m in built]:
                 await conn.execute(messages.insert().values(**message))
                 await conn.execute(parts.insert(), message_parts)

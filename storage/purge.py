@@ -49,6 +49,7 @@ from .schema import (
     mo_messages,
     outbox,
     parts,
+    webhook_backlog,
 )
 from .transaction import FINAL_STATES
 
@@ -292,6 +293,12 @@ class AgedTable:
 MO = AgedTable(mo_messages, mo_messages.c.received_at, (mo_messages.c.id,), mo_messages.c.account, mo_messages.c.id)
 #: Outbox rows left without their message (MO deliveries, receipts of messages gone).
 OUTBOX = AgedTable(outbox, outbox.c.created_at, (outbox.c.id,), outbox.c.account, outbox.c.id)
+#: Webhook events never acknowledged (their sender drops them at ``expires_at`` too; this
+#: covers an account whose URL was removed, or a daemon that was down).
+WEBHOOKS = AgedTable(
+    webhook_backlog, webhook_backlog.c.created_at, (webhook_backlog.c.id,), webhook_backlog.c.account,
+    webhook_backlog.c.id,
+)
 #: Upstream receipts that never found their message.
 EARLY_RECEIPTS = AgedTable(
     early_receipts, early_receipts.c.received_at, (early_receipts.c.connector, early_receipts.c.upstream_id)
@@ -392,6 +399,7 @@ def record_run(conn: Connection, name: str, at: float, detail: str = "") -> None
 
 
 __all__ = [
-    "CONNECTIONS", "EARLY_RECEIPTS", "INVALID_NUMBERS", "MO", "NO_BOX", "OUTBOX", "STEP", "AgedTable", "Batch",
-    "Cutoff", "TimeBox", "billing_rows", "count_billing", "count_messages", "last_run", "purge_billing", "purge_messages", "record_run", "utc_day",
+    "AgedTable", "Batch", "billing_rows", "CONNECTIONS", "count_billing", "count_messages",
+    "Cutoff", "EARLY_RECEIPTS", "INVALID_NUMBERS", "last_run", "MO", "NO_BOX", "OUTBOX",
+    "purge_billing", "purge_messages", "record_run", "STEP", "TimeBox", "utc_day", "WEBHOOKS",
 ]

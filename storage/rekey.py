@@ -48,7 +48,7 @@ from sqlalchemy import Connection, Table, and_, event, func, select, tuple_, upd
 
 from . import db
 from .crypto import HEADER_SIZE, KEY_CHECK_INTERVAL, VERSION, FieldCipher, _fsync_dir, dek_filename
-from .schema import early_receipts, messages, mo_messages, outbox, parts
+from .schema import early_receipts, messages, mo_messages, outbox, parts, webhook_backlog
 
 #: Rows read per batch (and so, at most, rows rewritten per write transaction): 100 holds
 #: SQLite's write lock ~10 ms (p99 16 ms, the commit's fsync included; 500: ~48 ms) for
@@ -92,6 +92,7 @@ ENCRYPTED: tuple[Encrypted, ...] = (
     Encrypted(early_receipts, "pdu_enc", lambda r: b"early:" + r["connector"].encode()),
     Encrypted(mo_messages, "source_enc", lambda r: b"mo-source:%d" % r["id"]),
     Encrypted(mo_messages, "text_enc", lambda r: b"mo-text:%d" % r["id"]),
+    Encrypted(webhook_backlog, "payload_enc", lambda r: b"webhook:%d" % r["id"]),
 )
 #: The binary columns that are not encrypted: keyed hashes of numbers (``lookup.key``).
 HASHES = frozenset({

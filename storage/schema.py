@@ -273,3 +273,31 @@ connection_log = Table(
     #: An account's connections, newest first: ``connections list --account``, ``accounts``.
     Index("ix_connection_log_account", "account", "at"),
 )
+
+# --- webhooks (migration 0013) -------------------------------------------------------------
+
+#: The webhook subscriber's backlog (``smscenter/pipeline/webhook_backlog.py`` writes it in
+#: the transaction of each event's cause; ``smscenter/http/webhooks.py`` delivers and deletes
+#: it): one row per event owed to an account's ``receipt_url`` or ``mo_url``, its JSON
+#: payload encrypted (an MO's carries the sender's number and text), kept until the receiver
+#: answered 2xx or ``expires_at`` (the account's message-details retention) passed.
+webhook_backlog = Table(
+    "webhook_backlog",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # time-ordered, from ids.py
+    Column("account", String(16), nullable=False),
+    Column("kind", SmallInteger, nullable=False),  # WEBHOOK_RECEIPT | WEBHOOK_MO
+    Column("message_id", BigInteger, nullable=True),  # receipts: our message id
+    Column("payload_enc", LargeBinary, nullable=False),  # the JSON body, encrypted
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    #: An account's rows due now, soonest first (the sender's pump for that account).
+    Index("ix_webhook_due", "account", "next_attempt_at", "id"),
+    #: An account's oldest row (``webhook_ordered``: the head of its line) and its depth.
+    Index("ix_webhook_account", "account", "id"),
+)
+
+WEBHOOK_RECEIPT = 1
+WEBHOOK_MO = 2

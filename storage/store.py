@@ -59,6 +59,7 @@ from .schema import (
     parts,
 )
 from .transaction import (
+    Backlog,
     FINAL_STATES,
     Finished,
     ReceiptBuilder,
@@ -226,6 +227,9 @@ class Store:
     #: sent without being read back. Rows may carry, besides the table's columns, what their
     #: builder put there for the sender (e.g. ``pdu``).
     on_outbox_rows: Callable[[list[dict]], None] | None = None
+    #: Called after each commit that wrote webhook backlog rows, with their (id, account):
+    #: the webhook sender reads the rows themselves from the table.
+    on_webhook_rows: Callable[[list[tuple[int, str]]], None] | None = None
 
     #: Hears each message cancelled (after its commit): the dispatcher, whose queue is mostly
     #: in the database, counts it out and stops guarding it from its loader.
@@ -484,6 +488,7 @@ class Store:
         self._wakeup.set()
         if reply[0]:
             batch.work.new_outbox.extend(reply[2])
+            batch.work.new_webhooks.extend(reply[3])
             self._resolve(batch, reply[1])
         else:
             self._fail(batch, reply[1])
@@ -529,6 +534,13 @@ class Store:
             except Exception as exc:  # noqa: BLE001 - committed is committed: the callers hear so
                 asyncio.get_running_loop().call_exception_handler(
                     {"message": "exception in Store.on_outbox_rows", "exception": exc}
+                )
+        if work.new_webhooks and self.on_webhook_rows is not None:
+            try:
+                self.on_webhook_rows([(row["id"], row["account"]) for row in work.new_webhooks])
+            except Exception as exc:  # noqa: BLE001 - committed is committed
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "exception in Store.on_webhook_rows", "exception": exc}
                 )
         get = outcomes.get
         for pos, fut in enumerate(batch.outcomes):
@@ -790,6 +802,7 @@ async def max_ids(engine: AsyncEngine) -> dict[str, int]:
 
 
 __all__ = [
+    "Backlog",
     "FINAL_STATES",
     "Finished",
     "Outcome",

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, and_, bindparam, literal_column, select, upda
 from protocol.constants import MessageState
 
 from .bulk import BulkById, BulkInsert, BulkUpdate, Many, quote
-from .schema import PART_SUBMITTED, early_receipts, messages, outbox, parts
+from .schema import PART_SUBMITTED, early_receipts, messages, outbox, parts, webhook_backlog
 
 FINAL_STATES = frozenset(
     {
@@ -120,7 +120,18 @@ class Finished:
     done_at: float
 
 
-ReceiptBuilder = Callable[[Finished], "dict | None"]
+@dataclass(slots=True)
+class Backlog:
+    """The rows the durable subscribers of one event write in the event's transaction, by
+    backlog table: the SMPP outbox's (``outbox``) and the webhooks' (``webhook_backlog``)."""
+
+    outbox: list[dict] = field(default_factory=list)
+    webhooks: list[dict] = field(default_factory=list)
+
+
+#: Turns a finished message into what its subscribers are owed: the partner's outbox row (the
+#: SMPP outbox alone), a ``Backlog`` (every subscriber, ``smscenter.pipeline.events``), or None.
+ReceiptBuilder = Callable[[Finished], "dict | Backlog | None"]
 
 
 
@@ -134,6 +145,7 @@ class Work:
     results: list[tuple[SubmitResult, int]] = field(default_factory=list)
     receipts: list[tuple[UpstreamReceipt, int | None]] = field(default_factory=list)
     new_outbox: list[dict] = field(default_factory=list)
+    new_webhooks: list[dict] = field(default_factory=list)
     acked_outbox: list[int] = field(default_factory=list)
     failed_outbox: list[tuple[int, float]] = field(default_factory=list)
     message_updates: list[dict] = field(default_factory=list)
@@ -166,6 +178,7 @@ def take_new_messages(work: Work) -> Work | None:
 _INS_MESSAGES = BulkInsert(messages)
 _INS_PARTS = BulkInsert(parts)
 _INS_OUTBOX = BulkInsert(outbox)
+_INS_WEBHOOKS = BulkInsert(webhook_backlog)
 _INS_EARLY = BulkInsert(early_receipts, skip_conflicts_on=("connector", "upstream_id"))
 _UPD_PART_RESULT = BulkUpdate(
     parts, ("state", "connector", "upstream_id", "attempts", "next_attempt_at", "updated_at"), ("message_id", "part_no")
@@ -254,8 +267,8 @@ class Transaction:
         self.reconfigure = reconfigure
 
     def apply(self, conn: Connection, batch: Work) -> dict[int, Any]:
-        """Run the batch on ``conn`` (inside its transaction). New outbox rows made by the
-        receipt builder are appended to ``batch.new_outbox``."""
+        """Run the batch on ``conn`` (inside its transaction). New backlog rows made by the
+        receipt builder are appended to ``batch.new_outbox`` and ``batch.new_webhooks``."""
         outcomes: dict[int, Any] = {}
         now = batch.now
         if batch.reconfigure is not None and self.reconfigure is not None:
@@ -270,13 +283,18 @@ class Transaction:
         if batch.receipts:
             self._apply_receipts(conn, batch.receipts, outcomes, finished, now)
         for item in finished:
-            row = self.receipt_builder(item)
-            if row is not None:
-                batch.new_outbox.append(row)
+            made = self.receipt_builder(item)
+            if type(made) is Backlog:
+                batch.new_outbox.extend(made.outbox)
+                batch.new_webhooks.extend(made.webhooks)
+            elif made is not None:
+                batch.new_outbox.append(made)
         if batch.message_updates:
             self._update_messages(conn, batch.message_updates)
         if batch.new_outbox:
             _INS_OUTBOX.run(conn, _INS_OUTBOX.rows(batch.new_outbox))
+        if batch.new_webhooks:
+            _INS_WEBHOOKS.run(conn, _INS_WEBHOOKS.rows(batch.new_webhooks))
         if batch.acked_outbox:
             _DEL_OUTBOX.run(conn, [(i,) for i in batch.acked_outbox])
         if batch.failed_outbox:

@@ -58,7 +58,7 @@ from .transaction import Transaction, Work, take_new_messages
 START_TIMEOUT = 60.0
 _HEADER = struct.Struct("!Q")  # the length of the pickle that follows
 
-#: A batch's answer: (True, outcomes, outbox rows added) or (False, exception); before it,
+#: A batch's answer: (True, outcomes, outbox rows added, webhook rows added: id and account) or (False, exception); before it,
 #: for a batch that has more than new messages, ``STORED``.
 Reply = tuple
 #: The batch's new messages (and their parts) are committed; the rest of its answer follows.
@@ -275,6 +275,7 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
                 send((True, done))
                 continue
             added_from = len(work.new_outbox)
+            webhooks_from = len(work.new_webhooks)
             try:
                 first = take_new_messages(work)
                 if first is not None:
@@ -288,7 +289,8 @@ def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) ->
                 conn.close()
                 conn = engine.connect()
                 continue
-            send((True, outcomes, _sent_back(work.new_outbox[added_from:])))
+            send((True, outcomes, _sent_back(work.new_outbox[added_from:]),
+                  [{"id": r["id"], "account": r["account"]} for r in work.new_webhooks[webhooks_from:]]))
     finally:
         conn.close()
         engine.dispose()

@@ -34,6 +34,7 @@ from storage.crypto import CryptoError, FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore
 from storage.store import Store, max_ids
+from storage.webhooks import WebhookBacklog
 from storage.writer import WriterDied
 
 import smscenter.app.status as status
@@ -55,6 +56,10 @@ from smscenter.smpp.server import PartnerServer
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner
 from smscenter.runtime.timers import RealTimers, Timers
 from smscenter.http.ops import WebApp
+from smscenter.http.webhooks import WebhookSender
+from smscenter.pipeline.events import Events
+from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
+from smscenter.pipeline.webhook_backlog import WebhookSubscriber
 
 log = structlog.get_logger("smscenter.daemon")
 
@@ -120,7 +125,8 @@ class Daemon:
         #: Per account: how long receipts and MO wait in the outbox, per-part receipts.
         self.policies = AccountPolicies(*AccountPolicies.values_of(s))
         # Ids never go back across a restart, whatever the clock did meanwhile.
-        self.id_floor = id_floor = max((await max_ids(self.engine)).values()) + 1
+        self.webhook_backlog = WebhookBacklog(self.engine)
+        self.id_floor = id_floor = max(*(await max_ids(self.engine)).values(), await self.webhook_backlog.max_id()) + 1
         self.ids.seed(id_floor)
         # The group commit's transaction is built where it runs (a writer process on a
         # SQLite file): from plain values, not from objects of this process.
@@ -157,10 +163,18 @@ class Daemon:
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
                                  budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
         self.server.handler = self.pipeline
+        kept = self.policies.retention_of
+        # Where MO leave the core (receipts leave through the store's transaction, above).
+        # The webhook subscriptions are the policies' dict, updated in place by a reload.
+        events = Events([OutboxSubscriber(self.cipher, self.ids, kept),
+                         WebhookSubscriber(self.cipher, self.ids, self.policies.webhooks, kept)])
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
-            self.policies.retention_of, timers=self.timers,
+            self.policies.retention_of, timers=self.timers, events=events,
         )
+        self.webhooks = WebhookSender(self.webhook_backlog, self.cipher, list(s.accounts), s.webhooks, self.timers)
+        self.store.on_webhook_rows = self.webhooks.notify
+        self.mo.on_webhook_rows = self.webhooks.notify
         self.deliveries.mo_handler = self.mo
         self.housekeeping = Housekeeping(self.store, timers=self.timers)
         await self.housekeeping.start()
@@ -177,6 +191,7 @@ class Daemon:
         for connector in self.connectors.values():
             await connector.start()
         await self.dispatcher.start()
+        await self.webhooks.start()
         self.control.commands.update(status=self._status, reload=self._reload)
         self.control.state = "ready"
 
@@ -230,6 +245,7 @@ class Daemon:
         await self.housekeeping.stop()
         await self.retention.stop()
         await self.outbox.stop()
+        await self.webhooks.stop()
         await asyncio.gather(*(c.stop(grace) for c in self.connectors.values()))
         await self.deliveries.stop()
         await self.store.stop()
@@ -278,8 +294,9 @@ class Daemon:
         """Undo what a failed start had started (best effort: the process exits next)."""
         for name, closing in (("web", lambda x: x.stop()), ("server", lambda x: x.stop(0)),
                               ("connectors", lambda x: asyncio.gather(*(c.stop(0) for c in x.values()))),
-                              ("connections", lambda x: x.stop()), ("store", lambda x: x.stop()),
-                              ("engine", lambda x: x.dispose()), ("control", lambda x: x.close())):
+                              ("connections", lambda x: x.stop()), ("webhooks", lambda x: x.stop()),
+                              ("store", lambda x: x.stop()), ("engine", lambda x: x.dispose()),
+                              ("control", lambda x: x.close())):
             part = getattr(self, name, None)
             if part is None:
                 continue

@@ -67,6 +67,7 @@ class DaemonCollector:
             for key, value in stats.items():
                 yield CounterMetricFamily(f"smscenter_{prefix}_{key}", f"{prefix} {key.replace('_', ' ')}", value=value)
         yield CounterMetricFamily("smscenter_store_commits", "Group commits", value=d.store.commits)
+        yield from _webhook_metrics(d.webhooks)
         yield from _connection_log_metrics(d.connections)
         yield from _retention_metrics(d.retention)
         yield from _budget_metrics(d)
@@ -92,6 +93,20 @@ def _id_metrics(d):
         unmatched.add_metric([name], d.deliveries.unmatched.get(name, 0))
     yield convention
     yield unmatched
+
+
+def _webhook_metrics(sender):
+    """The webhook sender (http/webhooks.py): deliveries by outcome, rows waiting per account."""
+    deliveries = CounterMetricFamily(
+        "smscenter_webhook_deliveries", "Webhook attempts by outcome (delivered: 2xx)", labels=["outcome"]
+    )
+    for outcome, n in sorted(sender.stats.items()):
+        deliveries.add_metric([outcome], n)
+    yield deliveries
+    depth = GaugeMetricFamily("smscenter_webhook_backlog", "Webhook events waiting, by account", labels=["account"])
+    for account, n in sorted(sender.depth.items()):
+        depth.add_metric([account], max(n, 0))
+    yield depth
 
 
 def _retention_metrics(job):

@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from routing.windows import SendWindows
 
 import smscenter.app.systemd as systemd
-from smscenter.config import ConfigError, Settings, load_settings
+from smscenter.config import Account, ConfigError, Settings, load_settings
 from smscenter.smpp.connector import Connector
 from smscenter.app.daemon import Daemon, route_table
 from smscenter.app.logs import configure_logging
@@ -70,6 +70,7 @@ def compare(old: Settings, new: Settings) -> tuple[list[str], list[str]]:
             restart += _changed_keys(key, before, after)
         elif key == "account":
             changes += _by_name("account", "system_id", before, after)
+            restart += _webhook_keys(before, after)
         elif key == "connector":
             changes += _by_name("connector", "name", before, after)
         elif key == "route":
@@ -80,6 +81,20 @@ def compare(old: Settings, new: Settings) -> tuple[list[str], list[str]]:
         else:
             changes += [f"{path}: changed" for path in _changed_keys(key, before, after)]
     return changes, restart
+
+
+#: An account's webhook keys: the sender holds its sessions and certificates from the start.
+WEBHOOK_KEYS = ("receipt_url", "mo_url", "webhook_secret", "webhook_ordered", "webhook_ca")
+
+
+def _webhook_keys(before: tuple, after: tuple) -> list[str]:
+    """The webhook keys of accounts that changed them (an account added or removed with
+    webhooks included): only a restart applies them."""
+    none = {k: Account.model_fields[k].default for k in WEBHOOK_KEYS}
+    old = {a.system_id: {k: getattr(a, k) for k in WEBHOOK_KEYS} for a in before}
+    new = {a.system_id: {k: getattr(a, k) for k in WEBHOOK_KEYS} for a in after}
+    return [f"account {system_id}.{k}" for system_id in sorted(old.keys() | new.keys())
+            for k in WEBHOOK_KEYS if old.get(system_id, none)[k] != new.get(system_id, none)[k]]
 
 
 def _changed_keys(key: str, before: Any, after: Any) -> list[str]:

@@ -3,7 +3,7 @@
 Categories (``[retention]``, each overridable per account in ``[account.retention]``):
 
 - ``message_details`` (6 months after the message *ended*): messages, their parts, their
-  receipts and other outbox rows, early receipts;
+  receipts and other outbox rows, early receipts, webhook events never acknowledged;
 - ``contact_data`` (26 months after reception): MO, i.e. replies and survey answers;
 - ``lookups`` (14 months after an upstream's last report): invalid numbers (shared by all
   accounts, so the platform's value applies);
@@ -87,7 +87,7 @@ class Category:
 
 #: In order: a message's outbox rows go with it before the leftovers by age.
 CATEGORIES = (
-    Category("message_details", ("messages", "outbox", "early_receipts")),
+    Category("message_details", ("messages", "outbox", "early_receipts", "webhook_backlog")),
     Category("contact_data", ("mo_messages",)),
     Category("lookups", ("invalid_numbers",)),
     Category("billing", ("billing_days",)),
@@ -317,6 +317,7 @@ def _secure_delete(dbapi_connection, _record) -> None:
 
 
 _AGED = {"outbox": purge.OUTBOX, "early_receipts": purge.EARLY_RECEIPTS, "mo_messages": purge.MO,
+         "webhook_backlog": purge.WEBHOOKS,
          "invalid_numbers": purge.INVALID_NUMBERS, "connection_log": purge.CONNECTIONS}
 
 

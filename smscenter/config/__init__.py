@@ -46,6 +46,7 @@ from .sections import (
     Settings,
     SourceTonNpi,
     Storage,
+    Webhooks,
     Windows,
 )
 from .values import Address, Duration, RelPath, parse_duration
@@ -68,6 +69,7 @@ __all__ = [
     "Settings",
     "SourceTonNpi",
     "Storage",
+    "Webhooks",
     "Windows",
     "load_or_report",
     "load_settings",

@@ -66,6 +66,15 @@ def cross_check(s: Settings) -> list[str]:
                 "marketing from alphanumeric sender IDs, whose STOP mention names it"
             )
 
+    for i, acc in enumerate(s.accounts):
+        if acc.has_webhooks and acc.webhook_secret is None:
+            key = "receipt_url" if acc.receipt_url is not None else "mo_url"
+            errors.append(f"account[{i}].webhook_secret: required when {key} is set (webhooks are signed)")
+        if acc.webhook_ca is not None and not acc.webhook_ca.is_file():
+            errors.append(f"account[{i}].webhook_ca: file not found: {acc.webhook_ca}")
+    if s.webhooks.retry_min > s.webhooks.retry_max:
+        errors.append(f"webhooks.retry_min: must not exceed retry_max ({format_seconds(s.webhooks.retry_max)})")
+
     for key in s.windows.rules:
         if key != "*" and not re.fullmatch(r"[A-Z]{2}", key):
             errors.append(

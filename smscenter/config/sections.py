@@ -37,6 +37,7 @@ from .values import (
     ShortCode,
     SystemId,
     TonNpi,
+    WebhookUrl,
     c_octet,
     config_folder,
     lowercased,
@@ -235,6 +236,16 @@ class Http(_Section):
     listen: ListenAddress | None = None
 
 
+class Webhooks(_Section):
+    """``[webhooks]``: how the daemon delivers every account's webhooks."""
+
+    timeout: PositiveDuration = "10s"  # type: ignore[assignment]  # a receiver that hangs: a retry
+    max_in_flight: int = Field(64, gt=0, le=10_000)  # requests at once, all accounts
+    account_in_flight: int = Field(16, gt=0, le=10_000)  # ... per account (webhook_ordered: 1)
+    retry_min: PositiveDuration = "5s"  # type: ignore[assignment]  # first retry's wait (before jitter)
+    retry_max: PositiveDuration = "5m"  # type: ignore[assignment]  # the longest wait between tries
+
+
 class AccountRetention(_Section):
     """``[account.retention]``: per-account overrides; unset keys use ``[retention]``."""
 
@@ -276,6 +287,14 @@ def _keyword(value: Any) -> str:
     return value.strip()
 
 
+def _webhook_secret(value: Any) -> SecretStr:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str) or len(value) < 16:
+        raise PydanticCustomError("webhook_secret", "a webhook secret is a string of at least 16 characters")
+    return SecretStr(value)
+
+
 class Account(_Section):
     """``[[account]]``: a partner that binds to us."""
 
@@ -295,6 +314,16 @@ class Account(_Section):
     outside_window: Literal["defer", "reject"] = "defer"
     per_part_receipts: bool = False
     retention: AccountRetention = Field(default_factory=dict)  # type: ignore[arg-type]
+    # Webhooks (README "Webhooks"): receipts and MO as signed JSON to the partner's URLs.
+    receipt_url: WebhookUrl | None = None
+    mo_url: WebhookUrl | None = None
+    webhook_secret: Annotated[SecretStr, PlainValidator(_webhook_secret)] | None = Field(None, repr=False)
+    webhook_ordered: bool = False  # one event in flight at a time, in order
+    webhook_ca: RelPath | None = None  # PEM CA(s) to trust for its URLs, besides the system's
+
+    @property
+    def has_webhooks(self) -> bool:
+        return self.receipt_url is not None or self.mo_url is not None
 
     def ip_allowed(self, ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """True if a peer address is inside ``allowed_ips`` (IPv4-mapped IPv6 counts as IPv4)."""
@@ -454,6 +483,7 @@ class Settings(_Section):
     windows: Windows = Field(default_factory=dict)  # type: ignore[arg-type]
     http: Http = Field(default_factory=dict)  # type: ignore[arg-type]
     queue: Queue = Field(default_factory=dict)  # type: ignore[arg-type]
+    webhooks: Webhooks = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @cached_property
     def accounts_by_id(self) -> dict[str, Account]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -235,4 +236,36 @@ def _ton_npi(value: Any) -> tuple[int, int]:
 
 
 TonNpi = Annotated[tuple[int, int], PlainValidator(_ton_npi)]
+
+
+def _webhook_url(value: Any) -> str:
+    """An https URL, or http to a loopback address (a receiver on the same host): a
+    partner's receipts and MO never cross a network in clear."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("webhook_url", "expected a URL string")
+    try:
+        url = urllib.parse.urlsplit(value.strip())
+        host = url.hostname or ""
+        url.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise PydanticCustomError("webhook_url", "{problem}", {"problem": f"not a URL: {exc}"}) from None
+    if url.scheme == "https" and host:
+        return value.strip()
+    if url.scheme == "http" and _is_loopback(host):
+        return value.strip()
+    raise PydanticCustomError(
+        "webhook_url", "must be an https:// URL with a host (http:// only to a loopback address, e.g. 127.0.0.1)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+WebhookUrl = Annotated[str, PlainValidator(_webhook_url)]
 

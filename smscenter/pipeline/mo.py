@@ -10,8 +10,9 @@ is stored (parts may arrive in any order; an incomplete set is stored as such af
   alert, from the short code, no promotional content, not billed: its account is the
   platform's, ""), and the MO is forwarded to those accounts marked ``service_type "STOP"``
   so their CRM can follow;
-- otherwise the MO is routed by short code (and first keyword on a shared one) into the
-  owning account's outbox, delivered like receipts (held while the account is unbound);
+- otherwise the MO is routed by short code (and first keyword on a shared one) to the
+  owning account: an MO event (``events.py``) to its durable subscribers — the SMPP outbox,
+  delivered like receipts (held while the account is unbound), and its ``mo_url``;
 - unroutable MO (unknown short code or keyword, binary data, empty text, a number that does
   not parse) is stored, logged with the number masked, acknowledged so the SMSC does not
   resend it forever, and listed by ``smscenter mo list``.
@@ -24,7 +25,6 @@ import time
 
 import structlog
 
-from protocol import codec
 from protocol import pdu as P
 from protocol.constants import EsmClass, Tag
 from protocol.errors import RemoteProtocolError
@@ -35,9 +35,10 @@ from routing.optout import DEFAULT_KEYWORDS, KeywordMatcher, attribute_optout, f
 from storage.crypto import FieldCipher
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore, platform_scope
-from storage.schema import OUTBOX_MO
 
 from smscenter.pipeline.blacklist import Blacklist
+from smscenter.pipeline.events import Events, MoEvent, OptOutEvent
+from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
 from smscenter.config import Settings
 from smscenter.smpp.connector import Connector
 from smscenter.pipeline.dispatch import QueuedMessage
@@ -47,7 +48,6 @@ from smscenter.runtime.timers import RealTimers, Timers
 log = structlog.get_logger("smscenter.mo")
 
 PLATFORM_ACCOUNT = ""  # messages the platform sends on its own behalf (not billed)
-MAX_SHORT_MESSAGE = 254
 
 
 def short_code_owners(settings: Settings) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
@@ -98,6 +98,7 @@ class MoService:
         retention,
         clock=time.time,
         timers: Timers | None = None,
+        events: Events | None = None,
     ) -> None:
         self.settings = settings
         self.optouts = optouts
@@ -108,6 +109,10 @@ class MoService:
         self.dispatcher = dispatcher
         self.outbox = outbox
         self.retention = retention  # account -> seconds
+        #: Where routed MO leave the core: the SMPP outbox, and whatever else the daemon
+        #: subscribed (webhooks); ``on_webhook_rows`` hears the webhook rows committed.
+        self.events = events if events is not None else Events([OutboxSubscriber(cipher, ids, retention)])
+        self.on_webhook_rows = None
         #: The reassembly timeout runs on these (virtual time in tests).
         self.timers: Timers = timers if timers is not None else RealTimers(clock)
         self.clock = self.timers.now
@@ -240,7 +245,12 @@ class MoService:
             "status": status,
             "reason": reason[:64],
         }
-        outbox_rows = [self._forward(account, pdu, e164, short_code, body, status == "optout") for account in targets]
+        # Out to the durable subscribers (SMPP outbox, webhooks), committed with the MO; an
+        # opt-out also as its own event (no number in it), which no subscriber takes yet.
+        backlog = self.events.backlog([
+            *self._events(targets, pdu, e164, short_code, text, body, status == "optout", mo_id, now),
+            *(OptOutEvent(scope if scope in targets else None, scope, "stop", now) for scope, _ in optouts),
+        ])
 
         def confirm(scope: str):
             return self.planner.system_message(
@@ -249,7 +259,8 @@ class MoService:
 
         try:
             built = await self.optouts.record_mo(
-                mo_row, optouts=optouts, outbox_rows=outbox_rows, confirm=confirm if optouts else None
+                mo_row, optouts=optouts, outbox_rows=backlog.outbox, webhook_rows=backlog.webhooks,
+                confirm=confirm if optouts else None
             )
         except Exception as exc:  # noqa: BLE001 - not stored: no answer, the SMSC resends
             log.error("mo_not_stored", connector=connector, error=str(exc))
@@ -264,6 +275,8 @@ class MoService:
             self.dispatcher.enqueue(QueuedMessage.from_plan(message))
         if targets:
             self.outbox.notify(targets)
+            if backlog.webhooks and self.on_webhook_rows is not None:
+                self.on_webhook_rows([(row["id"], row["account"]) for row in backlog.webhooks])
         self.stats[{"optout": "optouts", "routed": "routed"}.get(status, "unroutable")] += 1
         log.info(
             "mo_stored",
@@ -275,33 +288,15 @@ class MoService:
             confirmations=len(built),
         )
 
-    def _forward(self, account: str, pdu: P.Pdu, e164: str | None, short_code: str, body: bytes, optout: bool) -> dict:
-        """The partner's copy of the MO, as an outbox row."""
-        long = len(body) > MAX_SHORT_MESSAGE
-        deliver = P.DeliverSm(
-            service_type="STOP" if optout else "",
-            source_addr_ton=1 if e164 else pdu.source_addr_ton,
-            source_addr_npi=1 if e164 else pdu.source_addr_npi,
-            source_addr=e164[1:] if e164 else pdu.source_addr,
-            dest_addr_ton=3 if short_code.isdigit() else 0,
-            dest_addr_npi=0,
-            destination_addr=short_code,
-            data_coding=pdu.data_coding,
-            short_message=b"" if long else body,
-            tlvs=((Tag.MESSAGE_PAYLOAD, body),) if long else (),
-        )
-        outbox_id = self.ids.next()
-        now = self.clock()
-        return {
-            "id": outbox_id,
-            "account": account,
-            "kind": OUTBOX_MO,
-            "message_id": None,
-            "pdu_enc": self.cipher.encrypt(codec.encode(deliver), b"outbox:%d" % outbox_id),
-            "created_at": now,
-            "expires_at": now + self.retention(account),
-            "attempts": 0,
-        }
+    def _events(self, targets, pdu: P.Pdu, e164: str | None, short_code: str, text: str | None, body: bytes,
+                optout: bool, mo_id: int, now: float) -> list[MoEvent]:
+        """The MO as an event for each account it goes to (``events.py``)."""
+        return [
+            MoEvent(account, mo_id, now, short_code, e164 or pdu.source_addr, e164 is not None,
+                    1 if e164 else pdu.source_addr_ton, 1 if e164 else pdu.source_addr_npi,
+                    text, body, pdu.data_coding, optout)
+            for account in targets
+        ]
 
     def _confirmation_text(self, e164: str) -> str:
         opt = self.settings.optout

@@ -49,6 +49,9 @@ from storage.ids import IdGenerator
 from storage.schema import OUTBOX_RECEIPT
 from storage.store import Finished, Store, Transaction, UpstreamReceipt
 
+from smscenter.pipeline.events import Events
+from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
+from smscenter.pipeline.webhook_backlog import WebhookSubscriber, WebhookTargets, webhook_targets
 from smscenter.smpp.connector import Connector
 from smscenter.runtime.floodlog import Tally
 from smscenter.smpp.link import Link
@@ -457,23 +460,30 @@ TRANSACTION_NODE = 1022
 class AccountPolicies:
     """What the group commit needs to know of each account, as plain values (they cross to
     a writer process): how long its receipts may wait for it (``message_details``, its
-    override or ``[retention]``'s) and whether it gets one receipt per part. A config reload
-    sends new values (``values_of``) through ``Store.reconfigure`` to ``update``."""
+    override or ``[retention]``'s), whether it gets one receipt per part, and which webhooks
+    it subscribed to. A config reload sends new values (``values_of``) through
+    ``Store.reconfigure`` to ``update``."""
 
-    def __init__(self, retention: dict[str, float], default_retention: float, per_part: dict[str, bool]) -> None:
-        self.update((retention, default_retention, per_part))
+    def __init__(self, retention: dict[str, float], default_retention: float, per_part: dict[str, bool],
+                 webhooks: dict[str, WebhookTargets] | None = None) -> None:
+        self.webhooks: dict[str, WebhookTargets] = {}
+        self.update((retention, default_retention, per_part, webhooks or {}))
 
     @staticmethod
-    def values_of(settings) -> tuple[dict[str, float], float, dict[str, bool]]:
-        """The policies of a ``Settings``: (retention per account, default, per-part flags)."""
+    def values_of(settings) -> tuple[dict[str, float], float, dict[str, bool], dict[str, WebhookTargets]]:
+        """The policies of a ``Settings``: (retention per account, default, per-part flags,
+        webhook subscriptions)."""
         return (
             {a.system_id: settings.retention_for(a).message_details for a in settings.accounts},
             settings.retention.message_details,
             {a.system_id: a.per_part_receipts for a in settings.accounts},
+            webhook_targets(settings),
         )
 
-    def update(self, values: tuple[dict[str, float], float, dict[str, bool]]) -> None:
-        self.retention, self.default_retention, self.per_part = values
+    def update(self, values: tuple) -> None:
+        self.retention, self.default_retention, self.per_part, webhooks = values
+        self.webhooks.clear()  # in place: the webhook subscriber holds this dict
+        self.webhooks.update(webhooks)
 
     def retention_of(self, account: str) -> float:
         return self.retention.get(account, self.default_retention)
@@ -483,18 +493,27 @@ class AccountPolicies:
 
 
 def daemon_transaction(
-    keys: str, retention: dict[str, float], default_retention: float, per_part: dict[str, bool], id_floor: int
+    keys: str, retention: dict[str, float], default_retention: float, per_part: dict[str, bool],
+    webhooks: dict[str, WebhookTargets], id_floor: int,
 ) -> Transaction:
     """The daemon's group-commit transaction, built where it runs: the store is given a
     ``functools.partial`` of this (picklable: plain values only) and calls it in its writer
     process. It opens the keys folder itself; ``id_floor`` seeds its id generator past the
-    ids already stored. A reload's new policies reach it through ``reconfigure``."""
+    ids already stored. A finished message leaves as a receipt event to the durable
+    subscribers (``events.py``): the SMPP outbox, and the webhooks of the accounts that have
+    them. A reload's new policies (webhook subscriptions included) reach it through
+    ``reconfigure``."""
     cipher = FieldCipher(Keyring.open(keys, database_has_data=True))
     ids = IdGenerator(node=TRANSACTION_NODE)
     ids.seed(id_floor)
-    policies = AccountPolicies(retention, default_retention, per_part)
+    policies = AccountPolicies(retention, default_retention, per_part, webhooks)
+    kept = policies.retention_of
+    subscribers = [
+        OutboxSubscriber(cipher, ids, kept, receipts=ReceiptBuilder(cipher, ids, kept)),
+        WebhookSubscriber(cipher, ids, policies.webhooks, kept),  # the dict is updated in place
+    ]
     return Transaction(
-        ReceiptBuilder(cipher, ids, policies.retention_of),
+        Events(subscribers).on_finished,
         per_part_receipts=policies.per_part_of,
         early_decoder=partial(decode_early, cipher),
         reconfigure=policies.update,

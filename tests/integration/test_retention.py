@@ -213,3 +213,25 @@ async def test_sqlite_file_does_not_grow_at_steady_state(tmp_path, monkeypatch):
     sync.dispose()
     await engine.dispose()
     assert second <= first * 1.05, (first, second)
+
+
+async def test_webhook_events_never_acknowledged_go_with_message_details(engine, db_url):
+    """A webhook row the sender could not deliver (an account whose URL was removed, a daemon
+    that was down) is purged by its creation time, with the account's override."""
+    from storage.schema import webhook_backlog
+    from tests.retention_fixtures import next_id
+
+    def row(account: str, days_ago: float) -> dict:
+        at = NOW - days_ago * DAY
+        return {"id": next_id(at), "account": account, "kind": 1, "message_id": None, "payload_enc": b"x",
+                "created_at": at, "expires_at": at + 180 * DAY, "attempts": 3, "next_attempt_at": at}
+
+    old, young, short_old = row("acme", 200), row("acme", 10), row("short", 40)
+    async with engine.begin() as conn:
+        await conn.execute(webhook_backlog.insert(), [old, young, short_old])
+    purger = Purger(engine, settings(db_url), timers=FakeTimers(NOW))
+    done = await purger.run()
+    await purger.close()
+    assert done.rows[("message_details", "webhook_backlog", "acme")] == 1
+    assert done.rows[("message_details", "webhook_backlog", "short")] == 1  # its 30 days
+    assert await ids(engine, webhook_backlog, webhook_backlog.c.id) == {young["id"]}

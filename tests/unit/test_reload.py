@@ -13,6 +13,7 @@ from smscenter.pipeline.dispatch import Dispatcher, QueuedMessage
 from smscenter.runtime.passwords import hash_password
 from smscenter.runtime.ratelimit import TokenBucket
 from smscenter.pipeline.receipts import AccountPolicies
+from smscenter.pipeline.webhook_backlog import WebhookTargets
 from smscenter.app.reload import compare
 from smscenter.app.retention import RetentionJob
 from smscenter.runtime.timers import FakeTimers
@@ -165,6 +166,29 @@ async def test_reroute_changes_the_messages_in_memory() -> None:
 def test_transaction_takes_policies_from_a_batch() -> None:
     policies = AccountPolicies({"acme": 30.0}, 10.0, {})
     transaction = Transaction(lambda done: None, per_part_receipts=policies.per_part_of, reconfigure=policies.update)
-    transaction.apply(None, Work(reconfigure=({"acme": 5.0}, 20.0, {"acme": True})))  # nothing else: no SQL
+    webhooks = policies.webhooks  # what the webhook subscriber holds
+    targets = {"acme": WebhookTargets(receipts=True)}
+    transaction.apply(None, Work(reconfigure=({"acme": 5.0}, 20.0, {"acme": True}, targets)))  # nothing else: no SQL
     assert policies.retention_of("acme") == 5.0 and policies.retention_of("beta") == 20.0
     assert transaction.per_part_receipts("acme") is True
+    assert webhooks == targets and policies.webhooks is webhooks  # updated in place
+
+
+def test_compare_sends_webhook_keys_to_a_restart(pw) -> None:
+    """The webhook sender holds each account's sessions and certificates from the start: a
+    webhook key changed, or an account added with one, needs a restart; a secret's value is
+    never shown."""
+    secret = "s" * 20
+    old = settings(pw)
+    new = settings(
+        pw,
+        account=[{"system_id": "acme", "password": pw, "category": "alert",
+                  "receipt_url": "https://hooks.example/r", "webhook_secret": secret},
+                 {"system_id": "beta", "password": pw, "mo_url": "https://hooks.example/mo",
+                  "webhook_secret": secret}],
+    )
+    changes, restart = compare(old, new)
+    assert restart == ["account acme.receipt_url", "account acme.webhook_secret", "account beta.mo_url",
+                       "account beta.webhook_secret"]
+    assert secret not in repr((changes, restart))
+    assert compare(new, new) == ([], [])

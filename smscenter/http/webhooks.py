@@ -1,0 +1,295 @@
+"""Delivering the webhook backlog: receipts and MO as signed JSON to the partners' URLs.
+
+The rows are written by the core (``pipeline/webhook_backlog.py``) in the transaction of
+each event's cause; this sender only reads what is due and deletes what a receiver
+acknowledged. One pump per account with a ``receipt_url`` or ``mo_url``:
+
+- **many in flight**: up to ``[webhooks] account_in_flight`` requests for the account and
+  ``max_in_flight`` for all accounts at once; with ``webhook_ordered = true``, one: the
+  account's oldest row, and the next only once it is acknowledged (or expired);
+- **acknowledged = 2xx**. Anything else — another status, a redirect (never followed: the
+  URL is the partner's configuration, not the receiver's), no answer within ``timeout``, a
+  refused connection, a TLS failure — is a retry after a jittered exponential backoff
+  (``retry_min`` doubling up to ``retry_max``, times 0.5–1.0, counted from the account's
+  failures in a row), and the whole account waits that long too; then one request probes
+  the receiver, and only its 2xx lets the others follow. A receiver that is down costs one
+  request per backoff, not one per row; when it answers again, everything waiting goes out;
+- a row still unacknowledged at ``expires_at`` (the account's message-details retention) is
+  dropped;
+- **signed**: ``X-Smscenter-Timestamp: <unix seconds>`` and ``X-Smscenter-Signature:
+  sha256=<hex HMAC-SHA256(webhook_secret, "<timestamp>.<body>")>``, made at each attempt
+  (the body is the same bytes every time; its ``event_id`` lets a receiver drop a duplicate).
+
+Every wait (backoff, request timeout) is on the injected ``Timers``: tests move virtual time.
+Logs carry the account, the row id and the outcome — never the URL's path, a number or a text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import random
+import ssl
+from collections import Counter
+from collections.abc import Callable
+
+import aiohttp
+import structlog
+
+from storage.crypto import FieldCipher
+from storage.schema import WEBHOOK_RECEIPT
+from storage.webhooks import WebhookBacklog
+
+from smscenter.config import Account, Webhooks
+from smscenter.runtime.timers import Timers
+
+log = structlog.get_logger("smscenter.webhooks")
+
+#: Bytes of a receiver's answer read (and dropped) so the connection can be reused.
+MAX_ANSWER = 64 * 1024
+#: Outcomes counted in ``stats`` (metric ``smscenter_webhook_deliveries{outcome}``).
+OUTCOMES = ("delivered", "refused", "redirect", "timeout", "error", "expired")
+
+
+def signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The ``X-Smscenter-Signature`` value of ``body`` sent at ``timestamp``."""
+    return "sha256=" + hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+
+
+def backoff(attempts: int, retry_min: float, retry_max: float, rng: Callable[[], float]) -> float:
+    """Seconds before the next try after ``attempts`` failed ones: ``retry_min`` doubling
+    up to ``retry_max``, times a random 0.5–1.0 (receivers that come back are not hit by
+    every sender's retries at the same instant)."""
+    base = min(retry_max, retry_min * 2 ** min(attempts - 1, 30))
+    return base * (0.5 + 0.5 * rng())
+
+
+class _Account:
+    """One account's delivery state."""
+
+    def __init__(self, config: Account, session: aiohttp.ClientSession, limit: int) -> None:
+        self.id = config.system_id
+        self.config = config
+        self.secret = config.webhook_secret.get_secret_value().encode() if config.webhook_secret else b""
+        self.session = session
+        self.ordered = config.webhook_ordered
+        self.limit = 1 if self.ordered else limit
+        self.in_flight: set[int] = set()
+        self.paused_until = 0.0  # after a failure: nothing goes out before this
+        self.failures = 0  # failed attempts in a row (any row): the account's backoff step
+        self.wake = asyncio.Event()
+        self.pump: asyncio.Task | None = None
+
+    def url(self, kind: int) -> str | None:
+        return self.config.receipt_url if kind == WEBHOOK_RECEIPT else self.config.mo_url
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        backlog: WebhookBacklog,
+        cipher: FieldCipher,
+        accounts: list[Account],
+        settings: Webhooks,
+        timers: Timers,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.backlog = backlog
+        self.cipher = cipher
+        self.settings = settings
+        self.timers = timers
+        self.rng = rng
+        self._configs = [a for a in accounts if a.has_webhooks]
+        self._accounts: dict[str, _Account] = {}
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+        self.stats: Counter[str] = Counter({outcome: 0 for outcome in OUTCOMES})
+        #: Rows waiting per account (read at start, then followed in memory).
+        self.depth: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        for config in self._configs:
+            ctx = ssl.create_default_context()
+            if config.webhook_ca is not None:
+                ctx.load_verify_locations(cafile=str(config.webhook_ca))
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ctx, limit=self.settings.account_in_flight),
+                timeout=aiohttp.ClientTimeout(total=None),  # our own timeout, on self.timers
+                auto_decompress=False,
+            )
+            self._accounts[config.system_id] = _Account(config, session, self.settings.account_in_flight)
+        for system_id in await self.backlog.accounts():
+            acc = self._accounts.get(system_id)
+            if acc is None:
+                log.warning("webhook_rows_without_url", account=system_id)  # kept until they expire
+                continue
+            self.depth[system_id] = await self.backlog.depth(system_id)
+            self._wake(acc)
+
+    def notify(self, rows: list[tuple[int, str]]) -> None:
+        """Rows just committed (id, account): their accounts' pumps look."""
+        if self._stopping:
+            return
+        for _, system_id in rows:
+            self.depth[system_id] += 1
+        for system_id in {account for _, account in rows}:
+            acc = self._accounts.get(system_id)
+            if acc is not None:
+                self._wake(acc)
+
+    def _wake(self, acc: _Account) -> None:
+        acc.wake.set()
+        if acc.pump is None or acc.pump.done():
+            acc.pump = asyncio.get_running_loop().create_task(self._pump(acc), name=f"webhooks-{acc.id}")
+            acc.pump.add_done_callback(_pump_ended)
+
+    async def stop(self) -> None:
+        """In-flight requests are abandoned: their rows stay and go out again after a
+        restart (a receiver may get those twice)."""
+        self._stopping = True
+        tasks = [a.pump for a in self._accounts.values() if a.pump is not None] + list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for acc in self._accounts.values():
+            await acc.session.close()
+
+    # --- the pump ---------------------------------------------------------------------------
+
+    async def _pump(self, acc: _Account) -> None:
+        while not self._stopping:
+            acc.wake.clear()
+            now = self.timers.now()
+            if acc.paused_until > now:
+                await self._wait(acc, acc.paused_until - now)
+                continue
+            # After a failure, one request probes the receiver; the rest follow its success.
+            free = (1 if acc.failures else acc.limit) - len(acc.in_flight)
+            wait: float | None = None
+            if free > 0:
+                try:
+                    rows, wait = await self._due(acc, now, free)
+                except Exception:  # noqa: BLE001 - a failed read must not stop deliveries
+                    log.exception("webhook_read_failed", account=acc.id)
+                    await self.timers.sleep(1.0)
+                    continue
+                for row in rows:
+                    if row["expires_at"] <= now:
+                        await self._drop_expired(acc, row)
+                        continue
+                    await self._slots.acquire()
+                    acc.in_flight.add(row["id"])
+                    task = asyncio.get_running_loop().create_task(self._deliver(acc, row))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                if rows and len(rows) == free:
+                    continue  # more may be due: look again once there is room
+            await self._wait(acc, wait)
+
+    async def _due(self, acc: _Account, now: float, free: int) -> tuple[list[dict], float | None]:
+        """(rows to send now, seconds until the next one comes due: None, when woken).
+
+        A row in flight when the read began may be acknowledged and deleted while it runs,
+        yet be in its result: the ids in flight at the start are skipped as well as those
+        in flight at the end."""
+        busy = frozenset(acc.in_flight)
+        if acc.ordered:
+            head = await self.backlog.head(acc.id)
+            if head is None or head["id"] in busy or head["id"] in acc.in_flight:
+                return [], None
+            if head["next_attempt_at"] > now:
+                return [], head["next_attempt_at"] - now
+            return [head], None
+        rows = await self.backlog.due(acc.id, now, free, skip=busy)
+        rows = [r for r in rows if r["id"] not in acc.in_flight]
+        if rows:
+            return rows, None
+        later = await self.backlog.next_due(acc.id, now)
+        return [], None if later is None else later - now
+
+    async def _wait(self, acc: _Account, seconds: float | None) -> None:
+        """Until woken (new rows, a delivery ended) or ``seconds`` passed."""
+        try:
+            async with self.timers.timeout(seconds):
+                await acc.wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _drop_expired(self, acc: _Account, row: dict) -> None:
+        await self.backlog.delete([row["id"]])
+        self.stats["expired"] += 1
+        self.depth[acc.id] -= 1
+        log.warning("webhook_expired", account=acc.id, event_id=row["id"], attempts=row["attempts"])
+
+    # --- one delivery -----------------------------------------------------------------------
+
+    async def _deliver(self, acc: _Account, row: dict) -> None:
+        row_id = row["id"]
+        try:
+            outcome, status = await self._post(acc, row)
+            self.stats[outcome] += 1
+            if outcome == "delivered":
+                acc.failures = 0
+                await self.backlog.delete([row_id])
+                self.depth[acc.id] -= 1
+                return
+            attempts = row["attempts"] + 1
+            acc.failures += 1
+            now = self.timers.now()
+            step = max(attempts, acc.failures)
+            delay = backoff(step, self.settings.retry_min, self.settings.retry_max, self.rng)
+            acc.paused_until = max(acc.paused_until, now + delay)
+            if now + delay >= row["expires_at"]:
+                await self._drop_expired(acc, row)
+                return
+            await self.backlog.retry(row_id, attempts, now + delay)
+            log.warning("webhook_retry", account=acc.id, event_id=row_id, outcome=outcome, status=status,
+                        attempts=attempts, retry_in=round(delay, 1))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - never a crash: the row stays, tried again later
+            log.exception("webhook_delivery_failed", account=acc.id, event_id=row_id)
+            acc.paused_until = max(acc.paused_until, self.timers.now() + self.settings.retry_min)
+        finally:
+            acc.in_flight.discard(row_id)
+            self._slots.release()
+            acc.wake.set()
+
+    async def _post(self, acc: _Account, row: dict) -> tuple[str, int | None]:
+        """(outcome, HTTP status) of one attempt."""
+        url = acc.url(row["kind"])
+        if url is None:
+            return "error", None  # the URL was removed from the config: kept until expiry
+        body = self.cipher.decrypt(row["payload_enc"], b"webhook:%d" % row["id"])
+        timestamp = str(int(self.timers.now()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "smscenter-webhooks",
+            "X-Smscenter-Event-Id": str(row["id"]),
+            "X-Smscenter-Timestamp": timestamp,
+            "X-Smscenter-Signature": signature(acc.secret, timestamp, body),
+        }
+        try:
+            async with self.timers.timeout(self.settings.timeout):
+                async with acc.session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                    await resp.content.read(MAX_ANSWER)
+                    status = resp.status
+        except TimeoutError:
+            return "timeout", None
+        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
+            log.info("webhook_unreachable", account=acc.id, event_id=row["id"], error=type(exc).__name__)
+            return "error", None
+        if 200 <= status < 300:
+            return "delivered", status
+        return ("redirect" if 300 <= status < 400 else "refused"), status
+
+
+def _pump_ended(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # The next notify starts a new pump; rows wait in the table meanwhile.
+        log.error("webhook_pump_failed", pump=task.get_name(), error=repr(task.exception()))
+
+
+__all__ = ["OUTCOMES", "WebhookSender", "backoff", "signature"]

@@ -3,7 +3,7 @@ and queued (it raises otherwise)."""
 
 import asyncio
 
-from smscenter import bench_submit
+import smscenter.bench.submit as bench_submit
 
 
 def test_every_submit_answered_and_queued(capsys):

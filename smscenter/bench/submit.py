@@ -1,4 +1,4 @@
-"""Instructions per submit_sm in the submit path, in-process: ``python -m smscenter.bench_submit``.
+"""Instructions per submit_sm in the submit path, in-process: ``python -m smscenter.bench.submit``.
 
 Why: the MT benchmark under callgrind (``bench_mt --daemon-wrapper``) counts the whole daemon,
 but needs the machine quiet enough for its binds (an scrypt check each) to answer within the
@@ -59,12 +59,12 @@ async def run(count: int) -> float:
     from storage.crypto import FieldCipher, Keyring
     from storage.ids import IdGenerator
 
-    from .accounts import AccountState, PartnerBind
-    from .config import Account
-    from .passwords import hash_password
-    from .pipeline import Pipeline
-    from .ratelimit import TokenBucket
-    from .submit import SubmitPlanner
+    from smscenter.pipeline.accounts import AccountState, PartnerBind
+    from smscenter.config import Account
+    from smscenter.runtime.passwords import hash_password
+    from smscenter.smpp.handler import Pipeline
+    from smscenter.runtime.ratelimit import TokenBucket
+    from smscenter.pipeline.submit import SubmitPlanner
 
     tmp = tempfile.TemporaryDirectory()
     # A clock that stands still: the cipher never looks at its keys folder for a new key
@@ -103,7 +103,7 @@ def _instructions(count: int) -> int:
         out = os.path.join(tmp, "cg.out")
         subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
-             "smscenter.bench_submit", "--messages", str(count)],
+             "smscenter.bench.submit", "--messages", str(count)],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         with open(out) as f:
@@ -114,7 +114,7 @@ def _instructions(count: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smscenter.bench_submit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m smscenter.bench.submit", description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=500, help="submit_sm per run (callgrind: n and 4n)")
     parser.add_argument("--callgrind", action="store_true", help="count instructions per submit under callgrind")
     args = parser.parse_args(argv)

@@ -27,9 +27,9 @@ Pure functions: no I/O, no clock.
 
 from __future__ import annotations
 
-import re
 
-from .receipt import MessageIdError
+# The id patterns and the clean-up are the receipt module's: one reading of an id.
+from .receipt import _DECIMAL_ID, _HEX_ID, clean_message_id as _clean
 
 __all__ = [
     "LEARN_AFTER",
@@ -48,28 +48,11 @@ READINGS = ("as-is", "hex-to-decimal", "decimal-to-hex")
 #: Unambiguous matches of one reading in a row that teach it.
 LEARN_AFTER = 3
 
-_DECIMAL = re.compile(r"[0-9]+")
-_HEX = re.compile(r"(?:0[xX])?[0-9A-Fa-f]+")
-_MAX_ID_LEN = 64  # receipted_message_id and message_id hold at most 64 characters
-
-
-def _clean(raw: str) -> str:
-    """The id without blanks and NUL padding; ``MessageIdError`` if empty or too long."""
-    if not isinstance(raw, str):
-        raise MessageIdError("message id must be a string")
-    value = raw.strip().strip("\x00").strip()
-    if not value:
-        raise MessageIdError("empty message id")
-    if len(value) > _MAX_ID_LEN:
-        raise MessageIdError("message id longer than 64 characters")
-    return value
-
-
 def _read(value: str) -> tuple[str, int | None]:
     """(key, number): an all-hex id's key is its number in lower-case hex (no leading
     zeros, no ``0x``); anything else is its own key, case kept (UUIDs, opaque ids), with no
     number."""
-    if _HEX.fullmatch(value) is None:
+    if _HEX_ID.fullmatch(value) is None:
         return value, None
     number = int(value, 16)
     return format(number, "x"), number
@@ -93,7 +76,7 @@ def read_resp_id(raw: str, readings: tuple[str, ...] = READINGS) -> tuple[str, t
         elif reading == "hex-to-decimal":  # its receipt says the number in decimal
             found = str(number) if number is not None else None
         elif reading == "decimal-to-hex":  # its receipt says the number in hex
-            found = format(int(value, 10), "x") if number is not None and _DECIMAL.fullmatch(value) else None
+            found = format(int(value, 10), "x") if number is not None and _DECIMAL_ID.fullmatch(value) else None
         else:
             raise ValueError(f"unknown reading {reading!r}; expected one of {READINGS}")
         if found is not None and found not in keys:
@@ -128,7 +111,7 @@ def read_receipt_id(raw: str, readings: tuple[str, ...] = READINGS) -> tuple[str
                 add(value, reading)  # a part kept before auto: the id as written
             add(key, reading)
         elif reading == "hex-to-decimal":  # the receipt's decimal is the response's hex
-            if number is not None and _DECIMAL.fullmatch(value):
+            if number is not None and _DECIMAL_ID.fullmatch(value):
                 add(format(int(value, 10), "x"), reading)
         elif reading == "decimal-to-hex":  # the receipt's hex is the response's decimal
             if number is not None:

@@ -42,6 +42,7 @@ from .errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "ID_MODES",
     "MessageIdError",
+    "clean_message_id",
     "Receipt",
     "ReceiptParseError",
     "format_receipt",
@@ -487,12 +488,8 @@ _HEX_ID = re.compile(r"(?:0[xX])?[0-9A-Fa-f]+")
 _MAX_ID_LEN = 64  # receipted_message_id and message_id fields hold at most 64 characters
 
 
-def normalize_message_id(raw: str, mode: str) -> str:
-    """Canonical form of one id read in ``mode``: ``"as-is"``, ``"decimal"`` or ``"hex"``.
-
-    Numbers are checked against ASCII digits ourselves rather than trusting ``int()``,
-    which would also accept ``"+5"``, ``"1_000"`` and Arabic-Indic digits.
-    """
+def clean_message_id(raw: str) -> str:
+    """The id without blanks and NUL padding; ``MessageIdError`` if empty or too long."""
     if not isinstance(raw, str):
         raise MessageIdError("message id must be a string")
     value = raw.strip().strip("\x00").strip()
@@ -500,6 +497,16 @@ def normalize_message_id(raw: str, mode: str) -> str:
         raise MessageIdError("empty message id")
     if len(value) > _MAX_ID_LEN:
         raise MessageIdError("message id longer than 64 characters")
+    return value
+
+
+def normalize_message_id(raw: str, mode: str) -> str:
+    """Canonical form of one id read in ``mode``: ``"as-is"``, ``"decimal"`` or ``"hex"``.
+
+    Numbers are checked against ASCII digits ourselves rather than trusting ``int()``,
+    which would also accept ``"+5"``, ``"1_000"`` and Arabic-Indic digits.
+    """
+    value = clean_message_id(raw)
     if mode == "as-is":
         return value
     if mode == "decimal":

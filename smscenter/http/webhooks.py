@@ -42,6 +42,7 @@ from storage.schema import WEBHOOK_RECEIPT
 from storage.webhooks import WebhookBacklog
 
 from smscenter.config import Account, Webhooks
+from smscenter.runtime.tasks import TaskSet
 from smscenter.runtime.timers import Timers
 
 log = structlog.get_logger("smscenter.webhooks")
@@ -103,7 +104,7 @@ class WebhookSender:
         self._configs = [a for a in accounts if a.has_webhooks]
         self._accounts: dict[str, _Account] = {}
         self._slots = asyncio.Semaphore(settings.max_in_flight)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self._stopping = False
         self.stats: Counter[str] = Counter({outcome: 0 for outcome in OUTCOMES})
         #: Rows waiting per account (read at start, then followed in memory).
@@ -149,7 +150,7 @@ class WebhookSender:
         """In-flight requests are abandoned: their rows stay and go out again after a
         restart (a receiver may get those twice)."""
         self._stopping = True
-        tasks = [a.pump for a in self._accounts.values() if a.pump is not None] + list(self._tasks)
+        tasks = [a.pump for a in self._accounts.values() if a.pump is not None] + self._tasks.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -181,9 +182,7 @@ class WebhookSender:
                         continue
                     await self._slots.acquire()
                     acc.in_flight.add(row["id"])
-                    task = asyncio.get_running_loop().create_task(self._deliver(acc, row))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._tasks.spawn(self._deliver(acc, row))
                 if rows and len(rows) == free:
                     continue  # more may be due: look again once there is room
             await self._wait(acc, wait)

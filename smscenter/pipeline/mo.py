@@ -43,6 +43,7 @@ from smscenter.config import Settings
 from smscenter.smpp.connector import Connector
 from smscenter.pipeline.dispatch import QueuedMessage
 from smscenter.smpp.link import Link
+from smscenter.runtime.tasks import TaskSet
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.mo")
@@ -125,7 +126,7 @@ class MoService:
         timeout = opt.mo_reassembly_timeout if opt else 30.0
         self.reassembler = Reassembler(timeout=timeout)
         self._held: dict[tuple, list[tuple[Link, P.Pdu]]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self._expiry: asyncio.Task | None = None
         self.stats = {"mo": 0, "optouts": 0, "routed": 0, "unroutable": 0}
 
@@ -304,15 +305,13 @@ class MoService:
         return opt.confirmations.get(country or "", opt.confirmation) if opt else "STOP OK"
 
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     async def stop(self) -> None:
-        tasks = list(self._tasks) + ([self._expiry] if self._expiry else [])
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+        await self._tasks.close()
 
 
 def _digits(addr: str) -> str:

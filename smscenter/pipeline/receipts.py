@@ -21,7 +21,6 @@ state in ``stat:`` and ``message_state``, and the upstream error code in ``err:`
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import time
@@ -55,6 +54,7 @@ from smscenter.pipeline.webhook_backlog import WebhookSubscriber, WebhookTargets
 from smscenter.smpp.connector import Connector
 from smscenter.runtime.floodlog import Tally
 from smscenter.smpp.link import Link
+from smscenter.runtime.tasks import TaskSet
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.receipts")
@@ -110,7 +110,7 @@ class UpstreamDeliveries:
         self.unmatched: dict[str, int] = {}
         self._unmatched_log = Tally(log, "receipts_unmatched", timers or RealTimers(clock),
                                     interval=UNMATCHED_LOG_INTERVAL)
-        self._tasks: set = set()
+        self._tasks = TaskSet()
 
     async def restore_conventions(self, connectors) -> None:
         """Give ``auto`` connectors the convention they learnt before a restart (a
@@ -126,9 +126,7 @@ class UpstreamDeliveries:
         if taught is None:
             return
         log.info("receipt_id_convention_learnt", connector=connector.name, convention=taught)
-        task = asyncio.get_running_loop().create_task(self._keep_convention(connector.name, taught))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._keep_convention(connector.name, taught))
 
     async def _keep_convention(self, connector: str, reading: str) -> None:
         try:
@@ -142,8 +140,7 @@ class UpstreamDeliveries:
 
     async def stop(self) -> None:
         """Wait for a learnt convention being written; end the warnings' intervals."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
         self._unmatched_log.close()
 
     def on_deliver(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:

@@ -38,6 +38,7 @@ from smscenter.pipeline.connlog import ConnectionLog, bind_type_of
 from smscenter.smpp.link import Link, LinkClosed
 from smscenter.runtime.timers import RealTimers, Timers
 from smscenter.runtime.listeners import listen_error
+from smscenter.runtime.tasks import TaskSet
 
 log = structlog.get_logger("smscenter.server")
 
@@ -99,7 +100,7 @@ class PartnerServer:
         self.links: set[Link] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._tls: list[bool] = []  # per server: TLS or not
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet()
         self.accepting = False
         self.budgets = SessionBudgets(self.config, self.timers, self._unbind_flooding)
         #: Read by each ``Link`` made with this server as its handler.
@@ -283,9 +284,7 @@ class PartnerServer:
                                 bind_type=bind_type_of(command_id), tls=tls, status=status)
 
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
     # --- shutdown ---------------------------------------------------------------------------
 
@@ -297,8 +296,7 @@ class PartnerServer:
         links = list(self.links)
         if links:
             await asyncio.gather(*(link.unbind(grace) for link in links), return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
+        self._tasks.cancel()
         for server in self.servers:
             await server.wait_closed()
         self.guard.close()

@@ -41,12 +41,14 @@ from .schema import (
     PART_QUEUED,
     PART_SENDING,
     PART_SUBMITTED,
+    WEBHOOK_MO,
     blacklist,
     invalid_numbers,
     messages,
     mo_messages,
     outbox,
     parts,
+    webhook_backlog,
 )
 from .transaction import FINAL_STATES, Finished
 
@@ -126,6 +128,20 @@ def mo_outbox_page(conn: Connection, after_id: int, limit: int) -> list[dict]:
         dict(r)
         for r in conn.execute(select(outbox).where(*cond).order_by(outbox.c.id).limit(limit)).mappings()
     ]
+
+
+def mo_webhook_page(conn: Connection, after_id: int, limit: int) -> list[dict]:
+    """MO waiting in the webhook backlog above ``after_id`` (any number and any account:
+    the caller decrypts and picks, as for the outbox's MO copies; the backlog holds only what
+    a receiver has not acknowledged yet)."""
+    cond = [webhook_backlog.c.kind == WEBHOOK_MO, webhook_backlog.c.id > after_id]
+    query = select(webhook_backlog).where(*cond).order_by(webhook_backlog.c.id).limit(limit)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def delete_webhooks(conn: Connection, ids: list[int]) -> int:
+    """Webhook backlog rows, by id (an erased number's MO)."""
+    return conn.execute(delete(webhook_backlog).where(webhook_backlog.c.id.in_(ids))).rowcount
 
 
 def optouts_of(conn: Connection, dest_hash: bytes, account: str | None) -> list[dict]:
@@ -217,7 +233,8 @@ def erase_messages(
         _add_billing(conn, going, country_of)
         ids = [r["id"] for r in going]
         accounts = Counter(r["account"] for r in going)
-        for table, key in ((outbox, outbox.c.message_id), (parts, parts.c.message_id), (messages, messages.c.id)):
+        for table, key in ((outbox, outbox.c.message_id), (webhook_backlog, webhook_backlog.c.message_id),
+                           (parts, parts.c.message_id), (messages, messages.c.id)):
             n = conn.execute(delete(table).where(key.in_(ids))).rowcount
             if n:
                 out.rows[table.name] += n
@@ -278,6 +295,16 @@ def erase_account_outbox(conn: Connection, account: str, limit: int) -> Erased:
     return out
 
 
+def erase_account_webhooks(conn: Connection, account: str, limit: int) -> Erased:
+    """Up to ``limit`` of the account's remaining webhook backlog rows."""
+    ids = [r[0] for r in conn.execute(select(webhook_backlog.c.id).where(webhook_backlog.c.account == account)
+                                      .limit(limit))]
+    out = Erased(selected=len(ids))
+    if ids:
+        out.rows["webhook_backlog"] += delete_webhooks(conn, ids)
+    return out
+
+
 def erase_account_optouts(conn: Connection, account: str, limit: int) -> Erased:
     """Up to ``limit`` blacklist entries of the account's own scope (platform scopes are not
     the account's: they stay)."""
@@ -296,6 +323,7 @@ def account_held(conn: Connection, account: str) -> bool:
         select(messages.c.id).where(messages.c.account == account),
         select(mo_messages.c.id).where(mo_messages.c.account == account),
         select(outbox.c.id).where(outbox.c.account == account),
+        select(webhook_backlog.c.id).where(webhook_backlog.c.account == account),
         select(blacklist.c.dest_hash).where(blacklist.c.scope == account),
     ):
         if conn.execute(query.limit(1)).first() is not None:
@@ -304,8 +332,8 @@ def account_held(conn: Connection, account: str) -> bool:
 
 
 __all__ = [
-    "Erased", "ReceiptFor", "account_held", "account_messages", "account_mo", "delete_outbox", "ended",
-    "erase_account_optouts", "erase_account_outbox", "erase_invalid", "erase_messages", "erase_mo",
-    "invalid_entry", "messages_page", "mo_outbox_page", "mo_page", "number_messages", "number_mo",
-    "optouts_of",
+    "Erased", "ReceiptFor", "account_held", "account_messages", "account_mo", "delete_outbox", "delete_webhooks",
+    "ended", "erase_account_optouts", "erase_account_outbox", "erase_account_webhooks", "erase_invalid",
+    "erase_messages", "erase_mo", "invalid_entry", "messages_page", "mo_outbox_page", "mo_page", "mo_webhook_page",
+    "number_messages", "number_mo", "optouts_of",
 ]

@@ -351,6 +351,28 @@ async def _mo_copies(db, cipher, e164: str, account: str | None) -> list[dict]:
         after = rows[-1]["id"]
 
 
+async def _mo_webhooks(db, cipher, e164: str, account: str | None) -> list[dict]:
+    """This number's MO still waiting in the webhook backlog, as (row id, decrypted body)."""
+    from storage.subject import mo_webhook_page
+
+    found, after = [], 0
+    while True:
+        rows = await db.read(lambda c: mo_webhook_page(c, after, EXPORT_PAGE))
+        for row in rows:
+            if account is not None and row["account"] != account:
+                continue
+            try:
+                body = json.loads(cipher.decrypt(row["payload_enc"], b"webhook:%d" % row["id"]))
+            except Exception:  # noqa: BLE001 - not ours to judge here: another key, another number
+                continue
+            if str(body.get("from", "")).lstrip("+") == e164.lstrip("+"):
+                found.append({"id": row["id"], "account": row["account"], "body": body,
+                              "attempts": row["attempts"], "created_at": row["created_at"]})
+        if len(rows) < EXPORT_PAGE:
+            return found
+        after = rows[-1]["id"]
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -374,6 +396,8 @@ async def collect(db, cipher, e164: str, account: str | None) -> dict:
             break
         after = page[-1]["id"]
     copies = [_outbox_json(cipher, o) for o in await _mo_copies(db, cipher, e164, account)]
+    hooks = [{"account": w["account"], "created_at": _iso(w["created_at"]), "attempts": w["attempts"],
+              "body": w["body"]} for w in await _mo_webhooks(db, cipher, e164, account)]
     optouts = await db.read(lambda c: subject.optouts_of(c, h, account))
     invalid = await db.read(lambda c: subject.invalid_entry(c, h))
     return {
@@ -383,6 +407,7 @@ async def collect(db, cipher, e164: str, account: str | None) -> dict:
         "messages": msgs,
         "mo": mos,
         "mo_copies_owed": copies,
+        "mo_webhooks_owed": hooks,
         "optouts": [
             {"scope": o["scope"], "source": o["source"], "created_at": _iso(o["created_at"]),
              "created_by": o["created_by"], "confirmed_at": _iso(o["confirmed_at"])}
@@ -400,6 +425,7 @@ async def collect(db, cipher, e164: str, account: str | None) -> dict:
 
 def _counts(doc: dict) -> dict[str, int]:
     return {"messages": len(doc["messages"]), "mo": len(doc["mo"]), "mo_copies": len(doc["mo_copies_owed"]),
+            "mo_webhooks": len(doc["mo_webhooks_owed"]),
             "optouts": len(doc["optouts"]), "invalid": int(doc["invalid_number"] is not None),
             "links_used": len(doc["unsubscribe_links"]["used"])}
 
@@ -512,12 +538,16 @@ async def erase_number(db: Database, settings, cipher, e164: str, account: str |
     for start in range(0, len(copies), limit):
         chunk = copies[start:start + limit]
         total.rows["outbox"] += await db.transaction(lambda c: subject.delete_outbox(c, chunk))
+    hooks = [w["id"] for w in await _mo_webhooks(db, cipher, e164, account)]
+    for start in range(0, len(hooks), limit):
+        chunk = hooks[start:start + limit]
+        total.rows["webhook_backlog"] += await db.transaction(lambda c: subject.delete_webhooks(c, chunk))
     invalid = await db.transaction(lambda c: subject.erase_invalid(c, h))
     optouts = len(await db.read(lambda c: subject.optouts_of(c, h, account)))
     await db.checkpoint()
     counts = {
         "messages": total.rows["messages"], "parts": total.rows["parts"], "outbox": total.rows["outbox"],
-        "mo": total.rows["mo_messages"], "invalid": invalid, "cancelled": total.cancelled,
+        "webhooks": total.rows["webhook_backlog"], "mo": total.rows["mo_messages"], "invalid": invalid, "cancelled": total.cancelled,
         "receipts_queued": total.receipts_queued, "left": len(total.left), "optouts_kept": optouts,
     }
     await roles.audit(db.engine, "subject.erase", account or "*", " ".join(f"{k}={v}" for k, v in counts.items()),
@@ -542,7 +572,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _print_erase(masked: str, account: str | None, c: dict, by_account: Counter) -> None:
-    erased = c["messages"] + c["parts"] + c["outbox"] + c["mo"] + c["invalid"]
+    erased = c["messages"] + c["parts"] + c["outbox"] + c["webhooks"] + c["mo"] + c["invalid"]
     scope = f"account {account}" if account else "every account"
     if not erased and not c["left"] and not c["optouts_kept"]:
         print(f"nothing held about {masked} ({scope})")
@@ -551,7 +581,7 @@ def _print_erase(masked: str, account: str | None, c: dict, by_account: Counter)
     print(f"erased for {masked} ({scope}):")
     print(f"  messages {c['messages']}" + (f" ({per})" if per else "")
           + f", their parts {c['parts']}, outbox rows (receipts, MO copies) {c['outbox']}")
-    print(f"  MO {c['mo']}, invalid-number entry {c['invalid']}")
+    print(f"  MO {c['mo']}, webhook events not yet delivered {c['webhooks']}, invalid-number entry {c['invalid']}")
     if c["cancelled"]:
         print(f"  cancelled first (not ended): {c['cancelled']}; failure receipts queued for partners: "
               f"{c['receipts_queued']} (they name the number, encrypted, until delivered)")
@@ -578,7 +608,7 @@ async def purge_account(db: Database, settings, cipher, account: str) -> dict[st
     total = await _erase_all(db, settings, subject.account_messages(account), subject.account_mo(account),
                              "drop", country_of=cipher_country(cipher))
     limit, pause = settings.retention.purge_batch, settings.retention.purge_pause
-    for step in (subject.erase_account_outbox, subject.erase_account_optouts):
+    for step in (subject.erase_account_outbox, subject.erase_account_webhooks, subject.erase_account_optouts):
         while True:
             batch = await db.transaction(lambda c: step(c, account, limit))
             total.add(batch)
@@ -587,7 +617,8 @@ async def purge_account(db: Database, settings, cipher, account: str) -> dict[st
             await asyncio.sleep(pause)
     await db.checkpoint()
     counts = {k: total.rows[t] for k, t in (("messages", "messages"), ("parts", "parts"), ("outbox", "outbox"),
-                                            ("mo", "mo_messages"), ("optouts", "blacklist"))}
+                                            ("webhooks", "webhook_backlog"), ("mo", "mo_messages"),
+                                            ("optouts", "blacklist"))}
     await roles.audit(db.engine, "account.purge", account, " ".join(f"{k}={v}" for k, v in counts.items()))
     return counts
 
@@ -608,7 +639,7 @@ def _cmd_account_purge(args: argparse.Namespace) -> int:
             print(f"nothing held for account {account} (billing aggregates aside)")
             return EXIT_OK
         print(f"purged account {account}: messages {counts['messages']}, parts {counts['parts']}, outbox rows "
-              f"{counts['outbox']}, MO {counts['mo']}, opt-outs of its own scope {counts['optouts']}; "
+              f"{counts['outbox']}, webhook events {counts['webhooks']}, MO {counts['mo']}, opt-outs of its own scope {counts['optouts']}; "
               "billing aggregates kept")
         return EXIT_OK
 

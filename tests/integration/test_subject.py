@@ -25,12 +25,15 @@ from storage.schema import (
     OUTBOX_MO,
     OUTBOX_RECEIPT,
     PART_QUEUED,
+    WEBHOOK_MO,
+    WEBHOOK_RECEIPT,
     audit_log,
     blacklist,
     messages,
     mo_messages,
     outbox,
     parts,
+    webhook_backlog,
 )
 from tests.retention_fixtures import DAY, NOW, Seeder
 
@@ -159,7 +162,8 @@ async def test_export_erase_export_leaves_only_the_hashed_optouts(world):
 
     # Without --include-queued: the two messages not ended stay, reported.
     counts, by_account = await erase_number(handle, settings, cipher, A, None, include_queued=False)
-    assert counts == {"messages": 26, "parts": 52, "outbox": 26 + 1, "mo": 2, "invalid": 1, "cancelled": 0,
+    assert counts == {"messages": 26, "parts": 52, "outbox": 26 + 1, "webhooks": 0, "mo": 2, "invalid": 1,
+                      "cancelled": 0,
                       "receipts_queued": 0, "left": 2, "optouts_kept": 2}
     assert by_account == {"acme": 25, "beta": 1}
     after = await collect(handle, cipher, A, None)
@@ -222,7 +226,7 @@ async def test_account_purge_removes_a_departed_account_billing_aside(world):
     acme_a = len((await collect(handle, cipher, A, "acme"))["messages"])
 
     counts = await purge_account(handle, settings, cipher, "beta")
-    assert counts == {"messages": 2, "parts": 4, "outbox": 2 + 1, "mo": 1, "optouts": 1}
+    assert counts == {"messages": 2, "parts": 4, "outbox": 2 + 1, "webhooks": 0, "mo": 1, "optouts": 1}
     async with engine.connect() as conn:
         for table, col in ((messages, messages.c.account), (mo_messages, mo_messages.c.account),
                            (outbox, outbox.c.account), (blacklist, blacklist.c.scope)):
@@ -233,7 +237,7 @@ async def test_account_purge_removes_a_departed_account_billing_aside(world):
     assert await purge_account(handle, settings, cipher, "beta") is None  # nothing held any more
     async with engine.connect() as conn:
         details = [r[0] for r in await conn.execute(select(audit_log.c.detail).where(audit_log.c.action == "account.purge"))]
-    assert details == ["messages=2 parts=4 outbox=3 mo=1 optouts=1", "nothing held"]
+    assert details == ["messages=2 parts=4 outbox=3 webhooks=0 mo=1 optouts=1", "nothing held"]
 
 
 async def test_lookups_by_number_read_their_indexes(tmp_path):
@@ -282,3 +286,49 @@ async def test_lookups_by_number_read_their_indexes(tmp_path):
     assert checked == {"messages", "mo_messages", "outbox"}
     assert any(s.startswith("SELECT") and "mo_messages.source_hash = ?" in s and "ORDER BY mo_messages.id" in s
                and "LIMIT" in s and "mo_messages.id >" not in s for s, _ in seen)  # the erase's, captured
+
+
+def webhook_row(cipher, row_id: int, account: str, kind: int, body: dict, message_id: int | None = None) -> dict:
+    """A webhook backlog row as the daemon's subscriber writes it (JSON body encrypted,
+    AAD ``webhook:<id>``), not yet acknowledged by the receiver."""
+    import json
+
+    return {"id": row_id, "account": account, "kind": kind, "message_id": message_id,
+            "payload_enc": cipher.encrypt(json.dumps(body).encode(), b"webhook:%d" % row_id),
+            "created_at": NOW - DAY, "expires_at": NOW + 100 * DAY, "attempts": 3, "next_attempt_at": NOW}
+
+
+async def test_webhook_events_not_yet_delivered_are_exported_and_erased(world):
+    """MO waiting for a receiver that is down name the number (encrypted): the export shows
+    them, the erase deletes them and the receipts' events of the erased messages; another
+    number's stay; an account purge removes the account's."""
+    engine, handle, cipher, url = world
+    settings = make_settings(url, accounts=("acme", "beta"))
+    made = await seed(engine, lambda c: seed_people(c, cipher))
+    rows = [
+        webhook_row(cipher, 9001, "acme", WEBHOOK_MO, {"event": "mo", "from": A, "text": TEXT_A}),
+        webhook_row(cipher, 9002, "acme", WEBHOOK_MO, {"event": "mo", "from": B, "text": TEXT_B}),
+        webhook_row(cipher, 9003, "acme", WEBHOOK_RECEIPT, {"event": "receipt", "message_id": str(made["a_done"][0])},
+                    message_id=made["a_done"][0]),
+        webhook_row(cipher, 9004, "beta", WEBHOOK_RECEIPT, {"event": "receipt", "message_id": str(made["b_beta"])},
+                    message_id=made["b_beta"]),
+    ]
+    await seed(engine, lambda c: c.execute(webhook_backlog.insert(), rows))
+
+    doc = await collect(handle, cipher, A, None)
+    assert [w["body"]["text"] for w in doc["mo_webhooks_owed"]] == [TEXT_A]
+    assert B not in str(doc) and TEXT_B not in str(doc)
+    assert (await collect(handle, cipher, A, "beta"))["mo_webhooks_owed"] == []  # acme's, not beta's
+
+    counts, _ = await erase_number(handle, settings, cipher, A, None, include_queued=False)
+    assert counts["webhooks"] == 2  # A's MO and the receipt event of A's erased message
+    async with engine.connect() as conn:
+        left = sorted((await conn.execute(select(webhook_backlog.c.id))).scalars())
+    assert left == [9002, 9004]
+    assert (await collect(handle, cipher, A, None))["mo_webhooks_owed"] == []
+    assert [w["body"]["text"] for w in (await collect(handle, cipher, B, None))["mo_webhooks_owed"]] == [TEXT_B]
+
+    purged = await purge_account(handle, make_settings(url, accounts=("acme",)), cipher, "beta")
+    assert purged["webhooks"] == 1  # 9004: its message went with the account's messages, or alone
+    async with engine.connect() as conn:
+        assert sorted((await conn.execute(select(webhook_backlog.c.id))).scalars()) == [9002]

@@ -158,7 +158,7 @@ async def test_account_purge(setup, tmp_path):
     gone = write_config(tmp_path, accounts=("acme",))
     purge = await run_cli("account", "purge", "-c", gone, "beta")
     assert purge.returncode == 0, purge.stderr
-    assert purge.stdout.startswith("purged account beta: messages 2, parts 4, outbox rows 2, MO 0, opt-outs of its own scope 1")
+    assert purge.stdout.startswith("purged account beta: messages 2, parts 4, outbox rows 2, webhook events 0, MO 0, opt-outs of its own scope 1")
     assert in_clear(purge.stdout, A, B, TEXT_A, TEXT_B) == []
     again = await run_cli("account", "purge", "-c", gone, "beta")
     assert again.returncode == 0 and "nothing held for account beta" in again.stdout

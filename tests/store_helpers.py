@@ -64,7 +64,7 @@ def gated_transaction(keys: str, gate: str, fail: bool = False) -> Transaction:
     Module-level, so that a ``functools.partial`` of it can be a writer process's factory."""
     from smscenter.pipeline.receipts import daemon_transaction
 
-    transaction = daemon_transaction(keys, {}, 3600.0, {}, 0)
+    transaction = daemon_transaction(keys, {}, 3600.0, {}, {}, 0)
     build = transaction.receipt_builder
 
     def gated(done: Finished) -> dict | None:

@@ -54,7 +54,7 @@ def engine(sqlite_engine):
 
 
 def factory(keys, per_part=None):
-    return partial(daemon_transaction, str(keys), {"acme": 7200.0}, 3600.0, per_part or {}, 0)
+    return partial(daemon_transaction, str(keys), {"acme": 7200.0}, 3600.0, per_part or {}, {}, 0)
 
 
 @pytest.fixture
@@ -297,7 +297,7 @@ def test_the_writer_exits_when_its_daemon_is_killed(tmp_path, keys):
         async def main():
             engine = db.create_engine("sqlite:///{db_path}")
             await db.upgrade(engine)
-            store = Store(engine, partial(daemon_transaction, "{keys}", {{}}, 3600.0, {{}}, 0))
+            store = Store(engine, partial(daemon_transaction, "{keys}", {{}}, 3600.0, {{}}, {{}}, 0))
             await store.start()
             print(store.writer_pid, flush=True)
             await asyncio.sleep(120)

@@ -31,6 +31,7 @@ Pure functions over values: no I/O, no clock.
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
@@ -54,6 +55,7 @@ __all__ = [
     "parse_receipt",
     "receipt_from_tlvs",
     "receipt_tlvs",
+    "usual_receipt",
     "stat_for_state",
     "state_for_stat",
 ]
@@ -382,6 +384,83 @@ def _clean_tlv_id(value: object) -> str | None:
         return None
     value = value.strip().strip("\x00").strip()
     return value or None
+
+
+# --- the usual receipt, fast ------------------------------------------------------------------
+# What format_receipt / receipt_tlvs write for the usual finished message (a state, two dates
+# in 2000–2099, a GSM error code), precomputed so that a receipt built for every finished
+# message is byte formatting, not the Receipt dataclass and datetimes. tests/unit/
+# test_receipt_builder.py checks the two against each other.
+
+# Epoch range of the dates the fast path formats itself: 2000-01-01 to 2099-12-31 (UTC).
+_FAST_DATE_MIN = 946_684_800
+_FAST_DATE_END = 4_102_444_800
+
+
+def _state_pieces(state: MessageState) -> tuple[bytes, bytes, tuple]:
+    """What in a receipt depends on its state only: the text from " sub:" to "submit date:"
+    and from " stat:" to "err:" (format_receipt's dlvrd and stat word), and the
+    message_state TLV."""
+    return (
+        b" sub:001 dlvrd:%03d submit date:" % (1 if state == MessageState.DELIVERED else 0),
+        b" stat:%s err:" % Receipt("0", stat=state).stat.encode("ascii"),
+        (Tag.MESSAGE_STATE, int(state)),
+    )
+
+
+_STATE_VALUES = frozenset(int(s) for s in MessageState)
+
+# Indexed by message_state (hashing an enum member for a dict runs Python code; indexing
+# with one does not).
+_FAST_STATES = tuple(
+    _state_pieces(MessageState(value)) if value in _STATE_VALUES else None
+    for value in range(max(_STATE_VALUES) + 1)
+)
+_MINUTES: dict[int, bytes] = {}  # minute since the epoch -> b"YYMMDDhhmm"
+
+
+def _receipt_date(t: object) -> bytes | None:
+    """``t`` (epoch seconds) as format_receipt writes ``datetime.fromtimestamp(t, utc)``:
+    ``YYMMDDhhmm``. None (use the reference path) unless a plain float or int in 2000–2099."""
+    if (type(t) is float or type(t) is int) and _FAST_DATE_MIN <= t < _FAST_DATE_END:
+        # fromtimestamp rounds to the microsecond, half to even, from modf's fraction: so
+        # hh:mm:59.9999996 is already the next minute. (x >= 999999.5 is round(x) >= 10**6.)
+        s = int(t)
+        if (t - s) * 1e6 >= 999_999.5:
+            s += 1
+        text = _MINUTES.get(s // 60)
+        if text is None:
+            d = time.gmtime(s // 60 * 60)  # whole seconds: the same calendar as datetime's
+            text = b"%02d%02d%02d%02d%02d" % (d.tm_year % 100, d.tm_mon, d.tm_mday, d.tm_hour, d.tm_min)
+            if len(_MINUTES) >= 4096:
+                _MINUTES.clear()
+            _MINUTES[s // 60] = text
+        return text
+    return None  # also for NaN
+
+
+def usual_receipt(our_id: str, state: object, submitted_at: object, done_at: object,
+                  error: object) -> tuple[bytes, tuple] | None:
+    """The receipt text (bytes) and TLVs (receipted_message_id, message_state, and
+    network_error_code when ``error``) that ``format_receipt`` and ``receipt_tlvs`` give for
+    ``our_id`` finished in ``state`` (dates: epoch seconds), to the byte; None when the values
+    are unusual (dates outside 2000–2099, a negative error, values of another type): then
+    take those two."""
+    if type(state) is not MessageState or type(error) is not int or error < 0:
+        return None
+    submit_date = _receipt_date(submitted_at)
+    done_date = _receipt_date(done_at)
+    if submit_date is None or done_date is None:
+        return None
+    sub_dlvrd, stat, state_tlv = _FAST_STATES[state]
+    text = b"".join((
+        b"id:", our_id.encode("ascii"), sub_dlvrd, submit_date, b" done date:", done_date, stat,
+        b"%03d" % min(error, 999), b" text:",
+    ))
+    tlvs: tuple = ((Tag.RECEIPTED_MESSAGE_ID, our_id), state_tlv)
+    if error:
+        tlvs += ((Tag.NETWORK_ERROR_CODE, b"\x03" + (error & 0xFFFF).to_bytes(2, "big")),)  # type 3: GSM
+    return text, tlvs
 
 
 def merge(

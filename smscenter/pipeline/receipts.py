@@ -42,6 +42,7 @@ from protocol.receipt import (
     normalize_dlr_id,
     receipt_from_tlvs,
     receipt_tlvs,
+    usual_receipt,
 )
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
@@ -274,63 +275,12 @@ def _error_code(err: str) -> int:
         return 0
 
 
-# --- the fast path of ReceiptBuilder ---------------------------------------------------------
-# What ReceiptBuilder writes for the usual finished message, precomputed so that building a
-# receipt is string formatting, not the Receipt dataclass and datetimes. Every piece is what
-# format_receipt / receipt_tlvs produce for the same values.
-
-# Epoch range of the dates the fast path formats itself: 2000-01-01 to 2099-12-31 (UTC).
-_FAST_DATE_MIN = 946_684_800
-_FAST_DATE_END = 4_102_444_800
-
-
-def _state_pieces(state: MessageState) -> tuple[bytes, bytes, tuple]:
-    """What in a receipt depends on its state only: the text from " sub:" to "submit date:"
-    and from " stat:" to "err:" (format_receipt's dlvrd and stat word), and the
-    message_state TLV."""
-    return (
-        b" sub:001 dlvrd:%03d submit date:" % (1 if state == MessageState.DELIVERED else 0),
-        b" stat:%s err:" % Receipt("0", stat=state).stat.encode("ascii"),
-        (Tag.MESSAGE_STATE, int(state)),
-    )
-
-
-# Indexed by message_state (hashing an enum member for a dict runs Python code; indexing
-# with one does not).
-_FAST_STATES = tuple(
-    _state_pieces(MessageState(value)) if value in _VALID_STATES else None
-    for value in range(max(_VALID_STATES) + 1)
-)
-_MINUTES: dict[int, bytes] = {}  # minute since the epoch -> b"YYMMDDhhmm"
-
-
-def _receipt_date(t: object) -> bytes | None:
-    """``t`` (epoch seconds) as format_receipt writes ``datetime.fromtimestamp(t, utc)``:
-    ``YYMMDDhhmm``. None (use the reference path) unless a plain float or int in 2000–2099."""
-    if (type(t) is float or type(t) is int) and _FAST_DATE_MIN <= t < _FAST_DATE_END:
-        # fromtimestamp rounds to the microsecond, half to even, from modf's fraction: so
-        # hh:mm:59.9999996 is already the next minute. (x >= 999999.5 is round(x) >= 10**6.)
-        s = int(t)
-        if (t - s) * 1e6 >= 999_999.5:
-            s += 1
-        text = _MINUTES.get(s // 60)
-        if text is None:
-            d = time.gmtime(s // 60 * 60)  # whole seconds: the same calendar as datetime's
-            text = b"%02d%02d%02d%02d%02d" % (d.tm_year % 100, d.tm_mon, d.tm_mday, d.tm_hour, d.tm_min)
-            if len(_MINUTES) >= 4096:
-                _MINUTES.clear()
-            _MINUTES[s // 60] = text
-        return text
-    return None  # also for NaN
-
-
 class ReceiptBuilder:
     """Builds the partner's receipt (an outbox row) for a finished message or part.
 
-    It runs in the database writer for every finished message, so the usual case takes a
-    fast path: the text and TLVs are written directly instead of through
-    ``Receipt``/``format_receipt`` (protocol/receipt.py, the canonical writer) and
-    ``receipt_tlvs``, with the same result to the byte. Anything unusual (dates outside
+    It runs in the database writer for every finished message, so the usual case takes
+    protocol/receipt.py's fast writer (``usual_receipt``) instead of
+    ``Receipt``/``format_receipt`` and ``receipt_tlvs``, with the same result to the byte. Anything unusual (dates outside
     2000–2099, a negative error, values of another type…) takes ``_build_reference``, the
     general way, which also raises what it always raised. tests/unit/test_receipt_builder.py
     checks both against each other.
@@ -348,28 +298,15 @@ class ReceiptBuilder:
         if wanted == 0 or (wanted == 2 and state == MessageState.DELIVERED):
             return None
         message_id = msg["id"]
-        error = done.error
-        part_no = done.part_no
-        submit_date = _receipt_date(msg["submitted_at"])
-        done_date = _receipt_date(done.done_at)
-        if (
-            type(message_id) is not int or not 0 <= message_id < 1 << 63 or type(state) is not MessageState
-            or submit_date is None or done_date is None or type(error) is not int or error < 0
-        ):
+        usual = None
+        if type(message_id) is int and 0 <= message_id < 1 << 63:
+            usual = usual_receipt(str(message_id), state, msg["submitted_at"], done.done_at, done.error)
+        if usual is None:
             return self._build_reference(done)
-        our_id = str(message_id)
-        raw_id = our_id.encode("ascii")
-        dest = self.cipher.decrypt(msg["dest_enc"], b"dest:" + raw_id).decode()
-        sub_dlvrd, stat, state_tlv = _FAST_STATES[state]
-        text = b"".join((
-            b"id:", raw_id, sub_dlvrd, submit_date, b" done date:", done_date, stat,
-            b"%03d" % min(error, 999), b" text:",
-        ))
-        tlvs = ((Tag.RECEIPTED_MESSAGE_ID, our_id), state_tlv)
-        if error:
-            tlvs += ((Tag.NETWORK_ERROR_CODE, b"\x03" + (error & 0xFFFF).to_bytes(2, "big")),)  # type 3: GSM
-        if part_no is not None:
-            tlvs += ((Tag.USER_MESSAGE_REFERENCE, part_no),)
+        text, tlvs = usual
+        if done.part_no is not None:
+            tlvs += ((Tag.USER_MESSAGE_REFERENCE, done.part_no),)
+        dest = self.cipher.decrypt(msg["dest_enc"], b"dest:%d" % message_id).decode()
         return self._row(msg, _receipt_pdu(msg, dest, text, tlvs), done.done_at)
 
     def _build_reference(self, done: Finished) -> dict | None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import MessageState, Tag
+import protocol.receipt as protocol_receipt
 import smscenter.pipeline.receipts as receipts
 from smscenter.pipeline.receipts import ReceiptBuilder
 from storage.crypto import FieldCipher, Keyring
@@ -241,7 +242,7 @@ def test_unusual_values_fail_as_before():
 
 
 def test_minute_cache_is_bounded():
-    receipts._MINUTES.clear()
+    protocol_receipt._MINUTES.clear()
     for minute in range(5000):
         check_same(FastOnly, finished(submitted_at=Y2000 + minute * 60.0 + 30.5))
-    assert 0 < len(receipts._MINUTES) <= 4096
+    assert 0 < len(protocol_receipt._MINUTES) <= 4096

@@ -315,7 +315,7 @@ def _tune_gc() -> None:
     daemon, so it leaves the collector's view (``gc.freeze``), and the youngest generation
     is collected every 50,000 allocations rather than 700 (the traffic's objects are nearly
     all freed by reference counting; a collection every few submits only walks them).
-    bench_mt: submit p99 latency 172-200 ms instead of 213-250 ms, three runs each."""
+    bench.mt: submit p99 latency 172-200 ms instead of 213-250 ms, three runs each."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 

@@ -2,7 +2,7 @@
 
 What one partner's flood of storage requests costs the others. The real daemon runs in its
 own process (``python -m smscenter run -c …``, SQLite in a temporary folder, a connector to
-``bench_sink``); then, at the same time:
+``bench.sink``); then, at the same time:
 
 - the flooder: one raw socket bound as a transmitter writes ``--queries`` query_sm (encoded
   by ``protocol.codec``) as fast as the socket takes them, and reads every answer, counting

@@ -7,7 +7,7 @@ Two runs with the same load, printed side by side:
 - ``smscenter``: ``smpp34`` partners → the real daemon (``python -m smscenter run -c …`` in
   its own process, SQLite durable in a temporary folder) → its connector → the same sink.
 
-The sink (``bench_sink.py``, in its own process, uvloop) is the least an upstream SMSC can
+The sink (``bench/sink.py``, in its own process, uvloop) is the least an upstream SMSC can
 be: ``submit_sm`` answered at once with a decimal id, and a delivery receipt per submit that
 asks for one after ``--receipt-delay``, up to ``--sink-window`` in flight per receiver bind.
 

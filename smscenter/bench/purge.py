@@ -7,7 +7,7 @@ with a purge recorded as run just now — so the daemon does not purge at start.
 (``python -m smscenter run``, its own process) starts with ``purge_at`` set to the next UTC
 minute at least ``--lead`` seconds away; a submit load (``--rate`` submit_sm per second
 through an ``smpp34`` transmitter, at most ``WINDOW`` in flight — the account's window — to
-the upstream sink ``bench_sink.py``) runs before, during and after the purge. Printed:
+the upstream sink ``bench/sink.py``) runs before, during and after the purge. Printed:
 
 - rows purged per second (rows of every table, from ``purge_at`` to the run's end seen on
   /metrics) and messages per second; the purge's batches and the longest one (its
@@ -99,7 +99,7 @@ def fill(tmp: str, count: int, *, number: Callable[[int], str] = lambda i: "+336
     with the keys already there, ids after the ones stored). Message ``i`` goes to
     ``number(i)``. Parts and receipts hold random bytes of a real token's size, except for
     the messages ``readable(i)`` picks: a real encrypted submit_sm and receipt deliver_sm, as
-    the daemon writes them (``bench_subject`` exports those). Returns the seconds it took."""
+    the daemon writes them (``bench.subject`` exports those). Returns the seconds it took."""
     from sqlalchemy import create_engine, func, select
 
     from protocol import codec

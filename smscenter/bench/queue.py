@@ -2,7 +2,7 @@
 
 The daemon's memory with a deep MT queue: the real daemon (``python -m smscenter run -c …``
 in its own process, SQLite in a temporary folder), its connector pointed at a port where
-nothing listens yet ("a closed connector"), then the upstream sink (``bench_sink.py``) opened
+nothing listens yet ("a closed connector"), then the upstream sink (``bench/sink.py``) opened
 on that port so that the queue drains. RSS (``VmRSS`` of the daemon's main process, and of its
 writer process) is printed:
 

@@ -1,4 +1,4 @@
-"""The upstream sink of ``bench_mt``: the least an upstream SMSC can be, in a process of its own.
+"""The upstream sink of ``bench.mt``: the least an upstream SMSC can be, in a process of its own.
 
 Raw ``struct`` parsing on uvloop; binds of any kind are accepted; ``submit_sm`` is answered at
 once with a decimal id, and for each submit that asks for one (``registered_delivery``) a

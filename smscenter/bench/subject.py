@@ -2,7 +2,7 @@
 
 How long ``smscenter subject export`` and ``subject erase`` take for one number in a big
 database. In a temporary folder (SQLite), ``--messages`` ended messages are inserted in bulk
-by ``bench_purge.fill`` (one part and one receipt each, encrypted with the daemon's keys),
+by ``bench.purge.fill`` (one part and one receipt each, encrypted with the daemon's keys),
 ``--target`` of them — spread evenly over the whole id range, as a person's messages are
 over months — to one number, whose parts and receipts are real encrypted PDUs. Then the two
 verbs run as an administrator runs them (``python -m smscenter``, a process each, the

@@ -1,6 +1,6 @@
 """Instructions per submit_sm in the submit path, in-process: ``python -m smscenter.bench.submit``.
 
-Why: the MT benchmark under callgrind (``bench_mt --daemon-wrapper``) counts the whole daemon,
+Why: the MT benchmark under callgrind (``bench.mt --daemon-wrapper``) counts the whole daemon,
 but needs the machine quiet enough for its binds (an scrypt check each) to answer within the
 load generator's timeout. This one counts only what a submit_sm costs from
 ``Pipeline.handle`` to its ``submit_sm_resp`` — the SMPP door, the planner's policies, the

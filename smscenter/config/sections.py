@@ -188,7 +188,7 @@ class Retention(_Section):
     purge_at: Annotated[str, PlainValidator(_clock_time)] = "03:30"
     #: Messages (or other rows) deleted per transaction. Each batch holds SQLite's write
     #: lock while it runs, and a submit committing meanwhile waits: 100 messages (with their
-    #: parts and receipts) take ~15 ms here (bench_purge, README).
+    #: parts and receipts) take ~15 ms here (bench.purge, README).
     purge_batch: int = Field(100, ge=10, le=100_000)
     #: Pause between two batches, leaving the database to the traffic.
     purge_pause: Duration = "20ms"  # type: ignore[assignment]

@@ -35,8 +35,8 @@ from .checks import cross_check
 from .sections import (
     Account,
     AccountRetention,
-    Connector,
     Api,
+    Connector,
     Http,
     Logging,
     OptOut,

@@ -31,6 +31,7 @@ from routing.routes import RouteRule, RouteTable
 from routing.windows import SendWindows
 from storage import db
 from storage.crypto import CryptoError, FieldCipher, Keyring
+from storage.idempotency import IdempotencyKeys
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore
 from storage.store import Store, max_ids
@@ -171,6 +172,8 @@ class Daemon:
         self.server.handler = self.pipeline
         if self.api is not None:
             self.api.pipeline, self.api.store = self.pipeline, self.store
+            self.api.keys = IdempotencyKeys(self.engine)
+            self.api.key_secret = self.cipher.pseudonymise("api-idempotency", b"key-secret").encode()
         kept = self.policies.retention_of
         # Where MO leave the core (receipts leave through the store's transaction, above).
         # The webhook subscriptions are the policies' dict, updated in place by a reload.

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import math
 import socket
@@ -69,6 +71,10 @@ MAX_TEXT = 255 * 160  # characters: more can never fit 255 parts; the core count
 _TYPE_NAMES = {str: "a string", list: "a list of strings", int: "an integer", bool: "true or false"}
 #: Seconds a client waits before trying again when the queue or the storage is full.
 BUSY_RETRY_AFTER = 1
+MAX_KEY = 255  # characters of an Idempotency-Key
+#: Answers kept for an ``Idempotency-Key``: final ones. A 429 or a 5xx is worth a retry, so
+#: the key's next request is served anew.
+KEPT_STATUSES = frozenset({202, 400, 403, 409, 422})
 
 
 class ApiError(Exception):
@@ -95,6 +101,31 @@ def error_of(refused: Refused, recipient: str | None = None) -> ApiError:
 def _json_error(error: ApiError, **more) -> web.Response:
     headers = {"Cache-Control": "no-store", **error.headers}
     return web.json_response({"error": error.body(), **more}, status=error.status, headers=headers)
+
+
+def _response(status: int, body: dict, headers: dict) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **headers})
+
+
+def _indexed(body: dict, recipients: list[str]) -> dict:
+    """``body`` with each recipient as its index in the request (to store no number)."""
+    return _recipients(body, lambda number: recipients.index(number) if number in recipients else None)
+
+
+def _numbered(body: dict, recipients: list[str]) -> dict:
+    """A stored body's indexes back to the recipients of the request (the same body)."""
+    return _recipients(body, lambda index: recipients[index] if isinstance(index, int) else None)
+
+
+def _recipients(body: dict, change) -> dict:
+    body = json.loads(json.dumps(body))
+    for message in body.get("messages", ()):
+        message["to"] = change(message["to"])
+    for error in [body["error"]] if "error" in body else []:
+        error["recipient"] = change(error["recipient"])
+    for error in body.get("errors", ()):
+        error["recipient"] = change(error["recipient"])
+    return body
 
 
 def _rfc3339(ts: float | None) -> str | None:
@@ -190,6 +221,11 @@ class ApiDoor:
         self.run = run  # where scrypt runs (a thread)
         self.pipeline = None
         self.store = None
+        #: ``storage.idempotency.IdempotencyKeys`` and the secret of its keyed hashes (set by
+        #: the daemon with the store; None: ``Idempotency-Key`` is refused).
+        self.keys = None
+        self.key_secret = b""
+        self._keys_in_flight: set[tuple[str, bytes]] = set()
         self.pending: dict[str, int] = {}  # per account: submits awaiting their commit
         self.runner: web.AppRunner | None = None
         self.sock: socket.socket | None = None
@@ -289,6 +325,53 @@ class ApiDoor:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_input", f"body: malformed JSON ({type(exc).__name__})") from None
         fields = parse_message(body, self.config.max_recipients, self.wall_clock())
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return _response(*await self._accept(account, fields))
+        if not key or len(key) > MAX_KEY or not key.isprintable() or self.keys is None:
+            raise ApiError(400, "bad_input", f"Idempotency-Key: 1 to {MAX_KEY} printable characters")
+        return await self._once(account, key, raw, fields)
+
+    async def _once(self, account, key: str, raw: bytes, fields: dict) -> web.Response:
+        """The request under an ``Idempotency-Key``: the first final answer to the key (kept
+        24 h, for the same body only), else the request answered and its answer kept."""
+        system_id = account.system_id
+        key_hash = self._hash(b"key\0" + system_id.encode() + b"\0" + key.encode())
+        request_hash = self._hash(b"request\0" + raw)
+        recipients = fields["recipients"]
+        busy = (system_id, key_hash)
+        if busy in self._keys_in_flight:
+            raise ApiError(409, "idempotency_key_in_use", "Idempotency-Key: a request with this key is under way")
+        self._keys_in_flight.add(busy)
+        try:
+            found = await self.keys.find(system_id, key_hash, self.wall_clock())
+            if found is not None:
+                if not hmac.compare_digest(found["request_hash"], request_hash):
+                    raise ApiError(422, "idempotency_key_reused",
+                                   "Idempotency-Key: already used for another request in the last 24 hours")
+                answer = _numbered(json.loads(found["answer"]), recipients)
+                return _response(found["status"], answer, {"Idempotent-Replayed": "true"})
+            try:
+                status, answer, headers = await self._accept(account, fields)
+            except ApiError as error:
+                if error.status not in KEPT_STATUSES:
+                    raise
+                status, answer, headers = error.status, {"error": error.body()}, error.headers
+            if status in KEPT_STATUSES:
+                try:
+                    await self.keys.keep(system_id, key_hash, request_hash, status,
+                                         json.dumps(_indexed(answer, recipients)), self.wall_clock())
+                except Exception as exc:  # noqa: BLE001 - the answer goes out all the same
+                    log.error("api_idempotency_failed", account=system_id, error=type(exc).__name__)
+            return _response(status, answer, headers)
+        finally:
+            self._keys_in_flight.discard(busy)
+
+    def _hash(self, data: bytes) -> bytes:
+        return hmac.digest(self.key_secret, data, hashlib.sha256)
+
+    async def _accept(self, account, fields: dict) -> tuple[int, dict, dict]:
+        """The account's limits, then the core's submit: (status, body, headers)."""
         # The account's limits, as the SMPP server checks them per request.
         system_id = account.system_id
         pending = self.pending.get(system_id, 0) + 1
@@ -337,15 +420,17 @@ class ApiDoor:
         return done
 
     @staticmethod
-    def _answer(recipients: list[str], submit: SubmitRequest, result: SubmitResult) -> web.Response:
+    def _answer(recipients: list[str], submit: SubmitRequest, result: SubmitResult) -> tuple[int, dict, dict]:
         """202 with each recipient's id (in the request's order) when any was accepted,
         each refused one as an error beside; else the first refusal's status."""
         number = {id(d): n for d, n in zip(submit.destinations, recipients)}
         errors = [error_of(refused, number.get(id(d))) for d, refused in result.refused]
         if not result.accepted:
             first = errors[0]
-            more = {"errors": [e.body() for e in errors]} if len(errors) > 1 else {}
-            return _json_error(first, **more)
+            body = {"error": first.body()}
+            if len(errors) > 1:
+                body["errors"] = [e.body() for e in errors]
+            return first.status, body, first.headers
         messages = []
         for accepted in result.accepted:
             item = {"id": str(accepted.message_id), "to": number.get(id(accepted.destination)), "parts": accepted.parts}
@@ -355,7 +440,7 @@ class ApiDoor:
         body: dict = {"messages": messages}
         if errors:
             body["errors"] = [e.body() for e in errors]
-        return web.json_response(body, status=202, headers={"Cache-Control": "no-store"})
+        return 202, body, {}
 
     # --- GET /v1/messages/{id} --------------------------------------------------------------
 

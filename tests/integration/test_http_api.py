@@ -22,7 +22,8 @@ from smscenter.app.daemon import Daemon
 from smscenter.config import settings_from_dict
 from smscenter.runtime.passwords import hash_token
 from smscenter.runtime.timers import FakeTimers
-from storage.schema import messages
+from sqlalchemy import create_engine, select
+from storage.schema import api_idempotency, messages
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     HOST,
     PARTNER_PASSWORDS,
@@ -30,6 +31,7 @@ from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     Harness,
     connector_entry,
     count_rows,
+    db_path,
     mt,
     wait_for,
 )
@@ -346,3 +348,51 @@ async def test_a_request_partly_refused_answers_each_recipient(mt, build, client
     status, body, _ = await api.post({"from": "ACME", "to": ["+336", "+337"], "text": "Hi"})
     assert status == 422 and body["error"]["recipient"] == "+336"
     assert [e["recipient"] for e in body["errors"]] == ["+336", "+337"]
+
+
+# --------------------------------------------------------------------------- Idempotency-Key
+
+
+async def test_idempotency_key_returns_the_first_answer_even_after_a_restart(mt, build, clients):
+    up = await mt.upstream(stat=None)
+    settings = build([connector_entry("op", up.port)])
+    d = await mt.daemon(settings)
+    api = clients(d)
+    order = {"from": "ACME", "to": [ONE, TWO], "text": "Votre commande est prête"}
+    key = {"Idempotency-Key": "order-42-attempt"}
+
+    status, first, headers = await api.post(order, headers=key)
+    assert status == 202 and "Idempotent-Replayed" not in headers
+    status, again, headers = await api.post(order, headers=key)
+    assert (status, again, headers["Idempotent-Replayed"]) == (202, first, "true")
+    # The same key with another body: refused, nothing sent.
+    status, other, _ = await api.post({**order, "text": "Autre chose"}, headers=key)
+    assert (status, other["error"]["code"]) == (422, "idempotency_key_reused")
+    # A final refusal is kept too; a key is the account's own.
+    status, refused, _ = await api.post({**order, "from": "NOTOURS"}, headers={"Idempotency-Key": "bad-sender"})
+    assert (status, refused["error"]["code"]) == (403, "sender_not_allowed")
+    status, beta, _ = await api.post({**order, "from": "BETA"}, headers=key, token=BETA_TOKEN)
+    assert status == 202 and [m["id"] for m in beta["messages"]] != [m["id"] for m in first["messages"]]
+    await wait_for(lambda: len(up.submits) == 4, what="acme's two messages and beta's two upstream")
+
+    # Stored: a restart on the same database answers the same, and sends nothing more.
+    await mt.stop_daemon(d)
+    d2 = await mt.daemon(settings)
+    api2 = clients(d2)
+    status, after, headers = await api2.post(order, headers=key)
+    assert (status, after, headers["Idempotent-Replayed"]) == (202, first, "true")
+    status, refused_again, _ = await api2.post({**order, "from": "NOTOURS"}, headers={"Idempotency-Key": "bad-sender"})
+    assert (status, refused_again) == (403, refused)
+    assert count_rows(settings, messages) == 4
+    # No number in the table: recipients are kept as their index in the request.
+    engine = create_engine(f"sqlite:///{db_path(settings)}")
+    with engine.connect() as conn:
+        stored = [row.answer for row in conn.execute(select(api_idempotency))]
+    engine.dispose()
+    assert len(stored) == 3 and not any("336" in answer for answer in stored), stored
+    # A bad key is a bad input.
+    status, body, _ = await api2.post(order, headers={"Idempotency-Key": "x" * 256})
+    assert (status, body["error"]["code"]) == (400, "bad_input") and "Idempotency-Key" in body["error"]["message"]
+    # acme's order went upstream once. (beta's may go again after the restart: the stop came
+    # right after the upstream had them, before their answers were committed — in flight.)
+    assert sorted(s.destination_addr for s in up.submits if s.source_addr == "ACME") == ["33612345678", "33698765432"]

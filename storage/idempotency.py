@@ -34,6 +34,12 @@ class IdempotencyKeys:
             return None
         return dict(row)
 
+    async def expire(self, now: float) -> int:
+        """Remove the keys past ``KEEP`` (housekeeping, so that none outlives its 24 hours
+        when no request comes); returns how many."""
+        async with self.engine.begin() as conn:
+            return (await conn.execute(delete(ai).where(ai.c.created_at <= now - KEEP))).rowcount or 0
+
     async def keep(self, account: str, key_hash: bytes, request_hash: bytes, status: int, answer: str,
                    now: float) -> None:
         """Store the first answer to the key (an expired one of the same key is replaced);

@@ -170,9 +170,10 @@ class Daemon:
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
                                  budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
         self.server.handler = self.pipeline
+        self.idempotency = IdempotencyKeys(self.engine)  # expired by housekeeping, API or not
         if self.api is not None:
             self.api.pipeline, self.api.store = self.pipeline, self.store
-            self.api.keys = IdempotencyKeys(self.engine)
+            self.api.keys = self.idempotency
             self.api.key_secret = self.cipher.pseudonymise("api-idempotency", b"key-secret").encode()
         kept = self.policies.retention_of
         # Where MO leave the core (receipts leave through the store's transaction, above).
@@ -187,7 +188,7 @@ class Daemon:
         self.store.on_webhook_rows = self.webhooks.notify
         self.mo.on_webhook_rows = self.webhooks.notify
         self.deliveries.mo_handler = self.mo
-        self.housekeeping = Housekeeping(self.store, timers=self.timers)
+        self.housekeeping = Housekeeping(self.store, timers=self.timers, idempotency=self.idempotency)
         await self.housekeeping.start()
         # On a SQLite file the purge's batches are low-priority work on the store's writer.
         purger = Purger(self.engine, s, timers=self.timers, country_of=KeysCountry(str(Path(s.storage.keys).resolve())),

@@ -396,3 +396,41 @@ async def test_idempotency_key_returns_the_first_answer_even_after_a_restart(mt,
     # acme's order went upstream once. (beta's may go again after the restart: the stop came
     # right after the upstream had them, before their answers were committed — in flight.)
     assert sorted(s.destination_addr for s in up.submits if s.source_addr == "ACME") == ["33612345678", "33698765432"]
+
+
+async def test_idempotency_key_under_way_is_409_and_a_503_is_not_kept(mt, build, clients):
+    up = await mt.upstream(stat=None)
+    d = await mt.daemon(build([connector_entry("op", up.port)], accounts=[{"system_id": "acme", "window": 1},
+                                                                          {"system_id": "beta"}]))
+    api = clients(d)
+    gate = asyncio.Event()
+    real_add = d.store.add_message
+    waiting: list[asyncio.Task] = []
+
+    def held_add(row, part_rows):
+        fut = real_add(row, part_rows)
+
+        async def later():
+            await gate.wait()
+            return await fut
+
+        waiting.append(task := asyncio.get_running_loop().create_task(later()))
+        return task
+
+    d.store.add_message = held_add
+    order = {"from": "ACME", "to": ONE, "text": "Hi"}
+    first = asyncio.get_running_loop().create_task(api.post(order, headers={"Idempotency-Key": "k1"}))
+    await wait_for(lambda: len(waiting) == 1, what="the first request awaiting its commit")
+    status, body, _ = await api.post(order, headers={"Idempotency-Key": "k1"})
+    assert (status, body["error"]["code"]) == (409, "idempotency_key_in_use")
+    status, body, _ = await api.post(order, headers={"Idempotency-Key": "k2"})  # over acme's window of 1
+    assert (status, body["error"]["code"]) == (503, "queue_full")
+    gate.set()
+    status, answer, _ = await first
+    assert status == 202
+    d.store.add_message = real_add
+    status, again, headers = await api.post(order, headers={"Idempotency-Key": "k1"})
+    assert (status, again, headers["Idempotent-Replayed"]) == (202, answer, "true")
+    status, k2, headers = await api.post(order, headers={"Idempotency-Key": "k2"})  # served anew
+    assert status == 202 and "Idempotent-Replayed" not in headers and k2 != answer
+    await wait_for(lambda: len(up.submits) == 2, what="k1's and k2's messages upstream")

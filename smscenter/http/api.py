@@ -10,7 +10,8 @@ server calls it per request), and every other policy runs in the core's neutral 
 request itself gets wrong is answered before the core sees it, so nothing is stored for a
 request refused as a whole; a refusal of one recipient (opted out, invalid number) leaves
 the others accepted, each answered in the request's order. ``HTTP_STATUS`` is how the core's
-refusals read here, the table the README documents.
+refusals read here, the table the README documents. An ``Idempotency-Key`` returns a key's
+first final answer again for 24 hours (``storage.idempotency``) instead of sending twice.
 """
 
 from __future__ import annotations

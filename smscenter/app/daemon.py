@@ -122,7 +122,7 @@ class Daemon:
         self.api = None
         if s.api.listen is not None:
             # Its rate buckets are the accounts', on the SMPP server's clock.
-            self.api = ApiDoor(s.api, self.server.registry, clock=self.link_timers.now, wall_clock=self.clock)
+            self.api = ApiDoor(s.api, self.server.registry, timers=self.link_timers, wall_clock=self.clock)
             await self.api.bind()
         before, after = await db.upgrade(self.engine)
         if before != after:

@@ -35,7 +35,9 @@ from routing.senders import classify_sender
 
 from smscenter.pipeline.request import Destination, ReceiptWish, Refusal, Refused, SubmitRequest, SubmitResult
 from smscenter.pipeline.submit import admit
+from smscenter.runtime.floodlog import Tally
 from smscenter.runtime.listeners import listen_error, server_tls_context
+from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.api")
 
@@ -213,11 +215,14 @@ class ApiDoor:
     """The ``[api]`` listener. ``pipeline`` (its ``submit(request, done)``) and ``store``
     (its ``message(id)``) are set by the daemon once storage is open, after ``bind``."""
 
-    def __init__(self, config, registry, *, clock=time.monotonic, wall_clock=time.time,
+    def __init__(self, config, registry, *, timers: Timers | None = None, wall_clock=time.time,
                  run=asyncio.to_thread) -> None:
         self.config = config  # smscenter.config.Api
         self.registry = registry  # smscenter.pipeline.accounts.AccountRegistry
-        self.clock = clock  # the accounts' rate buckets' time (the SMPP server's)
+        timers = timers if timers is not None else RealTimers(time.monotonic)
+        self.clock = timers.now  # the accounts' rate buckets' time (the SMPP server's)
+        #: Refused authentications, one line per (reason, peer) and interval.
+        self.auth_failures = Tally(log, "api_auth_failed", timers)
         self.wall_clock = wall_clock
         self.run = run  # where scrypt runs (a thread)
         self.pipeline = None
@@ -263,6 +268,7 @@ class ApiDoor:
         return self.sock.getsockname()[1]
 
     async def stop(self) -> None:
+        self.auth_failures.close()
         if self.runner is not None:
             await self.runner.cleanup()
         elif self.sock is not None:  # bound, never served
@@ -296,7 +302,7 @@ class ApiDoor:
                     return state
             else:
                 reason = "malformed_credentials"
-        log.warning("api_auth_failed", reason=reason, ip=ip)
+        self.auth_failures.add(peer=ip, reason=reason)
         if reason == "ip_not_allowed":
             raise ApiError(403, "forbidden", "not allowed from this address")
         raise ApiError(401, "unauthorized", "HTTP Basic (system_id and password) or a bearer token required",

@@ -39,6 +39,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
 )
 
 metadata = MetaData()
@@ -301,3 +302,18 @@ webhook_backlog = Table(
 
 WEBHOOK_RECEIPT = 1
 WEBHOOK_MO = 2
+
+# --- the HTTPS API's idempotency keys (migration 0014) --------------------------------------
+
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column("account", String(16), nullable=False),
+    Column("key_hash", LargeBinary(32), nullable=False),  # keyed hash of the Idempotency-Key
+    Column("request_hash", LargeBinary(32), nullable=False),  # keyed hash of the body it answered
+    Column("status", SmallInteger, nullable=False),
+    Column("answer", Text, nullable=False),  # JSON, each recipient as its index: no number
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("account", "key_hash"),
+    Index("ix_api_idempotency_created", "created_at"),
+)

@@ -2,7 +2,7 @@
 
 Start-up takes the control socket first (``control.py``: it is also the mark that a daemon
 runs on this state, so a second one stops before touching anything), then binds the listeners
-(SMPP, TLS, HTTP: their ports, not serving yet), then follows the data: database (schema
+(SMPP, TLS, HTTP, the API: their ports, not serving yet), then follows the data: database (schema
 upgraded), encryption keys (refusing to start when the database holds data but its keys are
 missing or readable by others), the store's writer, the queue rebuilt from storage; then the
 listeners serve, and only then do the connectors connect and the dispatcher send. So whatever
@@ -31,6 +31,7 @@ from routing.routes import RouteRule, RouteTable
 from routing.windows import SendWindows
 from storage import db
 from storage.crypto import CryptoError, FieldCipher, Keyring
+from storage.idempotency import IdempotencyKeys
 from storage.ids import IdGenerator
 from storage.optouts import OptOutStore
 from storage.store import Store, max_ids
@@ -55,6 +56,7 @@ from smscenter.app.metrics import registry_for
 from smscenter.smpp.server import PartnerServer
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner
 from smscenter.runtime.timers import RealTimers, Timers
+from smscenter.http.api import ApiDoor
 from smscenter.http.ops import WebApp
 from smscenter.http.webhooks import WebhookSender
 from smscenter.pipeline.events import Events
@@ -117,6 +119,11 @@ class Daemon:
         if s.http.listen is not None:
             self.web = WebApp(self.optouts, self.blacklist, registry_for(self))
             await self.web.bind(s.http.listen.host, s.http.listen.port)
+        self.api = None
+        if s.api.listen is not None:
+            # Its rate buckets are the accounts', on the SMPP server's clock.
+            self.api = ApiDoor(s.api, self.server.registry, timers=self.link_timers, wall_clock=self.clock)
+            await self.api.bind()
         before, after = await db.upgrade(self.engine)
         if before != after:
             log.info("schema_upgraded", before=before, after=after)
@@ -163,6 +170,11 @@ class Daemon:
         self.pipeline = Pipeline(planner, self.store, self.dispatcher, self.outbox, routes, self.cipher,
                                  budgets=self.server.budgets, max_storage_reads=s.server.max_storage_reads)
         self.server.handler = self.pipeline
+        self.idempotency = IdempotencyKeys(self.engine)  # expired by housekeeping, API or not
+        if self.api is not None:
+            self.api.pipeline, self.api.store = self.pipeline, self.store
+            self.api.keys = self.idempotency
+            self.api.key_secret = self.cipher.pseudonymise("api-idempotency", b"key-secret").encode()
         kept = self.policies.retention_of
         # Where MO leave the core (receipts leave through the store's transaction, above).
         # The webhook subscriptions are the policies' dict, updated in place by a reload.
@@ -176,7 +188,7 @@ class Daemon:
         self.store.on_webhook_rows = self.webhooks.notify
         self.mo.on_webhook_rows = self.webhooks.notify
         self.deliveries.mo_handler = self.mo
-        self.housekeeping = Housekeeping(self.store, timers=self.timers)
+        self.housekeeping = Housekeeping(self.store, timers=self.timers, idempotency=self.idempotency)
         await self.housekeeping.start()
         # On a SQLite file the purge's batches are low-priority work on the store's writer.
         purger = Purger(self.engine, s, timers=self.timers, country_of=KeysCountry(str(Path(s.storage.keys).resolve())),
@@ -187,6 +199,8 @@ class Daemon:
         await self.server.serve()
         if self.web is not None:
             await self.web.serve()
+        if self.api is not None:
+            await self.api.serve()
         # Last: what goes upstream. Everything that can fail a start has run.
         for connector in self.connectors.values():
             await connector.start()
@@ -236,6 +250,8 @@ class Daemon:
         self.control.state = "stopping"  # answered as such until it closes, last
         if self.web is not None:
             await self.web.stop()
+        if self.api is not None:
+            await self.api.stop()  # requests under way get their answer first
         await self.server.stop(grace)
         await self.connections.stop()  # after the last bind: every answered bind's row written
         await self.pipeline.stop()
@@ -274,7 +290,8 @@ class Daemon:
         systemd.notify("READY=1", f"STATUS=listening on {', '.join(listen)}")
         # What listens where, in the one line a newcomer watches for (README "Log events").
         http = f"{self.settings.http.listen.host}:{self.web.port}" if self.web is not None else None
-        log.info("ready", listen=listen, http=http, control=str(self.control.path), connectors=list(self.connectors))
+        api = f"{self.settings.api.listen.host}:{self.api.port}" if self.api is not None else None
+        log.info("ready", listen=listen, http=http, api=api, control=str(self.control.path), connectors=list(self.connectors))
         ready.set()
         watchdog = systemd.watchdog_interval()
         watchdog_task = loop.create_task(_watchdog(watchdog, self.link_timers)) if watchdog else None
@@ -292,7 +309,7 @@ class Daemon:
 
     async def _abort_start(self) -> None:
         """Undo what a failed start had started (best effort: the process exits next)."""
-        for name, closing in (("web", lambda x: x.stop()), ("server", lambda x: x.stop(0)),
+        for name, closing in (("web", lambda x: x.stop()), ("api", lambda x: x.stop()), ("server", lambda x: x.stop(0)),
                               ("connectors", lambda x: asyncio.gather(*(c.stop(0) for c in x.values()))),
                               ("connections", lambda x: x.stop()), ("webhooks", lambda x: x.stop()),
                               ("store", lambda x: x.stop()), ("engine", lambda x: x.dispose()),

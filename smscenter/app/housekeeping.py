@@ -5,6 +5,7 @@
   ``receipt_grace`` for late receipts, it is settled EXPIRED through the normal receipt path
   (same transaction rules, same partner receipt).
 - Early receipts that never found their message are dropped after ``early_ttl``.
+- The HTTPS API's idempotency keys go after their 24 hours (``storage.idempotency``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ class Housekeeping:
         early_ttl: float = 7 * 24 * 3600.0,
         clock=time.time,
         timers: Timers | None = None,
+        idempotency=None,
     ) -> None:
         self.store = store
+        self.idempotency = idempotency  # storage.idempotency.IdempotencyKeys, or None
         self.interval = interval
         self.receipt_grace = receipt_grace
         self.early_ttl = early_ttl
@@ -41,7 +44,7 @@ class Housekeeping:
         self.timers: Timers = timers if timers is not None else RealTimers(clock)
         self.clock = self.timers.now
         self._task: asyncio.Task | None = None
-        self.stats = {"expired_without_receipt": 0, "early_receipts_purged": 0}
+        self.stats = {"expired_without_receipt": 0, "early_receipts_purged": 0, "idempotency_keys_expired": 0}
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="housekeeping")
@@ -72,6 +75,8 @@ class Housekeeping:
             await asyncio.gather(*futures)
             self.stats["expired_without_receipt"] += len(stale)
             log.info("expired_without_receipt", parts=len(stale))
+        if self.idempotency is not None:
+            self.stats["idempotency_keys_expired"] += await self.idempotency.expire(now)
         purged = await self.store.purge_early_receipts(now - self.early_ttl)
         if purged:
             self.stats["early_receipts_purged"] += purged

@@ -99,6 +99,17 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_hash_token(args: argparse.Namespace) -> int:
+    from smscenter.runtime.passwords import hash_token
+
+    token = sys.stdin.readline().strip()
+    if len(token) < 32:
+        _err("smscenter hash-token: a token is at least 32 characters (e.g. `openssl rand -hex 24`), on stdin")
+        return EXIT_USAGE
+    print(hash_token(token))
+    return EXIT_OK
+
+
 def _cmd_simulate_smsc(args: argparse.Namespace) -> int:
     import signal
 
@@ -195,6 +206,12 @@ def _parser() -> argparse.ArgumentParser:
         help="read a password on stdin, print its scrypt hash for an [[account]] password",
     )
     hashpw.set_defaults(func=_cmd_hash_password)
+
+    hashtok = verbs.add_parser(
+        "hash-token",
+        help="read an API bearer token on stdin, print its hash for an [[account]] api_tokens entry",
+    )
+    hashtok.set_defaults(func=_cmd_hash_token)
 
     sim = verbs.add_parser(
         "simulate-smsc",

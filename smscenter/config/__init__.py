@@ -35,6 +35,7 @@ from .checks import cross_check
 from .sections import (
     Account,
     AccountRetention,
+    Api,
     Connector,
     Http,
     Logging,
@@ -58,6 +59,7 @@ __all__ = [
     "ConfigError",
     "Connector",
     "Duration",
+    "Api",
     "Http",
     "Logging",
     "Queue",

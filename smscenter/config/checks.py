@@ -4,6 +4,7 @@ once the models validated."""
 from __future__ import annotations
 
 import grp
+import ipaddress
 import os
 import re
 
@@ -38,6 +39,7 @@ def cross_check(s: Settings) -> list[str]:
         )
 
     errors.extend(_control_socket_problems(s))
+    errors.extend(_api_problems(s))
 
     first_account: dict[str, int] = {}
     keyword_owner: dict[tuple[str, str], int] = {}
@@ -134,3 +136,31 @@ def _control_socket_problems(s: Settings) -> list[str]:
         except KeyError:
             errors.append(f"server.control_group: no group named {group!r} on this machine")
     return errors
+
+
+def _api_problems(s: Settings) -> list[str]:
+    """``[api]``: TLS unless it listens on loopback without a certificate; both files or none."""
+    api = s.api
+    errors: list[str] = []
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(api, key)
+        if path is not None and not path.is_file():
+            errors.append(f"api.{key}: file not found: {path}")
+    if (api.tls_cert is None) != (api.tls_key is None):
+        missing = "tls_key" if api.tls_key is None else "tls_cert"
+        errors.append(f"api.{missing}: required with {'tls_cert' if missing == 'tls_key' else 'tls_key'}")
+    if api.listen is not None and api.tls_cert is None and api.tls_key is None and not _loopback(api.listen.host):
+        errors.append(
+            f"api.tls_cert: required when api.listen ({api.listen}) is not a loopback address "
+            "(plain HTTP only on loopback)"
+        )
+    return errors
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -236,6 +236,26 @@ class Http(_Section):
     listen: ListenAddress | None = None
 
 
+class Api(_Section):
+    """``[api]``: the HTTPS API door (README "HTTPS API"). Plain HTTP only on a loopback
+    ``listen`` without a certificate (``checks.py``)."""
+
+    listen: ListenAddress | None = None
+    tls_cert: RelPath | None = None
+    tls_key: RelPath | None = None
+    max_recipients: int = Field(100, gt=0, le=10_000)  # the ``to`` list of one request
+    max_body: int = Field(65_536, ge=1024, le=16 * 1024 * 1024)  # octets of a request body
+
+
+def _api_token_hash(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+        raise PydanticCustomError(
+            "api_token",
+            "must be a token's hash made by `smscenter hash-token` (sha256:<64 hex digits>), not the token",
+        )
+    return value
+
+
 class Webhooks(_Section):
     """``[webhooks]``: how the daemon delivers every account's webhooks."""
 
@@ -320,6 +340,8 @@ class Account(_Section):
     webhook_secret: Annotated[SecretStr, PlainValidator(_webhook_secret)] | None = Field(None, repr=False)
     webhook_ordered: bool = False  # one event in flight at a time, in order
     webhook_ca: RelPath | None = None  # PEM CA(s) to trust for its URLs, besides the system's
+    # Bearer tokens of the HTTPS API, stored hashed (``runtime.passwords.hash_token``).
+    api_tokens: tuple[Annotated[str, PlainValidator(_api_token_hash)], ...] = Field((), repr=False)
 
     @property
     def has_webhooks(self) -> bool:
@@ -484,6 +506,7 @@ class Settings(_Section):
     http: Http = Field(default_factory=dict)  # type: ignore[arg-type]
     queue: Queue = Field(default_factory=dict)  # type: ignore[arg-type]
     webhooks: Webhooks = Field(default_factory=dict)  # type: ignore[arg-type]
+    api: Api = Field(default_factory=dict)  # type: ignore[arg-type]
 
     @cached_property
     def accounts_by_id(self) -> dict[str, Account]:

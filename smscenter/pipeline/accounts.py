@@ -16,7 +16,7 @@ from typing import Iterable
 from protocol.constants import CommandId, CommandStatus
 
 from smscenter.config import Account
-from smscenter.runtime.passwords import dummy_hash, verify_password
+from smscenter.runtime.passwords import dummy_hash, token_matches, verify_password
 from smscenter.runtime.ratelimit import TokenBucket
 
 BIND_TYPE = {
@@ -99,32 +99,58 @@ class AccountRegistry:
     def get(self, system_id: str) -> AccountState | None:
         return self.accounts.get(system_id)
 
-    async def authenticate(
-        self, command_id: int, system_id: str, password: str, ip: str, run=asyncio.to_thread
-    ) -> tuple[AccountState | None, CommandStatus, str | None]:
-        """Decide a bind: ``(state, status, reason)``, ``reason`` naming a failure
-        (``bindguard.REASONS``).
+    async def credentials(
+        self, system_id: str, password: str, ip: str, run=asyncio.to_thread
+    ) -> tuple[AccountState | None, str | None]:
+        """The check of a system_id and password that every door makes (an SMPP bind, the
+        API's HTTP Basic): ``(state, None)``, or ``(None, reason)`` (``bindguard.REASONS``:
+        ``unknown_system_id``, ``ip_not_allowed``, ``invalid_password``).
 
-        The password check goes through ``run`` (the bind guard's own thread pool): scrypt is
-        deliberately slow and must not stall every other session on the event loop. An
-        unknown system_id costs the same scrypt (against a dummy hash) and gets the same
-        ESME_RINVPASWD as a wrong password, so accounts cannot be enumerated by status or
-        timing. An IP outside the account's allow-list gets ESME_RBINDFAIL whatever the
-        password, so the allow-list answer does not confirm a guess.
+        The password check goes through ``run`` (a thread pool): scrypt is deliberately slow
+        and must not stall every other session on the event loop. An unknown system_id costs
+        the same scrypt (against a dummy hash) as a wrong password, so accounts cannot be
+        enumerated by timing. An IP outside the account's allow-list is said whatever the
+        password, so that answer does not confirm a guess.
         """
         state = self.accounts.get(system_id)
         stored = state.config.password if state is not None else dummy_hash()
         ok = await run(verify_password, password, stored)
         if state is None:
-            return None, CommandStatus.ESME_RINVPASWD, "unknown_system_id"
-        try:
-            allowed = state.config.ip_allowed(ipaddress.ip_address(ip.split("%")[0]))
-        except ValueError:
-            allowed = False
-        if not allowed:
-            return None, CommandStatus.ESME_RBINDFAIL, "ip_not_allowed"
+            return None, "unknown_system_id"
+        if not self.ip_allowed(state, ip):
+            return None, "ip_not_allowed"
         if not ok:
-            return None, CommandStatus.ESME_RINVPASWD, "invalid_password"
+            return None, "invalid_password"
+        return state, None
+
+    @staticmethod
+    def ip_allowed(state: AccountState, ip: str) -> bool:
+        try:
+            return state.config.ip_allowed(ipaddress.ip_address(ip.split("%")[0]))
+        except ValueError:
+            return False
+
+    def by_token(self, token: str) -> AccountState | None:
+        """The account one of whose ``api_tokens`` is ``token`` (hashed once, compared in
+        constant time with every account's), or None."""
+        found = None
+        for state in self.accounts.values():
+            if state.config.api_tokens and token_matches(token, state.config.api_tokens):
+                found = state
+        return found
+
+    async def authenticate(
+        self, command_id: int, system_id: str, password: str, ip: str, run=asyncio.to_thread
+    ) -> tuple[AccountState | None, CommandStatus, str | None]:
+        """Decide a bind: ``(state, status, reason)``, ``reason`` naming a failure
+        (``bindguard.REASONS``). The credentials as every door checks them (``credentials``):
+        an unknown system_id and a wrong password get the same ESME_RINVPASWD, an IP outside
+        the allow-list ESME_RBINDFAIL whatever the password; then the bind's own limits.
+        """
+        state, reason = await self.credentials(system_id, password, ip, run)
+        if state is None:
+            status = CommandStatus.ESME_RBINDFAIL if reason == "ip_not_allowed" else CommandStatus.ESME_RINVPASWD
+            return None, status, reason
         if BIND_TYPE[CommandId(command_id)] not in state.config.bind_types:
             return None, CommandStatus.ESME_RBINDFAIL, "bind_type_not_allowed"
         if len(state.binds) >= state.config.max_binds:

@@ -116,3 +116,21 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     candidate = _scrypt(password, params.salt, params.n, params.r, params.p, len(params.digest))
     return hmac.compare_digest(candidate, params.digest)
+
+
+def hash_token(token: str) -> str:
+    """The stored form of an API bearer token (``[[account]] api_tokens``): ``sha256:<hex>``.
+
+    A plain digest, not scrypt: a token is checked on every request, and it is random and
+    long (``smscenter hash-token`` refuses one under 32 characters), so a fast hash of it
+    cannot be guessed back the way a short password could."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def token_matches(token: str, stored: tuple[str, ...]) -> bool:
+    """True if ``token`` is one of ``stored`` (compared in constant time, each of them)."""
+    candidate = hash_token(token).encode()
+    found = False
+    for entry in stored:
+        found |= hmac.compare_digest(candidate, entry.encode())
+    return found

@@ -37,7 +37,7 @@ from smscenter.config import Settings
 from smscenter.pipeline.connlog import ConnectionLog, bind_type_of
 from smscenter.smpp.link import Link, LinkClosed
 from smscenter.runtime.timers import RealTimers, Timers
-from smscenter.runtime.listeners import listen_error
+from smscenter.runtime.listeners import listen_error, server_tls_context
 from smscenter.runtime.tasks import TaskSet
 
 log = structlog.get_logger("smscenter.server")
@@ -142,10 +142,7 @@ class PartnerServer:
         self.accepting = True
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(self.config.tls_cert), str(self.config.tls_key))
-        return context
+        return server_tls_context(self.config.tls_cert, self.config.tls_key)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

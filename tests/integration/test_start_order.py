@@ -2,7 +2,7 @@
 any connector connects, so a start that fails on a port in use sends nothing upstream.
 
 A first daemon (in this process) queues a message while its upstream refuses binds, and
-stops. Then the SMPP (or the HTTP) port is taken by another socket and the daemon is started
+stops. Then the SMPP (or the HTTP, or the API's) port is taken by another socket and the daemon is started
 as a process, ``python -m smscenter run``: it exits 1 with one log line naming the address,
 and the upstream — accepting binds by now — received no connection at all (checked behind a
 barrier: a connection of our own, accepted after any the daemon made). Last, the same
@@ -29,7 +29,8 @@ from tests.patience import PATIENCE
 pytestmark = pytest.mark.timeout(120)
 
 
-def write_config(tmp_path, password_hash: str, smpp_port: int, http_port: int, upstream_port: int):
+def write_config(tmp_path, password_hash: str, smpp_port: int, http_port: int, upstream_port: int,
+                 api_port: int | None = None):
     (tmp_path / "var").mkdir(exist_ok=True)
     path = tmp_path / "smscenter.toml"
     path.write_text(f"""
@@ -40,6 +41,7 @@ failed_bind_delay = "50ms"
 
 [http]
 listen = "{HOST}:{http_port}"
+{f'[api]{chr(10)}listen = "{HOST}:{api_port}"' if api_port else ""}
 
 [storage]
 url = "sqlite:///var/smscenter.db"
@@ -84,12 +86,13 @@ async def queue_one_message(config) -> None:
         await asyncio.wait_for(daemon.stop(), PATIENCE)
 
 
-@pytest.mark.parametrize("taken", ["smpp", "http"])
+@pytest.mark.parametrize("taken", ["smpp", "http", "api"])
 async def test_a_port_in_use_fails_the_start_before_anything_goes_upstream(tmp_path, password_hashes, taken):
     upstream = await Upstream().start()
     upstream.bind_status = CommandStatus.ESME_RBINDFAIL
-    smpp_port, http_port = free_port(), free_port()
-    config = write_config(tmp_path, password_hashes["acme"], smpp_port, http_port, upstream.port)
+    smpp_port, http_port, api_port = free_port(), free_port(), free_port()
+    config = write_config(tmp_path, password_hashes["acme"], smpp_port, http_port, upstream.port, api_port)
+    port = {"smpp": smpp_port, "http": http_port, "api": api_port}[taken]
     blocker = socket.socket()
     try:
         await queue_one_message(config)
@@ -98,7 +101,7 @@ async def test_a_port_in_use_fails_the_start_before_anything_goes_upstream(tmp_p
         connections_before, binds_before = upstream.connections, upstream.bind_attempts
 
         blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        blocker.bind((HOST, smpp_port if taken == "smpp" else http_port))
+        blocker.bind((HOST, port))
         blocker.listen()
         done = await run_cli("run", "-c", str(config))
 
@@ -107,7 +110,6 @@ async def test_a_port_in_use_fails_the_start_before_anything_goes_upstream(tmp_p
         assert len(lines) == 1, done.stderr  # no traceback, nothing else
         event = json.loads(lines[0])
         assert event["event"] == "start_failed" and event["level"] == "error"
-        port = smpp_port if taken == "smpp" else http_port
         assert f"{HOST}:{port}" in event["error"] and taken.upper() in event["error"], event
         assert done.stdout == ""
 

@@ -505,3 +505,16 @@ async def test_meta_facts_are_replaced_and_read_by_prefix(store):
     await store.set_meta("idconv:op_b", "decimal-to-hex")
     assert await store.meta_values("idconv:") == {"idconv:op-a": "hex-to-decimal", "idconv:op_b": "decimal-to-hex"}
     assert await store.meta_values("idconv:op_") == {"idconv:op_b": "decimal-to-hex"}  # "_" is no wildcard
+
+
+async def test_idempotency_keys_on_both_backends(engine):
+    from storage.idempotency import KEEP, IdempotencyKeys
+
+    keys = IdempotencyKeys(engine)
+    now = 1_800_000_000.0
+    await keys.keep("acme", b"k" * 32, b"r" * 32, 202, '{"messages": [{"to": 0}]}', now)
+    await keys.keep("acme", b"k" * 32, b"x" * 32, 403, "{}", now + 1)  # a second answer: the first stays
+    found = await keys.find("acme", b"k" * 32, now + 10)
+    assert (found["status"], found["request_hash"], found["answer"]) == (202, b"r" * 32, '{"messages": [{"to": 0}]}')
+    assert await keys.expire(now + KEEP + 1) == 1
+    assert await keys.find("acme", b"k" * 32, now + 10) is None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from smscenter.cli.main import main
-from smscenter.runtime.passwords import verify_password
+from smscenter.runtime.passwords import hash_token, token_matches, verify_password
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "conf" / "smscenter.example.toml"
@@ -89,6 +89,17 @@ def test_hash_password_round_trip():
 def test_hash_password_keeps_spaces_strips_crlf():
     proc = smscenter("hash-password", stdin=" a b \r\n")
     assert verify_password(" a b ", proc.stdout.strip())
+
+
+def test_hash_token_prints_what_api_tokens_accepts():
+    token = "0123456789abcdef" * 3
+    proc = smscenter("hash-token", stdin=token + "\n")
+    assert proc.returncode == 0, proc.stderr
+    stored = proc.stdout.strip()
+    assert stored == hash_token(token) and token_matches(token, (stored,))
+    assert token not in proc.stdout + proc.stderr
+    short = smscenter("hash-token", stdin="short\n")
+    assert short.returncode == 2 and "at least 32 characters" in short.stderr and short.stdout == ""
 
 
 @pytest.mark.parametrize("stdin", ["", "\n"])

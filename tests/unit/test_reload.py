@@ -192,3 +192,21 @@ def test_compare_sends_webhook_keys_to_a_restart(pw) -> None:
                        "account beta.webhook_secret"]
     assert secret not in repr((changes, restart))
     assert compare(new, new) == ([], [])
+
+
+def test_api_tokens_reload_live_and_api_needs_a_restart(pw) -> None:
+    from smscenter.runtime.passwords import hash_token
+
+    token = "t" * 40
+    old = settings(pw)
+    new = settings(pw, account=[{"system_id": "acme", "password": pw, "category": "alert",
+                                 "api_tokens": [hash_token(token)]}])
+    changes, restart = compare(old, new)
+    assert (changes, restart) == (["account acme: api_tokens changed"], [])
+    assert hash_token(token) not in repr(changes)
+    registry = AccountRegistry(old.accounts, clock=lambda: 0.0)
+    assert registry.by_token(token) is None
+    registry.update(new.accounts)
+    assert registry.by_token(token) is registry.get("acme")  # the next request uses it
+    _, restart = compare(old, settings(pw, api={"listen": "127.0.0.1:8443", "max_recipients": 10}))
+    assert restart == ["api.listen", "api.max_recipients"]

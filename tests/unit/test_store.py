@@ -458,7 +458,7 @@ async def test_housekeeping_expires_parts_without_receipt_and_purges_early_recei
     assert states[waiting] == M.EXPIRED and states[delivered] == M.DELIVERED
     assert [f.state for f in store.builder.finished if f.message["id"] == waiting] == [M.EXPIRED]
     assert await count(engine, early_receipts) == 0
-    assert keeper.stats == {"expired_without_receipt": 1, "early_receipts_purged": 1}
+    assert keeper.stats == {"expired_without_receipt": 1, "early_receipts_purged": 1, "idempotency_keys_expired": 0}
     # Nothing left to do the second time.
     await keeper.run_once()
     assert keeper.stats["expired_without_receipt"] == 1
@@ -502,3 +502,21 @@ async def test_outcome_is_awaitable_before_it_resolves_and_carries_exceptions():
     with pytest.raises(ValueError, match="no"):
         await failed
     assert isinstance(failed.exception(), ValueError) and not failed.cancelled()
+
+
+async def test_idempotency_keys_kept_24_hours_then_expired_by_housekeeping(store, engine):
+    from smscenter.app.housekeeping import Housekeeping
+    from storage.idempotency import KEEP, IdempotencyKeys
+
+    keys = IdempotencyKeys(engine)
+    await keys.keep("acme", b"k" * 32, b"r" * 32, 202, '{"messages": []}', NOW)
+    await keys.keep("acme", b"k" * 32, b"x" * 32, 403, "{}", NOW + 1)  # the first answer stays
+    found = await keys.find("acme", b"k" * 32, NOW + KEEP - 1)
+    assert (found["status"], found["request_hash"]) == (202, b"r" * 32)
+    assert await keys.find("beta", b"k" * 32, NOW) is None  # a key is its account's
+    assert await keys.find("acme", b"k" * 32, NOW + KEEP) is None  # past 24 h: not returned
+    keeper = Housekeeping(store, clock=lambda: NOW + KEEP + 1, idempotency=keys)
+    await keeper.run_once()
+    assert keeper.stats["idempotency_keys_expired"] == 1
+    await keys.keep("acme", b"k" * 32, b"y" * 32, 409, "{}", NOW + KEEP + 2)  # the key is free again
+    assert (await keys.find("acme", b"k" * 32, NOW + KEEP + 3))["status"] == 409

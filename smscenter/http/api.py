@@ -1,0 +1,481 @@
+"""The HTTPS API door: ``POST /v1/messages`` → ``SubmitRequest``, and a neutral ``Refusal`` →
+an HTTP status with a JSON error; ``GET /v1/messages/{id}`` for a message's state.
+
+What is HTTP stays here: authentication (HTTP Basic with the account's system_id and
+password, checked as an SMPP bind is, or a bearer token of ``[[account]] api_tokens``), the
+body's size and JSON, its fields and their types (each error names its field), RFC 3339
+times. The account's rate and queue limits are the core's (``submit.admit``, as the SMPP
+server calls it per request), and every other policy runs in the core's neutral submit
+(``Pipeline.submit``, handed in: a door does not import another door). Everything the
+request itself gets wrong is answered before the core sees it, so nothing is stored for a
+request refused as a whole; a refusal of one recipient (opted out, invalid number) leaves
+the others accepted, each answered in the request's order. ``HTTP_STATUS`` is how the core's
+refusals read here, the table the README documents. An ``Idempotency-Key`` returns a key's
+first final answer again for 24 hours (``storage.idempotency``) instead of sending twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import socket
+import time
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+
+from protocol.constants import MessageState
+from routing.senders import classify_sender
+
+from smscenter.pipeline.request import Destination, ReceiptWish, Refusal, Refused, SubmitRequest, SubmitResult
+from smscenter.pipeline.submit import admit
+from smscenter.runtime.floodlog import Tally
+from smscenter.runtime.listeners import listen_error, server_tls_context
+from smscenter.runtime.timers import RealTimers, Timers
+
+log = structlog.get_logger("smscenter.api")
+
+#: How each neutral refusal reads: HTTP status and the JSON error's ``code``.
+HTTP_STATUS: dict[Refusal, tuple[int, str]] = {
+    Refusal.BAD_INPUT: (400, "bad_input"),
+    Refusal.UNKNOWN_CATEGORY: (400, "unknown_category"),
+    Refusal.TEXT_TOO_LONG: (400, "text_too_long"),
+    Refusal.SENDER_NOT_ALLOWED: (403, "sender_not_allowed"),
+    Refusal.OPTED_OUT: (409, "opted_out"),
+    Refusal.INVALID_NUMBER: (422, "invalid_number"),
+    Refusal.NO_ROUTE: (422, "no_route"),
+    Refusal.OUTSIDE_WINDOW: (422, "outside_window"),
+    Refusal.RATE_EXCEEDED: (429, "rate_exceeded"),
+    Refusal.QUEUE_FULL: (503, "queue_full"),
+    Refusal.STORAGE_BUSY: (503, "storage_busy"),
+    Refusal.SYSTEM_ERROR: (500, "system_error"),
+}
+
+#: The fields of ``POST /v1/messages`` and the JSON types each may have.
+FIELDS: dict[str, tuple[type, ...]] = {
+    "from": (str,),
+    "to": (str, list),
+    "text": (str,),
+    "category": (str,),
+    "validity": (int, str),
+    "schedule": (str,),
+    "reference": (str,),
+    "receipt": (bool,),
+}
+REQUIRED = ("from", "to", "text")
+MAX_REFERENCE = 64
+MAX_TEXT = 255 * 160  # characters: more can never fit 255 parts; the core counts the parts
+_TYPE_NAMES = {str: "a string", list: "a list of strings", int: "an integer", bool: "true or false"}
+#: Seconds a client waits before trying again when the queue or the storage is full.
+BUSY_RETRY_AFTER = 1
+MAX_KEY = 255  # characters of an Idempotency-Key
+#: Answers kept for an ``Idempotency-Key``: final ones. A 429 or a 5xx is worth a retry, so
+#: the key's next request is served anew.
+KEPT_STATUSES = frozenset({202, 400, 403, 409, 422})
+
+
+class ApiError(Exception):
+    """A request answered with an error (``{"error": {code, message, recipient}}``)."""
+
+    def __init__(self, status: int, code: str, message: str, *, recipient: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.recipient = status, code, message, recipient
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"code": self.code, "message": self.message, "recipient": self.recipient}
+
+
+def error_of(refused: Refused, recipient: str | None = None) -> ApiError:
+    """The HTTP answer to one of the core's refusals."""
+    status, code = HTTP_STATUS[refused.refusal]
+    message = refused.why if refused.field is None else f"{refused.field}: {refused.why}"
+    headers = {"Retry-After": str(BUSY_RETRY_AFTER)} if status == 503 else None
+    return ApiError(status, code, message, recipient=recipient, headers=headers)
+
+
+def _json_error(error: ApiError, **more) -> web.Response:
+    headers = {"Cache-Control": "no-store", **error.headers}
+    return web.json_response({"error": error.body(), **more}, status=error.status, headers=headers)
+
+
+def _response(status: int, body: dict, headers: dict) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **headers})
+
+
+def _indexed(body: dict, recipients: list[str]) -> dict:
+    """``body`` with each recipient as its index in the request (to store no number)."""
+    return _recipients(body, lambda number: recipients.index(number) if number in recipients else None)
+
+
+def _numbered(body: dict, recipients: list[str]) -> dict:
+    """A stored body's indexes back to the recipients of the request (the same body)."""
+    return _recipients(body, lambda index: recipients[index] if isinstance(index, int) else None)
+
+
+def _recipients(body: dict, change) -> dict:
+    body = json.loads(json.dumps(body))
+    for message in body.get("messages", ()):
+        message["to"] = change(message["to"])
+    for error in [body["error"]] if "error" in body else []:
+        error["recipient"] = change(error["recipient"])
+    for error in body.get("errors", ()):
+        error["recipient"] = change(error["recipient"])
+    return body
+
+
+def _rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_time(field: str, value: str) -> float:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "bad_input", f"{field}: expected an RFC 3339 time, e.g. 2026-01-31T09:00:00Z") from None
+    if when.tzinfo is None:
+        raise ApiError(400, "bad_input", f"{field}: the time needs its offset (Z or +01:00)")
+    return when.timestamp()
+
+
+def parse_message(body: object, max_recipients: int, now: float) -> dict:
+    """The fields of a ``POST /v1/messages`` body, checked (``now``: the wall clock, for a
+    relative ``validity``); raises ``ApiError`` 400 naming the field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_input", "the body must be a JSON object")
+    for key, value in body.items():
+        if key not in FIELDS:
+            raise ApiError(400, "bad_input", f"{key}: unknown field (known: {', '.join(FIELDS)})")
+        types = FIELDS[key]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise ApiError(400, "bad_input", f"{key}: expected {wanted}")
+    for key in REQUIRED:
+        if key not in body:
+            raise ApiError(400, "bad_input", f"{key}: required")
+    to = body["to"]
+    recipients = [to] if isinstance(to, str) else to
+    if not recipients:
+        raise ApiError(400, "bad_input", "to: at least one recipient")
+    if len(recipients) > max_recipients:
+        raise ApiError(400, "bad_input", f"to: at most {max_recipients} recipients per request")
+    for i, number in enumerate(recipients):
+        if not isinstance(number, str) or not number:
+            raise ApiError(400, "bad_input", f"to[{i}]: expected a phone number as a string")
+    text = body["text"]
+    if not text:
+        raise ApiError(400, "bad_input", "text: empty")
+    if len(text) > MAX_TEXT:
+        raise ApiError(400, "text_too_long", f"text: over {MAX_TEXT} characters")
+    reference = body.get("reference")
+    if reference is not None and len(reference) > MAX_REFERENCE:
+        raise ApiError(400, "bad_input", f"reference: at most {MAX_REFERENCE} characters")
+    validity = body.get("validity")
+    if isinstance(validity, int):
+        if validity <= 0:
+            raise ApiError(400, "bad_input", "validity: seconds, more than 0")
+        validity = now + validity
+    elif isinstance(validity, str):
+        validity = _parse_time("validity", validity)
+    schedule = body.get("schedule")
+    return {
+        "source": body["from"],
+        "recipients": recipients,
+        "text": text,
+        "category": body.get("category", ""),
+        "validity": validity,
+        "schedule": _parse_time("schedule", schedule) if schedule is not None else None,
+        "reference": reference,
+        "receipt": ReceiptWish.ALWAYS if body.get("receipt") else ReceiptWish.NONE,
+    }
+
+
+def destination(number: str) -> Destination:
+    """A recipient as written (``+33612345678``, or national digits read with the account's
+    default country): international E.164 without its plus, else an unknown TON."""
+    if number.startswith("+"):
+        return Destination(number[1:], 1, 1)
+    return Destination(number, 0, 1)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class ApiDoor:
+    """The ``[api]`` listener. ``pipeline`` (its ``submit(request, done)``) and ``store``
+    (its ``message(id)``) are set by the daemon once storage is open, after ``bind``."""
+
+    def __init__(self, config, registry, *, timers: Timers | None = None, wall_clock=time.time,
+                 run=asyncio.to_thread) -> None:
+        self.config = config  # smscenter.config.Api
+        self.registry = registry  # smscenter.pipeline.accounts.AccountRegistry
+        timers = timers if timers is not None else RealTimers(time.monotonic)
+        self.clock = timers.now  # the accounts' rate buckets' time (the SMPP server's)
+        #: Refused authentications, one line per (reason, peer) and interval.
+        self.auth_failures = Tally(log, "api_auth_failed", timers)
+        self.wall_clock = wall_clock
+        self.run = run  # where scrypt runs (a thread)
+        self.pipeline = None
+        self.store = None
+        #: ``storage.idempotency.IdempotencyKeys`` and the secret of its keyed hashes (set by
+        #: the daemon with the store; None: ``Idempotency-Key`` is refused).
+        self.keys = None
+        self.key_secret = b""
+        self._keys_in_flight: set[tuple[str, bytes]] = set()
+        self.pending: dict[str, int] = {}  # per account: submits awaiting their commit
+        self.runner: web.AppRunner | None = None
+        self.sock: socket.socket | None = None
+        self.app = web.Application(client_max_size=config.max_body)
+        self.app.add_routes([
+            web.post("/v1/messages", self.post_message),
+            web.get("/v1/messages/{id}", self.get_message),
+        ])
+
+    @property
+    def tls(self) -> bool:
+        return self.config.tls_cert is not None
+
+    async def bind(self) -> None:
+        """Take the port without serving yet (see ``PartnerServer.bind``). Raises
+        ``OSError`` naming the address."""
+        host, port = self.config.listen
+        try:
+            self.sock = socket.create_server((host, port), family=_family(host), backlog=128)
+        except OSError as exc:
+            raise listen_error(exc, "HTTPS API" if self.tls else "HTTP API", host, port) from None
+        self.sock.setblocking(False)
+
+    async def serve(self) -> None:
+        context = server_tls_context(self.config.tls_cert, self.config.tls_key) if self.tls else None
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        await web.SockSite(self.runner, self.sock, ssl_context=context).start()
+        host, port = self.sock.getsockname()[:2]
+        log.info("api_listening", address=f"{host}:{port}", tls=self.tls)
+
+    @property
+    def port(self) -> int:
+        return self.sock.getsockname()[1]
+
+    async def stop(self) -> None:
+        self.auth_failures.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        elif self.sock is not None:  # bound, never served
+            self.sock.close()
+
+    # --- authentication ---------------------------------------------------------------------
+
+    async def _account(self, request: web.Request):
+        """The account the request authenticates as, or ``ApiError`` 401 (403 from an
+        address outside the account's ``allowed_ips``)."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        ip = request.remote or ""
+        reason = "no_credentials"
+        if scheme.lower() == "bearer" and value:
+            state = self.registry.by_token(value.strip())
+            if state is not None:
+                if self.registry.ip_allowed(state, ip):
+                    return state
+                reason = "ip_not_allowed"
+            else:
+                reason = "invalid_token"
+        elif scheme.lower() == "basic" and value:
+            try:
+                system_id, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                sep = ""
+            if sep:
+                state, reason = await self.registry.credentials(system_id, password, ip, self.run)
+                if state is not None:
+                    return state
+            else:
+                reason = "malformed_credentials"
+        self.auth_failures.add(peer=ip, reason=reason)
+        if reason == "ip_not_allowed":
+            raise ApiError(403, "forbidden", "not allowed from this address")
+        raise ApiError(401, "unauthorized", "HTTP Basic (system_id and password) or a bearer token required",
+                       headers={"WWW-Authenticate": 'Basic realm="smscenter", charset="UTF-8", Bearer'})
+
+    # --- POST /v1/messages ------------------------------------------------------------------
+
+    async def post_message(self, request: web.Request) -> web.Response:
+        try:
+            return await self._post_message(request)
+        except ApiError as error:
+            return _json_error(error)
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        account = await self._account(request)
+        limit = self.config.max_body
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "body_too_large", f"body: over {limit} octets")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, "body_too_large", f"body: over {limit} octets") from None
+        if request.content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "body: expected Content-Type: application/json")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad_input", f"body: malformed JSON ({type(exc).__name__})") from None
+        fields = parse_message(body, self.config.max_recipients, self.wall_clock())
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return _response(*await self._accept(account, fields))
+        if not key or len(key) > MAX_KEY or not key.isprintable() or self.keys is None:
+            raise ApiError(400, "bad_input", f"Idempotency-Key: 1 to {MAX_KEY} printable characters")
+        return await self._once(account, key, raw, fields)
+
+    async def _once(self, account, key: str, raw: bytes, fields: dict) -> web.Response:
+        """The request under an ``Idempotency-Key``: the first final answer to the key (kept
+        24 h, for the same body only), else the request answered and its answer kept."""
+        system_id = account.system_id
+        key_hash = self._hash(b"key\0" + system_id.encode() + b"\0" + key.encode())
+        request_hash = self._hash(b"request\0" + raw)
+        recipients = fields["recipients"]
+        busy = (system_id, key_hash)
+        if busy in self._keys_in_flight:
+            raise ApiError(409, "idempotency_key_in_use", "Idempotency-Key: a request with this key is under way")
+        self._keys_in_flight.add(busy)
+        try:
+            found = await self.keys.find(system_id, key_hash, self.wall_clock())
+            if found is not None:
+                if not hmac.compare_digest(found["request_hash"], request_hash):
+                    raise ApiError(422, "idempotency_key_reused",
+                                   "Idempotency-Key: already used for another request in the last 24 hours")
+                answer = _numbered(json.loads(found["answer"]), recipients)
+                return _response(found["status"], answer, {"Idempotent-Replayed": "true"})
+            try:
+                status, answer, headers = await self._accept(account, fields)
+            except ApiError as error:
+                if error.status not in KEPT_STATUSES:
+                    raise
+                status, answer, headers = error.status, {"error": error.body()}, error.headers
+            if status in KEPT_STATUSES:
+                try:
+                    await self.keys.keep(system_id, key_hash, request_hash, status,
+                                         json.dumps(_indexed(answer, recipients)), self.wall_clock())
+                except Exception as exc:  # noqa: BLE001 - the answer goes out all the same
+                    log.error("api_idempotency_failed", account=system_id, error=type(exc).__name__)
+            return _response(status, answer, headers)
+        finally:
+            self._keys_in_flight.discard(busy)
+
+    def _hash(self, data: bytes) -> bytes:
+        return hmac.digest(self.key_secret, data, hashlib.sha256)
+
+    async def _accept(self, account, fields: dict) -> tuple[int, dict, dict]:
+        """The account's limits, then the core's submit: (status, body, headers)."""
+        # The account's limits, as the SMPP server checks them per request.
+        system_id = account.system_id
+        pending = self.pending.get(system_id, 0) + 1
+        now = self.clock()
+        refused = admit(account, pending, now)
+        if refused is not None:
+            error = error_of(refused)
+            if refused.refusal is Refusal.RATE_EXCEEDED:
+                error.headers["Retry-After"] = str(max(1, math.ceil(account.bucket.delay(now))))
+            raise error
+        source = fields["source"]
+        if source.startswith("+") and source[1:].isdigit():
+            source = source[1:]  # an international number, as SMPP carries it (TON 1)
+        submit = SubmitRequest(
+            account=account,
+            source=source,
+            source_kind=classify_sender(source, 1),
+            destinations=tuple(destination(n) for n in fields["recipients"]),
+            text=fields["text"],
+            category=fields["category"],
+            receipt=fields["receipt"],
+            validity=fields["validity"],
+            schedule=fields["schedule"],
+            reference=fields["reference"],
+        )
+        self.pending[system_id] = pending
+        try:
+            result = await self._submit(submit)
+        finally:
+            left = self.pending[system_id] - 1
+            if left:
+                self.pending[system_id] = left
+            else:
+                del self.pending[system_id]
+        return self._answer(fields["recipients"], submit, result)
+
+    def _submit(self, submit: SubmitRequest) -> asyncio.Future:
+        """The core's neutral submit as a future (its ``done`` may be called at once)."""
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def settle(result: SubmitResult) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        self.pipeline.submit(submit, settle)
+        return done
+
+    @staticmethod
+    def _answer(recipients: list[str], submit: SubmitRequest, result: SubmitResult) -> tuple[int, dict, dict]:
+        """202 with each recipient's id (in the request's order) when any was accepted,
+        each refused one as an error beside; else the first refusal's status."""
+        number = {id(d): n for d, n in zip(submit.destinations, recipients)}
+        errors = [error_of(refused, number.get(id(d))) for d, refused in result.refused]
+        if not result.accepted:
+            first = errors[0]
+            body = {"error": first.body()}
+            if len(errors) > 1:
+                body["errors"] = [e.body() for e in errors]
+            return first.status, body, first.headers
+        messages = []
+        for accepted in result.accepted:
+            item = {"id": str(accepted.message_id), "to": number.get(id(accepted.destination)), "parts": accepted.parts}
+            if accepted.held_until is not None:
+                item["held_until"] = _rfc3339(accepted.held_until)
+            messages.append(item)
+        body: dict = {"messages": messages}
+        if errors:
+            body["errors"] = [e.body() for e in errors]
+        return 202, body, {}
+
+    # --- GET /v1/messages/{id} --------------------------------------------------------------
+
+    async def get_message(self, request: web.Request) -> web.Response:
+        try:
+            account = await self._account(request)
+            text = request.match_info["id"]
+            message_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else None
+            try:
+                msg = await self.store.message(message_id) if message_id is not None else None
+            except Exception as exc:  # noqa: BLE001 - answered, whatever happened
+                log.error("api_query_failed", error=type(exc).__name__)
+                raise ApiError(503, "storage_busy", "cannot read the message now",
+                               headers={"Retry-After": str(BUSY_RETRY_AFTER)}) from None
+            if msg is None or msg["account"] != account.system_id:
+                raise ApiError(404, "not_found", "no such message of this account")
+        except ApiError as error:
+            return _json_error(error)
+        state = MessageState(msg["state"])
+        return web.json_response({
+            "id": str(msg["id"]),
+            "state": state.name.lower(),
+            "final": state.is_final,
+            "parts": msg["parts_total"],
+            "category": msg["category"],
+            "submitted_at": _rfc3339(msg["submitted_at"]),
+            "not_before": _rfc3339(msg["not_before"]),
+            "expires_at": _rfc3339(msg["expires_at"]),
+            "done_at": _rfc3339(msg["done_at"]),
+            "error": msg["error"] or None,
+        }, headers={"Cache-Control": "no-store"})

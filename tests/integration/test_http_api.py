@@ -435,4 +435,7 @@ async def test_idempotency_key_under_way_is_409_and_a_503_is_not_kept(mt, build,
     assert (status, again, headers["Idempotent-Replayed"]) == (202, answer, "true")
     status, k2, headers = await api.post(order, headers={"Idempotency-Key": "k2"})  # served anew
     assert status == 202 and "Idempotent-Replayed" not in headers and k2 != answer
-    await wait_for(lambda: len(up.submits) == 2, what="k1's and k2's messages upstream")
+    # At least: on a loaded machine an answer later than the connector's response_timeout
+    # sends a message again, and two submits can land between two looks.
+    await wait_for(lambda: len(up.submits) >= 2, what="k1's and k2's messages upstream")
+    assert count_rows(d.settings, messages) == 2  # k1 stored once (its replay made none), k2 once

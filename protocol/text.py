@@ -73,6 +73,10 @@ for _dc in range(0xF0, 0x100):
     _CANONICAL[_dc] = DataCoding.BINARY if _dc & 0x04 else DataCoding.DEFAULT
 del _dc
 
+#: Members read once: an Enum member looked up on its class (``DataCoding.DEFAULT``) goes
+#: through ``EnumType.__getattr__``'s slow path, ~1,000 instructions, on every submit.
+_DEFAULT, _BINARY, _UCS2 = DataCoding.DEFAULT, DataCoding.BINARY, DataCoding.UCS2
+
 
 def canonical_coding(data_coding: int) -> DataCoding:
     """The alphabet a data_coding value means: DEFAULT (GSM-7), IA5, LATIN_1, CYRILLIC,
@@ -86,7 +90,7 @@ def canonical_coding(data_coding: int) -> DataCoding:
 
 def is_binary(data_coding: int) -> bool:
     """True for 8-bit binary codings (2, 4, 0xF4-0xF7, 0xFC-0xFF): the body is not text."""
-    return canonical_coding(data_coding) is DataCoding.BINARY
+    return canonical_coding(data_coding) is _BINARY
 
 
 def choose_encoding(text: str, *, allow_latin1: bool = False) -> DataCoding:
@@ -97,7 +101,7 @@ def choose_encoding(text: str, *, allow_latin1: bool = False) -> DataCoding:
     mishandle data_coding 3 (shown as garbage or converted lossily), while UCS2 always works.
     """
     if gsm7.is_gsm7(text):
-        return DataCoding.DEFAULT
+        return _DEFAULT
     if allow_latin1:
         try:
             text.encode("latin-1")
@@ -105,7 +109,7 @@ def choose_encoding(text: str, *, allow_latin1: bool = False) -> DataCoding:
             pass
         else:
             return DataCoding.LATIN_1
-    return DataCoding.UCS2
+    return _UCS2
 
 
 def encode_text(text: str, data_coding: int) -> bytes:
@@ -116,9 +120,9 @@ def encode_text(text: str, data_coding: int) -> bytes:
     """
     dc = canonical_coding(data_coding)
     try:
-        if dc is DataCoding.DEFAULT:
+        if dc is _DEFAULT:
             return gsm7.encode_unpacked(text)
-        if dc is DataCoding.BINARY:
+        if dc is _BINARY:
             raise LocalProtocolError(f"data_coding 0x{data_coding:02X} is binary, not text")
         return text.encode(_CODECS[dc])
     except UnicodeEncodeError as exc:
@@ -140,12 +144,12 @@ def decode_text(data: bytes, data_coding: int, errors: str = "strict") -> str:
     binary ones: check ``is_binary`` first, binary bodies are passed through as bytes.
     """
     dc = canonical_coding(data_coding)
-    if dc is DataCoding.BINARY:
+    if dc is _BINARY:
         raise LocalProtocolError(f"data_coding 0x{data_coding:02X} is binary, not text")
-    if dc is DataCoding.UCS2 and len(data) % 2:
+    if dc is _UCS2 and len(data) % 2:
         raise TextDecodeError(f"UCS2 text of odd length {len(data)}")
     try:
-        if dc is DataCoding.DEFAULT:
+        if dc is _DEFAULT:
             return gsm7.decode_unpacked(data, errors)
         return data.decode(_CODECS[dc], errors)
     except UnicodeDecodeError as exc:

@@ -94,10 +94,11 @@ ENCRYPTED: tuple[Encrypted, ...] = (
     Encrypted(mo_messages, "text_enc", lambda r: b"mo-text:%d" % r["id"]),
     Encrypted(webhook_backlog, "payload_enc", lambda r: b"webhook:%d" % r["id"]),
 )
-#: The binary columns that are not encrypted: keyed hashes of numbers (``lookup.key``).
+#: The binary columns that are not encrypted: keyed hashes (``lookup.key``) of numbers, and of
+#: the HTTPS API's idempotency keys and request bodies.
 HASHES = frozenset({
     "messages.dest_hash", "mo_messages.source_hash", "blacklist.dest_hash", "invalid_numbers.dest_hash",
-    "audit_log.dest_hash",
+    "audit_log.dest_hash", "api_idempotency.key_hash", "api_idempotency.request_hash",
 })
 
 

@@ -330,47 +330,48 @@ def _mo_json(cipher, r: dict) -> dict:
     return out
 
 
+async def _pending_of(db, page, account: str | None, sender) -> list[dict]:
+    """The rows of ``page`` (the outbox's MO copies, the webhook backlog's MO: few, what a
+    partner or receiver has not acknowledged yet) whose decrypted sender is the number:
+    ``sender(row)`` gives it, or raises for a row it cannot open (another key: not ours to
+    judge here)."""
+    found, after = [], 0
+    while True:
+        rows = await db.read(lambda c: page(c, after, EXPORT_PAGE))
+        for row in rows:
+            if account is not None and row["account"] != account:
+                continue
+            try:
+                if sender(row):
+                    found.append(row)
+            except Exception:  # noqa: BLE001 - another key, another number
+                continue
+        if len(rows) < EXPORT_PAGE:
+            return found
+        after = rows[-1]["id"]
+
+
 async def _mo_copies(db, cipher, e164: str, account: str | None) -> list[dict]:
     """The partners' copies of this number's MO still in the outbox (decrypted to be found)."""
     from storage.subject import mo_outbox_page
 
-    found, after = [], 0
-    while True:
-        rows = await db.read(lambda c: mo_outbox_page(c, after, EXPORT_PAGE))
-        for row in rows:
-            if account is not None and row["account"] != account:
-                continue
-            try:
-                pdu = _open_pdu(cipher, row["pdu_enc"], b"outbox:%d" % row["id"])
-            except Exception:  # noqa: BLE001 - not ours to judge here: another key, another number
-                continue
-            if getattr(pdu, "source_addr", "") == e164.lstrip("+"):
-                found.append(row)
-        if len(rows) < EXPORT_PAGE:
-            return found
-        after = rows[-1]["id"]
+    def sender(row) -> bool:
+        pdu = _open_pdu(cipher, row["pdu_enc"], b"outbox:%d" % row["id"])
+        return getattr(pdu, "source_addr", "") == e164.lstrip("+")
+
+    return await _pending_of(db, mo_outbox_page, account, sender)
 
 
 async def _mo_webhooks(db, cipher, e164: str, account: str | None) -> list[dict]:
-    """This number's MO still waiting in the webhook backlog, as (row id, decrypted body)."""
+    """This number's MO still waiting in the webhook backlog, each row with its decrypted
+    ``body``."""
     from storage.subject import mo_webhook_page
 
-    found, after = [], 0
-    while True:
-        rows = await db.read(lambda c: mo_webhook_page(c, after, EXPORT_PAGE))
-        for row in rows:
-            if account is not None and row["account"] != account:
-                continue
-            try:
-                body = json.loads(cipher.decrypt(row["payload_enc"], b"webhook:%d" % row["id"]))
-            except Exception:  # noqa: BLE001 - not ours to judge here: another key, another number
-                continue
-            if str(body.get("from", "")).lstrip("+") == e164.lstrip("+"):
-                found.append({"id": row["id"], "account": row["account"], "body": body,
-                              "attempts": row["attempts"], "created_at": row["created_at"]})
-        if len(rows) < EXPORT_PAGE:
-            return found
-        after = rows[-1]["id"]
+    def sender(row) -> bool:
+        row["body"] = json.loads(cipher.decrypt(row["payload_enc"], b"webhook:%d" % row["id"]))
+        return str(row["body"].get("from", "")).lstrip("+") == e164.lstrip("+")
+
+    return await _pending_of(db, mo_webhook_page, account, sender)
 
 
 # --------------------------------------------------------------------------- export

@@ -20,6 +20,8 @@ code path.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -103,9 +105,19 @@ def _begin_immediate(conn) -> None:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Switching a new file to WAL needs its lock and does not wait on the busy handler: nodes
+    # starting together on a new database (one of them creating the schema) would get
+    # "database is locked" here. Tried again for up to 30 s, as the busy timeout would.
+    for attempt in range(600):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 599:
+                raise
+            time.sleep(0.05)
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
 

@@ -40,7 +40,8 @@ from typing import Any, AsyncIterator, TextIO
 from smscenter.config import Settings
 from smscenter.cli.roles import CLI_NODE, Role, RoleError, audit, keyring_for
 from smscenter.cli.roles import current_actor as default_actor
-from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for, utc_stamp
+from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for
+from smscenter.runtime.timers import utc_stamp
 
 # storage (SQLAlchemy) and routing.numbers (phonenumbers) are imported where used: the other
 # verbs (check-config, hash-password) should not pay for them at start-up.

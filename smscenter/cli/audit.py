@@ -20,7 +20,8 @@ import argparse
 import sys
 
 from smscenter.cli.roles import Role, RoleError, keyring_for
-from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for, positive_int, utc_stamp, when_arg
+from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_for, positive_int, when_arg
+from smscenter.runtime.timers import utc_stamp
 
 __all__ = ["add_arguments"]
 

@@ -27,7 +27,8 @@ import asyncio
 import ipaddress
 import sys
 
-from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, positive_int, utc_stamp, when_arg
+from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, positive_int, when_arg
+from smscenter.runtime.timers import utc_stamp
 
 DEFAULT_LIMIT = 100
 

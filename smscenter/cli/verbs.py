@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from smscenter.config import Settings, load_or_report
-from smscenter.runtime.timers import utc_stamp  # noqa: F401 - the verbs import it from here
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -317,15 +317,18 @@ def erase_account_optouts(conn: Connection, account: str, limit: int) -> Erased:
     return out
 
 
-def account_held(conn: Connection, account: str) -> bool:
-    """Does anything but billing still name the account?"""
-    for query in (
+def account_held(conn: Connection, account: str, optouts: bool = True) -> bool:
+    """Does anything but billing (and, with ``optouts`` false, its blacklist) still name the
+    account?"""
+    queries = [
         select(messages.c.id).where(messages.c.account == account),
         select(mo_messages.c.id).where(mo_messages.c.account == account),
         select(outbox.c.id).where(outbox.c.account == account),
         select(webhook_backlog.c.id).where(webhook_backlog.c.account == account),
-        select(blacklist.c.dest_hash).where(blacklist.c.scope == account),
-    ):
+    ]
+    if optouts:
+        queries.append(select(blacklist.c.dest_hash).where(blacklist.c.scope == account))
+    for query in queries:
         if conn.execute(query.limit(1)).first() is not None:
             return True
     return False

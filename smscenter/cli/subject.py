@@ -93,6 +93,9 @@ def add_arguments(verbs) -> None:
     )
     add_config_option(purge)
     purge.add_argument("id", metavar="ID", help="the account's system_id")
+    purge.add_argument("--keep-optouts", action="store_true",
+                       help="keep the blacklist of the account's own scope (keyed hashes): for an account "
+                       "that may come back, so that its customers' opt-outs still hold")
     purge.set_defaults(func=_cmd_account_purge)
 
 
@@ -596,20 +599,29 @@ def _print_erase(masked: str, account: str | None, c: dict, by_account: Counter)
 # --------------------------------------------------------------------------- account purge
 
 
-async def purge_account(db: Database, settings, cipher, account: str) -> dict[str, int] | None:
+async def purge_account(db: Database, settings, cipher, account: str, *,
+                        keep_optouts: bool = False) -> dict[str, int] | None:
     """Remove everything of ``account`` but its billing aggregates: counts, or None when
-    nothing was held. The caller checked that the account is no longer configured."""
+    nothing was held. The caller checked that the account is no longer configured.
+
+    The blacklist of the account's own scope goes too by default: a processor deletes its
+    client's data at the end of the contract, and that list is only ever read for this
+    account. ``keep_optouts`` keeps it (keyed hashes, no number in clear) for an account that
+    may come back: its customers' opt-outs then still hold when it does."""
     from storage import subject
 
     from smscenter.app.retention import cipher_country
 
-    if not await db.read(lambda c: subject.account_held(c, account)):
+    if not await db.read(lambda c: subject.account_held(c, account, optouts=not keep_optouts)):
         await roles.audit(db.engine, "account.purge", account, "nothing held")
         return None
     total = await _erase_all(db, settings, subject.account_messages(account), subject.account_mo(account),
                              "drop", country_of=cipher_country(cipher))
     limit, pause = settings.retention.purge_batch, settings.retention.purge_pause
-    for step in (subject.erase_account_outbox, subject.erase_account_webhooks, subject.erase_account_optouts):
+    steps = (subject.erase_account_outbox, subject.erase_account_webhooks)
+    if not keep_optouts:
+        steps += (subject.erase_account_optouts,)
+    for step in steps:
         while True:
             batch = await db.transaction(lambda c: step(c, account, limit))
             total.add(batch)
@@ -635,12 +647,14 @@ def _cmd_account_purge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def body(db, cipher) -> int:
-        counts = await purge_account(db, settings, cipher, account)
+        counts = await purge_account(db, settings, cipher, account, keep_optouts=args.keep_optouts)
         if counts is None:
             print(f"nothing held for account {account} (billing aggregates aside)")
             return EXIT_OK
+        optouts = ("kept (--keep-optouts)" if args.keep_optouts
+                   else f"opt-outs of its own scope {counts['optouts']}")
         print(f"purged account {account}: messages {counts['messages']}, parts {counts['parts']}, outbox rows "
-              f"{counts['outbox']}, webhook events {counts['webhooks']}, MO {counts['mo']}, opt-outs of its own scope {counts['optouts']}; "
+              f"{counts['outbox']}, webhook events {counts['webhooks']}, MO {counts['mo']}, {optouts}; "
               "billing aggregates kept")
         return EXIT_OK
 

@@ -298,6 +298,26 @@ def webhook_row(cipher, row_id: int, account: str, kind: int, body: dict, messag
             "created_at": NOW - DAY, "expires_at": NOW + 100 * DAY, "attempts": 3, "next_attempt_at": NOW}
 
 
+async def test_account_purge_can_keep_the_accounts_opt_outs(world):
+    """``--keep-optouts``: an account that may come back keeps its customers' opt-outs (keyed
+    hashes) while everything else of it goes; a second purge then finds nothing to do."""
+    engine, handle, cipher, url = world
+    settings = make_settings(url, accounts=("acme",))
+    await seed(engine, lambda c: seed_people(c, cipher))
+    async with engine.connect() as conn:
+        kept = sorted((await conn.execute(select(blacklist.c.dest_hash).where(blacklist.c.scope == "beta"))).scalars())
+    assert kept  # the seed opted a number out of beta's scope
+
+    counts = await purge_account(handle, settings, cipher, "beta", keep_optouts=True)
+    assert counts["messages"] == 2 and counts["optouts"] == 0
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(messages).where(messages.c.account == "beta")) == 0
+        assert sorted((await conn.execute(
+            select(blacklist.c.dest_hash).where(blacklist.c.scope == "beta"))).scalars()) == kept
+    assert await purge_account(handle, settings, cipher, "beta", keep_optouts=True) is None
+    assert (await purge_account(handle, settings, cipher, "beta"))["optouts"] == len(kept)  # without: they go
+
+
 async def test_webhook_events_not_yet_delivered_are_exported_and_erased(world):
     """MO waiting for a receiver that is down name the number (encrypted): the export shows
     them, the erase deletes them and the receipts' events of the erased messages; another

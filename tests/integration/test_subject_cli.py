@@ -156,10 +156,13 @@ async def test_account_purge(setup, tmp_path):
     still = await run_cli("account", "purge", "-c", config, "beta")
     assert still.returncode == 2 and "still in" in still.stderr
     gone = write_config(tmp_path, accounts=("acme",))
-    purge = await run_cli("account", "purge", "-c", gone, "beta")
+    purge = await run_cli("account", "purge", "-c", gone, "beta", "--keep-optouts")
     assert purge.returncode == 0, purge.stderr
-    assert purge.stdout.startswith("purged account beta: messages 2, parts 4, outbox rows 2, webhook events 0, MO 0, opt-outs of its own scope 1")
+    assert purge.stdout.startswith("purged account beta: messages 2, parts 4, outbox rows 2, webhook events 0, MO 0, kept (--keep-optouts)")
     assert in_clear(purge.stdout, A, B, TEXT_A, TEXT_B) == []
+    optouts = await run_cli("account", "purge", "-c", gone, "beta")  # the opt-outs were all that was left
+    assert optouts.returncode == 0, optouts.stderr
+    assert optouts.stdout.startswith("purged account beta: messages 0, parts 0, outbox rows 0, webhook events 0, MO 0, opt-outs of its own scope 1")
     again = await run_cli("account", "purge", "-c", gone, "beta")
     assert again.returncode == 0 and "nothing held for account beta" in again.stdout
-    assert [r["action"] for r in audit_rows(settings)] == ["account.purge", "account.purge"]
+    assert [r["action"] for r in audit_rows(settings)] == ["account.purge"] * 3

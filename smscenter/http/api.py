@@ -239,6 +239,7 @@ class ApiDoor:
         self.app.add_routes([
             web.post("/v1/messages", self.post_message),
             web.get("/v1/messages/{id}", self.get_message),
+            web.get("/v1/openapi.json", self.get_openapi),
         ])
 
     @property
@@ -448,6 +449,14 @@ class ApiDoor:
         if errors:
             body["errors"] = [e.body() for e in errors]
         return 202, body, {}
+
+    # --- GET /v1/openapi.json --------------------------------------------------------------
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        """The OpenAPI document with this listener's limits, to anyone: it holds no secret."""
+        from smscenter.http.openapi import document  # here: that module imports this one's limits
+
+        return web.json_response(document(self.config.max_recipients, self.config.max_body))
 
     # --- GET /v1/messages/{id} --------------------------------------------------------------
 

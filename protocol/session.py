@@ -217,9 +217,6 @@ class Due:
     close: Close | None = None
 
 
-_NOTHING_DUE = Due([])
-
-
 # --- the session --------------------------------------------------------------------------
 
 
@@ -657,7 +654,7 @@ class Session:
             return Due([], self._unbind_resp(now), Close.UNBIND)
         expired = self.expire(now)
         if self._state is _CLOSED:
-            return Due(expired) if expired else _NOTHING_DUE
+            return Due(expired)
         if self.inactivity_timeout is not None and now - self._heard >= self.inactivity_timeout:
             return Due(expired, close=Close.INACTIVITY)
         state = self._state
@@ -671,7 +668,7 @@ class Session:
         elif (self.bind_timeout is not None and not self.pending
                 and now - self._opened_at >= self.bind_timeout):
             return Due(expired, close=Close.BIND_TIMEOUT)
-        return Due(expired) if expired else _NOTHING_DUE
+        return Due(expired)
 
     def answer_unbind(self, now: float) -> bytes | None:
         """The unbind_resp to the peer's unbind once it is the last answer we owe (send it,

@@ -344,7 +344,8 @@ class Link(asyncio.Protocol):
         data = self.session.answer_unbind(self.clock())
         if data is None:
             return False
-        self._queue(data)
+        if data:  # (none when the session closed meanwhile, e.g. crossing unbinds)
+            self._queue(data)
         self.close()  # flushes first
         return True
 

@@ -5,6 +5,12 @@ pulls ``Event``\\ s with ``next_event()``, and turns PDUs into bytes with ``send
 sockets, no asyncio, no clock: every call that needs the time takes ``now`` (any monotonic
 float, e.g. ``loop.time()``).
 
+Its timers work the same way (as aioquic's ``get_timer()``/``handle_timer(now)``): the caller
+sleeps until ``next_deadline()`` and then calls ``timeout(now)``, which says what fell due
+(``Due``: expired requests, bytes to send, a reason to close). They follow the time the
+session is told: ``connected(now)`` when the connection opens, ``receive_data(data, now)``,
+``send(pdu, now)``.
+
 The session keeps
 - the state (``State``), changed only by the steps listed in ``states.TRANSITIONS``;
 - which requests are legal in that state for our ``Role`` (``states.LEGAL``): an illegal
@@ -13,7 +19,14 @@ The session keeps
 - our outstanding requests (sequence number, deadline), for the window and for matching
   responses; ``expire(now)`` hands back those whose deadline passed;
 - the peer's requests still waiting for our answer (``pending``), so we never answer a
-  request twice, or one that was never asked.
+  request twice, or one that was never asked;
+- the connection's timers, each off when None: keep-alive (while bound, an enquire_link of
+  ours after ``enquire_link_interval`` with nothing heard or sent, one at a time),
+  inactivity (close after ``inactivity_timeout`` without a complete PDU from the peer: bytes
+  that never make a PDU do not count), the bind timeout (close a connection still unbound
+  ``bind_timeout`` after it opened, unless a bind of the peer's waits for our answer), and
+  the peer's unbind: its unbind_resp waits until it is the last answer we owe
+  (``answer_unbind()``), at most ``response_timeout``.
 
 Errors follow ``errors.py``: the peer's faults arrive as events carrying the status to answer
 with; ours raise ``LocalProtocolError`` and nothing is recorded or sent.
@@ -21,15 +34,17 @@ with; ours raise ``LocalProtocolError`` and nothing is recorded or sent.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from . import codec
 from .constants import HEADER_LEN, MAX_SEQUENCE, RESPONSE_BIT, CommandId, CommandStatus
 from .errors import DecodeError, FramingError, LocalProtocolError, RemoteProtocolError
 from .framing import DEFAULT_MAX_PDU, Framer
-from .pdu import PDU_CLASS, RESPONSE_CLASS, GenericNack, Pdu
+from .pdu import PDU_CLASS, RESPONSE_CLASS, EnquireLink, GenericNack, Pdu, UnbindResp
 from .states import (
     BINDS,
+    BOUND,
     LEGAL,
     NO_RESPONSE,
     RECEIVABLE,
@@ -43,6 +58,8 @@ from .states import (
 )
 
 __all__ = [
+    "Close",
+    "Due",
     "Event",
     "InvalidPdu",
     "LateResponse",
@@ -58,6 +75,7 @@ __all__ = [
 ]
 
 _GENERIC_NACK = int(CommandId.GENERIC_NACK)
+_UNBIND = int(CommandId.UNBIND)
 _RINVBNDSTS = CommandStatus.ESME_RINVBNDSTS
 _RINVCMDID = CommandStatus.ESME_RINVCMDID
 _CLOSED = State.CLOSED
@@ -177,6 +195,28 @@ class PeerClosed(Event):
     unparsed: int = 0
 
 
+# --- what the timers say -------------------------------------------------------------------
+
+
+class Close(enum.Enum):
+    """Why ``timeout(now)`` says to close the connection (the value reads as the reason)."""
+
+    INACTIVITY = "inactivity timeout"  # nothing complete heard from the peer for too long
+    BIND_TIMEOUT = "bind timeout"  # still unbound too long after the connection opened
+    UNBIND = "unbind"  # the peer's unbind is answered (we stopped waiting for the rest)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """What fell due at ``timeout(now)``: our requests whose response deadline passed
+    (``expired``, oldest first), bytes to send (``data``: an enquire_link, or the unbind_resp
+    that waited too long), and whether to close once they are sent (``close``)."""
+
+    expired: list[Outstanding]
+    data: bytes = b""
+    close: Close | None = None
+
+
 # --- the session --------------------------------------------------------------------------
 
 
@@ -190,12 +230,26 @@ class Session:
         max_pdu_size: int = DEFAULT_MAX_PDU,
         window: int = 10,
         response_timeout: float = 10.0,
+        enquire_link_interval: float | None = None,
+        inactivity_timeout: float | None = None,
+        bind_timeout: float | None = None,
     ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.role = role
         self.window = window
         self.response_timeout = response_timeout
+        self.enquire_link_interval = enquire_link_interval
+        self.inactivity_timeout = inactivity_timeout
+        self.bind_timeout = bind_timeout
+        self._opened_at = 0.0  # connected(now)
+        self._received_at = 0.0  # the last receive_data(now)
+        self._heard = 0.0  # the last complete PDU from the peer (or peer_alive(now))
+        self._sent = 0.0  # the last send()
+        self._keepalive: Outstanding | None = None  # our last enquire_link
+        self._unbind_seq = 0
+        #: When the peer's unbind came, while its unbind_resp is still ours to send.
+        self.unbind_received_at: float | None = None
         self._framer = Framer(max_pdu_size)
         self._out: dict[int, Outstanding] = {}  # seq -> our request, in send order
         self._in_order = True  # deadlines in _out are non-decreasing (the usual case)
@@ -258,8 +312,12 @@ class Session:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the socket; ``b""`` means the peer closed (EOF)."""
+    def receive_data(self, data: bytes, now: float | None = None) -> None:
+        """Feed bytes read from the socket; ``b""`` means the peer closed (EOF). ``now`` is
+        when they came: a PDU they complete is the peer heard at that time (without it, at
+        the time given last)."""
+        if now is not None:
+            self._received_at = now
         if not data:
             self._eof = True
         elif not (self._eof or self._broken):
@@ -289,6 +347,7 @@ class Session:
                     self._set_state(_CLOSED)
                     return PeerClosed(0 if self._broken else framer.buffered)
                 return None
+            self._heard = self._received_at  # a whole PDU: the peer is alive
             try:
                 pdu = _decode(frame)
             except DecodeError as exc:
@@ -319,6 +378,9 @@ class Session:
             if self._binding:
                 return self._refuse(cid, pdu.sequence_number, _RINVBNDSTS, "a bind is already in progress")
             self._binding = True
+        elif cid == _UNBIND:
+            self._unbind_seq = pdu.sequence_number
+            self.unbind_received_at = self._received_at
         self._step(_RECEIVE, cid, None)
         return None
 
@@ -399,7 +461,9 @@ class Session:
         """
         cid = pdu.command_id
         if cid & RESPONSE_BIT:
-            return self._send_response(pdu, cid)
+            data = self._send_response(pdu, cid)
+            self._sent = now
+            return data
         if cid not in self._send_ok:
             raise LocalProtocolError(
                 f"a {self.role.name} session may not send {_name(cid)} in {self._state.name}"
@@ -409,6 +473,7 @@ class Session:
         if cid in NO_RESPONSE:  # outbind, alert_notification: nothing to wait for
             data = _encode(pdu, seq or self._next_sequence())
             self._step(_SEND, cid, None)
+            self._sent = now
             return data
         if len(out) >= self.window and cid not in WINDOW_EXEMPT:
             raise WindowFull(f"{len(out)} requests outstanding, window is {self.window}")
@@ -427,6 +492,7 @@ class Session:
         self._last_deadline = deadline
         out[seq] = Outstanding(seq, pdu, now, deadline)
         self.last_sequence_number = seq
+        self._sent = now
         if cid in STATEFUL:
             if cid in BINDS:
                 self._binding = True
@@ -447,6 +513,8 @@ class Session:
         if req in STATEFUL:
             if req in BINDS:
                 self._binding = False
+            elif req == _UNBIND:
+                self.unbind_received_at = None
             self._step(_ANSWER, req, cid == req | RESPONSE_BIT and pdu.command_status == 0)
         return data
 
@@ -524,7 +592,7 @@ class Session:
                 self._step(_EXPIRED, cid, None)
         return expired
 
-    def next_deadline(self) -> float | None:
+    def _response_deadline(self) -> float | None:
         """The earliest deadline among our outstanding requests, or None."""
         out = self._out
         if not out:
@@ -532,6 +600,90 @@ class Session:
         if self._in_order:
             return next(iter(out.values())).deadline
         return min(o.deadline for o in out.values())
+
+    # -- the connection's timers -----------------------------------------------------------
+
+    def connected(self, now: float) -> None:
+        """The connection opened at ``now``: the bind timeout and the peer's silence count
+        from here."""
+        self._opened_at = self._received_at = self._heard = self._sent = now
+
+    def peer_alive(self, now: float) -> None:
+        """Count the peer as heard at ``now`` without a PDU: it read what we sent, or we
+        stop reading it (backpressure), so its silence from here on is ours."""
+        self._heard = now
+
+    def _keepalive_outstanding(self) -> bool:
+        ka = self._keepalive
+        return ka is not None and self._out.get(ka.sequence_number) is ka
+
+    def _timer_deadlines(self) -> list[float]:
+        deadlines: list[float] = []
+        if self._state is _CLOSED:  # nothing more to wait for on this connection
+            return deadlines
+        if self.inactivity_timeout is not None:
+            deadlines.append(self._heard + self.inactivity_timeout)
+        if self._state in BOUND:
+            if self.enquire_link_interval is not None and not self._keepalive_outstanding():
+                deadlines.append(max(self._heard, self._sent) + self.enquire_link_interval)
+        elif self.bind_timeout is not None and not self.pending:  # not while we answer a bind
+            deadlines.append(self._opened_at + self.bind_timeout)
+        if self.unbind_received_at is not None:
+            deadlines.append(self.unbind_received_at + self.response_timeout)
+        return deadlines
+
+    def next_deadline(self) -> float | None:
+        """When ``timeout()`` is next due: the earliest of our requests' response deadlines
+        and the timers' (keep-alive, inactivity, bind, the peer's unbind); None if none.
+        Anything the caller tells the session may move it (a bind answered, a request sent:
+        ask again then); one that moved later makes ``timeout()`` find nothing due."""
+        deadline = self._response_deadline()
+        timers = self._timer_deadlines()
+        if deadline is not None:
+            timers.append(deadline)
+        return min(timers) if timers else None
+
+    def timeout(self, now: float) -> Due:
+        """What is due at ``now``, in this order: the unbind_resp to the peer's unbind that
+        waited ``response_timeout`` for our other answers (send it and close, giving up on
+        the rest); our requests past their deadline (removed, as ``expire()``); closing for
+        inactivity, or for a bind that never came; an enquire_link, recorded as outstanding,
+        when bound and nothing was heard or sent for ``enquire_link_interval``."""
+        at = self.unbind_received_at
+        if at is not None and now - at >= self.response_timeout:
+            return Due([], self._unbind_resp(now), Close.UNBIND)
+        expired = self.expire(now)
+        if self._state is _CLOSED:
+            return Due(expired)
+        if self.inactivity_timeout is not None and now - self._heard >= self.inactivity_timeout:
+            return Due(expired, close=Close.INACTIVITY)
+        state = self._state
+        if state in BOUND:
+            interval = self.enquire_link_interval
+            if (interval is not None and now - max(self._heard, self._sent) >= interval
+                    and not self._keepalive_outstanding()):
+                data = self.send(EnquireLink(), now)
+                self._keepalive = self._out[self.last_sequence_number]
+                return Due(expired, data)
+        elif (self.bind_timeout is not None and not self.pending
+                and now - self._opened_at >= self.bind_timeout):
+            return Due(expired, close=Close.BIND_TIMEOUT)
+        return Due(expired)
+
+    def answer_unbind(self, now: float) -> bytes | None:
+        """The unbind_resp to the peer's unbind once it is the last answer we owe (send it,
+        then close: nothing may follow it), else None: the answers the peer still waits for
+        (submits being stored) go first, and ``timeout()`` sends it anyway after
+        ``response_timeout``."""
+        if self.unbind_received_at is None or self.pending > 1:
+            return None
+        return self._unbind_resp(now)
+
+    def _unbind_resp(self, now: float) -> bytes:
+        if self._state is _CLOSED:  # e.g. our own unbind was answered meanwhile
+            self.unbind_received_at = None
+            return b""
+        return self.send(UnbindResp(sequence_number=self._unbind_seq), now)
 
     def cancel_outstanding(self) -> list[Outstanding]:
         """Remove and return every outstanding request (e.g. when the connection is lost)."""

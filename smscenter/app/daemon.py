@@ -55,7 +55,7 @@ from smscenter.app.retention import KeysCountry, Purger, RetentionJob
 from smscenter.app.metrics import registry_for
 from smscenter.smpp.server import PartnerServer
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner
-from smscenter.runtime.timers import RealTimers, Timers
+from smscenter.runtime.timers import RealTimers, Timers, every
 from smscenter.http.api import ApiDoor
 from smscenter.http.ops import WebApp
 from smscenter.http.webhooks import WebhookSender
@@ -294,10 +294,11 @@ class Daemon:
         log.info("ready", listen=listen, http=http, api=api, control=str(self.control.path), connectors=list(self.connectors))
         ready.set()
         watchdog = systemd.watchdog_interval()
-        watchdog_task = loop.create_task(_watchdog(watchdog, self.link_timers)) if watchdog else None
+        watchdog_loop = (every(watchdog, lambda: systemd.notify("WATCHDOG=1"), self.link_timers,
+                               name="watchdog", at_once=True) if watchdog else None)
         await self.stopping.wait()
-        if watchdog_task is not None:
-            watchdog_task.cancel()
+        if watchdog_loop is not None:
+            await watchdog_loop.stop()
         await self.stop()
         return 0
 
@@ -335,12 +336,6 @@ def _tune_gc() -> None:
     bench.mt: submit p99 latency 172-200 ms instead of 213-250 ms, three runs each."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-
-
-async def _watchdog(interval: float, timers: Timers) -> None:
-    while True:
-        systemd.notify("WATCHDOG=1")
-        await timers.sleep(interval)
 
 
 def main(settings: Settings, config_path: str | Path | None = None) -> int:

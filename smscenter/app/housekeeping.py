@@ -18,7 +18,7 @@ import structlog
 from protocol.constants import MessageState
 from storage.store import Store, UpstreamReceipt
 
-from smscenter.runtime.timers import RealTimers, Timers
+from smscenter.runtime.timers import Every, RealTimers, Timers, every
 
 log = structlog.get_logger("smscenter.housekeeping")
 
@@ -43,24 +43,17 @@ class Housekeeping:
         #: The interval between runs is on these (virtual time in tests); ``clock`` is now().
         self.timers: Timers = timers if timers is not None else RealTimers(clock)
         self.clock = self.timers.now
-        self._task: asyncio.Task | None = None
+        self._loop: Every | None = None
         self.stats = {"expired_without_receipt": 0, "early_receipts_purged": 0, "idempotency_keys_expired": 0}
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="housekeeping")
+        # A failed run (the database away) is tried again next time.
+        self._loop = every(self.interval, self.run_once, self.timers, "housekeeping_failed",
+                           name="housekeeping", with_traceback=False)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while True:
-            await self.timers.sleep(self.interval)
-            try:
-                await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - try again next time
-                log.warning("housekeeping_failed", error=str(exc))
+        if self._loop is not None:
+            await self._loop.stop()
 
     async def run_once(self) -> None:
         now = self.clock()

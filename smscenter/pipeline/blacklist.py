@@ -16,7 +16,6 @@ seen. The invalid-numbers list is small and changes rarely: it is re-read every
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
@@ -24,7 +23,7 @@ import structlog
 from storage.ids import NODE_BITS, SEQ_BITS
 from storage.optouts import OptOutStore, is_alphanumeric, platform_scope
 
-from smscenter.runtime.timers import RealTimers, Timers
+from smscenter.runtime.timers import Every, RealTimers, Timers, every
 
 log = structlog.get_logger("smscenter.blacklist")
 
@@ -61,28 +60,21 @@ class Blacklist:
         self._marked: dict[bytes, tuple[float, float]] = {}
         self._audit_id = 0
         self._seen: set[int] = set()  # audit ids handled within the re-read margin
-        self._task: asyncio.Task | None = None
+        self._follow: Every | None = None
 
     async def start(self) -> None:
         self._audit_id = await self.store.last_audit_id()
         self._keys = await self.store.all_keys()
         self._invalid = await self.store.invalid()
         self._invalid_read_at = self._elapsed()
-        self._task = asyncio.get_running_loop().create_task(self._follow(), name="blacklist-follow")
+        # A failed refresh keeps following: the copy stays usable meanwhile.
+        self._follow = every(self.refresh_interval, self.refresh, self.timers, "blacklist_refresh_failed",
+                             name="blacklist-follow", with_traceback=False)
         log.info("blacklist_loaded", entries=len(self._keys), invalid_numbers=len(self._invalid))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _follow(self) -> None:
-        while True:
-            await self.timers.sleep(self.refresh_interval)
-            try:
-                await self.refresh()
-            except Exception as exc:  # noqa: BLE001 - keep following; the copy stays usable
-                log.warning("blacklist_refresh_failed", error=str(exc))
+        if self._follow is not None:
+            await self._follow.stop()
 
     async def refresh(self) -> None:
         """Apply the blacklist changes made elsewhere since the last refresh."""

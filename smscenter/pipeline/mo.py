@@ -20,7 +20,6 @@ is stored (parts may arrive in any order; an incomplete set is stored as such af
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
@@ -44,7 +43,7 @@ from smscenter.smpp.connector import Connector
 from smscenter.pipeline.dispatch import QueuedMessage
 from smscenter.smpp.link import Link
 from smscenter.runtime.tasks import TaskSet
-from smscenter.runtime.timers import RealTimers, Timers
+from smscenter.runtime.timers import Every, RealTimers, Timers
 
 log = structlog.get_logger("smscenter.mo")
 
@@ -127,7 +126,9 @@ class MoService:
         self.reassembler = Reassembler(timeout=timeout)
         self._held: dict[tuple, list[tuple[Link, P.Pdu]]] = {}
         self._tasks = TaskSet()
-        self._expiry: asyncio.Task | None = None
+        # Each second while parts wait for the rest (and not otherwise): those past the timeout.
+        self._expiry = Every(1.0, self._expire_due, self.timers, "mo_expiry_failed", name="mo-expiry",
+                             as_long_as=lambda: len(self.reassembler) > 0)
         self.stats = {"mo": 0, "optouts": 0, "routed": 0, "unroutable": 0}
 
     def reconfigure(self, settings: Settings) -> None:
@@ -165,20 +166,19 @@ class MoService:
             self._spawn(self._process(connector.name, short_code, pdu, whole, holders, "whole"))
 
     def _ensure_expiry(self) -> None:
-        if self._expiry is None or self._expiry.done():
-            self._expiry = asyncio.get_running_loop().create_task(self._expire_loop())
+        if not self._expiry.running:
+            self._expiry.start()
 
-    async def _expire_loop(self) -> None:
-        while len(self.reassembler):
-            await self.timers.sleep(1.0)
-            for key, parts in self.reassembler.expire(self.clock()):
-                holders = self._held.pop(key, [])
-                if not holders:
-                    continue
-                connector_name, _, short_code, _, _ = key
-                body = b"".join(parts[n] for n in sorted(parts))
-                _, first = holders[0]
-                await self._process(connector_name, short_code, first, body, holders, "incomplete")
+    async def _expire_due(self) -> None:
+        """The messages whose missing parts did not come in time go on with what came."""
+        for key, parts in self.reassembler.expire(self.clock()):
+            holders = self._held.pop(key, [])
+            if not holders:
+                continue
+            connector_name, _, short_code, _, _ = key
+            body = b"".join(parts[n] for n in sorted(parts))
+            _, first = holders[0]
+            await self._process(connector_name, short_code, first, body, holders, "incomplete")
 
     # --- deciding and storing -----------------------------------------------------------------
 
@@ -308,9 +308,7 @@ class MoService:
         self._tasks.spawn(coro)
 
     async def stop(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            await asyncio.gather(self._expiry, return_exceptions=True)
+        await self._expiry.stop()
         await self._tasks.close()
 
 

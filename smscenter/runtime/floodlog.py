@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import structlog
 
 from protocol.constants import CommandStatus
 
-from smscenter.runtime.timers import Timers
+if TYPE_CHECKING:  # a type only: runtime/timers.py's ``every`` logs its failures with ErrorLog
+    from smscenter.runtime.timers import Timers
 
 log = structlog.get_logger("smscenter.floodlog")
 

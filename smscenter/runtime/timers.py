@@ -12,16 +12,23 @@ Both offer the same four things:
 - ``call_later(delay, callback, *args)``: a handle with ``cancel()``;
 - ``await sleep(delay)``;
 - ``async with timeout(delay)``: ``TimeoutError`` when the block runs past ``delay``.
+
+On them, ``every(interval, fn, timers, failed)`` is the one periodic loop (housekeeping, the
+blacklist refresh, MO reassembly expiry, the systemd watchdog): ``fn`` every ``interval``,
+its failures logged once per cause, stopped by ``stop()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
+
+from smscenter.runtime.floodlog import ErrorLog
 
 
 class Handle(Protocol):
@@ -177,7 +184,77 @@ def _resolve(fut: asyncio.Future) -> None:
         fut.set_result(None)
 
 
-__all__ = ["FakeTimers", "RealTimers", "Timers"]
+class Every:
+    """``fn()`` (plain or async) every ``interval`` seconds on ``timers``, from ``start()``
+    until ``stop()`` (which cancels a run under way: the callers' runs are transactions or
+    reads that a stop may cut). The wait starts when a run ends, so runs never overlap.
+
+    - ``failed``: the event a failure of ``fn`` is logged under, once per cause (``ErrorLog``:
+      the traceback the first time, or one warning line with ``with_traceback=False``; the
+      same cause again only counted, in ``errors_repeated`` every ``log_interval``); the next
+      run comes at its time. None: a failure ends the loop, as a bug should.
+    - ``at_once``: run once at the start, before the first wait.
+    - ``as_long_as``: checked before each wait; false ends the loop (``start()`` again
+      restarts it), for work that exists only sometimes (MO parts waiting for the rest).
+    """
+
+    def __init__(self, interval: float, fn: Callable[[], Awaitable[Any] | Any], timers: Timers,
+                 failed: str | None = None, *, name: str = "every", at_once: bool = False,
+                 as_long_as: Callable[[], bool] | None = None, with_traceback: bool = True,
+                 log_interval: float = 60.0) -> None:
+        self.interval = interval
+        self.fn = fn
+        self.timers = timers
+        self.failed = failed
+        self.name = name
+        self.at_once = at_once
+        self.as_long_as = as_long_as
+        self.with_traceback = with_traceback
+        self._errors = ErrorLog(timers, log_interval) if failed is not None else None
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> "Every":
+        """Start the loop (in the running event loop) unless it runs already."""
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait until it has ended."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        if self.at_once:
+            await self._run()
+        while self.as_long_as is None or self.as_long_as():
+            await self.timers.sleep(self.interval)
+            await self._run()
+
+    async def _run(self) -> None:
+        try:
+            result = self.fn()
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            if self._errors is None or self.failed is None:
+                raise
+            self._errors.exception(self.failed, exc, with_traceback=self.with_traceback)
+
+
+def every(interval: float, fn: Callable[[], Awaitable[Any] | Any], timers: Timers,
+          failed: str | None = None, **options: Any) -> Every:
+    """``Every(interval, fn, timers, failed, **options)``, started (see ``Every``)."""
+    return Every(interval, fn, timers, failed, **options).start()
+
+
+__all__ = ["Every", "FakeTimers", "RealTimers", "Timers", "every"]
 
 
 def utc_stamp(ts: float | None) -> str:

@@ -6,10 +6,10 @@ Used both ways: partners binding to us (``Role.SMSC``) and our connectors bindin
 - requests we send are futures, resolved by the matching response and failed by a timeout
   or by the connection going away (so nothing waits forever);
 - a window: ``request()`` waits for a free slot instead of piling PDUs on the socket;
-- keep-alive: enquire_link after ``enquire_link_interval`` of silence, close after
-  ``inactivity_timeout`` without a complete PDU from the peer (bytes that never make a PDU
-  do not count: a peer trickling one byte at a time is closed like a silent one), not
-  counting time we ourselves stopped reading (backpressure, below);
+- the clock for the session's timers (keep-alive, inactivity, bind timeout, the peer's
+  unbind, response deadlines: their rules are in ``protocol.session``): one timer set for
+  ``session.next_deadline()``, and what ``session.timeout(now)`` says done when it fires;
+  time we ourselves stopped reading (backpressure, below) is not the peer's silence;
 - writes are coalesced: everything produced in one loop iteration goes out in one
   ``write()``, with TCP_NODELAY set, so many PDUs in flight cost few syscalls and no Nagle
   delay;
@@ -40,6 +40,7 @@ from protocol.constants import CommandId, CommandStatus
 from protocol.errors import LocalProtocolError
 from protocol.states import WINDOW_EXEMPT
 from protocol.session import (
+    Close,
     InvalidPdu,
     LateResponse,
     PeerClosed,
@@ -59,6 +60,7 @@ TURN_BUFFER = 32 * 1024
 
 _BINDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER})
 _BIND_RESPS = frozenset(cid | 0x80000000 for cid in _BINDS)
+_REARM = _BINDS | {CommandId.ENQUIRE_LINK}  # requests of ours whose answer moves the next deadline
 
 
 class LinkClosed(ConnectionError):
@@ -104,7 +106,9 @@ class Link(asyncio.Protocol):
         timers: Timers | None = None,
     ) -> None:
         self.session = Session(
-            role, max_pdu_size=max_pdu_size, window=window, response_timeout=response_timeout
+            role, max_pdu_size=max_pdu_size, window=window, response_timeout=response_timeout,
+            enquire_link_interval=enquire_link_interval, inactivity_timeout=inactivity_timeout,
+            bind_timeout=bind_timeout,
         )
         self.handler = handler
         self.name = name
@@ -112,9 +116,6 @@ class Link(asyncio.Protocol):
         #: by default, virtual time in tests); ``clock`` is their ``now()``.
         self.timers: Timers = timers if timers is not None else RealTimers(clock)
         self.clock = self.timers.now
-        self.enquire_link_interval = enquire_link_interval
-        self.inactivity_timeout = inactivity_timeout
-        self.bind_timeout = bind_timeout
         self.bad_pdu_budget = bad_pdu_budget
         self.bad_pdus = 0
         # The handler may set the budget for all its links (the partner server does).
@@ -135,14 +136,8 @@ class Link(asyncio.Protocol):
         self._flush_scheduled = False
         self._paused = False
         self._drain_waiters: list[asyncio.Future] = []
-        self._last_received = 0.0
-        self._last_sent = 0.0
-        self._opened_at = 0.0
-        self._timer = None  # the timers' handle of the next deadline
-        self._keepalive_pending = False
+        self._timer = None  # the timers' handle of the session's next deadline
         self._close_reason: BaseException | None = None
-        self._unbind_request: P.Pdu | None = None
-        self._unbind_at = 0.0
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
@@ -155,19 +150,18 @@ class Link(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
-        now = self.clock()
-        self._opened_at = self._last_received = self._last_sent = now
+        self.session.connected(self.clock())
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
-        self.session.receive_data(data)
+        self.session.receive_data(data, self.clock())
         if self._turn_scheduled:  # the rest of an earlier read waits its turn: this waits too
             self._pause_for_turn()
             return
         self._process_events()
 
     def eof_received(self) -> bool:
-        self.session.receive_data(b"")
+        self.session.receive_data(b"", self.clock())
         self._process_events()
         return False  # close the transport
 
@@ -199,13 +193,13 @@ class Link(asyncio.Protocol):
         # ours: inactivity counts from here (a peer that reads nothing for the whole
         # inactivity timeout is still closed).
         self._paused = True
-        self._last_received = self.clock()
+        self.session.peer_alive(self.clock())
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._paused = False
-        self._last_received = self.clock()  # it read: it is alive
+        self.session.peer_alive(self.clock())  # it read: it is alive
         if self.transport is not None and not self.transport.is_closing() and not self._turn_paused:
             self.transport.resume_reading()  # (paused for a turn: _next_turn resumes)
         for fut in self._drain_waiters:
@@ -217,7 +211,6 @@ class Link(asyncio.Protocol):
 
     def _process_events(self) -> None:
         session = self.session
-        first = True
         budget = self.pdus_per_turn
         while True:
             if budget is not None:
@@ -230,9 +223,6 @@ class Link(asyncio.Protocol):
             event = session.next_event()
             if event is None:
                 return
-            if first:  # a whole PDU (or the peer's close) came: the peer is active
-                first = False
-                self._last_received = self.clock()
             kind = type(event)
             if kind is Request:
                 pdu = event.pdu
@@ -243,9 +233,8 @@ class Link(asyncio.Protocol):
                 elif pdu.command_id == CommandId.UNBIND:
                     # Answer what the peer is still waiting for (e.g. submits being stored)
                     # before unbind_resp: after it, nothing more may be sent.
-                    self._unbind_request = pdu
-                    self._unbind_at = self.clock()
-                    self._maybe_finish_unbind(force=False)
+                    if not self._finish_unbind():
+                        self._arm_timer()  # the session's deadline for the rest
                 else:
                     try:
                         self.handler.on_request(self, pdu)
@@ -261,8 +250,10 @@ class Link(asyncio.Protocol):
                 if fut is not None and not fut.done():
                     fut.set_result(event.pdu)
                 self._wake_slot_waiter()
-                if event.request.command_id in _BINDS:
-                    self._arm_timer()  # now bound (ESME side): keep-alive starts from here
+                if event.request.command_id in _REARM:
+                    # Our bind answered (ESME side: keep-alive starts from here), or our
+                    # enquire_link (the next one counts from here): the deadline moved.
+                    self._arm_timer()
             elif kind is LateResponse:
                 self.handler.on_late_response(self, event.pdu)
             elif kind is InvalidPdu:
@@ -345,18 +336,18 @@ class Link(asyncio.Protocol):
         self._send(response)
         if response.command_id in _BIND_RESPS:  # bound (keep-alive starts) or refused
             self._arm_timer()
-        if self._unbind_request is not None:
-            self._maybe_finish_unbind(force=False)
+        if self.session.unbind_received_at is not None:
+            self._finish_unbind()
 
-    def _maybe_finish_unbind(self, force: bool) -> None:
-        """Send the deferred unbind_resp once it is the only answer we still owe (or when
-        ``force``d after a response timeout), then close."""
-        if self._unbind_request is None or (self.session.pending > 1 and not force):
-            return
-        request, self._unbind_request = self._unbind_request, None
-        self._send(request.response())
-        self._flush()
-        self.close()
+    def _finish_unbind(self) -> bool:
+        """Send the peer's deferred unbind_resp if it is the last answer we owe, then close."""
+        data = self.session.answer_unbind(self.clock())
+        if data is None:
+            return False
+        if data:  # (none when the session closed meanwhile, e.g. crossing unbinds)
+            self._queue(data)
+        self.close()  # flushes first
+        return True
 
     async def request(self, pdu: P.Pdu) -> P.Pdu:
         """Send a request and wait for its response (or generic_nack).
@@ -457,67 +448,40 @@ class Link(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.abort()
 
-    # --- timers: response deadlines, keep-alive, inactivity, bind timeout -------------------
+    # --- timers: the session's deadlines -----------------------------------------------------
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         if self._loop is None or self.transport is None or self.transport.is_closing():
             return
-        now = self.clock()
-        deadlines = [self._last_received + self.inactivity_timeout]
-        if self.is_bound:
-            deadlines.append(max(self._last_received, self._last_sent) + self.enquire_link_interval)
-        elif self.bind_timeout is not None and not self.session.pending:  # not while we answer a bind
-            deadlines.append(self._opened_at + self.bind_timeout)
-        if self._unbind_request is not None:
-            deadlines.append(self._unbind_at + self.session.response_timeout)
-        nd = self.session.next_deadline()
-        if nd is not None:
-            deadlines.append(nd)
-        delay = max(0.0, min(deadlines) - now) + 0.001
+        deadline = self.session.next_deadline()
+        if deadline is None:
+            self._timer = None
+            return
+        # A little past it, so that the session finds it due despite float rounding.
+        delay = max(0.0, deadline - self.clock()) + 0.001
         self._timer = self.timers.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         if self.transport is None or self.transport.is_closing():
             return
-        now = self.clock()
-        if self._unbind_request is not None and now - self._unbind_at >= self.session.response_timeout:
-            self._maybe_finish_unbind(force=True)
-            return
-        for item in self.session.expire(now):
+        due = self.session.timeout(self.clock())
+        for item in due.expired:
             fut = self._waiters.pop(item.sequence_number, None)
             if fut is not None and not fut.done():
                 fut.set_exception(ResponseTimeout(item.pdu))
             self._wake_slot_waiter()
-        if now - self._last_received >= self.inactivity_timeout:
-            log.info("inactivity_timeout", link=self.name, peer=self.peer[0])
-            self.close(TimeoutError("inactivity timeout"))
-            return
-        if (not self.is_bound and self.bind_timeout is not None and not self.session.pending
-                and now - self._opened_at >= self.bind_timeout):
-            log.info("bind_timeout", link=self.name, peer=self.peer[0])
-            self.close(TimeoutError("bind timeout"))
-            return
-        if self.is_bound and now - max(self._last_received, self._last_sent) >= self.enquire_link_interval:
-            self._keepalive()
-        self._arm_timer()
-
-    def _keepalive(self) -> None:
-        if self._keepalive_pending:  # enquire_link is exempt from the window
-            return
-        self._keepalive_pending = True
-        try:
-            fut = self.request_nowait(P.EnquireLink())
-        except (LinkClosed, LocalProtocolError):
-            self._keepalive_pending = False
-            return
-
-        def done(f: asyncio.Future) -> None:
-            self._keepalive_pending = False
-            if not f.cancelled():
-                f.exception()  # a missed keep-alive is handled by the inactivity timeout
-
-        fut.add_done_callback(done)
-
+        if due.data:
+            self._queue(due.data)  # an enquire_link, or the unbind_resp that waited too long
+        if due.close is None:
+            self._arm_timer()
+        elif due.close is Close.UNBIND:
+            self.close()
+        else:
+            if due.close is Close.INACTIVITY:
+                log.info("inactivity_timeout", link=self.name, peer=self.peer[0])
+            else:
+                log.info("bind_timeout", link=self.name, peer=self.peer[0])
+            self.close(TimeoutError(due.close.value))

@@ -176,12 +176,13 @@ PASSWORDS = {**PARTNER_PASSWORDS, "gamma": PARTNER_PASSWORDS["beta"]}
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, log: Path, systemd: FakeSystemd) -> None:
+    def __init__(self, config: Path, log: Path, systemd: FakeSystemd, env: dict | None = None) -> None:
         self.config, self.log, self.systemd = config, log, systemd
+        self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=self.systemd.path)
+        env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=self.systemd.path, **self.env)
         with self.log.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "smscenter", "run", "-c", str(self.config),
@@ -217,8 +218,8 @@ async def daemon_proc(tmp_path):
     systemd = FakeSystemd()
     started: list[DaemonProcess] = []
 
-    def make(config: Path) -> DaemonProcess:
-        d = DaemonProcess(config, tmp_path / "daemon.log", systemd)
+    def make(config: Path, env: dict | None = None) -> DaemonProcess:
+        d = DaemonProcess(config, tmp_path / "daemon.log", systemd, env)
         started.append(d)
         return d
 
@@ -250,6 +251,24 @@ async def submit(partner: RawPartner, dest: str, text: bytes, source: str = "ACM
 
 def texts(peer) -> list[bytes]:
     return [s.short_message for s in peer.submits]
+
+
+# --------------------------------------------------------------------------- the watchdog
+
+
+async def test_the_watchdog_pings_once_ready_and_on_every_half_period(mt, daemon_proc, hashes, tmp_path):
+    """Under ``WatchdogSec=`` (``WATCHDOG_USEC``): ``WATCHDOG=1`` at once after READY=1, then
+    every half period (``timers.every``): waited for as datagrams, no durations asserted."""
+    up_a, up_b = await mt.upstream("a"), await mt.upstream("b")
+    config = tmp_path / "smscenter.toml"
+    config.write_text(config_toml(free_port(), hashes, {"a": up_a.port, "b": up_b.port}, accounts=["acme"],
+                                  route=["a"], be_rule="always"))
+    d = daemon_proc(config, env={"WATCHDOG_USEC": "200000"})
+    await d.start()
+    ready = await d.systemd.next_with("READY=1")
+    first = await d.systemd.next_with("WATCHDOG=1", ready)
+    second = await d.systemd.next_with("WATCHDOG=1", first + 1)
+    await d.systemd.next_with("WATCHDOG=1", second + 1)
 
 
 # --------------------------------------------------------------------------- 1. live changes

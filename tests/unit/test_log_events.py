@@ -38,6 +38,7 @@ class Forwarder:
 
 _AGGREGATED = frozenset({"count", "interval"})
 _ERROR_LOG = frozenset({"error", "where", "repeated"})
+_EVERY_OPTIONS = frozenset({"name", "at_once", "as_long_as", "with_traceback", "log_interval"})
 FORWARDERS = {
     # floodlog.Tally(logger, event, timers, ..., level="warning"): one line per label set and interval
     "Tally": Forwarder(1, frozenset({"warning"}), _AGGREGATED, frozenset({"interval", "max_keys", "level"})),
@@ -47,9 +48,12 @@ FORWARDERS = {
     "_note": Forwarder(0, frozenset({"info"}), _AGGREGATED, frozenset({"level"})),
     # pipeline.Pipeline._storage_failed(event, bind, exc): ErrorLog.exception with the account
     "_storage_failed": Forwarder(0, frozenset({"error", "warning"}), _ERROR_LOG | {"account"}),
+    # timers.every(interval, fn, timers, failed, ...): a failure of fn, ErrorLog.exception(failed, exc)
+    "every": Forwarder(3, frozenset({"error", "warning"}), _ERROR_LOG, _EVERY_OPTIONS),
+    "Every": Forwarder(3, frozenset({"error", "warning"}), _ERROR_LOG, _EVERY_OPTIONS),
 }
 """Where the event name of a log call may be a variable: these, and the classes they live in."""
-FORWARDING_SCOPES = {"Tally", "ErrorLog", "_note", "_storage_failed"}
+FORWARDING_SCOPES = {"Tally", "ErrorLog", "_note", "_storage_failed", "Every", "every"}
 
 # Names a value is read from that hold a phone number or a message text.
 SENSITIVE_SOURCES = NUMBER_KEYS | REDACTED_KEYS | {"e164", "dest", "source", "payload"}

@@ -121,8 +121,11 @@ class Daemon:
             await self.web.bind(s.http.listen.host, s.http.listen.port)
         self.api = None
         if s.api.listen is not None:
-            # Its rate buckets are the accounts', on the SMPP server's clock.
-            self.api = ApiDoor(s.api, self.server.registry, timers=self.link_timers, wall_clock=self.clock)
+            # Its rate buckets are the accounts', on the SMPP server's clock; its logins go
+            # through the SMPP server's guard: one guard for every door, so a guesser does not
+            # double its rate by alternating them (runtime/loginguard.py).
+            self.api = ApiDoor(s.api, self.server.registry, timers=self.link_timers, wall_clock=self.clock,
+                               guard=self.server.guard)
             await self.api.bind()
         before, after = await db.upgrade(self.engine)
         if before != after:

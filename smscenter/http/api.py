@@ -37,6 +37,7 @@ from smscenter.pipeline.request import Destination, ReceiptWish, Refusal, Refuse
 from smscenter.pipeline.submit import admit
 from smscenter.runtime.floodlog import Tally
 from smscenter.runtime.listeners import listen_error, server_tls_context
+from smscenter.runtime.loginguard import LoginGuard
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.api")
@@ -216,7 +217,7 @@ class ApiDoor:
     (its ``message(id)``) are set by the daemon once storage is open, after ``bind``."""
 
     def __init__(self, config, registry, *, timers: Timers | None = None, wall_clock=time.time,
-                 run=asyncio.to_thread) -> None:
+                 run=asyncio.to_thread, guard: LoginGuard | None = None) -> None:
         self.config = config  # smscenter.config.Api
         self.registry = registry  # smscenter.pipeline.accounts.AccountRegistry
         timers = timers if timers is not None else RealTimers(time.monotonic)
@@ -225,6 +226,8 @@ class ApiDoor:
         self.auth_failures = Tally(log, "api_auth_failed", timers)
         self.wall_clock = wall_clock
         self.run = run  # where scrypt runs (a thread)
+        #: The login guard shared with the other doors (the daemon's); one of its own without.
+        self.guard = guard if guard is not None else LoginGuard(timers)
         self.pipeline = None
         self.store = None
         #: ``storage.idempotency.IdempotencyKeys`` and the secret of its keyed hashes (set by

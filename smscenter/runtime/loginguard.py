@@ -39,19 +39,16 @@ cannot grow them without limit.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, TypeVar
 
-import structlog
-
 from smscenter.runtime.floodlog import Tally
 from smscenter.runtime.timers import Timers
 
-log = structlog.get_logger("smscenter.server")
-
-__all__ = ["AT_ONCE", "FairExecutor", "GUESS_WINDOW", "LoginGuard", "PASSWORD_RIGHT", "REASONS"]
+__all__ = ["AT_ONCE", "FairExecutor", "GUESS_WINDOW", "LoginGuard", "PASSWORD_RIGHT", "REASONS", "address_key"]
 
 T = TypeVar("T")
 
@@ -80,6 +77,22 @@ AT_ONCE = frozenset({"checks_per_ip", "checks_total", "no_credentials", "malform
 #: A check: ``check(run)`` runs its password check with ``await run(fn, *args)`` (on the
 #: guard's pool) and returns ``(result, reason)``: ``reason`` None on success.
 Check = Callable[[Callable[..., Awaitable]], Awaitable[tuple[Any, str | None]]]
+
+
+def address_key(ip: str) -> str:
+    """The unit the per-IP limits count by (connection slots, login throttling): an IPv4
+    address (also when IPv4-mapped), or an IPv6 /64 — one subscriber's allocation, whose 2^64
+    addresses would otherwise each get their own share."""
+    ip = ip.split("%")[0]
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class FairExecutor:
@@ -229,11 +242,15 @@ class LoginGuard:
             threads=server.bind_check_threads,
         )
 
-    def door(self, name: str, event: str, logger: Any, reasons: tuple[str, ...] = ()) -> None:
-        """Register a door: its failures are counted under ``name`` and logged as ``event``."""
-        if name not in self.failures:
-            self.failures[name] = Counter({reason: 0 for reason in (*REASONS, *reasons)})
-            self._tallies[name] = Tally(logger, event, self.timers, interval=self.log_interval)
+    def door(self, name: str, tally: Tally, reasons: tuple[str, ...] = ()) -> None:
+        """Register a door: its failures are counted under ``name`` and logged by ``tally``
+        (the door's log event, on ``self.timers`` every ``self.log_interval``); ``reasons``
+        the door adds to ``REASONS``. A door registered twice keeps its first tally."""
+        if name in self.failures:
+            tally.close()
+            return
+        self.failures[name] = Counter({reason: 0 for reason in (*REASONS, *reasons)})
+        self._tallies[name] = tally
 
     # --- the rules ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import structlog
 
 from protocol.constants import CommandStatus
 
+from smscenter.runtime.floodlog import Tally
 from smscenter.runtime.loginguard import GUESS_WINDOW, REASONS as LOGIN_REASONS, FairExecutor, LoginGuard
 
 log = structlog.get_logger("smscenter.server")
@@ -41,7 +42,7 @@ class BindGuard(LoginGuard):
 
     def __init__(self, timers, **options) -> None:
         super().__init__(timers, **options)
-        self.door(DOOR, "bind_refused", log, REASONS)
+        self.door(DOOR, Tally(log, "bind_refused", timers, interval=self.log_interval), REASONS)
 
     @property
     def failed(self) -> Counter[str]:

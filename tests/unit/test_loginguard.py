@@ -9,6 +9,7 @@ import asyncio
 import pytest
 import structlog
 
+from smscenter.runtime.floodlog import Tally
 from smscenter.runtime.loginguard import GUESS_WINDOW, LoginGuard
 from smscenter.runtime.timers import FakeTimers
 from smscenter.smpp.bindguard import BindGuard
@@ -35,7 +36,7 @@ async def attempt(guard: LoginGuard, timers: FakeTimers, door: str, login: str =
 async def test_alternating_doors_shares_the_guess_cap_and_the_penalty():
     timers = FakeTimers()
     guard = BindGuard(timers, base_delay=0.0, guesses_per_minute=5)  # the daemon's: SMPP's, shared
-    guard.door("api", "api_auth_failed", structlog.get_logger("test"))
+    guard.door("api", Tally(structlog.get_logger("test"), "api_auth_failed", timers))
     reasons = [(await attempt(guard, timers, door))[1] for door in ["smpp", "api"] * 4]
     assert reasons == ["invalid_password"] * 5 + ["guess_limit"] * 3
     assert guard.failures["smpp"]["invalid_password"] == 3 and guard.failures["api"]["invalid_password"] == 2
@@ -46,7 +47,7 @@ async def test_alternating_doors_shares_the_guess_cap_and_the_penalty():
 async def test_a_shared_login_keeps_its_failures_over_successes():
     timers = FakeTimers()
     guard = LoginGuard(timers, base_delay=0.0, guesses_per_minute=3)
-    guard.door("api", "api_auth_failed", structlog.get_logger("test"))
+    guard.door("api", Tally(structlog.get_logger("test"), "api_auth_failed", timers))
     for _ in range(2):
         assert (await attempt(guard, timers, "api", "<bearer>", ok=False, shared=True))[1] == "invalid_password"
     for _ in range(10):  # a client's own valid token, many times: neither capped nor a reset

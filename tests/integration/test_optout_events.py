@@ -81,6 +81,7 @@ async def test_every_source_emits_one_durable_optout_event(mt, tmp_path, passwor
     imported = await run_cli("blacklist", "import", "-c", str(path), "--account", "acme", str(csv))
     assert imported.returncode == 0, imported.stderr
     await wait_for(lambda: len(optouts(receiver)) == 4, what="the import's opt-out event")
+    await wait_for(lambda: count_rows(settings, webhook_backlog) == 0, what="the backlog acknowledged")
     platform = await run_cli("blacklist", "add", "-c", str(path), "--account", f"platform:{SHARED}",
                              "--number", PLATFORM)
     assert platform.returncode == 0, platform.stderr

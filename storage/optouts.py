@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .ids import IdGenerator
+from .transaction import Backlog
 from .schema import audit_log, blacklist, invalid_numbers, messages, mo_messages, outbox, parts, webhook_backlog
 
 PLATFORM_PREFIX = "sc:"
@@ -54,21 +55,35 @@ class OptOutStore:
     async def link_target(self, token: str) -> tuple[str, bytes] | None:
         """(account, number hash) an unsubscribe link's token was issued for; None when no
         message carries it, or when it is ambiguous (two targets: opt out nobody)."""
+        found = await self.link_message(token)
+        return (found[0], found[1]) if found is not None else None
+
+    async def link_message(self, token: str) -> tuple[str, bytes, int, bytes | None] | None:
+        """``link_target`` and one message that carries the token: (account, number hash,
+        message id, its encrypted destination — AAD ``dest:<id>`` —, None once purged)."""
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(messages.c.account, messages.c.dest_hash).where(messages.c.unsub_token == token).distinct()
+                    select(messages.c.account, messages.c.dest_hash, messages.c.id, messages.c.dest_enc)
+                    .where(messages.c.unsub_token == token).order_by(messages.c.id)
                 )
             ).all()
-        return (rows[0].account, rows[0].dest_hash) if len(rows) == 1 else None
+        if len({(r.account, r.dest_hash) for r in rows}) != 1:
+            return None
+        first = rows[0]
+        return first.account, first.dest_hash, first.id, first.dest_enc
 
     # --- blacklist --------------------------------------------------------------------------
 
-    async def add(self, scope: str, dest_hash: bytes, source: str, actor: str, conn: AsyncConnection | None = None) -> bool:
-        """Add an entry (True if it is new). Runs in ``conn``'s transaction when given."""
+    async def add(self, scope: str, dest_hash: bytes, source: str, actor: str, conn: AsyncConnection | None = None,
+                  backlog: Backlog | None = None) -> bool:
+        """Add an entry (True if it is new). Runs in ``conn``'s transaction when given.
+        ``backlog``: the rows the opt-out's event owes its durable subscribers
+        (``smscenter.pipeline.events.OptOutEvent``), written in the same transaction when
+        the entry is new (a number already listed opted out before: no second event)."""
         if conn is None:
             async with self.engine.begin() as own:
-                return await self.add(scope, dest_hash, source, actor, own)
+                return await self.add(scope, dest_hash, source, actor, own, backlog)
         now = self.clock()
         stmt = self._insert(blacklist).values(
             scope=scope, dest_hash=dest_hash, source=source, created_at=now, created_by=actor, confirmed_at=None
@@ -77,6 +92,8 @@ class OptOutStore:
         added = bool(result.rowcount)
         if added:
             await self._audit(conn, actor, "blacklist.add", scope, dest_hash, source)
+            if backlog is not None:
+                await write_backlog(conn, backlog)
         return added
 
     async def remove(self, scope: str, dest_hash: bytes, actor: str) -> bool:
@@ -246,21 +263,25 @@ class OptOutStore:
         webhook_rows: Iterable[dict] = (),
         new_messages: Iterable[tuple[dict, list[dict]]] = (),
         confirm: "ConfirmFactory | None" = None,
+        optout_backlogs: dict[str, Backlog] | None = None,
     ) -> list:
-        """Store an MO and everything it causes in one transaction: blacklist entries,
-        the partners' copies (the subscribers' backlogs: outbox, webhooks), and the
-        confirmation SMS.
+        """Store an MO and everything it causes in one transaction: blacklist entries
+        (with their opt-out events' rows, per scope in ``optout_backlogs``, for the entries
+        that are new: on return it holds those only), the partners' copies (the subscribers' backlogs: outbox, webhooks),
+        and the confirmation SMS.
 
         One STOP gets at most one confirmation, even when it is attributed to several
         accounts (the person sent one reply; two identical SMS back would be noise), and
         none when every scope it applies to was already confirmed within the last day.
         ``confirm(scope)`` builds it (or returns None: no route). Returns what it built."""
         built = []
+        events = optout_backlogs or {}
         async with self.engine.begin() as conn:
             await conn.execute(mo_messages.insert().values(**mo_row))
             unconfirmed = []
             for scope, dest_hash in optouts:
-                await self.add(scope, dest_hash, "stop", "mo", conn)
+                if not await self.add(scope, dest_hash, "stop", "mo", conn, events.get(scope)):
+                    events.pop(scope, None)  # listed before: no event, nothing written
                 if confirm is not None and await self.should_confirm(conn, scope, dest_hash, self.clock()):
                     unconfirmed.append(scope)
             if unconfirmed:
@@ -277,6 +298,14 @@ class OptOutStore:
                 await conn.execute(messages.insert().values(**message))
                 await conn.execute(parts.insert(), message_parts)
         return built
+
+
+async def write_backlog(conn: AsyncConnection, backlog: Backlog) -> None:
+    """An event's subscriber rows (outbox, webhooks), in ``conn``'s transaction."""
+    if backlog.outbox:
+        await conn.execute(outbox.insert(), backlog.outbox)
+    if backlog.webhooks:
+        await conn.execute(webhook_backlog.insert(), backlog.webhooks)
 
 
 class ConfirmFactory:  # pragma: no cover - a typing aid

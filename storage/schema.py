@@ -287,7 +287,7 @@ webhook_backlog = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),  # time-ordered, from ids.py
     Column("account", String(16), nullable=False),
-    Column("kind", SmallInteger, nullable=False),  # WEBHOOK_RECEIPT | WEBHOOK_MO
+    Column("kind", SmallInteger, nullable=False),  # WEBHOOK_RECEIPT | WEBHOOK_MO (MO and opt-outs: mo_url's)
     Column("message_id", BigInteger, nullable=True),  # receipts: our message id
     Column("payload_enc", LargeBinary, nullable=False),  # the JSON body, encrypted
     Column("created_at", Float, nullable=False),

@@ -59,9 +59,6 @@ from smscenter.runtime.timers import RealTimers, Timers, every
 from smscenter.http.api import ApiDoor
 from smscenter.http.ops import WebApp
 from smscenter.http.webhooks import WebhookSender
-from smscenter.pipeline.events import Events
-from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
-from smscenter.pipeline.webhook_backlog import WebhookSubscriber
 
 log = structlog.get_logger("smscenter.daemon")
 
@@ -117,12 +114,15 @@ class Daemon:
         await self.server.bind()
         self.web = None
         if s.http.listen is not None:
-            self.web = WebApp(self.optouts, self.blacklist, registry_for(self))
+            self.web = WebApp(self.optouts, self.blacklist, registry_for(self), clock=self.clock)
             await self.web.bind(s.http.listen.host, s.http.listen.port)
         self.api = None
         if s.api.listen is not None:
-            # Its rate buckets are the accounts', on the SMPP server's clock.
-            self.api = ApiDoor(s.api, self.server.registry, timers=self.link_timers, wall_clock=self.clock)
+            # Its rate buckets are the accounts', on the SMPP server's clock; its logins go
+            # through the SMPP server's guard: one guard for every door, so a guesser does not
+            # double its rate by alternating them (runtime/loginguard.py).
+            self.api = ApiDoor(s.api, self.server.registry, timers=self.link_timers, wall_clock=self.clock,
+                               guard=self.server.guard)
             await self.api.bind()
         before, after = await db.upgrade(self.engine)
         if before != after:
@@ -175,11 +175,12 @@ class Daemon:
             self.api.pipeline, self.api.store = self.pipeline, self.store
             self.api.keys = self.idempotency
             self.api.key_secret = self.cipher.pseudonymise("api-idempotency", b"key-secret").encode()
-        kept = self.policies.retention_of
-        # Where MO leave the core (receipts leave through the store's transaction, above).
-        # The webhook subscriptions are the policies' dict, updated in place by a reload.
-        events = Events([OutboxSubscriber(self.cipher, self.ids, kept),
-                         WebhookSubscriber(self.cipher, self.ids, self.policies.webhooks, kept)])
+        # Where MO and opt-outs leave the core (receipts leave through the store's
+        # transaction, above). The webhook subscriptions are the policies' dict, updated in
+        # place by a reload.
+        events = self.policies.events(self.cipher, self.ids)
+        if self.web is not None:  # an unsubscribe link's opt-out event
+            self.web.cipher, self.web.events = self.cipher, events
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
             self.policies.retention_of, timers=self.timers, events=events,
@@ -187,6 +188,11 @@ class Daemon:
         self.webhooks = WebhookSender(self.webhook_backlog, self.cipher, list(s.accounts), s.webhooks, self.timers)
         self.store.on_webhook_rows = self.webhooks.notify
         self.mo.on_webhook_rows = self.webhooks.notify
+        if self.web is not None:
+            self.web.on_webhook_rows = self.webhooks.notify
+        # Opt-outs another process committed (``smscenter blacklist add|import``) wrote their
+        # webhook rows themselves: the accounts' pumps look when the blacklist sees them.
+        self.blacklist.on_added = self.webhooks.look
         self.deliveries.mo_handler = self.mo
         self.housekeeping = Housekeeping(self.store, timers=self.timers, idempotency=self.idempotency)
         await self.housekeeping.start()

@@ -10,7 +10,8 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 
 
 class ServerCollector:
-    """The partner listener's limits: connection slots and bind throttling."""
+    """The partner listener's limits: connection slots and login throttling (binds and the API's,
+    one guard)."""
 
     def __init__(self, server) -> None:
         self.server = server
@@ -28,8 +29,16 @@ class ServerCollector:
         for reason, count in sorted(guard.failed.items()):
             failed.add_metric([reason], count)
         yield failed
+        logins = CounterMetricFamily(
+            "smscenter_logins_failed", "Logins refused (SMPP binds, API requests), by door and reason",
+            labels=["door", "reason"],
+        )
+        for door, reasons in sorted(guard.failures.items()):
+            for reason, count in sorted(reasons.items()):
+                logins.add_metric([door, reason], count)
+        yield logins
         yield GaugeMetricFamily(
-            "smscenter_bind_checks", "Bind password checks queued or running", value=guard.checking
+            "smscenter_bind_checks", "Password checks (binds, API logins) queued or running", value=guard.checking
         )
 
 

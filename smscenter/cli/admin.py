@@ -33,7 +33,7 @@ import asyncio
 import re
 import sys
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, TextIO
 
@@ -125,25 +125,71 @@ class Admin:
     settings: Settings
     store: Any  # storage.optouts.OptOutStore
     cipher: Any  # storage.crypto.FieldCipher
+    #: The core's durable subscribers (``pipeline/events.py``): a new entry's opt-out event
+    #: is written to their backlogs in the entry's transaction, by this command (the daemon
+    #: need not run; it delivers them from the backlog, and hears of them within seconds).
+    events: Any = None  # smscenter.pipeline.events.Events
+    #: Accounts owed an opt-out event this command could not write: its webhook row holds the
+    #: number encrypted, and the support role's keys (``lookup.key`` alone) cannot encrypt.
+    untold: set = field(default_factory=set)
+
+    def optout(self, scope: Scope, source: str, e164: str):
+        """The rows a new entry of ``scope`` for ``e164`` owes (``storage.transaction.Backlog``):
+        its account's opt-out event; a platform scope's has no account (nobody's webhook).
+        None when a subscriber needs the data keys this command has not (``untold``): the
+        opt-out is recorded all the same — it never waits on a webhook."""
+        from storage.crypto import NoDataKeyError
+
+        from smscenter.pipeline.events import OptOutEvent
+
+        account = None if scope.key.startswith(PLATFORM_PREFIX) else scope.key
+        try:
+            return self.events.backlog([OptOutEvent(account, scope.key, source, self.store.clock(), e164)])
+        except NoDataKeyError:
+            self.untold.add(account)
+            return None
+
+    def said_untold(self) -> bool:
+        """Tell (stderr) which accounts' ``mo_url`` did not get their opt-out events; True if any."""
+        if self.untold:
+            _err(f"the opt-out events of {', '.join(sorted(self.untold))} (mo_url) were not written: they hold the "
+                 "number encrypted, which needs the data keys (dek-*.key: the dpo role, or run as the daemon's "
+                 "user); the entries are recorded")
+        return bool(self.untold)
 
 
 @asynccontextmanager
-async def open_storage(settings: Settings, role: Role = Role.SUPPORT, verb: str = "smscenter") -> AsyncIterator[Admin]:
+async def open_storage(settings: Settings, role: Role = Role.SUPPORT, verb: str = "smscenter",
+                       data_keys: bool = False) -> AsyncIterator[Admin]:
     """The keys ``role`` reads (``RoleError`` if the caller cannot read them: nothing else is
-    touched), then the database (schema upgraded first), for one command."""
+    touched), then the database (schema upgraded first), for one command. ``data_keys``: the
+    whole keyring when the caller can read it (the opt-out events of ``blacklist add|import``
+    carry the number encrypted), else what ``role`` reads."""
     from storage import db
     from storage.crypto import FieldCipher
     from storage.ids import IdGenerator
     from storage.optouts import OptOutStore
     from storage.store import max_ids
+    from storage.webhooks import WebhookBacklog
 
-    keyring = keyring_for(settings, role, verb)  # before touching the database
+    from smscenter.pipeline.receipts import AccountPolicies
+
+    keyring = None
+    if data_keys and role is not Role.DPO:
+        try:
+            keyring = keyring_for(settings, Role.DPO, verb)
+        except RoleError:
+            pass
+    keyring = keyring or keyring_for(settings, role, verb)  # before touching the database
     engine = db.create_engine(settings.storage.url)
     try:
         await db.upgrade(engine)
         ids = IdGenerator(node=CLI_NODE)
-        ids.seed((await max_ids(engine))["audit_log"] + 1)
-        yield Admin(settings, OptOutStore(engine, ids), FieldCipher(keyring))
+        # Past every id stored: audit rows and the opt-outs' webhook rows are ordered by id.
+        ids.seed(max(*(await max_ids(engine)).values(), await WebhookBacklog(engine).max_id()) + 1)
+        cipher = FieldCipher(keyring)
+        events = AccountPolicies(*AccountPolicies.values_of(settings)).events(cipher, ids)
+        yield Admin(settings, OptOutStore(engine, ids), cipher, events)
     finally:
         await engine.dispose()
 
@@ -153,7 +199,8 @@ async def open_storage(settings: Settings, role: Role = Role.SUPPORT, verb: str 
 
 async def blacklist_add(admin: Admin, scope: Scope, number: str, actor: str) -> int:
     e164 = _number_or_usage(number, scope)
-    added = await admin.store.add(scope.key, admin.cipher.lookup_hash(e164), "manual", actor)
+    added = await admin.store.add(scope.key, admin.cipher.lookup_hash(e164), "manual", actor,
+                                  backlog=admin.optout(scope, "manual", e164))
     if added:
         print(f"added {e164} to the blacklist of {scope.label}")
     else:
@@ -245,7 +292,7 @@ async def blacklist_import(admin: Admin, scope: Scope, source: TextIO, name: str
             bad += 1
             _err(f"{name}: line {line_no}: bad number: {exc}")
             continue
-        good.append((line_no, admin.cipher.lookup_hash(e164)))
+        good.append((line_no, e164))
     added = await _add_many(admin, scope, good, actor)
     print(
         f"imported {len(good)} numbers into the blacklist of {scope.label}: {added} new, "
@@ -254,13 +301,16 @@ async def blacklist_import(admin: Admin, scope: Scope, source: TextIO, name: str
     return EXIT_OK if bad == 0 else EXIT_FAILURE
 
 
-async def _add_many(admin: Admin, scope: Scope, lines: list[tuple[int, bytes]], actor: str) -> int:
-    """Add in batches; each line goes in whole (its entry and its audit row) or not at all."""
+async def _add_many(admin: Admin, scope: Scope, lines: list[tuple[int, str]], actor: str) -> int:
+    """Add in batches; each line goes in whole (its entry, its audit row, its opt-out event
+    when new) or not at all."""
     added = 0
     for start in range(0, len(lines), IMPORT_BATCH):
         async with admin.store.engine.begin() as conn:
-            for _, dest_hash in lines[start : start + IMPORT_BATCH]:
-                if await admin.store.add(scope.key, dest_hash, "import", actor, conn):
+            for _, e164 in lines[start : start + IMPORT_BATCH]:
+                dest_hash = admin.cipher.lookup_hash(e164)
+                if await admin.store.add(scope.key, dest_hash, "import", actor, conn,
+                                         backlog=admin.optout(scope, "import", e164)):
                     added += 1
     return added
 
@@ -378,7 +428,7 @@ def add_arguments(verbs) -> None:
     common(add)
     add.add_argument("--number", required=True, help="the number (E.164, or national in the account's country)")
     actor(add)
-    add.set_defaults(func=_cmd, run=_run_add)
+    add.set_defaults(func=_cmd, run=_run_add, emits_optouts=True)
 
     remove = actions.add_parser("remove", help="remove one number")
     common(remove)
@@ -411,7 +461,7 @@ def add_arguments(verbs) -> None:
     imp.add_argument("csv_file", nargs="?", default=None, metavar="FILE.csv", help="the file ('-' for stdin)")
     imp.add_argument("--file", dest="file_opt", default=None, metavar="FILE.csv", help="the file (same as FILE.csv)")
     actor(imp)
-    imp.set_defaults(func=_cmd, run=_run_import)
+    imp.set_defaults(func=_cmd, run=_run_import, emits_optouts=True)
 
     exp = actions.add_parser(
         "export",
@@ -465,8 +515,9 @@ def _cmd(args: argparse.Namespace) -> int:
     role = Role.DPO if getattr(args, "show_numbers", False) else Role.SUPPORT
 
     async def main() -> int:
-        async with open_storage(settings, role, verb) as admin:
-            return await args.run(admin, scope, args)
+        async with open_storage(settings, role, verb, data_keys=getattr(args, "emits_optouts", False)) as admin:
+            code = await args.run(admin, scope, args)
+            return EXIT_FAILURE if admin.said_untold() else code
 
     try:
         return asyncio.run(main())

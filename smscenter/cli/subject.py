@@ -366,13 +366,14 @@ async def _mo_copies(db, cipher, e164: str, account: str | None) -> list[dict]:
 
 
 async def _mo_webhooks(db, cipher, e164: str, account: str | None) -> list[dict]:
-    """This number's MO still waiting in the webhook backlog, each row with its decrypted
-    ``body``."""
+    """This number's MO and opt-out events still waiting in the webhook backlog (both go to
+    the ``mo_url``: the number is an MO's ``from``, an opt-out's ``number``), each row with
+    its decrypted ``body``."""
     from storage.subject import mo_webhook_page
 
     def sender(row) -> bool:
-        row["body"] = json.loads(cipher.decrypt(row["payload_enc"], b"webhook:%d" % row["id"]))
-        return str(row["body"].get("from", "")).lstrip("+") == e164.lstrip("+")
+        row["body"] = body = json.loads(cipher.decrypt(row["payload_enc"], b"webhook:%d" % row["id"]))
+        return str(body.get("from") or body.get("number") or "").lstrip("+") == e164.lstrip("+")
 
     return await _pending_of(db, mo_webhook_page, account, sender)
 

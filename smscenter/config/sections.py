@@ -77,7 +77,7 @@ class Server(_Section):
     # Connection slots per source IP (see smscenter/smpp/admission.py).
     max_connections_per_ip: int = Field(100, gt=0)
     max_unbound_per_ip: int = Field(10, gt=0)
-    # Bind throttling (see smscenter/smpp/bindguard.py).
+    # Login throttling, for binds and the API alike (see smscenter/runtime/loginguard.py).
     max_failed_bind_delay: Duration = "30s"  # type: ignore[assignment]
     failed_bind_half_life: PositiveDuration = "5m"  # type: ignore[assignment]
     bind_guesses_per_minute: int = Field(5, gt=0, le=1000)

@@ -2,7 +2,8 @@
 an HTTP status with a JSON error; ``GET /v1/messages/{id}`` for a message's state.
 
 What is HTTP stays here: authentication (HTTP Basic with the account's system_id and
-password, checked as an SMPP bind is, or a bearer token of ``[[account]] api_tokens``), the
+password, checked as an SMPP bind is, or a bearer token of ``[[account]] api_tokens``; both
+through the login guard the SMPP door shares, its refusals as 401/403/429/503), the
 body's size and JSON, its fields and their types (each error names its field), RFC 3339
 times. The account's rate and queue limits are the core's (``submit.admit``, as the SMPP
 server calls it per request), and every other policy runs in the core's neutral submit
@@ -37,6 +38,7 @@ from smscenter.pipeline.request import Destination, ReceiptWish, Refusal, Refuse
 from smscenter.pipeline.submit import admit
 from smscenter.runtime.floodlog import Tally
 from smscenter.runtime.listeners import listen_error, server_tls_context
+from smscenter.runtime.loginguard import LoginGuard, address_key
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.api")
@@ -72,6 +74,12 @@ REQUIRED = ("from", "to", "text")
 MAX_REFERENCE = 64
 MAX_TEXT = 255 * 160  # characters: more can never fit 255 parts; the core counts the parts
 _TYPE_NAMES = {str: "a string", list: "a list of strings", int: "an integer", bool: "true or false"}
+#: The login guard's name for this door (``smscenter_logins_failed_total{door}``), the
+#: reasons it adds to the guard's, and the one guard login all bearer tokens from an
+#: address count under (a token names no account until it matches one).
+API_DOOR = "api"
+API_REASONS = ("no_credentials", "malformed_credentials", "invalid_token")
+BEARER = "\0bearer"
 #: Seconds a client waits before trying again when the queue or the storage is full.
 BUSY_RETRY_AFTER = 1
 MAX_KEY = 255  # characters of an Idempotency-Key
@@ -216,15 +224,19 @@ class ApiDoor:
     (its ``message(id)``) are set by the daemon once storage is open, after ``bind``."""
 
     def __init__(self, config, registry, *, timers: Timers | None = None, wall_clock=time.time,
-                 run=asyncio.to_thread) -> None:
+                 guard: LoginGuard | None = None) -> None:
         self.config = config  # smscenter.config.Api
         self.registry = registry  # smscenter.pipeline.accounts.AccountRegistry
         timers = timers if timers is not None else RealTimers(time.monotonic)
         self.clock = timers.now  # the accounts' rate buckets' time (the SMPP server's)
-        #: Refused authentications, one line per (reason, peer) and interval.
-        self.auth_failures = Tally(log, "api_auth_failed", timers)
         self.wall_clock = wall_clock
-        self.run = run  # where scrypt runs (a thread)
+        #: The login guard shared with the other doors (the daemon's); one of its own without.
+        #: Refused logins are logged by it, one ``api_auth_failed`` line per (peer, reason,
+        #: known account) and interval.
+        self._own_guard = guard is None
+        self.guard = guard if guard is not None else LoginGuard(timers)
+        self.guard.door(API_DOOR, Tally(log, "api_auth_failed", self.guard.timers, interval=self.guard.log_interval),
+                        API_REASONS)
         self.pipeline = None
         self.store = None
         #: ``storage.idempotency.IdempotencyKeys`` and the secret of its keyed hashes (set by
@@ -269,7 +281,8 @@ class ApiDoor:
         return self.sock.getsockname()[1]
 
     async def stop(self) -> None:
-        self.auth_failures.close()
+        if self._own_guard:
+            self.guard.close()  # a shared one is closed by its owner (the SMPP server)
         if self.runner is not None:
             await self.runner.cleanup()
         elif self.sock is not None:  # bound, never served
@@ -278,34 +291,66 @@ class ApiDoor:
     # --- authentication ---------------------------------------------------------------------
 
     async def _account(self, request: web.Request):
-        """The account the request authenticates as, or ``ApiError`` 401 (403 from an
-        address outside the account's ``allowed_ips``)."""
+        """The account the request authenticates as, through the login guard every door
+        shares (``runtime/loginguard.py``: an address in penalty waits, right credentials or
+        not; guesses capped per (address, system_id), bearer tokens per address; concurrent
+        checks capped), or ``ApiError``: 401 for an unknown account, a wrong password or an
+        unknown token alike (same status, same body); 403 from an address outside the
+        account's ``allowed_ips``; 429 with ``Retry-After`` when the address reached its
+        guesses or its concurrent checks; 503 when every check slot is taken."""
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        ip = request.remote or ""
-        reason = "no_credentials"
-        if scheme.lower() == "bearer" and value:
-            state = self.registry.by_token(value.strip())
-            if state is not None:
-                if self.registry.ip_allowed(state, ip):
-                    return state
-                reason = "ip_not_allowed"
-            else:
-                reason = "invalid_token"
-        elif scheme.lower() == "basic" and value:
+        scheme = scheme.lower()
+        ip = (request.remote or "").split("%")[0]
+        peer = address_key(ip)
+        transport = request.transport
+
+        def still_there() -> bool:
+            return transport is not None and not transport.is_closing()
+
+        login = BEARER
+        if scheme == "bearer" and value:
+            token = value.strip()
+
+            async def check_token(run):
+                state = self.registry.by_token(token)  # one SHA-256: no thread needed
+                if state is None:
+                    return None, "invalid_token"
+                if not self.registry.ip_allowed(state, ip):
+                    return None, "ip_not_allowed"
+                return state, None
+
+            state, reason = await self.guard.attempt(API_DOOR, peer, BEARER, check_token, still_there,
+                                                     shared_login=True)
+        elif scheme == "basic" and value:
             try:
                 system_id, sep, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 sep = ""
             if sep:
-                state, reason = await self.registry.credentials(system_id, password, ip, self.run)
-                if state is not None:
-                    return state
+                login = system_id
+                known = system_id if self.registry.get(system_id) is not None else None
+
+                def check_password(run):
+                    return self.registry.credentials(system_id, password, ip, run)
+
+                state, reason = await self.guard.attempt(API_DOOR, peer, system_id, check_password, still_there,
+                                                         account=known)
             else:
-                reason = "malformed_credentials"
-        self.auth_failures.add(peer=ip, reason=reason)
+                state, reason = None, self.guard.refuse(API_DOOR, peer, "malformed_credentials")
+        else:
+            state, reason = None, self.guard.refuse(API_DOOR, peer, "no_credentials")
+        if state is not None:
+            return state
         if reason == "ip_not_allowed":
             raise ApiError(403, "forbidden", "not allowed from this address")
+        if reason in ("guess_limit", "checks_per_ip"):
+            wait = self.guard.next_guess_in(peer, login) if reason == "guess_limit" else 1
+            raise ApiError(429, "too_many_logins", "too many login attempts from this address: try again later",
+                           headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        if reason == "checks_total":
+            raise ApiError(503, "busy", "too many logins under way: try again later",
+                           headers={"Retry-After": str(BUSY_RETRY_AFTER)})
         raise ApiError(401, "unauthorized", "HTTP Basic (system_id and password) or a bearer token required",
                        headers={"WWW-Authenticate": 'Basic realm="smscenter", charset="UTF-8", Bearer'})
 

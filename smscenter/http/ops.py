@@ -3,18 +3,22 @@
 Unsubscribe links (``/u/<token>``) are for destinations that cannot reply STOP. A GET only
 shows a page with one button: link previewers and mail scanners fetch links, and must not
 unsubscribe anyone. The POST records the opt-out exactly like a STOP reply (blacklist entry
-for the account that sent the message, audited, picked up by the submit path at once).
+for the account that sent the message, audited, picked up by the submit path at once), and,
+when the entry is new, its opt-out event (``events.OptOutEvent``, source ``link``, with the
+number read from the message) committed with it: the account's ``mo_url`` gets it.
 """
 
 from __future__ import annotations
 
 import html
 import socket
+import time
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from smscenter.pipeline.events import OptOutEvent
 from smscenter.runtime.listeners import listen_error
 
 log = structlog.get_logger("smscenter.web")
@@ -41,10 +45,17 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 
 
 class WebApp:
-    def __init__(self, optouts, blacklist, registry) -> None:
+    def __init__(self, optouts, blacklist, registry, clock=time.time) -> None:
         self.optouts = optouts
         self.blacklist = blacklist
         self.registry = registry  # prometheus_client.CollectorRegistry
+        self.clock = clock
+        #: Set by the daemon once storage is open: the field cipher (a link's number), the
+        #: core's ``events.Events`` and who is told of webhook rows committed (the sender's
+        #: ``notify``). Without events, an opt-out by link emits none.
+        self.cipher = None
+        self.events = None
+        self.on_webhook_rows = None
         self.runner: web.AppRunner | None = None
         self.sock: socket.socket | None = None
         self.app = web.Application()
@@ -92,11 +103,12 @@ class WebApp:
         elif self.sock is not None:  # bound, never served
             self.sock.close()
 
-    async def _target(self, token: str) -> tuple[str, bytes] | None:
-        """(account, number hash) the token was issued for; None if unknown or ambiguous."""
+    async def _target(self, token: str) -> tuple[str, bytes, int, bytes | None] | None:
+        """(account, number hash, a message id, its encrypted number) the token was issued
+        for; None if unknown or ambiguous."""
         if not token.isalnum() or len(token) > 8:
             return None
-        return await self.optouts.link_target(token)
+        return await self.optouts.link_message(token)
 
     async def confirm_page(self, request: web.Request) -> web.Response:
         token = request.match_info["token"]
@@ -115,9 +127,15 @@ class WebApp:
         target = await self._target(token)
         if target is None:
             return _page("Lien inconnu", "<p>Ce lien de désinscription est inconnu ou a expiré.</p>", 404)
-        account, dest_hash = target
-        await self.optouts.add(account, dest_hash, "link", "unsubscribe-link")
+        account, dest_hash, message_id, dest_enc = target
+        backlog = None
+        if self.events is not None:
+            number = self.cipher.decrypt(dest_enc, b"dest:%d" % message_id).decode() if dest_enc else None
+            backlog = self.events.backlog([OptOutEvent(account, account, "link", self.clock(), number)])
+        added = await self.optouts.add(account, dest_hash, "link", "unsubscribe-link", backlog=backlog)
         self.blacklist.added(account, dest_hash)
+        if added and backlog is not None and backlog.webhooks and self.on_webhook_rows is not None:
+            self.on_webhook_rows([(row["id"], row["account"]) for row in backlog.webhooks])
         log.info("unsubscribed_by_link", account=account)
         return _page("Désinscription enregistrée", "<p>Votre désinscription est enregistrée. Merci.</p>")
 

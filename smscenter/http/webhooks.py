@@ -1,8 +1,10 @@
 """Delivering the webhook backlog: receipts and MO as signed JSON to the partners' URLs.
 
 The rows are written by the core (``pipeline/webhook_backlog.py``) in the transaction of
-each event's cause; this sender only reads what is due and deletes what a receiver
-acknowledged. One pump per account with a ``receipt_url`` or ``mo_url``:
+each event's cause — receipts, MO and opt-outs; the CLI's opt-outs by the CLI itself, which
+this daemon hears of through the blacklist's refresh (``look``) —; this sender only reads
+what is due and deletes what a receiver acknowledged. One pump per account with a
+``receipt_url`` or ``mo_url``:
 
 - **many in flight**: up to ``[webhooks] account_in_flight`` requests for the account and
   ``max_in_flight`` for all accounts at once; with ``webhook_ordered = true``, one: the
@@ -32,7 +34,7 @@ import hmac
 import random
 import ssl
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 import structlog
@@ -139,6 +141,23 @@ class WebhookSender:
             acc = self._accounts.get(system_id)
             if acc is not None:
                 self._wake(acc)
+
+    def look(self, accounts: Iterable[str]) -> None:
+        """Rows another process may have committed for these accounts (the CLI's opt-outs):
+        their depth is read again and their pumps look."""
+        if self._stopping:
+            return
+        for system_id in accounts:
+            acc = self._accounts.get(system_id)
+            if acc is not None:
+                self._tasks.spawn(self._recount(acc))
+
+    async def _recount(self, acc: _Account) -> None:
+        try:
+            self.depth[acc.id] = await self.backlog.depth(acc.id)
+        except Exception:  # noqa: BLE001 - the pump looks all the same
+            log.exception("webhook_read_failed", account=acc.id)
+        self._wake(acc)
 
     def _wake(self, acc: _Account) -> None:
         acc.wake.set()

@@ -103,7 +103,7 @@ class AccountRegistry:
         self, system_id: str, password: str, ip: str, run=asyncio.to_thread
     ) -> tuple[AccountState | None, str | None]:
         """The check of a system_id and password that every door makes (an SMPP bind, the
-        API's HTTP Basic): ``(state, None)``, or ``(None, reason)`` (``bindguard.REASONS``:
+        API's HTTP Basic): ``(state, None)``, or ``(None, reason)`` (``runtime.loginguard.REASONS``:
         ``unknown_system_id``, ``ip_not_allowed``, ``invalid_password``).
 
         The password check goes through ``run`` (a thread pool): scrypt is deliberately slow
@@ -143,7 +143,7 @@ class AccountRegistry:
         self, command_id: int, system_id: str, password: str, ip: str, run=asyncio.to_thread
     ) -> tuple[AccountState | None, CommandStatus, str | None]:
         """Decide a bind: ``(state, status, reason)``, ``reason`` naming a failure
-        (``bindguard.REASONS``). The credentials as every door checks them (``credentials``):
+        (``smpp.bindguard.REASONS``). The credentials as every door checks them (``credentials``):
         an unknown system_id and a wrong password get the same ESME_RINVPASWD, an IP outside
         the allow-list ESME_RBINDFAIL whatever the password; then the bind's own limits.
         """

@@ -17,6 +17,7 @@ seen. The invalid-numbers list is small and changes rarely: it is re-read every
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -61,6 +62,9 @@ class Blacklist:
         self._audit_id = 0
         self._seen: set[int] = set()  # audit ids handled within the re-read margin
         self._follow: Every | None = None
+        #: Told the scopes that got new entries from elsewhere (the CLI, another node) at
+        #: each refresh: the opt-out events those wrote wait in the webhook backlog.
+        self.on_added: Callable[[set[str]], None] | None = None
 
     async def start(self) -> None:
         self._audit_id = await self.store.last_audit_id()
@@ -83,11 +87,16 @@ class Blacklist:
         if events:
             keys = {(scope, dest_hash) for _, _, scope, dest_hash in events if dest_hash is not None}
             present = await self.store.present(keys)
+            added = set()
             for key in keys:
                 if key in present:
+                    if key not in self._keys:
+                        added.add(key[0])
                     self._keys.add(key)
                 else:
                     self._keys.discard(key)
+            if added and self.on_added is not None:
+                self.on_added(added)
             self._seen.update(e[0] for e in events)
             self._audit_id = max(self._audit_id, events[-1][0])
         floor = max(0, self._audit_id - _MARGIN_IDS)

@@ -85,12 +85,17 @@ class MoEvent:
 
 @dataclass(slots=True)
 class OptOutEvent:
-    """A number was put on a blacklist scope (an account, or a shared short code's)."""
+    """A number was put on a blacklist scope (an account, or a shared short code's), by any
+    of its sources: a STOP reply (``mo.py``), an unsubscribe link (``http/ops.py``), an
+    administrator (``smscenter blacklist add`` / ``import``, ``cli/admin.py``). Emitted once
+    per new entry, its rows committed with the entry (``OptOutStore.add``)."""
 
-    account: str | None  # None: a platform-level scope
+    account: str | None  # None: a platform-level scope (no account's: no partner is told)
     scope: str
     source: str  # stop | link | manual | import
     at: float
+    #: The number, E.164 (``+33…``): what the partner needs to suppress it. Personal data.
+    number: str | None = None
 
 
 @dataclass(slots=True)

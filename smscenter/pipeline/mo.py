@@ -246,12 +246,15 @@ class MoService:
             "status": status,
             "reason": reason[:64],
         }
-        # Out to the durable subscribers (SMPP outbox, webhooks), committed with the MO; an
-        # opt-out also as its own event (no number in it), which no subscriber takes yet.
-        backlog = self.events.backlog([
-            *self._events(targets, pdu, e164, short_code, text, body, status == "optout", mo_id, now),
-            *(OptOutEvent(scope if scope in targets else None, scope, "stop", now) for scope, _ in optouts),
-        ])
+        # Out to the durable subscribers (SMPP outbox, webhooks), committed with the MO; each
+        # new blacklist entry also as its own opt-out event (its rows written with the entry).
+        backlog = self.events.backlog(
+            self._events(targets, pdu, e164, short_code, text, body, status == "optout", mo_id, now)
+        )
+        optout_backlogs = {
+            scope: self.events.backlog([OptOutEvent(scope if scope in targets else None, scope, "stop", now, e164)])
+            for scope, _ in optouts
+        }
 
         def confirm(scope: str):
             return self.planner.system_message(
@@ -261,7 +264,7 @@ class MoService:
         try:
             built = await self.optouts.record_mo(
                 mo_row, optouts=optouts, outbox_rows=backlog.outbox, webhook_rows=backlog.webhooks,
-                confirm=confirm if optouts else None
+                confirm=confirm if optouts else None, optout_backlogs=optout_backlogs,
             )
         except Exception as exc:  # noqa: BLE001 - not stored: no answer, the SMSC resends
             log.error("mo_not_stored", connector=connector, error=str(exc))
@@ -274,10 +277,11 @@ class MoService:
             self.blacklist.added(scope, dest_hash)
         for message in built:
             self.dispatcher.enqueue(QueuedMessage.from_plan(message))
+        webhook_rows = backlog.webhooks + [row for written in optout_backlogs.values() for row in written.webhooks]
         if targets:
             self.outbox.notify(targets)
-            if backlog.webhooks and self.on_webhook_rows is not None:
-                self.on_webhook_rows([(row["id"], row["account"]) for row in backlog.webhooks])
+        if webhook_rows and self.on_webhook_rows is not None:
+            self.on_webhook_rows([(row["id"], row["account"]) for row in webhook_rows])
         self.stats[{"optout": "optouts", "routed": "routed"}.get(status, "unroutable")] += 1
         log.info(
             "mo_stored",

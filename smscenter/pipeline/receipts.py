@@ -422,6 +422,15 @@ class AccountPolicies:
     def retention_of(self, account: str) -> float:
         return self.retention.get(account, self.default_retention)
 
+    def events(self, cipher: FieldCipher, ids: IdGenerator, receipts: "ReceiptBuilder | None" = None) -> Events:
+        """The core's durable subscribers (``events.py``) under these policies: the SMPP
+        outbox (``receipts``: its receipt rows, where the group commit runs) and the
+        webhooks (this object's subscriptions dict, updated in place by ``update``). The
+        daemon, its writer and the CLI's opt-outs all emit through these."""
+        kept = self.retention_of
+        return Events([OutboxSubscriber(cipher, ids, kept, receipts=receipts),
+                       WebhookSubscriber(cipher, ids, self.webhooks, kept)])
+
     def per_part_of(self, account: str) -> bool:
         return self.per_part.get(account, False)
 
@@ -441,13 +450,9 @@ def daemon_transaction(
     ids = IdGenerator(node=TRANSACTION_NODE)
     ids.seed(id_floor)
     policies = AccountPolicies(retention, default_retention, per_part, webhooks)
-    kept = policies.retention_of
-    subscribers = [
-        OutboxSubscriber(cipher, ids, kept, receipts=ReceiptBuilder(cipher, ids, kept)),
-        WebhookSubscriber(cipher, ids, policies.webhooks, kept),  # the dict is updated in place
-    ]
+    events = policies.events(cipher, ids, ReceiptBuilder(cipher, ids, policies.retention_of))
     return Transaction(
-        Events(subscribers).on_finished,
+        events.on_finished,
         per_part_receipts=policies.per_part_of,
         early_decoder=partial(decode_early, cipher),
         reconfigure=policies.update,

@@ -2,9 +2,14 @@
 
 For an account with a ``receipt_url``, each receipt it asked for (registered_delivery, as
 over SMPP) becomes a ``webhook_backlog`` row; for an account with an ``mo_url``, each MO
-routed to it (opt-outs included, flagged). The row holds the JSON body the URL will get,
-encrypted with the field cipher (AAD ``webhook:<row id>``: an MO's names the sender and
-its text), and is delivered by ``smscenter/http/webhooks.py``. The body is fixed when the
+routed to it (STOP replies included, flagged) and each number newly on its blacklist,
+whatever put it there (a STOP, an unsubscribe link, ``smscenter blacklist add`` or
+``import``): an ``optout`` event with the number, so the partner's own lists can suppress
+it. Opt-outs go to the ``mo_url`` (the receiver that already gets the STOP replies) as row
+kind ``WEBHOOK_MO``, told apart by their ``event``; a platform-level opt-out (no account)
+goes to nobody's. The row holds the JSON body the URL will get, encrypted with the field
+cipher (AAD ``webhook:<row id>``: an MO's names the sender and its text, an opt-out's the
+number), and is delivered by ``smscenter/http/webhooks.py``. The body is fixed when the
 event happens, so every retry sends the same bytes and ``event_id`` lets a receiver drop a
 duplicate.
 """
@@ -21,7 +26,7 @@ from storage.ids import IdGenerator
 from storage.schema import WEBHOOK_MO, WEBHOOK_RECEIPT
 from storage.transaction import Backlog
 
-from smscenter.pipeline.events import Event, MoEvent, ReceiptEvent
+from smscenter.pipeline.events import Event, MoEvent, OptOutEvent, ReceiptEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,11 @@ class WebhookSubscriber:
             if target is not None and target.mo:
                 backlog.webhooks.append(self._row(event.account, WEBHOOK_MO, None, event.received_at,
                                                   lambda eid: mo_body(event, eid)))
+        elif kind is OptOutEvent:
+            target = self.targets.get(event.account) if event.account is not None else None
+            if target is not None and target.mo and event.number is not None:
+                backlog.webhooks.append(self._row(event.account, WEBHOOK_MO, None, event.at,
+                                                  lambda eid: optout_body(event, eid)))
 
     def _row(self, account: str, kind: int, message_id: int | None, now: float, body) -> dict:
         row_id = self.ids.next()
@@ -109,6 +119,19 @@ def mo_body(event: MoEvent, event_id: str) -> bytes:
     })
 
 
+def optout_body(event: OptOutEvent, event_id: str) -> bytes:
+    """The JSON an ``mo_url`` gets when a number opts out of the account (README "Webhooks")."""
+    return _json({
+        "event": "optout",
+        "event_id": event_id,
+        "account": event.account,
+        "number": event.number,
+        "scope": event.scope,
+        "source": event.source,
+        "at": iso(event.at),
+    })
+
+
 def iso(t: float) -> str:
     """UTC, to the second: ``2026-01-01T12:00:00Z``."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -118,4 +141,4 @@ def _json(value: dict) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-__all__ = ["WebhookSubscriber", "WebhookTargets", "mo_body", "receipt_body"]
+__all__ = ["WebhookSubscriber", "WebhookTargets", "mo_body", "optout_body", "receipt_body"]

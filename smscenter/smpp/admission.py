@@ -19,7 +19,6 @@ transport over to the real protocol (``transport.set_protocol``), or aborts it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 from asyncio import sslproto
 from collections import Counter
@@ -28,6 +27,7 @@ from typing import Callable
 import structlog
 
 from smscenter.runtime.floodlog import Tally
+from smscenter.runtime.loginguard import address_key  # the per-IP unit, every door's
 from smscenter.runtime.timers import Timers
 
 log = structlog.get_logger("smscenter.server")
@@ -36,22 +36,6 @@ __all__ = ["Admission", "Gate", "REASONS", "address_key"]
 
 #: Why a socket was refused, as labelled in ``smscenter_connections_refused_total``.
 REASONS = ("max_connections", "max_connections_per_ip", "max_unbound_per_ip", "shutting_down", "tls_handshake")
-
-
-def address_key(ip: str) -> str:
-    """The unit the per-IP limits count by: an IPv4 address (also when IPv4-mapped), or an
-    IPv6 /64 — one subscriber's allocation, whose 2^64 addresses would otherwise each get
-    their own share."""
-    ip = ip.split("%")[0]
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 def peer_ip(transport: asyncio.BaseTransport) -> str:

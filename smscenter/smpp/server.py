@@ -3,7 +3,7 @@
 Each accepted connection takes a connection slot (``admission``: in total, per IP, and a
 smaller share per IP for sockets not bound yet) and becomes a ``Link`` in the SMSC role. This
 module decides binds (credentials, IP allow-list, bind types, bind limits; paced and capped by
-``bindguard.BindGuard``) and applies the session-level checks on each request — window
+``bindguard.BindGuard``, the SMPP face of the login guard every door shares) and applies the session-level checks on each request — window
 (ESME_RMSGQFUL) and the account's throughput across all its binds (ESME_RTHROTTLED), for every
 request, not only submits (``budgets.py``) — before handing it to the ``MessageHandler``, which
 answers it when it is ready (after a durable commit). A session that keeps sending what we
@@ -87,16 +87,8 @@ class PartnerServer:
             max_connections_per_ip=c.max_connections_per_ip,
             max_unbound_per_ip=c.max_unbound_per_ip,
         )
-        self.guard = BindGuard(
-            guard_timers,
-            base_delay=c.failed_bind_delay,
-            max_delay=c.max_failed_bind_delay,
-            half_life=c.failed_bind_half_life,
-            guesses_per_minute=c.bind_guesses_per_minute,
-            checks_per_ip=c.bind_checks_per_ip,
-            checks=c.bind_checks,
-            threads=c.bind_check_threads,
-        )
+        #: The login guard (the daemon hands it to the API too: one for every door).
+        self.guard = BindGuard.from_settings(c, guard_timers)
         self.links: set[Link] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self._tls: list[bool] = []  # per server: TLS or not

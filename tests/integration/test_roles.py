@@ -34,7 +34,7 @@ from sqlalchemy import create_engine, select
 from smscenter.config import load_settings
 from storage import db
 from storage.crypto import FieldCipher, Keyring
-from storage.schema import audit_log
+from storage.schema import audit_log, blacklist, webhook_backlog
 from tests.integration.optout_fixtures import REPO
 from tests.retention_fixtures import Seeder
 
@@ -278,3 +278,27 @@ def test_a_rotated_key_keeps_the_dpo_group(site):
     assert site.run("dpo", "mo", "list", "--show-numbers").returncode == 0
     refused = site.run("support", "mo", "list", "--show-numbers")
     assert refused.returncode == 1 and "dpo role" in refused.stderr
+
+
+def test_an_opt_out_event_needs_the_data_keys_and_the_entry_never_waits_for_it(site):
+    """acme has an mo_url: ``blacklist add`` owes it an opt-out event, whose webhook row holds
+    the number encrypted. The support role (lookup.key alone) records the entry all the same,
+    says the event was not written and exits 1; the dpo role (or the daemon's user) writes it."""
+    hooked = site.root / "hooked.toml"
+    hooked.write_text(site.config.read_text(encoding="utf-8") + 'mo_url = "https://partner.example/mo"\n'
+                      'webhook_secret = "0123456789abcdef-secret"\n', encoding="utf-8")
+    support = site.run("support", "blacklist", "add", "--account", "acme", "--number", NUMBER, config=hooked)
+    assert support.returncode == 1 and "added" in support.stdout, support.stderr
+    assert "opt-out events of acme (mo_url) were not written" in support.stderr
+    assert "the entries are recorded" in support.stderr and NUMBER[1:] not in support.stderr
+    dpo = site.run("dpo", "blacklist", "add", "--account", "acme", "--number", MO_NUMBER, config=hooked)
+    assert dpo.returncode == 0 and "added" in dpo.stdout, dpo.stderr
+    engine = create_engine(site.settings.storage.url)
+    with engine.connect() as conn:
+        entries = conn.execute(select(blacklist.c.dest_hash)).scalars().all()
+        hooks = [dict(r) for r in conn.execute(select(webhook_backlog)).mappings()]
+    engine.dispose()
+    assert sorted(entries) == sorted([site.cipher.lookup_hash(NUMBER), site.cipher.lookup_hash(MO_NUMBER)])
+    [row] = hooks
+    body = site.cipher.decrypt(row["payload_enc"], b"webhook:%d" % row["id"])
+    assert b'"number":"%s"' % MO_NUMBER.encode() in body and b'"source":"manual"' in body

@@ -518,3 +518,32 @@ async def test_idempotency_keys_on_both_backends(engine):
     assert (found["status"], found["request_hash"], found["answer"]) == (202, b"r" * 32, '{"messages": [{"to": 0}]}')
     assert await keys.expire(now + KEEP + 1) == 1
     assert await keys.find("acme", b"k" * 32, now + 10) is None
+
+
+async def test_an_opt_outs_event_rows_are_written_with_its_new_entry_only(engine):
+    """``OptOutStore.add`` with a backlog: the event's webhook row commits with the entry; a
+    number already listed writes no second row; a failed transaction leaves neither."""
+    from storage.ids import IdGenerator
+    from storage.optouts import OptOutStore
+    from storage.schema import blacklist, webhook_backlog
+    from storage.transaction import Backlog
+
+    ids = IdGenerator()
+    ids.seed(BIG)
+    optouts = OptOutStore(engine, ids)
+
+    def backlog() -> Backlog:
+        row_id = ids.next()
+        return Backlog(webhooks=[{"id": row_id, "account": "acme", "kind": 2, "message_id": None,
+                                  "payload_enc": b"x", "created_at": 1.0, "expires_at": 2.0, "attempts": 0,
+                                  "next_attempt_at": 1.0}])
+
+    assert await optouts.add("acme", b"h" * 16, "manual", "test", backlog=backlog())
+    assert not await optouts.add("acme", b"h" * 16, "manual", "test", backlog=backlog())
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            await optouts.add("acme", b"k" * 16, "import", "test", conn, backlog=backlog())
+            raise RuntimeError("the batch fails")
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(webhook_backlog))).scalar() == 1
+        assert (await conn.execute(select(func.count()).select_from(blacklist))).scalar() == 1

@@ -319,7 +319,7 @@ async def test_account_purge_can_keep_the_accounts_opt_outs(world):
 
 
 async def test_webhook_events_not_yet_delivered_are_exported_and_erased(world):
-    """MO waiting for a receiver that is down name the number (encrypted): the export shows
+    """MO and opt-out events waiting for a receiver that is down name the number (encrypted): the export shows
     them, the erase deletes them and the receipts' events of the erased messages; another
     number's stay; an account purge removes the account's."""
     engine, handle, cipher, url = world
@@ -332,16 +332,19 @@ async def test_webhook_events_not_yet_delivered_are_exported_and_erased(world):
                     message_id=made["a_done"][0]),
         webhook_row(cipher, 9004, "beta", WEBHOOK_RECEIPT, {"event": "receipt", "message_id": str(made["b_beta"])},
                     message_id=made["b_beta"]),
+        # An opt-out event (to the mo_url too) names the number as ``number``.
+        webhook_row(cipher, 9005, "acme", WEBHOOK_MO, {"event": "optout", "number": A, "source": "manual"}),
     ]
     await seed(engine, lambda c: c.execute(webhook_backlog.insert(), rows))
 
     doc = await collect(handle, cipher, A, None)
-    assert [w["body"]["text"] for w in doc["mo_webhooks_owed"]] == [TEXT_A]
+    assert [(w["body"]["event"], w["body"].get("text")) for w in doc["mo_webhooks_owed"]] == [
+        ("mo", TEXT_A), ("optout", None)]
     assert B not in str(doc) and TEXT_B not in str(doc)
     assert (await collect(handle, cipher, A, "beta"))["mo_webhooks_owed"] == []  # acme's, not beta's
 
     counts, _ = await erase_number(handle, settings, cipher, A, None, include_queued=False)
-    assert counts["webhooks"] == 2  # A's MO and the receipt event of A's erased message
+    assert counts["webhooks"] == 3  # A's MO, A's opt-out event and the receipt event of A's erased message
     async with engine.connect() as conn:
         left = sorted((await conn.execute(select(webhook_backlog.c.id))).scalars())
     assert left == [9002, 9004]

@@ -162,11 +162,14 @@ async def test_a_stop_reaches_mo_url_flagged_and_leaves_as_an_opt_out_event(mt, 
 
     d.mo.events.subscribers += (Recording(),)
     assert await inject_mo(up, b"STOP", source=DEST, short_code=SHORT_CODE) == 0
-    [hit] = await receiver.wait_hits(1)
-    body = hit.json
-    assert (hit.path, body["event"], body["optout"], body["text"], body["account"]) == ("/mo", "mo", True, "STOP", "acme")
+    hits = {hit.json["event"]: hit for hit in await receiver.wait_hits(2)}
+    body = hits["mo"].json
+    assert (hits["mo"].path, body["optout"], body["text"], body["account"]) == ("/mo", True, "STOP", "acme")
+    # The opt-out as its own event, to the same mo_url: the number, to suppress it.
+    optout_body = hits["optout"].json
+    assert hits["optout"].path == "/mo" and hits["optout"].signed_by()
+    assert (optout_body["number"], optout_body["scope"], optout_body["source"]) == ("+" + DEST, "acme", "stop")
     [mo, optout] = seen
     assert type(mo).__name__ == "MoEvent" and mo.optout
     assert type(optout).__name__ == "OptOutEvent"
-    assert (optout.account, optout.scope, optout.source) == ("acme", "acme", "stop")
-    assert DEST not in repr(optout)
+    assert (optout.account, optout.scope, optout.source, optout.number) == ("acme", "acme", "stop", "+" + DEST)

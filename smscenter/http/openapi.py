@@ -39,12 +39,15 @@ ERRORS: dict[str, tuple[int, str]] = {
     "outside_window": (422, "marketing outside its window, for an account that rejects it"),
     "idempotency_key_reused": (422, "the Idempotency-Key was used for another body in the last 24 hours"),
     "rate_exceeded": (429, "over the account's throughput; `Retry-After` in seconds"),
+    "too_many_logins": (429, "too many login attempts from this address, or for this account from it; "
+                             "`Retry-After` in seconds"),
     "system_error": (500, "a failure of ours"),
     "queue_full": (503, "the account's requests awaiting their commit are over its window"),
     "storage_busy": (503, "the database cannot take it now"),
+    "busy": (503, "too many logins being checked in all; `Retry-After` in seconds"),
 }
 #: The codes each operation can answer (the GET authenticates and reads, nothing more).
-GET_CODES = ("unauthorized", "forbidden", "not_found", "storage_busy")
+GET_CODES = ("unauthorized", "forbidden", "not_found", "storage_busy", "too_many_logins", "busy")
 POST_CODES = tuple(code for code in ERRORS if code != "not_found")
 #: Statuses answered with ``Retry-After`` (integer seconds).
 RETRY_STATUSES = (429, 503)

@@ -133,5 +133,7 @@ async def test_the_served_document_is_valid_and_the_doors_answers_match_it(mt, b
     # full queue (the unit test validates the door's bodies for them) — and the GET's.
     documented = {("post", int(s)) for s in doc["paths"][MESSAGES]["post"]["responses"]}
     documented |= {("get", int(s)) for s in doc["paths"][MESSAGE]["get"]["responses"]}
-    assert documented - set(seen) == {("post", 500), ("post", 503), ("get", 503)}, seen
+    # Not produced here: a failure of ours, a full queue or busy storage, and a GET from an address
+    # in penalty (tests/integration/test_api_guard.py answers 429 to the POST that shares its path).
+    assert documented - set(seen) == {("post", 500), ("post", 503), ("get", 503), ("get", 429)}, seen
     assert set(seen) <= documented, seen

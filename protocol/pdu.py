@@ -100,6 +100,13 @@ class Pdu:
         cls = RESPONSE_CLASS[self.command_id]
         return cls(sequence_number=self.sequence_number, command_status=command_status, **fields)
 
+    def response_with_id(self, message_id: str) -> Pdu:
+        """The ESME_ROK response carrying ``message_id`` (to a submit_sm, data_sm,
+        submit_multi or deliver_sm): ``response(message_id=…)`` built positionally, the
+        header then ``message_id`` first in every such response's fields. The answer to
+        every accepted submit: keywords would cost two dicts (``**fields`` and the call)."""
+        return RESPONSE_CLASS[self.command_id](self.sequence_number, 0, (), message_id)
+
 
 # --- session management -------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 
 from protocol import pdu as P
 from protocol.constants import CommandStatus as S
-from protocol.constants import DataCoding, Tag
+from protocol.constants import DataCoding, MessageState, Tag
 from protocol.errors import RemoteProtocolError
 from routing.routes import RouteRule, RouteTable
 from routing.windows import SendWindows
@@ -24,6 +24,7 @@ from smscenter.runtime.ratelimit import TokenBucket
 from smscenter.pipeline.request import (
     Destination,
     OwnPart,
+    Passthrough,
     ReceiptWish,
     Refusal,
     Refused,
@@ -229,6 +230,26 @@ def test_smpp_submit_sm_reaches_planning_decoded_once(planner, encodes, monkeypa
     assert (req.text, req.octets, req.receipt, req.source_kind) == ("Soldes", b"Soldes", ReceiptWish.ALWAYS,
                                                                     SenderKind.SHORT_CODE)
     assert plan.parts[0].pdu.short_message == b"Soldes"
+
+
+def test_the_upstream_part_is_built_field_by_field(planner):
+    """``_build`` builds the part positionally (cheaper): each value in its own field."""
+    passthrough = Passthrough(protocol_id=0x40, priority=2, esm_class=0x02, tlvs=((Tag.USER_MESSAGE_REFERENCE, 7),))
+    req = request(source="ACME", source_kind=SenderKind.ALPHANUMERIC, source_ton=5, source_npi=0,
+                  category="alert", text="Code 1234", data_coding=0, passthrough=passthrough)
+    (plan,) = planner.plan(req)
+    assert plan.parts[0].pdu == P.SubmitSm(
+        source_addr_ton=5, source_addr_npi=0, source_addr="ACME", dest_addr_ton=1, dest_addr_npi=1,
+        destination_addr=FR[1:], esm_class=0x02, protocol_id=0x40, priority_flag=2, registered_delivery=1,
+        data_coding=0, short_message=b"Code 1234", tlvs=((Tag.USER_MESSAGE_REFERENCE, 7),),
+    )
+    assert plan.row["state"] == MessageState.ENROUTE and type(plan.row["state"]) is int
+
+
+@pytest.mark.parametrize("pdu", [P.SubmitSm(sequence_number=9), P.DataSm(sequence_number=9),
+                                 P.SubmitMulti(sequence_number=9), P.DeliverSm(sequence_number=9)])
+def test_response_with_id_is_the_keyword_response(pdu):
+    assert pdu.response_with_id("42") == pdu.response(message_id="42")
 
 
 # --- the SMPP door's reading --------------------------------------------------------------------

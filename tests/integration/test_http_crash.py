@@ -14,12 +14,15 @@
    upstream records) and its receipt the HTTPS webhook receiver, signed; every request was
    accepted once (the database holds one message per recipient, a retry of a committed
    request replays its ids); duplicates upstream only for what was in flight at the kill, and
-   webhook duplicates at most ``account_in_flight`` beyond those.
+   webhook duplicates at most ``account_in_flight`` beyond those. And the kill made certain
+   to fall between the commit and the client: a request whose answer is never read, SIGKILL
+   once the upstream has its messages, the retry replays their ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 
@@ -153,7 +156,9 @@ class HttpClient:
         raise AssertionError(f"request {i} never accepted: {dict(self.failures)}")
 
 
-async def test_sigkill_under_http_load_loses_nothing_and_sends_nothing_twice(tmp_path, password_hashes, db_url):
+async def start_rig(tmp_path, password_hashes, db_url) -> tuple[NumberedSmsc, Receiver, Daemon, int]:
+    """The upstream, the HTTPS webhook receiver and the daemon (not started yet) with its
+    ``[api]`` on a port of its own (plain HTTP on loopback, bearer ``TOKEN``)."""
     smsc = NumberedSmsc(delay=(0.05, 0.3), outcomes="DELIVRD=80,UNDELIV=20", id_format="hex",
                         receipt_id_format="decimal", seed=16, retry_after=0.2)
     await smsc.start()
@@ -164,7 +169,65 @@ async def test_sigkill_under_http_load_loses_nothing_and_sends_nothing_twice(tmp
     with_webhooks(config, receiver.port, cert)
     text = config.read_text().replace("window = 64\n", f'window = 64\napi_tokens = ["{hash_token(TOKEN)}"]\n', 1)
     config.write_text(text + f'\n[api]\nlisten = "127.0.0.1:{api_port}"\n')
-    daemon = Daemon(tmp_path, config, port)
+    return smsc, receiver, Daemon(tmp_path, config, port), api_port
+
+
+async def stored_messages(db_url: str) -> int:
+    engine = db.create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(select(func.count()).select_from(messages))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+async def test_sigkill_before_the_client_heard_then_the_retry_replays(tmp_path, password_hashes, db_url):
+    """A real kill between the commit and the client: the request is written on a raw
+    connection that never reads its answer; once the upstream has the messages (committed
+    before they are sent), SIGKILL. The retry with the key, after the restart, gets the ids
+    the receipts carry, and nothing more is sent."""
+    smsc, receiver, daemon, api_port = await start_rig(tmp_path, password_hashes, db_url)
+    order = {"from": "ACME", "to": recipients_of(0), "text": "h-000", "receipt": True}
+    headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "unheard"}
+    writer = None
+    try:
+        await daemon.start()
+        # The API serves once storage is open (after the SMPP port): one request first.
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PATIENCE)) as session,
+                    session.get(f"http://127.0.0.1:{api_port}/v1/messages/1", headers=headers) as resp):
+            assert resp.status == 404
+        body = json.dumps(order).encode()
+        _, writer = await asyncio.open_connection("127.0.0.1", api_port)
+        writer.write(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        await wait_until("the three messages upstream", lambda: len(smsc.copies()) == RECIPIENTS, 30,
+                         daemon.log_tail)
+        daemon.kill()
+        await daemon.start()
+        async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PATIENCE)) as session,
+                    session.post(f"http://127.0.0.1:{api_port}/v1/messages", json=order, headers=headers) as resp):
+            status, answer, replayed = resp.status, await resp.json(), resp.headers.get("Idempotent-Replayed")
+        assert (status, replayed) == (202, "true"), answer
+        ids = {m["id"] for m in answer["messages"]}
+        assert [m["to"] for m in answer["messages"]] == recipients_of(0) and len(ids) == RECIPIENTS
+        await wait_until("the receipts of the replayed ids at the webhook",
+                         lambda: ids <= {h.json["message_id"] for h in receiver.acknowledged()}, 30, daemon.log_tail)
+        assert await daemon.stop() == 0, daemon.log_tail()
+        assert await stored_messages(db_url) == RECIPIENTS
+        assert {h.json["message_id"] for h in receiver.acknowledged()} == ids
+        assert set(smsc.copies()) == {to[1:] for to in recipients_of(0)}
+    finally:
+        if writer is not None:
+            writer.close()
+        await daemon.stop()
+        await receiver.stop()
+        await smsc.stop(0.5)
+
+
+async def test_sigkill_under_http_load_loses_nothing_and_sends_nothing_twice(tmp_path, password_hashes, db_url):
+    smsc, receiver, daemon, api_port = await start_rig(tmp_path, password_hashes, db_url)
     client = HttpClient(api_port)
     total = REQUESTS * RECIPIENTS
 
@@ -199,12 +262,7 @@ async def test_sigkill_under_http_load_loses_nothing_and_sends_nothing_twice(tmp
         assert not errors, "\n".join(errors[:5])
 
         # Accepted once: one stored message per recipient, whatever was retried.
-        engine = db.create_engine(db_url)
-        try:
-            async with engine.connect() as conn:
-                stored = (await conn.execute(select(func.count()).select_from(messages))).scalar_one()
-        finally:
-            await engine.dispose()
+        stored = await stored_messages(db_url)
         assert stored == total, f"{stored} messages stored for {total} recipients"
 
         # Upstream duplicates: only messages in flight at the kill.

@@ -78,8 +78,10 @@ async def test_a_crash_after_the_commit_keeps_the_key_with_its_messages(mt, buil
     api2 = clients(d2)
     status, again, headers = await api2.post(order, headers=key)
     assert (status, again, headers.get("Idempotent-Replayed")) == (202, first, "true")
-    assert count_rows(settings, messages) == 2
-    assert sorted(s.destination_addr for s in up.submits) == ["33612345678", "33698765432"]
+    assert count_rows(settings, messages) == 2  # the retry stored nothing
+    # (A message may go upstream again, at least once: stopped before its submit_sm_resp was
+    # recorded, or answered after the connector's response_timeout on a loaded machine.)
+    assert {s.destination_addr for s in up.submits} == {"33612345678", "33698765432"}
 
 
 # --------------------------------------------------------------------------- SIGKILL under load

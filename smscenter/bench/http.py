@@ -188,13 +188,17 @@ async def run_one(args, recipients: int) -> Run:
                     run.cpu, run.cpu_main = proc_cpu(daemon.pid) - cpu0, own_cpu(daemon.pid) - main0
                     run.load = (run.load[0], os.getloadavg()[0])
                 run.requests, run.messages, run.failed = load.accepted, load.messages, requests - load.accepted
-                # End to end: every accepted message reaches the sink (within the timeout).
+                # End to end: every accepted message reaches the sink, and the sink's receipts
+                # are acknowledged before the daemon stops (within the timeout).
                 run.expected_upstream = warm + run.messages
                 deadline = time.monotonic() + args.timeout
-                run.upstream = sink.stats()["submits"]
-                while run.upstream < run.expected_upstream and time.monotonic() < deadline:
+                while True:
+                    stats = sink.stats()
+                    run.upstream = stats["submits"]
+                    settled = stats["receipts_acked"] + stats["receipts_refused"] >= run.upstream
+                    if (run.upstream >= run.expected_upstream and settled) or time.monotonic() > deadline:
+                        break
                     await asyncio.sleep(0.1)
-                    run.upstream = sink.stats()["submits"]
                 run.latencies.sort()
                 daemon.check_alive()
                 return run

@@ -4,6 +4,12 @@ A client that did not hear our answer (a timeout, a dropped connection) sends th
 request again with the same ``Idempotency-Key`` and gets the first answer back instead of a
 second message. Keys and request bodies are stored as keyed hashes (the caller's), answers
 with each recipient as its index in the request: the table holds no number and no text.
+
+A 202 (messages accepted) is not stored here but in the messages' own transaction (the
+store's ``add_answer``, through ``Pipeline.submit``'s ``keep``): stored after them, in a
+transaction of its own, a crash between the two left the messages without their key, and
+the client's retry sent them again. ``keep`` stores the final refusals, which store nothing
+else: a crash before it costs a retry answered anew, the same way.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class IdempotencyKeys:
     async def keep(self, account: str, key_hash: bytes, request_hash: bytes, status: int, answer: str,
                    now: float) -> None:
         """Store the first answer to the key (an expired one of the same key is replaced);
-        keys past ``KEEP`` are removed on the way."""
+        keys past ``KEEP`` are removed on the way. (A 202 goes with its messages instead:
+        see the module docstring.)"""
         async with self.engine.begin() as conn:
             await conn.execute(delete(ai).where(ai.c.created_at <= now - KEEP))
             try:

@@ -313,6 +313,16 @@ class Store:
         work.new_parts.extend(message_parts)
         return fut
 
+    def add_answer(self, row: dict) -> Outcome:
+        """Store an idempotency key with its answer (an ``api_idempotency`` row) in the
+        transaction of the messages added before it in the same batch — the request's, when
+        called right after their ``add_message`` with no wait between (one batch gathers
+        every call made until the writer's next turn). Resolves with them."""
+        fut, work, _ = self._join()
+        self._batch.messages.append(fut)
+        work.new_answers.append(row)
+        return fut
+
     def record_submit(self, result: SubmitResult) -> Outcome:
         """Store a connector's answer for a part. Resolves to the list of ``Finished``
         caused (a permanent failure, or an early receipt now matched)."""

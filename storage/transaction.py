@@ -25,7 +25,8 @@ from sqlalchemy import Connection, and_, bindparam, literal_column, select, upda
 from protocol.constants import MessageState
 
 from .bulk import BulkById, BulkInsert, BulkUpdate, Many, quote
-from .schema import PART_SUBMITTED, early_receipts, messages, outbox, parts, webhook_backlog
+from .idempotency import KEEP
+from .schema import PART_SUBMITTED, api_idempotency, early_receipts, messages, outbox, parts, webhook_backlog
 
 FINAL_STATES = frozenset(
     {
@@ -142,6 +143,10 @@ class Work:
 
     new_messages: list[dict] = field(default_factory=list)
     new_parts: list[dict] = field(default_factory=list)
+    #: Idempotency keys with the answer they get (``api_idempotency`` rows), committed with
+    #: the new messages of the request they answer: a key is never kept without its
+    #: messages, nor its messages without the key (``storage.idempotency``).
+    new_answers: list[dict] = field(default_factory=list)
     results: list[tuple[SubmitResult, int]] = field(default_factory=list)
     receipts: list[tuple[UpstreamReceipt, int | None]] = field(default_factory=list)
     new_outbox: list[dict] = field(default_factory=list)
@@ -155,12 +160,14 @@ class Work:
     reconfigure: Any = None
 
 
-_OTHER_WORK = tuple(f.name for f in fields(Work) if f.name not in ("new_messages", "new_parts", "now", "reconfigure"))
+_OTHER_WORK = tuple(f.name for f in fields(Work)
+                    if f.name not in ("new_messages", "new_parts", "new_answers", "now", "reconfigure"))
 
 
 def take_new_messages(work: Work) -> Work | None:
-    """The batch's new messages (and their parts) as a batch of their own, taken out of
-    ``work``, when it also asks for anything else; else None.
+    """The batch's new messages (and their parts, and the idempotency keys answered by
+    them) as a batch of their own, taken out of ``work``, when it also asks for anything
+    else; else None.
 
     The store commits them first and answers their submitters before it applies the rest:
     a partner's submit_sm_resp waits for that commit, and the rest of a busy batch —
@@ -170,8 +177,8 @@ def take_new_messages(work: Work) -> Work | None:
     """
     if not work.new_messages or not any(getattr(work, name) for name in _OTHER_WORK):
         return None
-    first = Work(work.new_messages, work.new_parts, now=work.now)
-    work.new_messages, work.new_parts = [], []
+    first = Work(work.new_messages, work.new_parts, work.new_answers, now=work.now)
+    work.new_messages, work.new_parts, work.new_answers = [], [], []
     return first
 
 
@@ -179,6 +186,17 @@ _INS_MESSAGES = BulkInsert(messages)
 _INS_PARTS = BulkInsert(parts)
 _INS_OUTBOX = BulkInsert(outbox)
 _INS_WEBHOOKS = BulkInsert(webhook_backlog)
+#: A key's first answer stays (a conflict is one answered already), once an expired answer
+#: of the same key is removed (housekeeping expires the others).
+_INS_ANSWERS = BulkInsert(api_idempotency, skip_conflicts_on=("account", "key_hash"))
+_DEL_EXPIRED_ANSWER = Many(
+    api_idempotency.delete().where(
+        and_(api_idempotency.c.account == bindparam("k_account"),
+             api_idempotency.c.key_hash == bindparam("k_key_hash"),
+             api_idempotency.c.created_at <= bindparam("k_before"))
+    ),
+    ("k_account", "k_key_hash", "k_before"),
+)
 _INS_EARLY = BulkInsert(early_receipts, skip_conflicts_on=("connector", "upstream_id"))
 _UPD_PART_RESULT = BulkUpdate(
     parts, ("state", "connector", "upstream_id", "attempts", "next_attempt_at", "updated_at"), ("message_id", "part_no")
@@ -277,6 +295,10 @@ class Transaction:
             _INS_MESSAGES.run(conn, _INS_MESSAGES.rows(batch.new_messages))
         if batch.new_parts:
             _INS_PARTS.run(conn, _INS_PARTS.rows(batch.new_parts))
+        if batch.new_answers:
+            _DEL_EXPIRED_ANSWER.run(conn, [(r["account"], r["key_hash"], r["created_at"] - KEEP)
+                                           for r in batch.new_answers])
+            _INS_ANSWERS.run(conn, _INS_ANSWERS.rows(batch.new_answers))
         finished: list[Finished] = []
         if batch.results:
             self._apply_results(conn, batch.results, outcomes, finished, now)

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from smscenter.bench.mt import Daemon, _free_port, _wait_ready
+from smscenter.bench.rig import Daemon, free_port, wait_ready
 from smscenter.bench.sink import SinkHandle
 
 FLOODER, OTHER = "flooder", "other"
@@ -218,12 +218,12 @@ async def run(args) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
             try:
-                port = _free_port()
+                port = free_port()
                 config = os.path.join(tmp, "smscenter.toml")
                 with open(config, "w") as f:
                     f.write(_config_text(tmp, port, sink.port, args, hashes))
                 daemon = Daemon(tmp, config)
-                await _wait_ready(daemon, port, sink, 1)
+                await wait_ready(daemon, port, sink, 1)
                 ids = await _known_ids(port, 10) + ["12345678901234", "99", "not-an-id"]
                 await asyncio.sleep(0.5)
                 rss_before = _rss(daemon.pid)

@@ -42,10 +42,8 @@ import argparse
 import asyncio
 import os
 import re
-import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,184 +53,22 @@ from dataclasses import dataclass, field
 
 from protocol.receipt import ID_MODES
 
+from smscenter.bench.rig import (
+    PASSWORD,
+    SOURCE,
+    SYSTEM_ID,
+    Daemon,
+    config_text,
+    free_port,
+    machine_busy,
+    own_cpu,
+    proc_cpu,
+    wait_ready,
+)
 from smscenter.bench.sink import SinkHandle
 
-SYSTEM_ID = "bench"
-PASSWORD = "benchpw"
-SOURCE = "ACME"
 PAYLOAD = b"Hello from ACME: your parcel 4711 arrives tomorrow between 10:00 and 12:00. Reply STOP."
 _RECEIPT_ID = re.compile(rb"id:(\S+)")
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _machine_busy() -> float:
-    """CPU seconds all processes of the machine spent busy (``/proc/stat``, all CPUs)."""
-    with open("/proc/stat", "rb") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:7]) - idle) / _CLK_TCK  # user nice system idle iowait irq softirq
-
-
-def _own_cpu(pid: int) -> float:
-    """CPU seconds of one process, all threads: utime + stime from ``/proc/<pid>/stat``."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds of a process and of the processes it started (the daemon's writer
-    process), all threads."""
-    total = _own_cpu(pid)
-    for child in _children(pid):
-        try:
-            total += _proc_cpu(child)
-        except FileNotFoundError:
-            pass  # ended meanwhile
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out.extend(int(c) for c in f.read().split())
-        except FileNotFoundError:
-            pass
-    return out
-
-
-
-# =========================================================================== smscenter daemon
-
-
-def _config_text(tmp: str, port: int, sink_port: int, args, password_hash: str) -> str:
-    return f"""\
-[server]
-listen = ["127.0.0.1:{port}"]
-system_id = "SMSCENTER"
-window = {args.window}
-
-[storage]
-url = "sqlite:///{os.path.join(tmp, 'smscenter.db')}"
-keys = "{os.path.join(tmp, 'keys')}"
-
-[logging]
-level = "{args.log_level}"
-
-[[account]]
-system_id = "{SYSTEM_ID}"
-password = "{password_hash}"
-sender_ids = ["{SOURCE}"]
-category = "alert"
-throughput = 10000000
-allowed_ips = ["127.0.0.0/8"]
-max_binds = {max(args.binds, 1)}
-window = {args.window}
-default_country = "FR"
-
-[[connector]]
-name = "sink"
-host = "127.0.0.1"
-port = {sink_port}
-system_id = "smscntr"
-password = "sinkpw"
-bind = "transceiver"
-binds = {args.up_binds}
-window = {args.up_window}
-throughput = 10000000
-message_id = "{args.message_id}"
-
-[[route]]
-destinations = ["*"]
-connectors = ["sink"]
-"""
-
-
-def _die_with_parent() -> None:
-    """In the daemon's child process: SIGTERM when the benchmark dies, even by SIGKILL."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the normal clean-up still applies
-        pass
-
-
-class Daemon:
-    """``python -m smscenter run -c …`` as a child process in its own session (so Ctrl-C on
-    the terminal reaches only us, and we stop it in order)."""
-
-    def __init__(self, tmp: str, config: str, source: str | None = None, wrapper: str | None = None) -> None:
-        self.log_path = os.path.join(tmp, "daemon.log")
-        self._log = open(self.log_path, "wb")
-        env = dict(os.environ)
-        if source:  # another checkout's smscenter/storage/routing/protocol, e.g. to A/B a change
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.abspath(source), env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            shlex.split(wrapper or "") + [sys.executable, "-m", "smscenter", "run", "-c", config],
-            cwd=tmp,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"the daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def close(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-async def _wait_ready(daemon: Daemon, port: int, sink: SinkHandle, up_binds: int, timeout: float = 60.0) -> None:
-    """Until the daemon listens and its connector binds are all up at the sink."""
-    deadline = time.monotonic() + timeout
-    while True:
-        daemon.check_alive()
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            if sink.stats()["binds"] >= up_binds:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the daemon was not ready within {timeout:g}s:\n{daemon.log_tail()}")
-        await asyncio.sleep(0.1)
 
 
 # =========================================================================== load generator
@@ -429,9 +265,9 @@ async def drive(path: str, port: int, pids: dict[str, int], sink: SinkHandle, ar
             except TimeoutError:
                 result.note = f"warm-up: {accepted - tracker.received} receipts missing; "
         tracker.reset(args.messages)
-        cpu0 = {name: _proc_cpu(pid) for name, pid in pids.items()}
-        main0 = _own_cpu(pids["daemon"]) if "daemon" in pids else 0.0
-        gen0, busy0 = time.process_time(), _machine_busy()
+        cpu0 = {name: proc_cpu(pid) for name, pid in pids.items()}
+        main0 = own_cpu(pids["daemon"]) if "daemon" in pids else 0.0
+        gen0, busy0 = time.process_time(), machine_busy()
         t0 = time.perf_counter()
         accepted, failed = await _submit_all(sessions, args.window, args.messages, args.warmup, tracker, result)
         t_mt = time.perf_counter()
@@ -442,12 +278,12 @@ async def drive(path: str, port: int, pids: dict[str, int], sink: SinkHandle, ar
         except TimeoutError:
             result.note += f"{accepted - tracker.received} receipts missing after {args.timeout:g}s; "
         t_end = tracker.last_receipt if tracker.received else time.perf_counter()
-        cpu1 = {name: _proc_cpu(pid) for name, pid in pids.items()}
+        cpu1 = {name: proc_cpu(pid) for name, pid in pids.items()}
         result.cpu = {name: cpu1[name] - cpu0[name] for name in pids}
         result.cpu["generator"] = time.process_time() - gen0
-        result.cpu["others"] = max(0.0, _machine_busy() - busy0 - sum(result.cpu.values()))
+        result.cpu["others"] = max(0.0, machine_busy() - busy0 - sum(result.cpu.values()))
         if "daemon" in pids:
-            result.cpu["daemon_main"] = _own_cpu(pids["daemon"]) - main0
+            result.cpu["daemon_main"] = own_cpu(pids["daemon"]) - main0
         result.messages, result.failed = accepted, failed
         result.receipts, result.missing = tracker.received, accepted - tracker.received
         result.mt_seconds, result.e2e_seconds = t_mt - t0, t_end - t0
@@ -509,12 +345,12 @@ async def run_smscenter(args, password_hash: str) -> Result:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-mt-") as tmp:
             try:
-                port = _free_port()
+                port = free_port()
                 config = os.path.join(tmp, "smscenter.toml")
                 with open(config, "w") as f:
-                    f.write(_config_text(tmp, port, sink.port, args, password_hash))
+                    f.write(config_text(tmp, port, sink.port, args, password_hash))
                 daemon = Daemon(tmp, config, args.daemon_source, args.daemon_wrapper)
-                await _wait_ready(daemon, port, sink, args.up_binds, max(60.0, args.timeout))
+                await wait_ready(daemon, port, sink, args.up_binds, max(60.0, args.timeout))
                 pids = {"daemon": daemon.pid, "sink": sink.pid}
                 profiler = _start_profiler(daemon.pid, args.profile) if args.profile else None
                 try:

@@ -37,7 +37,8 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Callable
 
-from smscenter.bench.mt import PASSWORD, PAYLOAD, SOURCE, SYSTEM_ID, Daemon, _free_port
+from smscenter.bench.mt import PAYLOAD
+from smscenter.bench.rig import PASSWORD, SOURCE, SYSTEM_ID, Daemon, free_port
 from smscenter.bench.sink import SinkHandle
 
 DAY = 86400.0
@@ -302,7 +303,7 @@ async def run(args) -> int:
     sink: SinkHandle | None = None
     daemon: Daemon | None = None
     with tempfile.TemporaryDirectory(prefix="bench-purge-") as tmp:
-        port, http_port, up_port = _free_port(), _free_port(), _free_port()
+        port, http_port, up_port = free_port(), free_port(), free_port()
         took = await asyncio.to_thread(fill, tmp, args.messages)
         before = _db_size(tmp)
         print(f"N = {args.messages:,} ended messages (1 part, 1 receipt each) inserted in {took:.1f} s; "

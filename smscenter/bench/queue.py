@@ -33,7 +33,8 @@ import tempfile
 import time
 import urllib.request
 
-from smscenter.bench.mt import PASSWORD, PAYLOAD, SOURCE, SYSTEM_ID, Daemon, _children, _free_port
+from smscenter.bench.mt import PAYLOAD
+from smscenter.bench.rig import PASSWORD, SOURCE, SYSTEM_ID, Daemon, children, free_port
 from smscenter.bench.sink import SinkHandle
 
 
@@ -100,7 +101,7 @@ def _rss_mb(pid: int) -> float:
 
 def _rss(daemon: Daemon) -> tuple[float, float]:
     """(main process, writer process) RSS in MB."""
-    writers = _children(daemon.pid)
+    writers = children(daemon.pid)
     return _rss_mb(daemon.pid), sum(_rss_mb(p) for p in writers) if writers else float("nan")
 
 
@@ -228,7 +229,7 @@ async def run(args) -> int:
     sink: SinkHandle | None = None
     daemon: Daemon | None = None
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
-        port, http_port, up_port = _free_port(), _free_port(), _free_port()
+        port, http_port, up_port = free_port(), free_port(), free_port()
         config = os.path.join(tmp, "smscenter.toml")
         with open(config, "w") as f:
             f.write(_config_text(tmp, port, http_port, up_port, args, hash_password(PASSWORD)))

@@ -404,16 +404,29 @@ class ApiDoor:
                                    "Idempotency-Key: already used for another request in the last 24 hours")
                 answer = _numbered(json.loads(found["answer"]), recipients)
                 return _response(found["status"], answer, {"Idempotent-Replayed": "true"})
+            now = self.wall_clock()
+
+            def kept(result: SubmitResult, submit: SubmitRequest) -> dict | None:
+                # A 202's key commits with its messages (``Pipeline.submit``'s ``keep``):
+                # never one without the other, whenever the daemon dies.
+                status, answer, _ = self._answer(recipients, submit, result)
+                if status != 202:
+                    return None
+                return {"account": system_id, "key_hash": key_hash, "request_hash": request_hash,
+                        "status": status, "answer": json.dumps(_indexed(answer, recipients)), "created_at": now}
+
             try:
-                status, answer, headers = await self._accept(account, fields)
+                status, answer, headers = await self._accept(account, fields, kept)
             except ApiError as error:
                 if error.status not in KEPT_STATUSES:
                     raise
                 status, answer, headers = error.status, {"error": error.body()}, error.headers
-            if status in KEPT_STATUSES:
+            if status in KEPT_STATUSES and status != 202:
+                # A final refusal: nothing was stored, so a crash before this costs nothing
+                # (the retry is answered anew, the same way).
                 try:
                     await self.keys.keep(system_id, key_hash, request_hash, status,
-                                         json.dumps(_indexed(answer, recipients)), self.wall_clock())
+                                         json.dumps(_indexed(answer, recipients)), now)
                 except Exception as exc:  # noqa: BLE001 - the answer goes out all the same
                     log.error("api_idempotency_failed", account=system_id, error=type(exc).__name__)
             return _response(status, answer, headers)
@@ -423,8 +436,10 @@ class ApiDoor:
     def _hash(self, data: bytes) -> bytes:
         return hmac.digest(self.key_secret, data, hashlib.sha256)
 
-    async def _accept(self, account, fields: dict) -> tuple[int, dict, dict]:
-        """The account's limits, then the core's submit: (status, body, headers)."""
+    async def _accept(self, account, fields: dict, kept=None) -> tuple[int, dict, dict]:
+        """The account's limits, then the core's submit: (status, body, headers). ``kept``
+        (an ``Idempotency-Key``'s): ``kept(result, submit)`` gives the key's row stored with
+        the messages."""
         # The account's limits, as the SMPP server checks them per request.
         system_id = account.system_id
         pending = self.pending.get(system_id, 0) + 1
@@ -452,7 +467,7 @@ class ApiDoor:
         )
         self.pending[system_id] = pending
         try:
-            result = await self._submit(submit)
+            result = await self._submit(submit, None if kept is None else lambda r: kept(r, submit))
         finally:
             left = self.pending[system_id] - 1
             if left:
@@ -461,15 +476,19 @@ class ApiDoor:
                 del self.pending[system_id]
         return self._answer(fields["recipients"], submit, result)
 
-    def _submit(self, submit: SubmitRequest) -> asyncio.Future:
-        """The core's neutral submit as a future (its ``done`` may be called at once)."""
+    def _submit(self, submit: SubmitRequest, keep=None) -> asyncio.Future:
+        """The core's neutral submit as a future (its ``done`` may be called at once);
+        ``keep``: ``Pipeline.submit``'s."""
         done: asyncio.Future = asyncio.get_running_loop().create_future()
 
         def settle(result: SubmitResult) -> None:
             if not done.done():
                 done.set_result(result)
 
-        self.pipeline.submit(submit, settle)
+        if keep is None:
+            self.pipeline.submit(submit, settle)
+        else:
+            self.pipeline.submit(submit, settle, keep)
         return done
 
     @staticmethod

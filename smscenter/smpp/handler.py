@@ -167,11 +167,18 @@ class Pipeline:
             return
         self._answer_refused(bind, pdu, status)
 
-    def submit(self, request: SubmitRequest, done: Callable[[SubmitResult], None]) -> None:
+    def submit(self, request: SubmitRequest, done: Callable[[SubmitResult], None],
+               keep: Callable[[SubmitResult], dict | None] | None = None) -> None:
         """The neutral submit, for every door (which admitted the request first, through
         ``submit.admit``): the policies per destination, then each accepted message stored
         (group commit) and queued. ``done`` gets the result once every stored message is
-        committed: an id is never given out before its commit."""
+        committed: an id is never given out before its commit.
+
+        ``keep`` (an ``Idempotency-Key``'s door) gets the result the request will have if
+        its messages commit, and may return a row (``api_idempotency``) to store in the same
+        transaction: a crash leaves both or neither, so a retry with the key after a crash
+        finds the messages' ids instead of sending them again. A commit that fails takes
+        the row with it (the request is then refused whole, and that answer is not kept)."""
         try:
             plans = self.planner.plan(request)
         except Refused as exc:
@@ -182,7 +189,7 @@ class Pipeline:
             self.stats["refused"] += 1
             done(SubmitResult.refusing(request, self._storage_failed("submit_failed", request, exc)))
             return
-        if len(plans) == 1:  # the common case, without a gathering
+        if len(plans) == 1 and keep is None:  # the common case, without a gathering
             plan = plans[0]
             if isinstance(plan, Refused):
                 self.stats["refused"] += 1
@@ -194,11 +201,12 @@ class Pipeline:
                 return
             fut.add_done_callback(lambda f: done(self._committed(f, request, request.destinations[0], plan)))
             return
-        self._submit_many(request, plans, done)
+        self._submit_many(request, plans, done, keep)
 
-    def _submit_many(self, request: SubmitRequest, plans: list, done: Callable[[SubmitResult], None]) -> None:
+    def _submit_many(self, request: SubmitRequest, plans: list, done: Callable[[SubmitResult], None],
+                     keep: Callable[[SubmitResult], dict | None] | None = None) -> None:
         outcomes: list[Accepted | Refused | None] = [None] * len(plans)
-        waiting = [0]
+        stored: list[tuple[int, object, PlannedMessage]] = []
 
         def finish() -> None:
             accepted = tuple(o for o in outcomes if isinstance(o, Accepted))
@@ -221,9 +229,21 @@ class Pipeline:
             if isinstance(fut, Refused):
                 outcomes[index] = fut
                 continue
-            waiting[0] += 1
+            stored.append((index, fut, plan))
+        if stored and keep is not None:
+            # The result as it will be once committed, for the row that commits with it (no
+            # wait since the add_message calls: the same batch, the same transaction).
+            for index, _, plan in stored:
+                outcomes[index] = _accepted(request.destinations[index], plan)
+            row = keep(SubmitResult(tuple(o for o in outcomes if isinstance(o, Accepted)),
+                                    tuple((d, o) for d, o in zip(request.destinations, outcomes)
+                                          if isinstance(o, Refused))))
+            if row is not None:
+                self.store.add_answer(row)  # the store cannot start closing since add_message
+        waiting = [len(stored)]
+        for index, fut, plan in stored:
             fut.add_done_callback(lambda f, i=index, p=plan: settle(i, f, p))
-        if not waiting[0]:
+        if not stored:
             finish()
 
     def _store(self, plan: PlannedMessage, request: SubmitRequest) -> asyncio.Future | Refused:
@@ -243,8 +263,7 @@ class Pipeline:
             return SubmitResult((), ((destination, self._storage_failed("submit_not_stored", request, fut.exception())),))
         self.stats["accepted"] += 1
         self.dispatcher.enqueue(QueuedMessage.from_plan(plan))
-        held = plan.not_before if plan.not_before > plan.submitted_at else None
-        return SubmitResult((Accepted(destination, plan.id, len(plan.parts), held),))
+        return SubmitResult((_accepted(destination, plan),))
 
     async def load(self) -> int:
         """At start: the queue stays in the database; the dispatcher learns to read it (its
@@ -370,3 +389,10 @@ def parse_message_id(text: str) -> int | None:
 
 
 __all__ = ["Pipeline", "MessageState", "parse_message_id", "storage_busy"]
+
+
+def _accepted(destination, plan: PlannedMessage) -> Accepted:
+    """A stored message as its submitter hears of it: our id, its parts, and when it may go
+    if it is held."""
+    held = plan.not_before if plan.not_before > plan.submitted_at else None
+    return Accepted(destination, plan.id, len(plan.parts), held)

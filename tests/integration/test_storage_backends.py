@@ -547,3 +547,75 @@ async def test_an_opt_outs_event_rows_are_written_with_its_new_entry_only(engine
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(webhook_backlog))).scalar() == 1
         assert (await conn.execute(select(func.count()).select_from(blacklist))).scalar() == 1
+
+
+def answer_row(key: bytes, created_at: float, status: int = 202, answer: str = '{"messages": []}') -> dict:
+    return {"account": "acme", "key_hash": key * 32, "request_hash": b"r" * 32, "status": status,
+            "answer": answer, "created_at": created_at}
+
+
+async def test_an_idempotency_answer_commits_with_its_messages_or_not_at_all(store, engine):
+    """The key of a request and its answer ride the messages' transaction (``add_answer``
+    after their ``add_message``): a failed commit keeps neither, a kept one both; a live
+    answer of the key stays first, an expired one is replaced."""
+    from sqlalchemy.exc import IntegrityError
+
+    from storage.idempotency import KEEP, IdempotencyKeys
+
+    keys = IdempotencyKeys(engine)
+    now = 1_800_000_000.0
+    mid = next(_ids)
+    await store.add_message(message_row(mid), part_rows(mid))
+    # The same id again: the commit fails, and the key's answer goes with it.
+    failing = store.add_message(message_row(mid), part_rows(mid))
+    answer = store.add_answer(answer_row(b"a", now))
+    with pytest.raises(IntegrityError):
+        await failing
+    with pytest.raises(IntegrityError):
+        await answer
+    assert await keys.find("acme", b"a" * 32, now) is None
+    # Committed: both.
+    new = next(_ids)
+    stored = store.add_message(message_row(new), part_rows(new))
+    await store.add_answer(answer_row(b"a", now, answer='{"first": 1}'))
+    await stored
+    assert (await keys.find("acme", b"a" * 32, now))["answer"] == '{"first": 1}'
+    # A live answer of the key stays first (another node answered it: the batch is not failed).
+    other = next(_ids)
+    store.add_message(message_row(other), part_rows(other))
+    await store.add_answer(answer_row(b"a", now + 1, answer='{"second": 2}'))
+    assert (await keys.find("acme", b"a" * 32, now + 1))["answer"] == '{"first": 1}'
+    assert await store.message(other) is not None
+    # An expired one is replaced.
+    late = next(_ids)
+    store.add_message(message_row(late), part_rows(late))
+    await store.add_answer(answer_row(b"a", now + KEEP + 1, answer='{"third": 3}'))
+    assert (await keys.find("acme", b"a" * 32, now + KEEP + 2))["answer"] == '{"third": 3}'
+
+
+async def test_an_idempotency_answer_is_committed_first_with_its_messages(engine):
+    """A batch that also settles receipts commits its new messages first
+    (``take_new_messages``): their key's answer goes with them, and stays when the rest of
+    the batch fails."""
+    from storage.idempotency import IdempotencyKeys
+
+    def failing_builder(done):
+        raise RuntimeError("the receipt builder failed")
+
+    store = Store(engine, Transaction(failing_builder))
+    await store.start()
+    try:
+        earlier = next(_ids)
+        await store.add_message(message_row(earlier), part_rows(earlier))
+        await store.record_submit(SubmitResult(earlier, 1, PART_SUBMITTED, "op-a", "f2", 1, 0.0))
+        settled = store.apply_receipt(receipt("f2"))
+        new = next(_ids)
+        stored = store.add_message(message_row(new), part_rows(new))  # the same batch
+        answered = store.add_answer(answer_row(b"b", 1_800_000_000.0))
+        await stored
+        await answered
+        with pytest.raises(RuntimeError, match="receipt builder failed"):
+            await settled
+        assert await IdempotencyKeys(engine).find("acme", b"b" * 32, 1_800_000_000.0) is not None
+    finally:
+        await store.stop()

@@ -50,6 +50,7 @@ from protocol.session import (
     State,
     StreamBroken,
 )
+from smscenter.pipeline.ports import AnswerTimeout, SessionClosed
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.link")
@@ -61,12 +62,14 @@ _BINDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, Command
 _BIND_RESPS = frozenset(cid | 0x80000000 for cid in _BINDS)
 
 
-class LinkClosed(ConnectionError):
-    """The connection went away before our request was answered."""
+class LinkClosed(SessionClosed):
+    """The connection went away before our request was answered (the core's
+    ``SessionClosed``)."""
 
 
-class ResponseTimeout(TimeoutError):
-    """The peer did not answer our request within ``response_timeout``."""
+class ResponseTimeout(AnswerTimeout):
+    """The peer did not answer our request within ``response_timeout`` (the core's
+    ``AnswerTimeout``)."""
 
     def __init__(self, request: P.Pdu) -> None:
         super().__init__(f"no response to {type(request).__name__} #{request.sequence_number}")

@@ -32,6 +32,7 @@ from protocol.idreadings import ConventionLearner
 from protocol.session import InvalidPdu, Role
 
 from smscenter.config import Connector as ConnectorConfig
+from smscenter.pipeline.ports import NotWanted, UpstreamDown
 from smscenter.smpp.link import Link, LinkClosed, ResponseTimeout
 from smscenter.runtime.ratelimit import RateMeter, TokenBucket
 from smscenter.runtime.timers import RealTimers, Timers
@@ -56,12 +57,8 @@ _FIRST_PAUSE = 0.05
 CONGESTION_RETRIES = 3
 
 
-class ConnectorDown(ConnectionError):
-    """No bind came up before the caller's deadline."""
-
-
-class NotWanted(Exception):
-    """``submit``'s ``still_wanted`` said no when the PDU's turn came: it was not sent."""
+class ConnectorDown(UpstreamDown):
+    """No bind came up before the caller's deadline (the core's ``UpstreamDown``)."""
 
 
 class BindRefused(ConnectionError):
@@ -94,6 +91,9 @@ class AckDeliveries:
 
 
 class Connector:
+    """An ``Upstream`` of the core (pipeline/ports.py): ``submit`` raises its errors
+    (``ConnectorDown``, ``NotWanted``, and the link's ``ResponseTimeout``/``LinkClosed``)."""
+
     def __init__(
         self,
         config: ConnectorConfig,

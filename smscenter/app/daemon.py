@@ -54,6 +54,7 @@ from smscenter.pipeline.receipts import AccountPolicies, UpstreamDeliveries, dae
 from smscenter.app.retention import KeysCountry, Purger, RetentionJob
 from smscenter.app.metrics import registry_for
 from smscenter.smpp.server import PartnerServer
+from smscenter.smpp.upstream import UpstreamDoor
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner
 from smscenter.runtime.timers import RealTimers, Timers
 from smscenter.http.api import ApiDoor
@@ -143,6 +144,8 @@ class Daemon:
         self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
         await self.blacklist.start()
         self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock, timers=self.timers)
+        # What connectors deliver, read by the SMPP door into the core's values.
+        self.upstream_door = UpstreamDoor(self.deliveries)
         await self.store.start()
         self.connectors = {c.name: self.new_connector(c) for c in s.connectors}
         await self.deliveries.restore_conventions(self.connectors.values())
@@ -187,7 +190,7 @@ class Daemon:
         self.webhooks = WebhookSender(self.webhook_backlog, self.cipher, list(s.accounts), s.webhooks, self.timers)
         self.store.on_webhook_rows = self.webhooks.notify
         self.mo.on_webhook_rows = self.webhooks.notify
-        self.deliveries.mo_handler = self.mo
+        self.upstream_door.mo = self.mo
         self.housekeeping = Housekeeping(self.store, timers=self.timers, idempotency=self.idempotency)
         await self.housekeeping.start()
         # On a SQLite file the purge's batches are low-priority work on the store's writer.
@@ -211,7 +214,7 @@ class Daemon:
 
     def new_connector(self, config) -> Connector:
         """An upstream connector (not started) whose deliveries reach the pipeline."""
-        return Connector(config, self.deliveries, timers=self.link_timers)
+        return Connector(config, self.upstream_door, timers=self.link_timers)
 
     def spawn(self, coro) -> asyncio.Task:
         """A task the daemon keeps a reference to until it is done."""

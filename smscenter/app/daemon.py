@@ -147,6 +147,12 @@ class Daemon:
         # What connectors deliver, read by the SMPP door into the core's values.
         self.upstream_door = UpstreamDoor(self.deliveries)
         await self.store.start()
+        kept = self.policies.retention_of
+        # Where MO and connector up/down leave the core (receipts leave through the store's
+        # transaction, above). The webhook subscriptions are the policies' dict, updated in
+        # place by a reload.
+        self.events = Events([OutboxSubscriber(self.cipher, self.ids, kept),
+                              WebhookSubscriber(self.cipher, self.ids, self.policies.webhooks, kept)])
         self.connectors = {c.name: self.new_connector(c) for c in s.connectors}
         await self.deliveries.restore_conventions(self.connectors.values())
         self.dispatcher = Dispatcher(
@@ -178,14 +184,9 @@ class Daemon:
             self.api.pipeline, self.api.store = self.pipeline, self.store
             self.api.keys = self.idempotency
             self.api.key_secret = self.cipher.pseudonymise("api-idempotency", b"key-secret").encode()
-        kept = self.policies.retention_of
-        # Where MO leave the core (receipts leave through the store's transaction, above).
-        # The webhook subscriptions are the policies' dict, updated in place by a reload.
-        events = Events([OutboxSubscriber(self.cipher, self.ids, kept),
-                         WebhookSubscriber(self.cipher, self.ids, self.policies.webhooks, kept)])
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
-            self.policies.retention_of, timers=self.timers, events=events,
+            self.policies.retention_of, timers=self.timers, events=self.events,
         )
         self.webhooks = WebhookSender(self.webhook_backlog, self.cipher, list(s.accounts), s.webhooks, self.timers)
         self.store.on_webhook_rows = self.webhooks.notify
@@ -214,7 +215,8 @@ class Daemon:
 
     def new_connector(self, config) -> Connector:
         """An upstream connector (not started) whose deliveries reach the pipeline."""
-        return Connector(config, self.upstream_door, timers=self.link_timers)
+        return Connector(config, self.upstream_door, timers=self.link_timers, events=self.events,
+                         wall_clock=self.clock)
 
     def spawn(self, coro) -> asyncio.Task:
         """A task the daemon keeps a reference to until it is done."""

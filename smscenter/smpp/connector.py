@@ -216,8 +216,10 @@ class Connector:
         self._has_session = up = bound > 0
         if up:
             log.info("connector_up", connector=self.name)
+        elif self._stopping:  # a stop (shutdown, reload) is no incident
+            log.info("connector_down", connector=self.name, stopping=True)
         else:
-            log.warning("connector_down", connector=self.name, stopping=self._stopping)
+            log.warning("connector_down", connector=self.name, stopping=False)
         if self.events is not None:
             try:
                 self.events.emit(ConnectorEvent(self.name, up, self.wall_clock()))

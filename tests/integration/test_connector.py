@@ -632,5 +632,8 @@ async def test_a_stopping_connector_emits_down(upstream):
     connector = Connector(connector_config(upstream.port), None, timers=FakeTimers(),
                           events=Events([Subscriber()]), wall_clock=lambda: 5.0)
     await started(connector)
-    await connector.stop(0.5)
+    with structlog.testing.capture_logs() as logs:
+        await connector.stop(0.5)
     assert seen == [ConnectorEvent("operator-a", True, 5.0), ConnectorEvent("operator-a", False, 5.0)]
+    [down] = [e for e in logs if e["event"] == "connector_down"]
+    assert (down["log_level"], down["stopping"]) == ("info", True)  # a stop is no incident

@@ -54,6 +54,7 @@ from smscenter.pipeline.receipts import AccountPolicies, UpstreamDeliveries, dae
 from smscenter.app.retention import KeysCountry, Purger, RetentionJob
 from smscenter.app.metrics import registry_for
 from smscenter.smpp.server import PartnerServer
+from smscenter.smpp.upstream import UpstreamDoor
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner
 from smscenter.runtime.timers import RealTimers, Timers, every
 from smscenter.http.api import ApiDoor
@@ -143,7 +144,13 @@ class Daemon:
         self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
         await self.blacklist.start()
         self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock, timers=self.timers)
+        # What connectors deliver, read by the SMPP door into the core's values.
+        self.upstream_door = UpstreamDoor(self.deliveries)
         await self.store.start()
+        # Where MO, opt-outs and connector up/down leave the core (receipts leave through the
+        # store's transaction, above). The webhook subscriptions are the policies' dict,
+        # updated in place by a reload.
+        self.events = self.policies.events(self.cipher, self.ids)
         self.connectors = {c.name: self.new_connector(c) for c in s.connectors}
         await self.deliveries.restore_conventions(self.connectors.values())
         self.dispatcher = Dispatcher(
@@ -175,15 +182,11 @@ class Daemon:
             self.api.pipeline, self.api.store = self.pipeline, self.store
             self.api.keys = self.idempotency
             self.api.key_secret = self.cipher.pseudonymise("api-idempotency", b"key-secret").encode()
-        # Where MO and opt-outs leave the core (receipts leave through the store's
-        # transaction, above). The webhook subscriptions are the policies' dict, updated in
-        # place by a reload.
-        events = self.policies.events(self.cipher, self.ids)
         if self.web is not None:  # an unsubscribe link's opt-out event
-            self.web.cipher, self.web.events = self.cipher, events
+            self.web.cipher, self.web.events = self.cipher, self.events
         self.mo = MoService(
             s, self.optouts, self.blacklist, self.cipher, self.ids, planner, self.dispatcher, self.outbox,
-            self.policies.retention_of, timers=self.timers, events=events,
+            self.policies.retention_of, timers=self.timers, events=self.events,
         )
         self.webhooks = WebhookSender(self.webhook_backlog, self.cipher, list(s.accounts), s.webhooks, self.timers)
         self.store.on_webhook_rows = self.webhooks.notify
@@ -193,7 +196,7 @@ class Daemon:
         # Opt-outs another process committed (``smscenter blacklist add|import``) wrote their
         # webhook rows themselves: the accounts' pumps look when the blacklist sees them.
         self.blacklist.on_added = self.webhooks.look
-        self.deliveries.mo_handler = self.mo
+        self.upstream_door.mo = self.mo
         self.housekeeping = Housekeeping(self.store, timers=self.timers, idempotency=self.idempotency)
         await self.housekeeping.start()
         # On a SQLite file the purge's batches are low-priority work on the store's writer.
@@ -217,7 +220,8 @@ class Daemon:
 
     def new_connector(self, config) -> Connector:
         """An upstream connector (not started) whose deliveries reach the pipeline."""
-        return Connector(config, self.deliveries, timers=self.link_timers)
+        return Connector(config, self.upstream_door, timers=self.link_timers, events=self.events,
+                         wall_clock=self.clock)
 
     def spawn(self, coro) -> asyncio.Task:
         """A task the daemon keeps a reference to until it is done."""

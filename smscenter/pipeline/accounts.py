@@ -31,7 +31,9 @@ class PartnerBind:
     """One bound partner session: its account and bind type."""
 
     account: "AccountState"
-    link: object  # smscenter.smpp.link.Link (kept loose to avoid an import cycle)
+    #: Its session: a ``DeliverySink`` for the outbox (pipeline/ports.py); for SMPP, a
+    #: ``smscenter.smpp.link.Link`` (the pipeline imports no door).
+    link: object
     bind_type: str
     since: float = 0.0  # when it bound, on the registry's clock
 

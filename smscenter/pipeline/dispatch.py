@@ -50,8 +50,7 @@ from protocol.receipt import MessageIdError, normalize_resp_id
 from storage.schema import PART_QUEUED, PART_SUBMITTED
 from storage.store import Store, SubmitResult
 
-from smscenter.smpp.connector import Connector, ConnectorDown, NotWanted
-from smscenter.smpp.link import LinkClosed, ResponseTimeout
+from smscenter.pipeline.ports import AnswerTimeout, NotWanted, SessionClosed, Upstream, UpstreamDown
 from smscenter.pipeline.submit import PlannedMessage, with_source
 from smscenter.runtime.floodlog import Tally
 from smscenter.runtime.timers import RealTimers, Timers
@@ -119,7 +118,7 @@ _INF = float("inf")
 class Dispatcher:
     def __init__(
         self,
-        connectors: dict[str, Connector],
+        connectors: dict[str, Upstream],
         store: Store,
         *,
         workers: int | None = None,
@@ -691,7 +690,7 @@ class Dispatcher:
                 )
             except NotWanted:
                 return DEFERRED
-            except (ConnectorDown, ResponseTimeout, LinkClosed) as exc:
+            except (UpstreamDown, AnswerTimeout, SessionClosed) as exc:
                 self._note("submit_retry_elsewhere", connector=connector.name, reason=type(exc).__name__)
                 continue
             status = resp.command_status

@@ -3,7 +3,8 @@ leave — to durable subscribers, inside the transaction of their cause.
 
 An event says what happened in the core's terms, not in any door's: a message finished
 (``ReceiptEvent``), a reply came in (``MoEvent``), a number opted out (``OptOutEvent``), a
-connector went up or down (``ConnectorEvent``). A *subscriber* turns an event into rows of
+connector went up or down (``ConnectorEvent``, emitted by the connector itself through
+``Events.emit``: it has no stored cause). A *subscriber* turns an event into rows of
 its own durable backlog (``Subscriber.take``): the SMPP outbox (``outbox_subscriber.py``:
 the deliver_sm a bound partner gets), the webhooks (``webhook_backlog.py``: the JSON a
 partner's URL gets). ``Events.backlog`` asks every subscriber and returns what they wrote as
@@ -100,11 +101,12 @@ class OptOutEvent:
 
 @dataclass(slots=True)
 class ConnectorEvent:
-    """A connector got its first bound session (up) or lost its last one (down)."""
+    """A connector got its first bound session (up) or lost its last one (down, also when it
+    stops)."""
 
     connector: str
     up: bool
-    at: float
+    at: float  # wall-clock seconds
 
 
 Event = ReceiptEvent | MoEvent | OptOutEvent | ConnectorEvent
@@ -130,6 +132,15 @@ class Events:
             for subscriber in self.subscribers:
                 subscriber.take(event, out)
         return out
+
+    def emit(self, event: Event) -> None:
+        """An event with no stored cause to commit rows with (a connector up or down): to
+        every subscriber, now. It is a notice, owed to no partner: the durable subscribers
+        write nothing for it (MQTT will publish it as it comes). Rows written for it would
+        have no transaction, so a subscriber that writes any is refused (RuntimeError)."""
+        out = self.backlog((event,))
+        if out.outbox or out.webhooks:
+            raise RuntimeError(f"a subscriber wrote backlog rows for a {type(event).__name__}, which has no transaction")
 
     def on_finished(self, done: Finished) -> Backlog | None:
         """The store transaction's hook (``Transaction.receipt_builder``): a finished

@@ -1,8 +1,10 @@
 """Mobile-originated messages (replies to short codes): reassemble, opt-out, route, deliver.
 
-An upstream deliver_sm that is not a receipt arrives here. Nothing is acknowledged before it
-is stored: the parts of a concatenated MO keep their deliver_sm_resp until the whole message
-is stored (parts may arrive in any order; an incomplete set is stored as such after
+An upstream's MO arrives here as a neutral ``ports.InboundMo`` (the SMPP door,
+smpp/upstream.py, reads it from a deliver_sm that is not a receipt: short code, UDH or SAR
+concatenation). Nothing is acknowledged before it is stored: the parts of a concatenated MO
+keep their answer (``Reply``; for SMPP their deliver_sm_resp) until the whole message is
+stored (parts may arrive in any order; an incomplete set is stored as such after
 ``mo_reassembly_timeout``). Then, in one transaction:
 
 - an opt-out keyword puts the number on the blacklist of the account(s) it is attributed to
@@ -24,10 +26,8 @@ import time
 
 import structlog
 
-from protocol import pdu as P
-from protocol.constants import EsmClass, Tag
 from protocol.errors import RemoteProtocolError
-from protocol.segments import Concat, Reassembler, parse_udh
+from protocol.segments import Reassembler
 from protocol.text import decode_text, is_binary
 from routing.numbers import InvalidNumber, country_of, mask, normalize_msisdn
 from routing.optout import DEFAULT_KEYWORDS, KeywordMatcher, attribute_optout, fold, route_mo
@@ -39,9 +39,8 @@ from smscenter.pipeline.blacklist import Blacklist
 from smscenter.pipeline.events import Events, MoEvent, OptOutEvent
 from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
 from smscenter.config import Settings
-from smscenter.smpp.connector import Connector
 from smscenter.pipeline.dispatch import QueuedMessage
-from smscenter.smpp.link import Link
+from smscenter.pipeline.ports import InboundMo
 from smscenter.runtime.tasks import TaskSet
 from smscenter.runtime.timers import Every, RealTimers, Timers
 
@@ -83,7 +82,7 @@ def known_short_codes(settings: Settings) -> frozenset[str]:
 
 
 class MoService:
-    """The MO handler of ``receipts.UpstreamDeliveries``."""
+    """Where upstreams' MO enter the core (``on_mo``)."""
 
     def __init__(
         self,
@@ -124,7 +123,7 @@ class MoService:
         self.lookback = opt.lookback if opt else 90 * 86400.0
         timeout = opt.mo_reassembly_timeout if opt else 30.0
         self.reassembler = Reassembler(timeout=timeout)
-        self._held: dict[tuple, list[tuple[Link, P.Pdu]]] = {}
+        self._held: dict[tuple, list[InboundMo]] = {}
         self._tasks = TaskSet()
         # Each second while parts wait for the rest (and not otherwise): those past the timeout.
         self._expiry = Every(1.0, self._expire_due, self.timers, "mo_expiry_failed", name="mo-expiry",
@@ -140,30 +139,19 @@ class MoService:
 
     # --- entry point ------------------------------------------------------------------------
 
-    def on_mo(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:
-        short_code = _digits(pdu.destination_addr) or _tagged_short_code(connector, link)
-        body = pdu.tlv(Tag.MESSAGE_PAYLOAD) or getattr(pdu, "short_message", b"")
-        concat = None
-        try:
-            if getattr(pdu, "esm_class", 0) & EsmClass.UDHI:
-                parsed = parse_udh(body, strict=False)
-                concat, body = parsed.concat, parsed.body
-            elif pdu.tlv(Tag.SAR_MSG_REF_NUM) is not None:
-                concat = Concat.from_sar(
-                    pdu.tlv(Tag.SAR_MSG_REF_NUM), pdu.tlv(Tag.SAR_TOTAL_SEGMENTS), pdu.tlv(Tag.SAR_SEGMENT_SEQNUM)
-                )
-        except RemoteProtocolError:
-            concat = None  # a broken header: keep the message as it came
+    def on_mo(self, mo: InboundMo) -> None:
+        """One MO (or part of one) from an upstream: stored once whole, then answered."""
+        concat = mo.concat
         if concat is None or concat.total == 1:
-            self._spawn(self._process(connector.name, short_code, pdu, body, [(link, pdu)], "whole"))
+            self._spawn(self._process(mo.connector, mo.short_code, mo, mo.body, [mo], "whole"))
             return
-        key = (connector.name, pdu.source_addr, short_code, concat.reference, concat.total)
-        self._held.setdefault(key, []).append((link, pdu))
-        whole = self.reassembler.add(key, concat, body, self.clock())
+        key = (mo.connector, mo.source_addr, mo.short_code, concat.reference, concat.total)
+        self._held.setdefault(key, []).append(mo)
+        whole = self.reassembler.add(key, concat, mo.body, self.clock())
         self._ensure_expiry()
         if whole is not None:
             holders = self._held.pop(key, [])
-            self._spawn(self._process(connector.name, short_code, pdu, whole, holders, "whole"))
+            self._spawn(self._process(mo.connector, mo.short_code, mo, whole, holders, "whole"))
 
     def _ensure_expiry(self) -> None:
         if not self._expiry.running:
@@ -177,23 +165,24 @@ class MoService:
                 continue
             connector_name, _, short_code, _, _ = key
             body = b"".join(parts[n] for n in sorted(parts))
-            _, first = holders[0]
-            await self._process(connector_name, short_code, first, body, holders, "incomplete")
+            await self._process(connector_name, short_code, holders[0], body, holders, "incomplete")
 
     # --- deciding and storing -----------------------------------------------------------------
 
-    async def _process(self, connector: str, short_code: str, pdu: P.Pdu, body: bytes, holders, completeness: str) -> None:
-        """Decide, store and answer one whole (or timed-out incomplete) MO from ``connector``."""
+    async def _process(self, connector: str, short_code: str, mo: InboundMo, body: bytes, holders: list[InboundMo],
+                       completeness: str) -> None:
+        """Decide, store and answer one whole (or timed-out incomplete) MO from ``connector``
+        (``mo``: its last part, or first for an incomplete one; ``holders``: every part,
+        answered once it is stored)."""
         now = self.clock()
         self.stats["mo"] += 1
         mo_id = self.ids.next()
-        coding = pdu.data_coding
+        coding = mo.data_coding
         reason = ""
         text = None
         e164 = None
         try:
-            e164 = normalize_msisdn(pdu.source_addr, pdu.source_addr_ton, pdu.source_addr_npi,
-                                    _default_country(self.settings))
+            e164 = normalize_msisdn(mo.source_addr, mo.source_ton, mo.source_npi, _default_country(self.settings))
         except (InvalidNumber, ValueError):
             reason = "source number does not parse"
         if is_binary(coding):
@@ -239,7 +228,7 @@ class MoService:
             "connector": connector,
             "short_code": short_code[:21],
             "source_hash": source_hash,
-            "source_enc": self.cipher.encrypt(pdu.source_addr.encode("latin-1"), b"mo-source:%d" % mo_id),
+            "source_enc": self.cipher.encrypt(mo.source_addr.encode("latin-1"), b"mo-source:%d" % mo_id),
             "text_enc": self.cipher.encrypt(body, b"mo-text:%d" % mo_id),
             "data_coding": coding,
             "account": targets[0] if targets else None,
@@ -249,7 +238,7 @@ class MoService:
         # Out to the durable subscribers (SMPP outbox, webhooks), committed with the MO; each
         # new blacklist entry also as its own opt-out event (its rows written with the entry).
         backlog = self.events.backlog(
-            self._events(targets, pdu, e164, short_code, text, body, status == "optout", mo_id, now)
+            self._events(targets, mo, e164, short_code, text, body, status == "optout", mo_id, now)
         )
         optout_backlogs = {
             scope: self.events.backlog([OptOutEvent(scope if scope in targets else None, scope, "stop", now, e164)])
@@ -268,11 +257,11 @@ class MoService:
             )
         except Exception as exc:  # noqa: BLE001 - not stored: no answer, the SMSC resends
             log.error("mo_not_stored", connector=connector, error=str(exc))
-            for link, _ in holders:
-                link.close()
+            for part in holders:
+                part.reply.abandon()
             return
-        for link, part in holders:
-            link.respond(part.response())
+        for part in holders:
+            part.reply.ack()
         for scope, dest_hash in optouts:
             self.blacklist.added(scope, dest_hash)
         for message in built:
@@ -293,13 +282,13 @@ class MoService:
             confirmations=len(built),
         )
 
-    def _events(self, targets, pdu: P.Pdu, e164: str | None, short_code: str, text: str | None, body: bytes,
+    def _events(self, targets, mo: InboundMo, e164: str | None, short_code: str, text: str | None, body: bytes,
                 optout: bool, mo_id: int, now: float) -> list[MoEvent]:
         """The MO as an event for each account it goes to (``events.py``)."""
         return [
-            MoEvent(account, mo_id, now, short_code, e164 or pdu.source_addr, e164 is not None,
-                    1 if e164 else pdu.source_addr_ton, 1 if e164 else pdu.source_addr_npi,
-                    text, body, pdu.data_coding, optout)
+            MoEvent(account, mo_id, now, short_code, e164 or mo.source_addr, e164 is not None,
+                    1 if e164 else mo.source_ton, 1 if e164 else mo.source_npi,
+                    text, body, mo.data_coding, optout)
             for account in targets
         ]
 
@@ -314,20 +303,6 @@ class MoService:
     async def stop(self) -> None:
         await self._expiry.stop()
         await self._tasks.close()
-
-
-def _digits(addr: str) -> str:
-    addr = addr.strip().lstrip("+")
-    return addr if addr.isdigit() else ""
-
-
-def _tagged_short_code(connector: Connector, link: Link) -> str:
-    """The short code a per-short-code bind was opened for (its address_range)."""
-    tag = getattr(link, "short_code", None)
-    if tag:
-        return tag
-    codes = getattr(connector.config, "short_codes", ())
-    return codes[0] if len(codes) == 1 else ""
 
 
 def _default_country(settings: Settings) -> str:

@@ -32,7 +32,7 @@ from storage.crypto import FieldCipher
 from storage.store import Store
 
 from smscenter.pipeline.accounts import AccountRegistry, AccountState
-from smscenter.smpp.link import LinkClosed, ResponseTimeout
+from smscenter.pipeline.ports import AnswerTimeout, SessionClosed
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.outbox")
@@ -201,15 +201,15 @@ class OutboxSender:
             if bind is None:
                 acc.add(row, front=True)
                 return
-            link = bind.link
+            sink = bind.link  # a DeliverySink (pipeline/ports.py): for SMPP, the bind's link
             pdu = row.get("pdu")
             if pdu is None:
                 pdu = codec.decode(self.cipher.decrypt(row["pdu_enc"], b"outbox:%d" % row_id))
             try:
                 # Waits for a window slot: this is where the partner's speed paces us.
-                await link.wait_window()
-                fut = link.request_nowait(pdu)
-            except LinkClosed:
+                await sink.wait_window()
+                fut = sink.request_nowait(pdu)
+            except SessionClosed:
                 acc.add(row, front=True)
                 return
             pending.in_flight.add(row_id)
@@ -234,7 +234,7 @@ class OutboxSender:
                     pending.in_flight.discard(row_id)
                 return
             pending.in_flight.discard(row_id)
-            if exc is None or isinstance(exc, ResponseTimeout):
+            if exc is None or isinstance(exc, AnswerTimeout):
                 # Refused or unanswered: the partner gets it again after RETRY_DELAY, not at
                 # once (a partner refusing everything would otherwise be flooded).
                 self.stats["refused"] += 1
@@ -245,7 +245,7 @@ class OutboxSender:
                     pass
                 self._wake(acc)  # so the pump's wait ends in time for the retry
                 return
-            # Closed link: the row stays; it goes out again on another bind, or from the
+            # Closed session: the row stays; it goes out again on another bind, or from the
             # table when one is back.
             if not self._stopping:
                 acc.add(row)

@@ -1,10 +1,11 @@
 """Delivery receipts both ways.
 
-Upstream → us: ``UpstreamDeliveries`` takes a connector's deliver_sm/data_sm. A receipt is
-parsed (TLVs and text, any case), its id normalised per the connector's ``message_id``
-setting, and correlated by (connector, id) in the store — inside the transaction that also
-queues the partner's receipt; only then do we answer deliver_sm_resp, so an upstream
-receipt is never lost. Anything else is MO, handed to the MO handler.
+Upstream → us: ``UpstreamDeliveries`` takes an upstream's receipt as a neutral value
+(``ports.InboundReceipt``: the SMPP door, smpp/upstream.py, reads it from a deliver_sm or
+data_sm — TLVs and text, any case — and normalises its id per the connector's
+``message_id`` setting). It is correlated by (connector, id) in the store — inside the
+transaction that also queues the partner's receipt; only then is the upstream answered
+(``Reply.ack``: deliver_sm_resp), so an upstream receipt is never lost.
 
 With ``message_id = "auto"`` (protocol/idreadings.py) the receipt carries the keys of its
 readings, as-is first; the store says which matched and whether it was the only one, the
@@ -22,7 +23,6 @@ state in ``stat:`` and ``message_state``, and the upstream error code in ``err:`
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from functools import partial
 from datetime import datetime, timezone
@@ -33,17 +33,8 @@ import structlog
 from protocol import codec
 from protocol import pdu as P
 from protocol.constants import CommandStatus, EsmClass, MessageState, Tag
-from protocol.idreadings import READINGS, read_receipt_id
-from protocol.receipt import (
-    MessageIdError,
-    Receipt,
-    ReceiptParseError,
-    format_receipt,
-    normalize_dlr_id,
-    receipt_from_tlvs,
-    receipt_tlvs,
-    usual_receipt,
-)
+from protocol.idreadings import READINGS
+from protocol.receipt import Receipt, error_code, format_receipt, read_receipt, receipt_tlvs, usual_receipt
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
 from storage.schema import OUTBOX_RECEIPT
@@ -51,34 +42,13 @@ from storage.store import Finished, Store, Transaction, UpstreamReceipt
 
 from smscenter.pipeline.events import Events
 from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
+from smscenter.pipeline.ports import InboundReceipt, Upstream
 from smscenter.pipeline.webhook_backlog import WebhookSubscriber, WebhookTargets, webhook_targets
-from smscenter.smpp.connector import Connector
 from smscenter.runtime.floodlog import Tally
-from smscenter.smpp.link import Link
 from smscenter.runtime.tasks import TaskSet
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.receipts")
-
-
-_RECEIPT_BITS = int(EsmClass.DELIVERY_RECEIPT | EsmClass.INTERMEDIATE_NOTIFICATION)  # IntFlag ops run in Python
-
-
-def is_receipt(pdu: P.Pdu) -> bool:
-    """SMPP marks receipts in esm_class (bits 2-5 = 0001 delivery receipt, or the
-    intermediate notification bit); some upstreams only send receipted_message_id."""
-    esm = getattr(pdu, "esm_class", 0)
-    return bool(esm & _RECEIPT_BITS) or (
-        pdu.tlv(Tag.RECEIPTED_MESSAGE_ID) is not None
-    )
-
-
-class MoHandler:
-    """What happens to MO (replies): answered at once until MO routing is wired."""
-
-    def on_mo(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:
-        log.info("mo_received", connector=connector.name)
-        link.respond(pdu.response())
 
 
 #: Where a connector's learnt id convention is kept in the ``meta`` table.
@@ -98,13 +68,11 @@ def id_convention_key(connector: str) -> str:
 
 
 class UpstreamDeliveries:
-    """The connectors' ``DeliverHandler``: receipts are stored, then acknowledged."""
+    """Upstream receipts: stored, then acknowledged."""
 
-    def __init__(self, store: Store, cipher: FieldCipher, mo_handler=None, clock=time.time,
-                 timers: Timers | None = None) -> None:
+    def __init__(self, store: Store, cipher: FieldCipher, clock=time.time, timers: Timers | None = None) -> None:
         self.store = store
         self.cipher = cipher
-        self.mo_handler = mo_handler or MoHandler()
         self.clock = clock
         self.stats = {"receipts": 0, "matched": 0, "early": 0, "unparsable": 0}
         #: connector -> receipts that found no message when they came (kept as early ones).
@@ -122,7 +90,7 @@ class UpstreamDeliveries:
             if connector.id_learner is not None and reading in READINGS:
                 connector.id_learner.learnt = reading
 
-    def _learn(self, connector: Connector, readings: tuple[str, ...], keys_hit: int) -> None:
+    def _learn(self, connector: Upstream, readings: tuple[str, ...], keys_hit: int) -> None:
         taught = connector.id_learner.matched(readings, keys_hit)  # type: ignore[union-attr]
         if taught is None:
             return
@@ -135,7 +103,7 @@ class UpstreamDeliveries:
         except Exception as exc:  # noqa: BLE001 - learnt again after a restart
             log.warning("receipt_id_convention_not_kept", connector=connector, error=str(exc))
 
-    def _unmatched(self, connector: Connector) -> None:
+    def _unmatched(self, connector: Upstream) -> None:
         self.unmatched[connector.name] = self.unmatched.get(connector.name, 0) + 1
         self._unmatched_log.add(connector=connector.name, convention=connector.id_convention)
 
@@ -144,34 +112,24 @@ class UpstreamDeliveries:
         await self._tasks.wait()
         self._unmatched_log.close()
 
-    def on_deliver(self, connector: Connector, link: Link, pdu: P.Pdu) -> None:
-        if not is_receipt(pdu):
-            self.mo_handler.on_mo(connector, link, pdu)
-            return
+    def unparsable(self, connector: str, error: str) -> None:
+        """A receipt its door could not read (it acknowledges it anyway: refusing makes the
+        upstream resend it forever)."""
         self.stats["receipts"] += 1
-        try:
-            parsed = _fast_receipt(pdu)
-            if parsed is None:
-                receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
-                parsed = (receipt.message_id, int(receipt.state), receipt.err)
-            raw_id, state, err = parsed
-            learner = connector.id_learner
-            if learner is None:
-                upstream_id = normalize_dlr_id(raw_id, connector.config.message_id)
-                readings: tuple = ()
-            else:  # auto: an early one waits under its as-is key
-                upstream_id, readings = read_receipt_id(raw_id, learner.readings)
-        except (ReceiptParseError, MessageIdError) as exc:
-            # Acknowledge anyway: refusing makes the SMSC resend it forever.
-            self.stats["unparsable"] += 1
-            log.warning("receipt_unparsable", connector=connector.name, error=str(exc))
-            link.respond(pdu.response())
-            return
+        self.stats["unparsable"] += 1
+        log.warning("receipt_unparsable", connector=connector, error=error)
+
+    def on_receipt(self, receipt: InboundReceipt) -> None:
+        """Store the receipt, then answer it (``receipt.reply``)."""
+        self.stats["receipts"] += 1
+        connector = receipt.upstream
+        readings = receipt.readings
+        reply = receipt.reply
         item = UpstreamReceipt(
             connector=connector.name,
-            upstream_id=upstream_id,
-            state=state,
-            error=_error_code(err),
+            upstream_id=receipt.upstream_id,
+            state=receipt.state,
+            error=receipt.error,
             done_at=self.clock(),
             keys=tuple(key for key, _ in readings),
         )
@@ -186,7 +144,7 @@ class UpstreamDeliveries:
                 # Not stored: no answer, so the upstream sends it again.
                 log.error("receipt_not_stored", connector=connector.name,
                           error=str(f.exception()) if not f.cancelled() else "cancelled")
-                link.close()
+                reply.abandon()
                 return
             matched = f.result()
             if matched:
@@ -196,83 +154,9 @@ class UpstreamDeliveries:
             else:
                 self.stats["early"] += 1
                 self._unmatched(connector)
-            link.respond(pdu.response())
+            reply.ack()
 
         fut.add_done_callback(stored)
-
-# The text fields a receipt may carry, as protocol.receipt reads them (a key not glued to a
-# preceding letter or digit, blanks allowed before the colon).
-_TEXT_KEY = re.compile(rb"(?<![A-Za-z0-9_])text[ \t]*:", re.IGNORECASE)
-_ERR_KEY = re.compile(rb"(?<![A-Za-z0-9_])err[ \t]*:", re.IGNORECASE)
-_ID_KEY = re.compile(rb"(?<![A-Za-z0-9_])id[ \t]*:", re.IGNORECASE)
-_ANY_KEY = re.compile(
-    rb"(?<![A-Za-z0-9_])(?:id|sub|dlvrd|dlvd|submit[ \t_]*date|done[ \t_]*date|stat(?:e|us)?|err|text)[ \t]*:",
-    re.IGNORECASE,
-)
-_VALID_STATES = frozenset(int(s) for s in MessageState)
-# Appendix B's text as nearly every SMSC writes it, read in one match (the key searches below
-# cost ~5 µs a receipt). Its values hold letters and digits only, so no key can hide in them:
-# where it matches, the key-by-key reading finds the same err: field.
-_CANONICAL_TEXT = re.compile(
-    rb"id:[A-Za-z0-9]+ sub:[0-9]+ dlvrd:[0-9]+ submit date:[0-9]+ done date:[0-9]+ stat:[A-Za-z]+"
-    rb" err:([A-Za-z0-9]*) text:"
-)
-
-
-def _fast_receipt(pdu: P.Pdu) -> tuple[str, int, str] | None:
-    """(id, state, err) of a receipt whose TLVs carry its id and state, without reading the
-    whole text: only its ``err:`` field, which the TLVs do not carry (unless
-    ``network_error_code`` is all there is). None when the full reading is needed (no or
-    bad TLVs, or a text without ``err:``)."""
-    raw_id = pdu.tlv(Tag.RECEIPTED_MESSAGE_ID)
-    state = pdu.tlv(Tag.MESSAGE_STATE)
-    if isinstance(raw_id, bytes | bytearray):
-        raw_id = bytes(raw_id).decode("latin-1")
-    if not isinstance(raw_id, str) or not isinstance(state, int) or isinstance(state, bool):
-        return None
-    raw_id = raw_id.strip().strip("\x00").strip()
-    if not raw_id or state not in _VALID_STATES:
-        return None
-    text = getattr(pdu, "short_message", b"") or b""
-    if isinstance(text, str):
-        text = text.encode("latin-1", "replace")
-    text = text.rstrip(b"\x00")
-    if not text:
-        return None  # no text: the network_error_code rules apply, as the full reading does
-    m = _CANONICAL_TEXT.match(text)
-    if m is not None:
-        return raw_id, state, m.group(1).decode("latin-1") or "000"
-    head = text
-    m = _TEXT_KEY.search(text)
-    if m is not None:
-        head = text[: m.start()]  # what follows text: is the message, not fields
-    if not _field(head, _ID_KEY):
-        return None  # not a receipt text (the full reading then ignores it): TLVs only
-    err = _field(head, _ERR_KEY)
-    if err is None:
-        return None
-    return raw_id, state, err.decode("latin-1") or "000"
-
-
-def _field(head: bytes, key: re.Pattern) -> bytes | None:
-    """The value of the first ``key`` field in ``head`` (first token before the next key),
-    b"" if empty, None if absent."""
-    m = key.search(head)
-    if m is None:
-        return None
-    rest = head[m.end() :]
-    nxt = _ANY_KEY.search(rest)
-    if nxt is not None:
-        rest = rest[: nxt.start()]
-    tokens = rest.split()
-    return tokens[0] if tokens else b""
-
-
-def _error_code(err: str) -> int:
-    try:
-        return int(str(err), 10) if str(err).isdigit() else int(str(err), 16)
-    except ValueError:
-        return 0
 
 
 class ReceiptBuilder:
@@ -372,16 +256,12 @@ def decode_early(cipher: FieldCipher, row: dict) -> UpstreamReceipt:
     """Turn an early receipt kept before schema 0006 (the upstream's deliver_sm, encrypted)
     back into an ``UpstreamReceipt`` (inside the transaction that found its message)."""
     raw = cipher.decrypt(row["pdu_enc"], b"early:" + row["connector"].encode())
-    pdu = codec.decode(raw)
-    parsed = _fast_receipt(pdu)
-    if parsed is None:
-        receipt = receipt_from_tlvs(pdu.tlv, getattr(pdu, "short_message", b""))
-        parsed = (receipt.message_id, int(receipt.state), receipt.err)
+    parsed = read_receipt(codec.decode(raw))
     return UpstreamReceipt(
         connector=row["connector"],
         upstream_id=row["upstream_id"],
         state=parsed[1],
-        error=_error_code(parsed[2]),
+        error=error_code(parsed[2]),
         done_at=row["received_at"],
     )
 
@@ -460,6 +340,5 @@ def daemon_transaction(
 
 
 __all__ = [
-    "AccountPolicies", "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "is_receipt",
-    "CommandStatus",
+    "AccountPolicies", "ReceiptBuilder", "UpstreamDeliveries", "daemon_transaction", "decode_early", "CommandStatus",
 ]

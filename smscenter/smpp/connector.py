@@ -11,6 +11,8 @@ answers (ESME_RTHROTTLED, ESME_RMSGQFUL) slow the connector down and the same PD
 again, a few times (then the caller gets the answer); a connection lost before the answer is retried on the next bind (at-least-once: the
 upstream may have seen it). A response timeout is raised to the caller, which decides.
 Deliveries (receipts and MO) go to a ``DeliverHandler`` that answers them when stored.
+Its first bound session and the loss of its last are a ``ConnectorEvent`` (up, down) through
+the core's ``Events``, with a log line (``connector_up``, ``connector_down``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from protocol.idreadings import ConventionLearner
 from protocol.session import InvalidPdu, Role
 
 from smscenter.config import Connector as ConnectorConfig
+from smscenter.pipeline.events import ConnectorEvent, Events
+from smscenter.pipeline.ports import NotWanted, UpstreamDown
 from smscenter.smpp.link import Link, LinkClosed, ResponseTimeout
 from smscenter.runtime.ratelimit import RateMeter, TokenBucket
 from smscenter.runtime.timers import RealTimers, Timers
@@ -56,12 +60,8 @@ _FIRST_PAUSE = 0.05
 CONGESTION_RETRIES = 3
 
 
-class ConnectorDown(ConnectionError):
-    """No bind came up before the caller's deadline."""
-
-
-class NotWanted(Exception):
-    """``submit``'s ``still_wanted`` said no when the PDU's turn came: it was not sent."""
+class ConnectorDown(UpstreamDown):
+    """No bind came up before the caller's deadline (the core's ``UpstreamDown``)."""
 
 
 class BindRefused(ConnectionError):
@@ -94,6 +94,9 @@ class AckDeliveries:
 
 
 class Connector:
+    """An ``Upstream`` of the core (pipeline/ports.py): ``submit`` raises its errors
+    (``ConnectorDown``, ``NotWanted``, and the link's ``ResponseTimeout``/``LinkClosed``)."""
+
     def __init__(
         self,
         config: ConnectorConfig,
@@ -103,8 +106,14 @@ class Connector:
         bind_timeout: float = 10.0,
         inactivity_timeout: float | None = None,
         timers: Timers | None = None,
+        events: Events | None = None,
+        wall_clock=time.time,
     ) -> None:
         self.config = config
+        #: Where its up/down events go (``ConnectorEvent``, stamped on ``wall_clock``).
+        self.events = events
+        self.wall_clock = wall_clock
+        self._has_session = False
         self.name = config.name
         self.deliver_handler = deliver_handler or AckDeliveries()
         #: With ``message_id = "auto"``: what its receipts' matches taught (None otherwise).
@@ -164,6 +173,7 @@ class Connector:
     async def stop(self, grace: float) -> None:
         self._stopping = True
         self._set_state("stopped")
+        self._session_count(0)
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         for _, written, _, _ in self._queue:
@@ -197,6 +207,24 @@ class Connector:
             return
         bound = len(self.links)
         self._set_state("down" if not bound else "up" if bound >= len(self.bind_plan()) else "partial")
+        self._session_count(bound)
+
+    def _session_count(self, bound: int) -> None:
+        """Emit up at the first bound session, down at the loss of the last."""
+        if (bound > 0) == self._has_session:
+            return
+        self._has_session = up = bound > 0
+        if up:
+            log.info("connector_up", connector=self.name)
+        elif self._stopping:  # a stop (shutdown, reload) is no incident
+            log.info("connector_down", connector=self.name, stopping=True)
+        else:
+            log.warning("connector_down", connector=self.name, stopping=False)
+        if self.events is not None:
+            try:
+                self.events.emit(ConnectorEvent(self.name, up, self.wall_clock()))
+            except Exception as exc:  # noqa: BLE001 - a subscriber's bug must not stop the binds
+                log.error("connector_event_failed", connector=self.name, error=repr(exc))
 
     def _failed(self, error: str) -> None:
         self.last_error, self.last_error_at = error, self.clock()

@@ -51,6 +51,7 @@ from protocol.session import (
     State,
     StreamBroken,
 )
+from smscenter.pipeline.ports import AnswerTimeout, SessionClosed
 from smscenter.runtime.timers import RealTimers, Timers
 
 log = structlog.get_logger("smscenter.link")
@@ -63,12 +64,14 @@ _BIND_RESPS = frozenset(cid | 0x80000000 for cid in _BINDS)
 _REARM = _BINDS | {CommandId.ENQUIRE_LINK}  # requests of ours whose answer moves the next deadline
 
 
-class LinkClosed(ConnectionError):
-    """The connection went away before our request was answered."""
+class LinkClosed(SessionClosed):
+    """The connection went away before our request was answered (the core's
+    ``SessionClosed``)."""
 
 
-class ResponseTimeout(TimeoutError):
-    """The peer did not answer our request within ``response_timeout``."""
+class ResponseTimeout(AnswerTimeout):
+    """The peer did not answer our request within ``response_timeout`` (the core's
+    ``AnswerTimeout``)."""
 
     def __init__(self, request: P.Pdu) -> None:
         super().__init__(f"no response to {type(request).__name__} #{request.sequence_number}")

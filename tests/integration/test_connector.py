@@ -580,3 +580,60 @@ def test_rate_limited_queue_drains_under_uvloop():
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+# --- up and down events ---------------------------------------------------------------------
+
+
+async def test_connector_events_up_at_the_first_bound_session_down_at_the_loss_of_the_last(upstream):
+    """``ConnectorEvent`` through the core's ``Events``: up once its first bind is bound (not
+    again for the second), down once the last one is lost (not at the first loss), stamped
+    on the wall clock it was given, each with its log line; a stop when down emits nothing
+    more."""
+    from smscenter.pipeline.events import ConnectorEvent, Events
+
+    seen: list = []
+
+    class Subscriber:
+        def take(self, event, backlog) -> None:
+            seen.append(event)
+
+    timers = FakeTimers()  # the reconnect backoff waits on virtual time: no retry meanwhile
+    connector = Connector(connector_config(upstream.port, binds=2), None, timers=timers,
+                          events=Events([Subscriber()]), wall_clock=lambda: 1_750_000_000.0)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await connector.start()
+            await wait_for(lambda: len(connector.links) == 2 and len(upstream.bound_sessions) == 2)
+            assert seen == [ConnectorEvent("operator-a", True, 1_750_000_000.0)]
+            upstream.bound_sessions[0].close()
+            await wait_for(lambda: len(connector.links) == 1)
+            assert len(seen) == 1  # one session left: still up
+            upstream.bound_sessions[0].close()
+            await wait_for(lambda: not connector.links)
+            assert seen == [ConnectorEvent("operator-a", True, 1_750_000_000.0), ConnectorEvent("operator-a", False, 1_750_000_000.0)]
+        assert [(e["event"], e["log_level"]) for e in logs if e["event"].startswith("connector_")] == [
+            ("connector_up", "info"), ("connector_down", "warning")]
+        assert [e for e in logs if e["event"] == "connector_down"][0]["stopping"] is False
+    finally:
+        await connector.stop(0.5)
+    assert len(seen) == 2
+
+
+async def test_a_stopping_connector_emits_down(upstream):
+    from smscenter.pipeline.events import ConnectorEvent, Events
+
+    seen: list = []
+
+    class Subscriber:
+        def take(self, event, backlog) -> None:
+            seen.append(event)
+
+    connector = Connector(connector_config(upstream.port), None, timers=FakeTimers(),
+                          events=Events([Subscriber()]), wall_clock=lambda: 5.0)
+    await started(connector)
+    with structlog.testing.capture_logs() as logs:
+        await connector.stop(0.5)
+    assert seen == [ConnectorEvent("operator-a", True, 5.0), ConnectorEvent("operator-a", False, 5.0)]
+    [down] = [e for e in logs if e["event"] == "connector_down"]
+    assert (down["log_level"], down["stopping"]) == ("info", True)  # a stop is no incident

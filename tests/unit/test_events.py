@@ -14,7 +14,7 @@ import pytest
 
 from protocol import codec
 from protocol.constants import MessageState, Tag
-from smscenter.pipeline.events import Events, MoEvent, receipt_event
+from smscenter.pipeline.events import ConnectorEvent, Events, MoEvent, receipt_event
 from smscenter.pipeline.outbox_subscriber import OutboxSubscriber
 from smscenter.pipeline.receipts import ReceiptBuilder
 from smscenter.pipeline.webhook_backlog import WebhookSubscriber, WebhookTargets
@@ -129,3 +129,28 @@ def test_receipt_event_fields():
     event = receipt_event(finished(message_id=9, wish=3, part_no=2, error=11))
     assert (event.account, event.message_id, event.part_no, event.error, event.receipt_wish,
             event.submitted_at, event.done_at, event.reference) == ("acme", 9, 2, 11, 3, CLOCK - 60, CLOCK, None)
+
+
+def test_a_connector_event_reaches_every_subscriber_and_writes_no_backlog():
+    """Connector up/down has no transaction to commit rows with: the durable subscribers (SMPP
+    outbox, webhooks, even for an account that subscribed to everything) take it and write
+    nothing; a subscriber that wrote rows for it would be refused, not silently dropped."""
+    seen = []
+
+    class Recorder:
+        def take(self, event, backlog: Backlog) -> None:
+            seen.append(event)
+
+    every = WebhookSubscriber(cipher(), IdGenerator(), {"acme": WebhookTargets(receipts=True, mo=True)}, kept)
+    events = Events([OutboxSubscriber(cipher(), IdGenerator(), kept), every, Recorder()])
+    up = ConnectorEvent("op", True, CLOCK)
+    events.emit(up)
+    assert seen == [up]
+    assert events.backlog([up]) == Backlog()
+
+    class Writer:
+        def take(self, event, backlog: Backlog) -> None:
+            backlog.outbox.append({"id": 1})
+
+    with pytest.raises(RuntimeError, match="ConnectorEvent"):
+        Events([Writer()]).emit(ConnectorEvent("op", False, CLOCK))

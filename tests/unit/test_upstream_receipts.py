@@ -1,4 +1,4 @@
-"""``smscenter.pipeline.receipts``: reading an upstream's receipt quickly gives what the full reading
+"""``protocol.receipt.fast_receipt_fields``: reading an upstream's receipt quickly gives what the full reading
 (``protocol.receipt.receipt_from_tlvs``) gives, or defers to it."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from protocol import pdu as P
 from protocol.constants import MessageState as M
 from protocol.constants import Tag
 from protocol.receipt import receipt_from_tlvs
-import smscenter.pipeline.receipts as receipts
-from smscenter.pipeline.receipts import _fast_receipt
+import protocol.receipt as receipts
+from protocol.receipt import fast_receipt_fields as _fast_receipt
 
 TEXTS = [
     b"id:123 sub:001 dlvrd:001 submit date:2611282130 done date:2611282130 stat:DELIVRD err:000 text:Hello err:5",

@@ -334,8 +334,10 @@ class Link(asyncio.Protocol):
 
     def respond(self, response: P.Pdu) -> None:
         """Answer one of the peer's requests (any time after ``on_request``)."""
-        if self.transport is None or self.transport.is_closing():
-            return  # the peer left; it will resubmit what it did not get an answer for
+        if self.transport is None or self.transport.is_closing() or self.session.state is State.CLOSED:
+            # The peer left, or the session ended (e.g. our unbind was answered) while the
+            # core was still storing what this answers: it will send it again.
+            return
         self._send(response)
         if response.command_id in _BIND_RESPS:  # bound (keep-alive starts) or refused
             self._arm_timer()

@@ -116,3 +116,16 @@ async def test_closing_in_the_handler_stops_the_turn():
     link.data_received(b"".join(encode(SUBMIT, seq) for seq in range(2, 12)))
     await asyncio.sleep(0)
     assert len(handler.handled) == 5
+
+
+async def test_an_answer_after_the_session_closed_is_dropped_not_raised():
+    """The core answers a deliver_sm once it is stored; if the session ended meanwhile (our
+    unbind answered, the socket not yet closed) the answer is dropped — it used to raise
+    LocalProtocolError in a store callback at shutdown."""
+    link, transport = bound_link(Counting())
+    link.session.receive_data(encode(SUBMIT, 2))
+    request = link.session.next_event().pdu
+    link.session.close()  # ended; the transport is still open
+    sent = len(transport.written)
+    link.respond(request.response(message_id="1"))  # no LocalProtocolError
+    assert len(transport.written) == sent

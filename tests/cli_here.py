@@ -16,17 +16,23 @@ from __future__ import annotations
 import contextlib
 import io
 import subprocess
+import sys
 
 
-def smscenter_here(*args: str) -> subprocess.CompletedProcess:
+def smscenter_here(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     """Run the verb in this thread (the verbs run their own event loop: call it from a
-    thread when one is running, as ``run_cli_here`` does)."""
+    thread when one is running, as ``run_cli_here`` does). ``stdin`` is what the verb reads
+    (not a terminal, as with a pipe)."""
     from smscenter.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's usage errors and --help
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    saved_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdin = saved_stdin
     return subprocess.CompletedProcess(["smscenter", *args], code, out.getvalue(), err.getvalue())

@@ -150,6 +150,6 @@ async def test_billing_report_bad_input(setup, args, message):
 async def test_retention_run_bad_config(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[retention]\nmessage_details = "2d"\n', encoding="utf-8")
-    result = await run_cli("retention", "run", "-c", str(path))
+    result = await run_cli_here("retention", "run", "-c", str(path))
     assert result.returncode == 2
     assert "retention.message_details" in result.stderr

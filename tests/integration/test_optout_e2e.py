@@ -52,7 +52,6 @@ from tests.integration.optout_fixtures import (  # noqa: F401 - captured_logs is
     inject_mo,
     log_events,
     run_cli,
-    run_cli_here,
     upstream_esme,
     write_config,
 )
@@ -370,7 +369,7 @@ async def test_bad_mo_is_stored_acknowledged_masked_and_listed(mt, tmp_path, pas
         assert any(line.endswith(reason) for line in lines), (reason, lines)
     hashes = {bytes(r["source_hash"]).hex()[:12] for r in rows(settings, mo_messages) if r["source_hash"]}
     assert DIGITS not in listed.stdout and hashes and all(h in listed.stdout for h in hashes)
-    clear = await run_cli_here("mo", "list", "-c", str(path), "--show-numbers", "--limit", "2")
+    clear = await run_cli("mo", "list", "-c", str(path), "--show-numbers", "--limit", "2")
     assert clear.returncode == 0, clear.stderr
     assert clear.stdout.splitlines()[-1] == "2 MO (unroutable)"
     assert "123" in clear.stdout or DIGITS in clear.stdout

@@ -7,8 +7,10 @@ stdout and stderr captured and argparse's usage errors turned back into their ex
 checks the same output and exit codes. Each verb family keeps at least one test that starts a
 real process (the console script's contract: exit code, stdout vs stderr, nothing else printed).
 
-Paths in ARGS must be absolute (the subprocess helpers run in the repository's folder), and
-the environment is this process's (a test that needs another ``SUDO_USER`` runs a process).
+Paths in ARGS must be absolute (the subprocess helpers run in the repository's folder); the
+environment is this process's (a test that needs another ``SUDO_USER`` runs a process); and
+stdout/stderr are captured process-wide while the verb runs, so not while a ``Daemon`` runs in
+the test's process (its log lines would be captured with the verb's output: run a process).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ subscriber, still delivers the same receipts and MO to the bound partner.
 
 from __future__ import annotations
 
-
 import pytest
 
 from smscenter.config import ConfigError, settings_from_dict

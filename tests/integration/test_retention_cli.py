@@ -98,7 +98,7 @@ async def test_retention_run_and_billing_report(setup, monkeypatch):
     assert before.returncode == 0, before.stderr
     assert json.loads(before.stdout)["messages"] == 23
 
-    dry = await run_cli("retention", "run", "-c", c, "--dry-run")
+    dry = await run_cli_here("retention", "run", "-c", c, "--dry-run")  # the run itself: a process, below
     assert dry.returncode == 0, dry.stderr
     assert "would remove" in dry.stdout and "dry run: nothing removed" in dry.stdout
     assert counts(settings) == {"messages": 25, "parts": 50, "outbox": 25, "mo_messages": 1}

@@ -37,6 +37,7 @@ import pytest
 from smscenter.config import ConfigError, Settings, load_settings, settings_from_dict
 from smscenter.app.daemon import Daemon
 from smscenter.runtime.timers import FakeTimers
+from tests.cli_here import smscenter_here
 from storage.schema import blacklist, messages
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     HOST,
@@ -622,7 +623,7 @@ rules = { FR = "af2m-2026", CH = "mon-fri 09:00-12:00 14:00-18:00", "*" = "alway
 """)
     settings = load_settings(config)
     assert settings.windows.rules["FR"] == "af2m-2026"
-    result = check_config(config)
+    result = smscenter_here("check-config", "-c", str(config))  # as a process: the bad rules above
     assert result.returncode == 0, result.stderr
 
 

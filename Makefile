@@ -47,8 +47,13 @@ run: install
 send: install
 	$(BIN)/smscenter send $(SEND_ARGS) --to "$(TO)" --text "$(TEXT)"
 
+# Two workers (pytest-xdist), each test file on one of them (module fixtures and a file's order
+# kept): the suite waits on sockets, timers and child processes as much as it computes. Each
+# worker has its own tmp_path folders and PostgreSQL cluster; every port is picked free.
+# One process: make test PYTEST_ARGS=
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: install-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m protocol.bench

@@ -10,13 +10,13 @@
   with the fields an operator sends for a reply to a short code.
 - ``captured_logs``: the daemon's real log pipeline (``smscenter.app.logs.configure_logging``,
   JSON) written into a buffer, to check what reaches the logs.
-- ``run_cli``: ``python -m smscenter …`` in a subprocess (without blocking the event loop).
+- ``run_cli``: ``python -m smscenter …`` in a subprocess (without blocking the event loop);
+  ``run_cli_here``: the same verb in this process (``tests/cli_here.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -36,6 +36,7 @@ import smpplib.consts
 import smpplib.smpp
 import structlog
 
+from tests.cli_here import smscenter_here
 from tests.integration.mt_fixtures import GW_PASSWORD, HOST, PARTNER_PASSWORDS, TEST_SERVER, wait_for
 from tests.patience import PATIENCE
 
@@ -357,20 +358,9 @@ async def run_cli(*args: str, stdin: str = "", env: dict | None = None, timeout:
 
 
 async def run_cli_here(*args: str) -> subprocess.CompletedProcess:
-    """``smscenter ARGS`` in this process: ``smscenter.cli.main`` on a thread (the verbs run
-    their own event loop), stdout and stderr captured, usage errors' exit code kept. The same
-    code as ``run_cli`` without an interpreter start (a second or more of CPU each), for the
-    variations of a verb (filters, bad input) once a test ran it as a process with ``run_cli``.
-    Paths in ARGS must be absolute (``run_cli`` runs in the repository)."""
-    from smscenter.cli.main import main
-
-    def run() -> subprocess.CompletedProcess:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:  # argparse's usage errors
-                code = exc.code if isinstance(exc.code, int) else 1
-        return subprocess.CompletedProcess(["smscenter", *args], code, out.getvalue(), err.getvalue())
-
-    return await asyncio.to_thread(run)
+    """``smscenter ARGS`` in this process, on a thread (the verbs run their own event loop):
+    ``tests/cli_here.py``. The same code as ``run_cli`` without an interpreter start (a second
+    or more of CPU each), for the variations of a verb (filters, bad input) once a test ran it
+    as a process with ``run_cli``. Paths in ARGS must be absolute (``run_cli`` runs in the
+    repository)."""
+    return await asyncio.to_thread(smscenter_here, *args)

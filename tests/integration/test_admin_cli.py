@@ -1,6 +1,7 @@
 """``smscenter blacklist …`` and ``smscenter mo list`` as an administrator runs them: a separate
 process on a temp config, database and keys folder; exit codes, stdout vs stderr, the audit
-log; and a running daemon picking up a change made with the CLI."""
+log; and a running daemon picking up a change made with the CLI (another process). Once a
+verb ran as a process, its variations run in this process (``here``: the same ``main``)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.integration.mt_fixtures import (  # noqa: F401 - mt: fixture
     rows,
     wait_for,
 )
-from tests.integration.optout_fixtures import SHARED, SmpplibPartner, config_data, run_cli, write_config
+from tests.integration.optout_fixtures import SHARED, SmpplibPartner, config_data, run_cli, run_cli_here, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,7 +44,14 @@ def config(tmp_path, password_hashes):
 
 
 async def cli(*args, env=None):
+    """The verb as a process: what an administrator runs (exit code, stdout vs stderr)."""
     return await run_cli(*args, env=env)
+
+
+async def here(*args):
+    """The same verb in this process (``tests/cli_here.py``), for the variations of a verb
+    once ``test_add_list_remove_with_actor`` and ``test_mo_list_on_stored_rows`` ran it as one."""
+    return await run_cli_here(*args)
 
 
 def audit_rows(settings) -> list[dict]:
@@ -102,14 +110,14 @@ async def test_add_list_remove_with_actor(config):
 async def test_wrong_input_exits_2_and_changes_nothing(config, tmp_path):
     path, settings, _ = config
     c = str(path)
-    bad = await cli("blacklist", "add", "-c", c, "--account", "acme", "--number", "06 12 AB")
+    bad = await here("blacklist", "add", "-c", c, "--account", "acme", "--number", "06 12 AB")
     assert bad.returncode == 2 and bad.stdout == ""
     assert "--number: not a valid phone number" in bad.stderr
-    unknown = await cli("blacklist", "add", "-c", c, "--account", "nobody", "--number", NUMBER)
+    unknown = await here("blacklist", "add", "-c", c, "--account", "nobody", "--number", NUMBER)
     assert unknown.returncode == 2 and "no such account" in unknown.stderr
-    not_ours = await cli("blacklist", "add", "-c", c, "--account", "platform:39999", "--number", NUMBER)
+    not_ours = await here("blacklist", "add", "-c", c, "--account", "platform:39999", "--number", NUMBER)
     assert not_ours.returncode == 2 and "39999" in not_ours.stderr
-    missing = await cli("blacklist", "import", "-c", c, "--account", "acme", str(tmp_path / "nope.csv"))
+    missing = await here("blacklist", "import", "-c", c, "--account", "acme", str(tmp_path / "nope.csv"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert rows(settings, blacklist) == [] and rows(settings, audit_log) == []
 
@@ -117,14 +125,14 @@ async def test_wrong_input_exits_2_and_changes_nothing(config, tmp_path):
 async def test_platform_scope(config):
     path, settings, cipher = config
     c = str(path)
-    added = await cli("blacklist", "add", "-c", c, "--account", f"platform:{SHARED}", "--number", NUMBER)
+    added = await here("blacklist", "add", "-c", c, "--account", f"platform:{SHARED}", "--number", NUMBER)
     assert added.returncode == 0, added.stderr
     assert [(r["scope"], r["dest_hash"]) for r in rows(settings, blacklist)] == [
         (f"sc:{SHARED}", cipher.lookup_hash(NUMBER))]
     # An account on that shared code is told about the platform-level entry.
-    check = await cli("blacklist", "list", "-c", c, "--account", "acme", "--number", NUMBER)
+    check = await here("blacklist", "list", "-c", c, "--account", "acme", "--number", NUMBER)
     assert check.returncode == 0 and f"on the blacklist of platform:{SHARED}" in check.stdout
-    everything = await cli("blacklist", "list", "-c", c)
+    everything = await here("blacklist", "list", "-c", c)
     assert f"platform:{SHARED}" in everything.stdout and "1 entries" in everything.stdout
 
 
@@ -143,7 +151,7 @@ async def test_import_reports_bad_lines_and_keeps_good_ones(config, tmp_path):
         "32470123456\n",                    # 8 international without '+'
         encoding="utf-8",
     )
-    result = await cli("blacklist", "import", "-c", c, "--account", "acme", str(csv), "--actor", "carol")
+    result = await here("blacklist", "import", "-c", c, "--account", "acme", str(csv), "--actor", "carol")
     assert result.returncode == 1
     bad_lines = result.stderr.splitlines()
     assert len(bad_lines) == 2
@@ -159,7 +167,7 @@ async def test_import_reports_bad_lines_and_keeps_good_ones(config, tmp_path):
 
     clean = tmp_path / "clean.csv"
     clean.write_text("+33611111111\n+33622222222\n")
-    ok = await cli("blacklist", "import", "-c", c, "--account", "beta", "--file", str(clean))
+    ok = await here("blacklist", "import", "-c", c, "--account", "beta", "--file", str(clean))
     assert ok.returncode == 0 and ok.stderr == ""
     assert "2 new" in ok.stdout
 
@@ -168,9 +176,9 @@ async def test_export_writes_hashes_not_numbers(config, tmp_path):
     path, settings, cipher = config
     c = str(path)
     for number, account in ((NUMBER, "acme"), (OTHER, "acme"), (NUMBER, "beta")):
-        r = await cli("blacklist", "add", "-c", c, "--account", account, "--number", number, "--actor", "dave")
+        r = await here("blacklist", "add", "-c", c, "--account", account, "--number", number, "--actor", "dave")
         assert r.returncode == 0, r.stderr
-    out = await cli("blacklist", "export", "-c", c, "--account", "acme")
+    out = await here("blacklist", "export", "-c", c, "--account", "acme")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "scope,hash,source,added_utc,added_by"
@@ -181,10 +189,10 @@ async def test_export_writes_hashes_not_numbers(config, tmp_path):
     assert "612345678" not in out.stdout and "698765432" not in out.stdout
 
     target = tmp_path / "all.csv"
-    everything = await cli("blacklist", "export", "-c", c, "--file", str(target))
+    everything = await here("blacklist", "export", "-c", c, "--file", str(target))
     assert everything.returncode == 0 and everything.stdout == ""
     assert len(target.read_text().splitlines()) == 4  # header + 3 entries
-    helptext = await cli("blacklist", "export", "--help")
+    helptext = await here("blacklist", "export", "--help")
     assert "hashes" in helptext.stdout and "not phone numbers" in " ".join(helptext.stdout.split())
 
 
@@ -213,7 +221,7 @@ async def test_mo_list_on_stored_rows(config):
         })
     await engine.dispose()
 
-    default = await cli("mo", "list", "-c", c)
+    default = await here("mo", "list", "-c", c)
     lines = default.stdout.splitlines()
     assert default.returncode == 0 and lines[-1] == "1 MO (unroutable)"
     # The support view: nothing decrypted — the sender's hash prefix, the text's octets.
@@ -221,14 +229,14 @@ async def test_mo_list_on_stored_rows(config):
     assert "2026-01-01 12:00:00" in lines[1] and hash_prefix in lines[1] and lines[1].endswith("unknown short code")
     assert lines[1].split()[-4] == "5B"  # text size, not the text
     assert "Hello" not in default.stdout and "612345678" not in default.stdout
-    routed = await cli("mo", "list", "-c", c, "--status", "routed", "--show-numbers")
+    routed = await here("mo", "list", "-c", c, "--status", "routed", "--show-numbers")
     assert "33612345678" in routed.stdout and "acme" in routed.stdout and routed.stdout.endswith("1 MO (routed)\n")
     assert routed.stdout.splitlines()[1].split()[-2] == "7"  # characters, decrypted (dpo)
 
 
 async def test_missing_keys_is_an_error(tmp_path, password_hashes):
     path = write_config(tmp_path, config_data(password_hashes, free_port()))
-    result = await cli("blacklist", "list", "-c", str(path))
+    result = await here("blacklist", "list", "-c", str(path))
     assert result.returncode == 1 and "keys folder" in result.stderr
 
 
@@ -305,12 +313,8 @@ async def test_cache_sees_changes_committed_out_of_id_order(tmp_path):
 
 
 def test_blacklist_help_documents_hashes():
-    import subprocess
-    import sys
+    from tests.cli_here import smscenter_here
 
-    from tests.integration.optout_fixtures import REPO
-
-    out = subprocess.run([sys.executable, "-m", "smscenter", "blacklist", "--help"], capture_output=True,
-                         text=True, cwd=REPO, timeout=30)
+    out = smscenter_here("blacklist", "--help")
     assert out.returncode == 0
     assert "keyed hashes" in out.stdout and "platform:36180" in out.stdout and "--actor" in out.stdout

@@ -159,7 +159,7 @@ async def test_an_account_gone_from_the_config_is_still_listed_from_the_log(setu
                                 "peer_ip": "192.0.2.77", "peer_port": 1, "bind_type": "receiver", "tls": False,
                                 "status": 0}])
     engine.dispose()
-    done = await run_cli("connections", "list", "-c", str(path), "--account", "former")
+    done = await run_cli_here("connections", "list", "-c", str(path), "--account", "former")
     assert done.returncode == 0, done.stderr
     assert [line[1] for line in table(done.stdout)] == ["former"]
 
@@ -167,6 +167,6 @@ async def test_an_account_gone_from_the_config_is_still_listed_from_the_log(setu
 async def test_without_the_support_roles_key_nothing_is_read(tmp_path):
     path = write_config(tmp_path, keys="var/no-keys-here")
     for args in (("connections", "list"), ("accounts",)):
-        done = await run_cli(*args, "-c", str(path))
+        done = await run_cli_here(*args, "-c", str(path))
         assert done.returncode == 1 and "this needs the support role" in done.stderr and done.stdout == ""
     assert not (tmp_path / "var" / "smscenter.db").exists()  # the database was not even opened

@@ -1,6 +1,7 @@
 """``smscenter db status|upgrade`` as an administrator runs them, and the daemon refusing to
 start, in one line and exit code 1, on what an administrator must fix: a schema upgraded by
-a newer smscenter, a database with data but no keys."""
+a newer smscenter, a database with data but no keys. The daemon's start and the first test's
+verbs are processes; the other ``db`` calls run the same ``main`` in this process."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from smscenter.config import load_settings
 from storage import db
 from tests.integration.mt_fixtures import free_port
-from tests.integration.optout_fixtures import config_data, run_cli, write_config
+from tests.integration.optout_fixtures import config_data, run_cli, run_cli_here, write_config
 from tests.store_helpers import create_schema
 
 pytestmark = pytest.mark.timeout(90)
@@ -50,10 +51,10 @@ async def test_a_schema_from_a_newer_smscenter_is_never_touched(config):
     with sqlite3.connect(database_file(settings)) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
 
-    status = await run_cli("db", "status", "-c", path)
+    status = await run_cli_here("db", "status", "-c", path)
     assert status.returncode == 1 and "unknown to this smscenter" in status.stdout
 
-    upgrade = await run_cli("db", "upgrade", "-c", path)
+    upgrade = await run_cli_here("db", "upgrade", "-c", path)
     assert upgrade.returncode == 1
     assert "a newer smscenter upgraded it" in upgrade.stderr and "Traceback" not in upgrade.stderr
 
@@ -82,5 +83,5 @@ async def test_the_daemon_refuses_a_database_with_data_but_no_keys(config):
 async def test_bad_config_is_a_usage_error(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[server]\nlisten = 5\n", encoding="utf-8")
-    result = await run_cli("db", "status", "-c", str(bad))
+    result = await run_cli_here("db", "status", "-c", str(bad))
     assert result.returncode == 2 and "invalid configuration" in result.stderr

@@ -18,7 +18,7 @@ from smscenter.cli.incident_report import CATEGORIES, TO_FILL, build_report, to_
 from storage import db
 from storage.crypto import FieldCipher, Keyring
 from storage.schema import audit_log, connection_log
-from tests.integration.optout_fixtures import run_cli
+from tests.integration.optout_fixtures import run_cli, run_cli_here
 from tests.retention_fixtures import DAY, NOW, Seeder, next_id
 
 pytestmark = pytest.mark.timeout(120)
@@ -162,7 +162,7 @@ async def test_the_verb_writes_markdown_and_json_and_is_audited(site):
         assert f"### {heading}\n\n_To fill in:" in text
     assert_no_number(text, cipher)
 
-    js = await run_cli("incident", "report", "-c", c, "--since", iso(SINCE), "--until", iso(UNTIL),
+    js = await run_cli_here("incident", "report", "-c", c, "--since", iso(SINCE), "--until", iso(UNTIL),
                        "--account", "acme", "--format", "json")
     assert js.returncode == 0, js.stderr
     doc = json.loads(js.stdout)
@@ -187,6 +187,6 @@ async def test_the_verb_writes_markdown_and_json_and_is_audited(site):
 ])
 async def test_bad_input_exits_2_and_writes_nothing(site, args, message):
     path, settings, _ = site
-    result = await run_cli("incident", "report", "-c", str(path), *args)
+    result = await run_cli_here("incident", "report", "-c", str(path), *args)
     assert result.returncode == 2 and message in result.stderr and result.stdout == ""
     assert audit_rows(settings) == []

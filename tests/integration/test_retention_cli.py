@@ -98,7 +98,7 @@ async def test_retention_run_and_billing_report(setup, monkeypatch):
     assert before.returncode == 0, before.stderr
     assert json.loads(before.stdout)["messages"] == 23
 
-    dry = await run_cli("retention", "run", "-c", c, "--dry-run")
+    dry = await run_cli_here("retention", "run", "-c", c, "--dry-run")  # the run itself: a process, below
     assert dry.returncode == 0, dry.stderr
     assert "would remove" in dry.stdout and "dry run: nothing removed" in dry.stdout
     assert counts(settings) == {"messages": 25, "parts": 50, "outbox": 25, "mo_messages": 1}
@@ -150,6 +150,6 @@ async def test_billing_report_bad_input(setup, args, message):
 async def test_retention_run_bad_config(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[retention]\nmessage_details = "2d"\n', encoding="utf-8")
-    result = await run_cli("retention", "run", "-c", str(path))
+    result = await run_cli_here("retention", "run", "-c", str(path))
     assert result.returncode == 2
     assert "retention.message_details" in result.stderr

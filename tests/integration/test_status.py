@@ -51,6 +51,7 @@ from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     port_of,
     wait_for,
 )
+from tests.integration.optout_fixtures import run_cli_here
 from tests.patience import PATIENCE
 
 pytestmark = pytest.mark.timeout(90)
@@ -142,7 +143,9 @@ short_code = "36180"
 
 
 async def cli(*argv: str) -> subprocess.CompletedProcess:
-    """``python -m smscenter ARGV`` as an administrator runs it (a process of its own)."""
+    """``python -m smscenter ARGV`` as an administrator runs it (a process of its own); once a
+    verb ran so, its other calls run in this process (``run_cli_here``) where no daemon runs in
+    the test's process (its log lines would land in the captured stdout)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "smscenter", *argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -404,7 +407,7 @@ async def test_status_and_reload_without_a_daemon(tmp_path, password_hashes):
     config = write_config(tmp_path, password_hashes, free_port())
     path = load_settings(config).control_socket_path
     for verb in ("status", "reload"):
-        done = await cli(verb, "-c", str(config))
+        done = await run_cli_here(verb, "-c", str(config))
         assert done.returncode == 1
         assert done.stderr.strip() == f"smscenter {verb}: no daemon is listening on {path}"
     with pytest.raises(ControlUnavailable, match="no daemon is listening"):

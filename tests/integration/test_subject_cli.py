@@ -1,5 +1,6 @@
 """``smscenter subject export|erase`` and ``smscenter account purge`` as an administrator runs
-them: separate processes on a temp config, SQLite file and keys folder. The export file is
+them: a separate process for each verb (its variations in this process, ``run_cli_here``) on a
+temp config, SQLite file and keys folder. The export file is
 mode 0600 and holds the number's data and nobody else's; another number's export, the erase's
 stdout and the audit rows hold no number or text in clear; bad input exits 2 with nothing
 done; an unknown number is "nothing held" (exit 0); keys that cannot be read are the "dpo
@@ -99,7 +100,7 @@ async def test_export_to_a_private_file_erase_and_export_again(setup, tmp_path):
     assert in_clear(out.read_text(), B, TEXT_B) == []
     assert "exported +336****22" in run.stderr and in_clear(run.stderr, A, TEXT_A) == []
 
-    other = await run_cli("subject", "export", "-c", config, "--number", B)
+    other = await run_cli_here("subject", "export", "-c", config, "--number", B)
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout)["number"] == B
     assert in_clear(other.stdout + other.stderr, A, TEXT_A) == []
@@ -110,12 +111,12 @@ async def test_export_to_a_private_file_erase_and_export_again(setup, tmp_path):
     assert "kept: 2 opt-outs" in erase.stdout
     assert in_clear(erase.stdout + erase.stderr, A, B, TEXT_A, TEXT_B) == []
 
-    erase = await run_cli("subject", "erase", "-c", config, "--number", A, "--include-queued")
+    erase = await run_cli_here("subject", "erase", "-c", config, "--number", A, "--include-queued")
     assert erase.returncode == 0, erase.stderr
     assert "cancelled first (not ended): 2; failure receipts queued for partners: 2" in erase.stdout
     assert in_clear(erase.stdout + erase.stderr, A, B, TEXT_A, TEXT_B) == []
 
-    again = await run_cli("subject", "export", "-c", config, "--number", A)
+    again = await run_cli_here("subject", "export", "-c", config, "--number", A)
     assert again.returncode == 0, again.stderr
     doc = json.loads(again.stdout)
     assert doc["messages"] == doc["mo"] == doc["mo_copies_owed"] == [] and doc["invalid_number"] is None
@@ -138,31 +139,31 @@ async def test_bad_input_and_nothing_held(setup, tmp_path):
     assert table_counts(settings) == before  # nothing done: not even an audit row
 
     out = tmp_path / "none.json"
-    nothing = await run_cli("subject", "export", "-c", config, "--number", "+33699990000", "--output", str(out))
+    nothing = await run_cli_here("subject", "export", "-c", config, "--number", "+33699990000", "--output", str(out))
     assert nothing.returncode == 0 and "nothing held about +336****00" in nothing.stderr and not out.exists()
-    nothing = await run_cli("subject", "erase", "-c", config, "--number", "+33699990000")
+    nothing = await run_cli_here("subject", "erase", "-c", config, "--number", "+33699990000")
     assert nothing.returncode == 0 and "nothing held about +336****00" in nothing.stdout
     after = table_counts(settings)
     assert after == {**before, "audit_log": before["audit_log"] + 2}  # the requests are audited
 
     no_keys = write_config(tmp_path, keys="missing-keys")
-    denied = await run_cli("subject", "export", "-c", no_keys, "--number", A)
+    denied = await run_cli_here("subject", "export", "-c", no_keys, "--number", A)
     assert denied.returncode == 1 and "this needs the dpo role" in denied.stderr and denied.stdout == ""
     assert table_counts(settings) == after
 
 
 async def test_account_purge(setup, tmp_path):
     config, settings, made = setup
-    still = await run_cli("account", "purge", "-c", config, "beta")
+    still = await run_cli_here("account", "purge", "-c", config, "beta")
     assert still.returncode == 2 and "still in" in still.stderr
     gone = write_config(tmp_path, accounts=("acme",))
     purge = await run_cli("account", "purge", "-c", gone, "beta", "--keep-optouts")
     assert purge.returncode == 0, purge.stderr
     assert purge.stdout.startswith("purged account beta: messages 2, parts 4, outbox rows 2, webhook events 0, MO 0, kept (--keep-optouts)")
     assert in_clear(purge.stdout, A, B, TEXT_A, TEXT_B) == []
-    optouts = await run_cli("account", "purge", "-c", gone, "beta")  # the opt-outs were all that was left
+    optouts = await run_cli_here("account", "purge", "-c", gone, "beta")  # the opt-outs were all that was left
     assert optouts.returncode == 0, optouts.stderr
     assert optouts.stdout.startswith("purged account beta: messages 0, parts 0, outbox rows 0, webhook events 0, MO 0, opt-outs of its own scope 1")
-    again = await run_cli("account", "purge", "-c", gone, "beta")
+    again = await run_cli_here("account", "purge", "-c", gone, "beta")
     assert again.returncode == 0 and "nothing held for account beta" in again.stdout
     assert [r["action"] for r in audit_rows(settings)] == ["account.purge"] * 3

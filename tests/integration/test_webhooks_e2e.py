@@ -7,11 +7,6 @@ subscriber, still delivers the same receipts and MO to the bound partner.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
 from smscenter.config import ConfigError, settings_from_dict
@@ -23,10 +18,9 @@ from tests.integration.mt_fixtures import (  # noqa: F401 - mt, mt_settings are 
     rows,
     wait_for,
 )
-from tests.integration.optout_fixtures import inject_mo
+from tests.integration.optout_fixtures import inject_mo, run_cli_here
 from tests.integration.webhook_receiver import SECRET, Receiver, self_signed
 
-REPO = Path(__file__).resolve().parents[2]
 SHORT_CODE = "38100"
 DEST = "33612345678"
 
@@ -140,14 +134,9 @@ async def test_check_config_names_the_key(password_hashes, tmp_path):
         f'[[account]]\nsystem_id = "acme"\npassword = "{password_hashes["acme"]}"\n'
         f'receipt_url = "http://hooks.example/receipts"\nwebhook_secret = "{SECRET}"\n'
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "smscenter", "check-config", "-c", str(cfg),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode != 0
-    assert b"account[0].receipt_url: must be an https:// URL" in out, out
+    done = await run_cli_here("check-config", "-c", str(cfg))  # check-config as a process: tests/unit/test_cli.py
+    assert done.returncode != 0
+    assert "account[0].receipt_url: must be an https:// URL" in done.stdout + done.stderr, done
 
 
 async def test_a_stop_reaches_mo_url_flagged_and_leaves_as_an_opt_out_event(mt, mt_settings, receiver):

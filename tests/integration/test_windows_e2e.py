@@ -37,6 +37,7 @@ import pytest
 from smscenter.config import ConfigError, Settings, load_settings, settings_from_dict
 from smscenter.app.daemon import Daemon
 from smscenter.runtime.timers import FakeTimers
+from tests.cli_here import smscenter_here
 from storage.schema import blacklist, messages
 from tests.integration.mt_fixtures import (  # noqa: F401 - mt is a fixture
     HOST,
@@ -328,27 +329,46 @@ async def test_validity_ending_before_the_opening_expires(mt, build) -> None:
     assert row["state"] == EXPIRED
 
 
+async def step(timers: FakeTimers, d: Daemon, seconds: float, until=lambda: False, tick: float = 0.25) -> None:
+    """Move virtual time ``seconds`` forward in ``tick`` steps, each step's submits answered
+    by the upstream (real sockets) before the next; stop early once ``until()`` holds."""
+    connector = d.connectors["up"]
+    for _ in range(round(seconds / tick)):
+        if until():
+            return
+        await timers.advance(tick)
+        await wait_for(lambda: connector._in_flight == 0, 5, what="the step's submits answered")
+
+
 async def test_window_closing_while_the_queue_drains(mt, build) -> None:
-    clock = FakeClock(paris("2026-06-06 19:59:00"))  # Saturday evening, open for one more minute
-    peer = await upstream(mt)
-    d = await start(mt, build([connector_entry("up", peer.port, throughput=4, window=10)]), clock)
+    """On virtual time (``FakeTimers``): the connector's 4/s and the closing at 20:00 are the
+    test's clock, moved in steps, instead of seconds of real waiting."""
+    timers = FakeTimers(paris("2026-06-06 19:59:00").timestamp())  # Saturday evening, open for one more minute
+    peer = await upstream(mt, clock=timers.now)
+    d = await start(mt, build([connector_entry("up", peer.port, throughput=4, window=10)]), timers)
     partner = await mt.partner(d)
     dests = numbers(20)
     sent = await asyncio.gather(*(submit(partner, dest) for dest in dests))
     assert [r.command_status for r in sent] == [ESME_ROK] * 20
-    await wait_for(lambda: len(peer.submits) >= 6, 5, what="the first submits at 4/s")
+    await step(timers, d, 5, until=lambda: len(peer.submits) >= 6)
+    assert len(peer.submits) >= 6, "the first submits at 4/s"
 
-    jump(d, clock, paris("2026-06-06 20:00:05"))  # closed until Monday 08:00
+    await timers.jump(paris("2026-06-06 20:00:05").timestamp() - timers.now())  # closed until Monday 08:00
+    d.dispatcher.poke()
     at_close = len(peer.submits)
-    await asyncio.sleep(1.5)  # at 4/s, six more would have gone
+    await step(timers, d, 1.5)  # at 4/s, six more would have gone
+    await asyncio.sleep(0.05)  # and what real I/O (the queue's loads) would have let go meanwhile
     after_close = len(peer.submits)
     assert after_close <= at_close + 1, (at_close, after_close)  # at most one already on the wire
     assert d.dispatcher.held() == 20 - after_close
     assert await metric(d, "smscenter_held_for_window") == 20 - after_close
 
-    jump(d, clock, paris("2026-06-08 08:00:01"))  # Monday
-    await wait_for(lambda: len(peer.submits) == 20, 10, what="the rest on Monday")
-    await asyncio.sleep(0.3)
+    await timers.jump(paris("2026-06-08 08:00:01").timestamp() - timers.now())  # Monday
+    d.dispatcher.poke()
+    await step(timers, d, 10, until=lambda: len(peer.submits) == 20)
+    assert len(peer.submits) == 20, "the rest on Monday"
+    await step(timers, d, 1.0)  # four more would have gone, were any sent twice
+    await asyncio.sleep(0.05)
     assert sorted(s.destination_addr for s in peer.submits) == sorted(dests)  # each exactly once
     assert d.dispatcher.held() == 0
 
@@ -603,7 +623,7 @@ rules = { FR = "af2m-2026", CH = "mon-fri 09:00-12:00 14:00-18:00", "*" = "alway
 """)
     settings = load_settings(config)
     assert settings.windows.rules["FR"] == "af2m-2026"
-    result = check_config(config)
+    result = smscenter_here("check-config", "-c", str(config))  # as a process: the bad rules above
     assert result.returncode == 0, result.stderr
 
 

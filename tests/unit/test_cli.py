@@ -1,4 +1,6 @@
-"""The CLI as an administrator runs it: a separate process, exit codes, stdout vs stderr."""
+"""The CLI as an administrator runs it: a separate process, exit codes, stdout vs stderr. Each
+verb runs once as a process; its other inputs run in this process (``smscenter_here``: the
+same ``main``, stdout, stderr and exit code, without an interpreter start each)."""
 
 import os
 import subprocess
@@ -9,6 +11,7 @@ import pytest
 
 from smscenter.cli.main import main
 from smscenter.runtime.passwords import hash_token, token_matches, verify_password
+from tests.cli_here import smscenter_here
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "conf" / "smscenter.example.toml"
@@ -42,7 +45,7 @@ def test_check_config_broken(tmp_path):
         .replace('bind_timeout = "10s"', 'bind_timeout = "10 seconds"')
         .replace('connectors = ["operator-a"]', 'connectors = ["operator-b"]')
     )
-    proc = smscenter("check-config", "-c", str(bad))
+    proc = smscenter_here("check-config", "-c", str(bad))
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
@@ -55,7 +58,7 @@ def test_check_config_cross_check_error(tmp_path):
     bad.write_text(
         EXAMPLE.read_text().replace('connectors = ["operator-a"]', 'connectors = ["operator-b"]')
     )
-    proc = smscenter("check-config", "-c", str(bad))
+    proc = smscenter_here("check-config", "-c", str(bad))
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == ["route[0].connectors[0]: no connector named 'operator-b'"]
 
@@ -63,7 +66,7 @@ def test_check_config_cross_check_error(tmp_path):
 def test_check_config_syntax_error(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[server\n")
-    proc = smscenter("check-config", "-c", str(bad))
+    proc = smscenter_here("check-config", "-c", str(bad))
     assert proc.returncode == 2
     assert "invalid TOML" in proc.stderr and "line 1" in proc.stderr
 
@@ -87,7 +90,7 @@ def test_hash_password_round_trip():
 
 
 def test_hash_password_keeps_spaces_strips_crlf():
-    proc = smscenter("hash-password", stdin=" a b \r\n")
+    proc = smscenter_here("hash-password", stdin=" a b \r\n")
     assert verify_password(" a b ", proc.stdout.strip())
 
 
@@ -98,20 +101,20 @@ def test_hash_token_prints_what_api_tokens_accepts():
     stored = proc.stdout.strip()
     assert stored == hash_token(token) and token_matches(token, (stored,))
     assert token not in proc.stdout + proc.stderr
-    short = smscenter("hash-token", stdin="short\n")
+    short = smscenter_here("hash-token", stdin="short\n")
     assert short.returncode == 2 and "at least 32 characters" in short.stderr and short.stdout == ""
 
 
 @pytest.mark.parametrize("stdin", ["", "\n"])
 def test_hash_password_empty(stdin):
-    proc = smscenter("hash-password", stdin=stdin)
+    proc = smscenter_here("hash-password", stdin=stdin)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "empty password" in proc.stderr
 
 
 def test_hash_password_warns_on_long_password():
-    proc = smscenter("hash-password", stdin="muchtoolongpassword\n")
+    proc = smscenter_here("hash-password", stdin="muchtoolongpassword\n")
     assert proc.returncode == 0
     assert "at most 8" in proc.stderr
     assert verify_password("muchtoolongpassword", proc.stdout.strip())

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, select
 from storage.crypto import FieldCipher, Keyring
 from storage.rekey import count_under
 from storage.schema import audit_log
+from tests.cli_here import smscenter_here
 from tests.retention_fixtures import Seeder
 from tests.store_helpers import create_schema
 
@@ -22,6 +23,8 @@ EXAMPLE = REPO / "conf" / "smscenter.example.toml"
 
 
 def smscenter(*args):
+    """The verb as a process, as the dpo runs it; its variations run in this process
+    (``smscenter_here``: the same ``main``, no interpreter start) once a test ran it so."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "smscenter", *args], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=60)
@@ -81,7 +84,7 @@ def test_rotate_adds_the_next_key_and_old_values_still_decrypt(config, tmp_path)
 
 @pytest.mark.parametrize("verb", ["list", "rotate"])
 def test_no_keys_folder_is_an_error_and_no_keys_are_made(config, tmp_path, verb):
-    result = smscenter("keys", verb, "-c", str(config))
+    result = smscenter_here("keys", verb, "-c", str(config))
     assert result.returncode == 1 and result.stdout == ""
     assert f"no keys in {tmp_path / 'keys'}" in result.stderr and "restore" in result.stderr
     assert not (tmp_path / "keys").exists()
@@ -91,7 +94,7 @@ def test_unsafe_key_file_is_refused_and_nothing_added(config, tmp_path):
     keys = tmp_path / "keys"
     Keyring.create(keys)
     os.chmod(keys / "dek-0001.key", 0o644)
-    result = smscenter("keys", "rotate", "-c", str(config))
+    result = smscenter_here("keys", "rotate", "-c", str(config))
     assert result.returncode == 1
     assert "dek-0001.key" in result.stderr and "chmod 600" in result.stderr
     assert "this needs the dpo role" in result.stderr
@@ -101,7 +104,7 @@ def test_unsafe_key_file_is_refused_and_nothing_added(config, tmp_path):
 def test_bad_config_exits_2_naming_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(EXAMPLE.read_text().replace("[storage]", "[storage]\nkeyz = 1"))
-    result = smscenter("keys", "rotate", "-c", str(bad))
+    result = smscenter_here("keys", "rotate", "-c", str(bad))
     assert result.returncode == 2
     assert "storage.keyz" in result.stderr and "invalid configuration" in result.stderr
 
@@ -125,8 +128,8 @@ def test_retire_moves_every_value_to_the_current_key_and_removes_the_old_one(con
     keys = tmp_path / "keys"
     cipher = FieldCipher(Keyring.create(keys))
     n = seed(config, tmp_path, cipher)
-    assert smscenter("keys", "rotate", "-c", str(config)).returncode == 0
-    listing = smscenter("keys", "list", "-c", str(config))
+    assert smscenter_here("keys", "rotate", "-c", str(config)).returncode == 0
+    listing = smscenter_here("keys", "list", "-c", str(config))
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.splitlines()[1:3] == [
         f"  key 1: dek-0001.key  protects {n} values",
@@ -141,7 +144,7 @@ def test_retire_moves_every_value_to_the_current_key_and_removes_the_old_one(con
     assert lines[-1].startswith(f"key 1 retired: {n} values re-encrypted with key 2 in 1 pass")
     assert "dek-0001.key removed" in lines[-1] and "older backups of it still hold key 1" in lines[-1]
     assert sorted(p.name for p in keys.iterdir()) == ["dek-0002.key", "lookup.key"]
-    listing = smscenter("keys", "list", "-c", str(config))
+    listing = smscenter_here("keys", "list", "-c", str(config))
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.splitlines()[1] == (
         f"  key 2: dek-0002.key  protects {n} values  current: new values are encrypted with it")
@@ -162,7 +165,7 @@ def test_retire_refuses_the_current_key_and_an_unknown_one(config, tmp_path, key
     cipher = FieldCipher(Keyring.create(keys))
     seed(config, tmp_path, cipher)
     Keyring.load(keys).rotate()
-    result = smscenter("keys", "retire", "-c", str(config), key_id)
+    result = smscenter_here("keys", "retire", "-c", str(config), key_id)
     assert result.returncode == 2 and result.stdout == ""
     assert message.format(keys=keys) in result.stderr
     assert sorted(p.name for p in keys.iterdir()) == ["dek-0001.key", "dek-0002.key", "lookup.key"]
@@ -176,7 +179,7 @@ def test_retire_refuses_the_current_key_and_an_unknown_one(config, tmp_path, key
 @pytest.mark.parametrize("argv", [["abc"], ["0"], ["1", "--batch", "0"], []])
 def test_retire_bad_arguments_exit_2(config, tmp_path, argv):
     Keyring.create(tmp_path / "keys")
-    result = smscenter("keys", "retire", "-c", str(config), *argv)
+    result = smscenter_here("keys", "retire", "-c", str(config), *argv)
     assert result.returncode == 2 and result.stdout == ""
     assert "usage:" in result.stderr
     assert not (tmp_path / "smscenter.db").exists()
@@ -188,7 +191,7 @@ def test_list_says_when_values_are_under_a_key_the_folder_lacks(config, tmp_path
     n = seed(config, tmp_path, FieldCipher(Keyring.create(keys)))
     Keyring.load(keys).rotate()
     os.unlink(keys / "dek-0001.key")
-    result = smscenter("keys", "list", "-c", str(config))
+    result = smscenter_here("keys", "list", "-c", str(config))
     assert result.returncode == 1
     assert result.stdout.splitlines()[1] == "  key 2: dek-0002.key  protects 0 values  current: new values are encrypted with it"
     assert f"{n} values are under key 1, which is not in the folder: restore dek-0001.key from your backup" in result.stderr

@@ -7,7 +7,7 @@ PostgreSQL, cheap to compare, no time-zone ambiguity.
 
 Tables:
 - ``messages``: one row per partner message (our 64-bit id), its final state and receipt
-  wishes;
+  wishes, and the id of the ``submit_multi`` it came from, if any (migration 0015);
 - ``parts``: one row per segment sent upstream — also the durable MT queue (``state``,
   ``next_attempt_at``: when the dispatcher next looks at it — its schedule, its send window's
   opening, its retry, or its validity's end if sooner) and the receipt correlation key
@@ -77,6 +77,9 @@ messages = Table(
     # ISO region of the destination (from the number, at submit): billing keeps it once the
     # number is gone (migration 0009; None in older rows, derived at purge).
     Column("dest_country", String(2), nullable=True),
+    # The id a submit_multi was answered with, on each of its messages (migration 0015):
+    # receipts to the partner carry it as their id; NULL for every other message.
+    Column("multi_id", BigInteger, nullable=True),
     Index("ix_messages_submitted_at", "submitted_at"),
 )
 
@@ -208,6 +211,9 @@ Index("ix_parts_submitted", parts.c.message_id, sqlite_where=_OUT, postgresql_wh
 # Partial: most messages carry no unsubscribe link, and every index costs each insert.
 _WITH_TOKEN = messages.c.unsub_token.isnot(None)
 Index("ix_messages_unsub_token", messages.c.unsub_token, sqlite_where=_WITH_TOKEN, postgresql_where=_WITH_TOKEN)
+#: A submit_multi's messages by its id (migration 0015). Partial: most messages have none.
+_WITH_MULTI = messages.c.multi_id.isnot(None)
+Index("ix_messages_multi_id", messages.c.multi_id, sqlite_where=_WITH_MULTI, postgresql_where=_WITH_MULTI)
 #: MO by the sender's keyed hash (migration 0012): a data-subject export or erasure
 #: (``storage/subject.py``) finds a number's replies without reading the table.
 Index("ix_mo_source", mo_messages.c.source_hash)

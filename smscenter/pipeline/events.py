@@ -56,6 +56,14 @@ class ReceiptEvent:
     #: The partner's own reference for the message, when its door carries one (none does
     #: yet: SMPP has our id only).
     reference: str | None = None
+    #: The id of the submit_multi the message came from (None: none), which is what the
+    #: partner got at submit instead of ``message_id``: its receipt carries it.
+    multi_id: int | None = None
+
+    @property
+    def partner_id(self) -> int:
+        """The id the partner knows the message by: its multi's, else its own."""
+        return self.message_id if self.multi_id is None else self.multi_id
 
     @property
     def wanted(self) -> bool:
@@ -155,7 +163,7 @@ def receipt_event(done: Finished) -> ReceiptEvent:
     return ReceiptEvent(
         msg["account"], msg["id"], done.part_no, done.state, done.error, msg["submitted_at"], done.done_at,
         msg["registered_delivery"] & 0x03, msg["source_addr"], msg["source_ton"], msg["source_npi"],
-        msg["dest_enc"],
+        msg["dest_enc"], None, msg.get("multi_id"),
     )
 
 

@@ -82,7 +82,7 @@ def _finished(event: ReceiptEvent) -> Finished:
     message = {
         "id": event.message_id, "account": event.account, "registered_delivery": event.receipt_wish,
         "submitted_at": event.submitted_at, "dest_enc": event.dest_enc, "source_addr": event.source_addr,
-        "source_ton": event.source_ton, "source_npi": event.source_npi,
+        "source_ton": event.source_ton, "source_npi": event.source_npi, "multi_id": event.multi_id,
     }
     return Finished(message, event.part_no, event.state, event.error, event.done_at)
 

@@ -182,9 +182,11 @@ class ReceiptBuilder:
         if wanted == 0 or (wanted == 2 and state == MessageState.DELIVERED):
             return None
         message_id = msg["id"]
+        # The id the partner got: a submit_multi's messages were answered with their multi's.
+        partner_id = msg.get("multi_id") or message_id
         usual = None
-        if type(message_id) is int and 0 <= message_id < 1 << 63:
-            usual = usual_receipt(str(message_id), state, msg["submitted_at"], done.done_at, done.error)
+        if type(partner_id) is int and 0 <= partner_id < 1 << 63:
+            usual = usual_receipt(str(partner_id), state, msg["submitted_at"], done.done_at, done.error)
         if usual is None:
             return self._build_reference(done)
         text, tlvs = usual
@@ -200,7 +202,7 @@ class ReceiptBuilder:
         if wanted == 0 or (wanted == 2 and done.state == MessageState.DELIVERED):
             return None
         dest = self.cipher.decrypt(msg["dest_enc"], b"dest:%d" % msg["id"]).decode()
-        our_id = str(msg["id"])
+        our_id = str(msg.get("multi_id") or msg["id"])  # the id the partner got
         text = format_receipt(
             Receipt(
                 our_id,

@@ -147,6 +147,9 @@ class SubmitRequest:
     source_npi: int | None = None
     own_part: OwnPart | None = None
     passthrough: Passthrough = NO_PASSTHROUGH
+    #: One submit to many destinations answered with one id (SMPP's submit_multi): planning
+    #: draws that id (``SubmitResult.multi_id``) and sets it on each of its messages.
+    multi: bool = False
 
     def source_ton_npi(self) -> tuple[int, int]:
         """The source's TON/NPI as the client gave them, else the usual pair for its kind."""
@@ -178,6 +181,8 @@ class SubmitResult:
 
     accepted: tuple[Accepted, ...] = ()
     refused: tuple[tuple[Destination, Refused], ...] = ()
+    #: A ``multi`` request's one id (its messages' ``multi_id``), once planned; else None.
+    multi_id: int | None = None
 
     @classmethod
     def refusing(cls, request: SubmitRequest, refused: Refused) -> SubmitResult:

@@ -71,18 +71,30 @@ class PlannedMessage:
     parts: list[PlannedPart]
     row: dict
     part_rows: list[dict]
+    multi_id: int | None = None  # the id of the multi request it belongs to, if any
 
 
-def admit(account, pending: int, now: float) -> Refused | None:
+def admit(account, pending: int, now: float, messages: int = 1) -> Refused | None:
     """The account's limits, checked by each door where a request enters (the SMPP server:
     every request of a bound session, before its PDU is read further): its requests
     awaiting an answer, this one included, over its ``window`` → ``QUEUE_FULL``; over its
-    ``throughput`` (a token of ``account.bucket`` taken at ``now``, the door's monotonic
-    time) → ``RATE_EXCEEDED``. None: go on."""
+    ``throughput`` (a token of ``account.bucket`` per message the request asks for, taken
+    at ``now``, the door's monotonic time) → ``RATE_EXCEEDED``. None: go on.
+
+    A request to ``messages`` destinations (a submit_multi) costs as many submits of the
+    throughput; it is still one request of the window (one PDU awaiting one answer). One
+    bigger than the bucket's burst goes when the bucket is full and leaves it in debt, so
+    that the account's next requests wait for its cost: refused whole, it could never pass."""
     if pending > account.config.window:
         return Refused(Refusal.QUEUE_FULL, "over the account's window")
-    if not account.bucket.try_take(now):
+    bucket = account.bucket
+    if messages == 1:
+        if not bucket.try_take(now):
+            return Refused(Refusal.RATE_EXCEEDED, "over the account's throughput")
+    elif not bucket.try_take(now, min(messages, bucket.burst)):
         return Refused(Refusal.RATE_EXCEEDED, "over the account's throughput")
+    elif messages > bucket.burst:
+        bucket.owe(messages - bucket.burst)
     return None
 
 
@@ -147,6 +159,8 @@ class SubmitPlanner:
             when = self._when(request, now)
         source_ton, source_npi = request.source_ton_npi()
         plans: list[PlannedMessage | Refused] = []
+        # A multi request's one id, drawn before its messages' (unused if all are refused).
+        multi_id = self.ids.next() if request.multi else None
         plain = None  # the parts without a mention: the same for every destination
         for destination in request.destinations:
             try:
@@ -215,6 +229,7 @@ class SubmitPlanner:
                 not_before=not_before,
                 expires_at=expires_at,
                 unsub_token=mention.token if mention is not None else None,
+                multi_id=multi_id,
             ))
         return plans
 
@@ -294,6 +309,7 @@ class SubmitPlanner:
         not_before: float,
         expires_at: float,
         unsub_token: str | None = None,
+        multi_id: int | None = None,
     ) -> PlannedMessage:
         """The stored rows and upstream PDUs of a validated message."""
         upstream_parts = [
@@ -348,6 +364,7 @@ class SubmitPlanner:
             "connector": None,
             "unsub_token": unsub_token,
             "dest_country": country_of_normalized(dest),  # kept by billing once the number is purged
+            "multi_id": multi_id,
         }
         part_rows = [
             {
@@ -367,7 +384,7 @@ class SubmitPlanner:
         ]
         return PlannedMessage(
             message_id, account, category, dest, dest_hash, connectors, not_before, expires_at,
-            now, registered, upstream_parts, row, part_rows,
+            now, registered, upstream_parts, row, part_rows, multi_id,
         )
 
     def _segments(

@@ -89,8 +89,9 @@ class WebhookSubscriber:
 
 
 def receipt_body(event: ReceiptEvent, event_id: str) -> bytes:
-    """The JSON a ``receipt_url`` gets (README "Webhooks")."""
-    return _json({
+    """The JSON a ``receipt_url`` gets (README "Webhooks"); a submit_multi's message's also
+    carries ``multi_id``, the id its submitter got."""
+    body = {
         "event": "receipt",
         "event_id": event_id,
         "message_id": str(event.message_id),
@@ -100,7 +101,10 @@ def receipt_body(event: ReceiptEvent, event_id: str) -> bytes:
         "submitted_at": iso(event.submitted_at),
         "done_at": iso(event.done_at),
         "reference": event.reference,
-    })
+    }
+    if event.multi_id is not None:
+        body["multi_id"] = str(event.multi_id)
+    return _json(body)
 
 
 def mo_body(event: MoEvent, event_id: str) -> bytes:

@@ -50,6 +50,11 @@ class TokenBucket:
         self.burst = float(max(rate, 1.0))
         self._tokens = min(self._tokens, self.burst)
 
+    def owe(self, n: float) -> None:
+        """Take ``n`` more tokens than there are (after a ``try_take`` of the burst): a
+        request bigger than the burst is paid by the requests after it waiting."""
+        self._tokens -= n
+
     def give_back(self, n: float = 1.0) -> None:
         """Return tokens taken but not used (never past ``burst``)."""
         self._tokens = min(self.burst, self._tokens + n)

@@ -135,13 +135,14 @@ class SessionBudgets:
             )
         return meter
 
-    def admit(self, link, bind: "PartnerBind", now: float) -> CommandStatus | None:
+    def admit(self, link, bind: "PartnerBind", now: float, messages: int = 1) -> CommandStatus | None:
         """The window and throughput check of every request a bound partner makes (but
-        binds, unbind and enquire_link): None to go on, else the status to answer at once."""
+        binds, unbind and enquire_link): None to go on, else the status to answer at once.
+        ``messages``: how many the request asks for (a submit_multi's destinations)."""
         self._meter(link).request(now)
         # session.pending counts this request too: the partner's unanswered requests. The
         # limits are the core's (``submit.admit``, the same for every door).
-        refused = admit(bind.account, link.session.pending, now)
+        refused = admit(bind.account, link.session.pending, now, messages)
         if refused is None:
             return None
         status = smpp_status(refused)

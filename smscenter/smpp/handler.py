@@ -1,8 +1,12 @@
 """The message pipeline behind the partner server (its ``MessageHandler``).
 
 submit_sm / data_sm: planned (``submit.py``), stored with group commit, answered ESME_ROK
-with our id only after the commit, then queued for dispatch. query_sm and cancel_sm work on
-our ids, each through the storage gate (``max_storage_reads`` at the database at once,
+with our id only after the commit, then queued for dispatch. submit_multi: one message per
+destination, as a submit_sm to each, and one submit_multi_resp once all are committed: the
+request's one id (the ``multi_id`` of each of its messages, what its receipts carry) and the
+refused destinations with their statuses. query_sm and cancel_sm work on our message ids
+(a multi id is none: ESME_RQUERYFAIL / ESME_RCANCELFAIL, since query_sm reads one message's
+state and a multi's messages each have their own), each through the storage gate (``max_storage_reads`` at the database at once,
 over all sessions; beyond it ESME_RTHROTTLED at once, never a waiting task). A storage that
 is busy (connection pool exhausted, database locked) answers ESME_RTHROTTLED too: the
 partner retries later, and the cause is logged once, not one traceback per PDU. Requests we
@@ -32,20 +36,17 @@ from smscenter.pipeline.dispatch import Dispatcher, QueuedMessage
 from smscenter.runtime.floodlog import ErrorLog
 from smscenter.pipeline.outbox import OutboxSender
 from smscenter.pipeline.request import Accepted, Refusal, Refused, SubmitRequest, SubmitResult
-from smscenter.smpp.submit import smpp_status, submit_request
+from smscenter.smpp.submit import multi_answer, smpp_status, submit_request
 from smscenter.pipeline.submit import PlannedMessage, SubmitPlanner
 
 log = structlog.get_logger("smscenter.pipeline")
 
 _NOT_SERVED = {
     CommandId.REPLACE_SM: CommandStatus.ESME_RREPLACEFAIL,
-    # ``submit_request`` reads a submit_multi, but its answer (one message_id for many
-    # destinations, ours being one per destination) is not decided yet: ESME_RINVCMDID.
-    CommandId.SUBMIT_MULTI: CommandStatus.ESME_RINVCMDID,
 }
 
 #: Enum members read once: a member looked up on its class costs ~1,000 instructions a time.
-_SUBMIT_SM, _DATA_SM = CommandId.SUBMIT_SM, CommandId.DATA_SM
+_SUBMIT_SM, _DATA_SM, _SUBMIT_MULTI = CommandId.SUBMIT_SM, CommandId.DATA_SM, CommandId.SUBMIT_MULTI
 _QUERY_SM, _CANCEL_SM = CommandId.QUERY_SM, CommandId.CANCEL_SM
 
 #: Refusals of a message that could not be stored: counted and logged by ``_storage_failed``.
@@ -81,7 +82,7 @@ class Pipeline:
 
     def handle(self, bind: PartnerBind, pdu: P.Pdu) -> None:
         cid = pdu.command_id
-        if cid == _SUBMIT_SM or cid == _DATA_SM:
+        if cid == _SUBMIT_SM or cid == _DATA_SM or cid == _SUBMIT_MULTI:
             self._submit_pdu(bind, pdu)
         elif cid == _QUERY_SM:
             self._read(bind, pdu, self._query)
@@ -144,7 +145,8 @@ class Pipeline:
 
     def _submit_pdu(self, bind: PartnerBind, pdu: P.Pdu) -> None:
         """The SMPP door: the PDU as a ``SubmitRequest`` (or its own fault answered now),
-        submitted, and the result answered as submit_sm_resp / data_sm_resp."""
+        submitted, and the result answered as submit_sm_resp / data_sm_resp, or as one
+        submit_multi_resp for all of a submit_multi's destinations."""
         try:
             request = submit_request(bind.account, pdu, self.planner.wall_clock)
         except RemoteProtocolError as exc:
@@ -154,7 +156,18 @@ class Pipeline:
             self.stats["refused"] += 1
             bind.respond(pdu.response(smpp_status(self._storage_failed("submit_failed", bind, exc))))
             return
-        self.submit(request, lambda result: self._answer(bind, pdu, result))
+        if request.multi:
+            self.submit(request, lambda result: self._answer_multi(bind, pdu, request, result))
+        else:
+            self.submit(request, lambda result: self._answer(bind, pdu, result))
+
+    def _answer_multi(self, bind: PartnerBind, pdu: P.SubmitMulti, request: SubmitRequest,
+                      result: SubmitResult) -> None:
+        resp = multi_answer(pdu, request, result)
+        if resp.command_status and result.refused[0][1].refusal not in _STORED_NOT:
+            self._answer_refused(bind, pdu, resp.command_status)  # counted where refused
+            return
+        bind.respond(resp)
 
     def _answer(self, bind: PartnerBind, pdu: P.Pdu, result: SubmitResult) -> None:
         if result.accepted:
@@ -189,7 +202,7 @@ class Pipeline:
             self.stats["refused"] += 1
             done(SubmitResult.refusing(request, self._storage_failed("submit_failed", request, exc)))
             return
-        if len(plans) == 1 and keep is None:  # the common case, without a gathering
+        if len(plans) == 1 and keep is None and not request.multi:  # the common case, without a gathering
             plan = plans[0]
             if isinstance(plan, Refused):
                 self.stats["refused"] += 1
@@ -208,10 +221,12 @@ class Pipeline:
         outcomes: list[Accepted | Refused | None] = [None] * len(plans)
         stored: list[tuple[int, object, PlannedMessage]] = []
 
+        multi_id = next((p.multi_id for p in plans if not isinstance(p, Refused)), None)
+
         def finish() -> None:
             accepted = tuple(o for o in outcomes if isinstance(o, Accepted))
             refused = tuple((d, o) for d, o in zip(request.destinations, outcomes) if isinstance(o, Refused))
-            done(SubmitResult(accepted, refused))
+            done(SubmitResult(accepted, refused, multi_id))
 
         def settle(index: int, fut, plan: PlannedMessage) -> None:
             outcome = self._committed(fut, request, request.destinations[index], plan)

@@ -43,6 +43,7 @@ from smscenter.runtime.tasks import TaskSet
 log = structlog.get_logger("smscenter.server")
 
 _BINDS = frozenset({CommandId.BIND_TRANSMITTER, CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER})
+_SUBMIT_MULTI = CommandId.SUBMIT_MULTI
 
 
 class MessageHandler(Protocol):
@@ -185,7 +186,9 @@ class PartnerServer:
             return
         # Every request costs the session's window and the account's throughput, submit or
         # not: a query_sm flood is as much work for the database as a submit flood.
-        refused = self.budgets.admit(link, bind, self.clock())
+        # A submit_multi costs the throughput of a submit to each of its destinations.
+        messages = len(pdu.dest_addresses) if cid == _SUBMIT_MULTI else 1
+        refused = self.budgets.admit(link, bind, self.clock(), messages)
         if refused is not None:
             link.respond(pdu.response(refused))
             return

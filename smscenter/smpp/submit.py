@@ -23,7 +23,9 @@ from protocol.smpptime import parse_schedule_delivery_time, parse_validity_perio
 from protocol.text import canonical_coding, decode_text
 from routing.senders import classify_sender
 
-from smscenter.pipeline.request import NO_PASSTHROUGH, Destination, OwnPart, Passthrough, ReceiptWish, Refusal, Refused, SubmitRequest
+from smscenter.pipeline.request import (
+    NO_PASSTHROUGH, Destination, OwnPart, Passthrough, ReceiptWish, Refusal, Refused, SubmitRequest, SubmitResult,
+)
 from smscenter.pipeline.submit import PlannedMessage, SubmitPlanner
 
 #: How each neutral refusal reads as a command status (BAD_INPUT: by field, below).
@@ -159,6 +161,7 @@ def submit_request(account, pdu: P.Pdu, wall_clock: Callable[[], float]) -> Subm
         pdu.source_addr_npi,  # source_npi
         own_part,
         passthrough,
+        pdu.command_id == _SUBMIT_MULTI,  # multi: one id answers every destination
     )
 
 
@@ -175,10 +178,30 @@ def _timestamp(when: datetime | None) -> float | None:
 
 def _multi_destination(address) -> Destination:
     """One dest_address of a submit_multi: an SME address (a distribution list is a name we
-    do not keep: a Destination that no number matches, refused as an invalid number)."""
+    do not keep: a Destination that no number matches, refused as an invalid number, and
+    answered ESME_RINVDLNAME in the submit_multi_resp by ``multi_answer``)."""
     if isinstance(address, P.SmeAddress):
         return Destination(address.address, address.ton, address.npi)
     return Destination("", 0, 0)
+
+
+def multi_answer(pdu: P.SubmitMulti, request: SubmitRequest, result: SubmitResult) -> P.SubmitMultiResp:
+    """The submit_multi_resp of ``result`` (SMPP 3.4 §4.5.2): when a destination was
+    accepted, ESME_ROK with the request's one id (``result.multi_id``, written as our ids
+    are) and each refused destination as an ``unsuccess_sme`` with its status; when none
+    was, the first destination's status and no body (nothing was stored). A distribution
+    list (we keep none) is ESME_RINVDLNAME, under its name."""
+    where = {id(d): i for i, d in enumerate(request.destinations)}
+    unsuccess = []
+    for destination, refused in result.refused:
+        address = pdu.dest_addresses[where[id(destination)]]
+        if isinstance(address, P.SmeAddress):
+            unsuccess.append(P.UnsuccessSme(address.ton, address.npi, address.address, smpp_status(refused)))
+        else:
+            unsuccess.append(P.UnsuccessSme(0, 0, address.name, CommandStatus.ESME_RINVDLNAME))
+    if result.accepted:
+        return P.SubmitMultiResp(pdu.sequence_number, 0, (), str(result.multi_id), tuple(unsuccess))
+    return pdu.response(unsuccess[0].error_status_code)
 
 
 class SmppRefused(RemoteProtocolError):
@@ -214,6 +237,7 @@ __all__ = [
     "SMPP_STATUS",
     "SmppPlanner",
     "SmppRefused",
+    "multi_answer",
     "smpp_status",
     "submit_request",
 ]

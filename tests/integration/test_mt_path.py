@@ -562,8 +562,8 @@ async def test_bad_input_gets_its_status_and_nothing_is_stored(mt, mt_settings):
         got[name] = resp.command_status
     got["no route (+33 for beta)"] = (await beta.submit(DEST, b"hi", source_addr="BETA")).command_status
     expected["no route (+33 for beta)"] = S.ESME_RSUBMITFAIL
-    got["submit_multi"] = (await raw.submit_multi([DEST_DIGITS, "33698765432"])).status
-    expected["submit_multi"] = S.ESME_RINVCMDID
+    got["submit_multi to invalid numbers only"] = (await raw.submit_multi(["123", "456"])).status
+    expected["submit_multi to invalid numbers only"] = S.ESME_RINVDSTADR
     got["replace_sm"] = (await raw.replace("12345")).status
     expected["replace_sm"] = S.ESME_RREPLACEFAIL
 

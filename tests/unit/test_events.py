@@ -154,3 +154,23 @@ def test_a_connector_event_reaches_every_subscriber_and_writes_no_backlog():
 
     with pytest.raises(RuntimeError, match="ConnectorEvent"):
         Events([Writer()]).emit(ConnectorEvent("op", False, CLOCK))
+
+
+def test_a_submit_multis_message_is_receipted_with_its_multi_id():
+    done = finished(message_id=42)
+    done.message["multi_id"] = 40
+    event = receipt_event(done)
+    assert (event.message_id, event.multi_id, event.partner_id) == (42, 40, 40)
+    assert receipt_event(finished()).partner_id == 42  # any other message: its own id
+    ids = IdGenerator(clock=lambda: CLOCK)
+    events = Events([OutboxSubscriber(cipher(), ids, kept, receipts=ReceiptBuilder(cipher(), ids, kept)),
+                     WebhookSubscriber(cipher(), ids, {"acme": WebhookTargets(receipts=True)}, kept)])
+    out = events.on_finished(done)
+    [row] = out.outbox
+    assert row["message_id"] == 42  # the row is the message's (purged with it)
+    pdu = codec.decode(plain(row, b"outbox:%d" % row["id"]))
+    assert pdu.short_message.startswith(b"id:40 ") and pdu.tlv(Tag.RECEIPTED_MESSAGE_ID) == "40"
+    assert pdu.source_addr == "33612345678"  # the partner tells a multi's receipts apart by this
+    [hook] = out.webhooks
+    body = json.loads(plain(hook, b"webhook:%d" % hook["id"]))
+    assert (body["message_id"], body["multi_id"]) == ("42", "40")

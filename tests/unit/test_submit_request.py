@@ -22,6 +22,7 @@ from smscenter.config import Account
 from smscenter.runtime.passwords import hash_password
 from smscenter.runtime.ratelimit import TokenBucket
 from smscenter.pipeline.request import (
+    Accepted,
     Destination,
     OwnPart,
     Passthrough,
@@ -30,8 +31,9 @@ from smscenter.pipeline.request import (
     Refused,
     SenderKind,
     SubmitRequest,
+    SubmitResult,
 )
-from smscenter.smpp.submit import BAD_INPUT_STATUS, SMPP_STATUS, smpp_status, submit_request
+from smscenter.smpp.submit import BAD_INPUT_STATUS, SMPP_STATUS, multi_answer, smpp_status, submit_request
 from smscenter.pipeline.submit import MentionPolicy, SubmitPlanner, admit
 from storage.crypto import FieldCipher, Keyring
 from storage.ids import IdGenerator
@@ -304,3 +306,54 @@ def test_what_the_pdu_gets_wrong_is_answered_by_the_door(fields, status):
     with pytest.raises(RemoteProtocolError) as raised:
         submit_request(account(), pdu, Clock(OPEN))
     assert raised.value.status == status
+
+
+# --- submit_multi: one id for many destinations --------------------------------------------------
+
+
+def test_a_multi_request_gets_one_id_of_its_own_on_each_of_its_messages(planner):
+    plans = planner.plan(request(FR, FR_OPTED, "+33698765432", multi=True))
+    ok = [p for p in plans if not isinstance(p, Refused)]
+    assert [type(p) for p in plans] == [submit_module.PlannedMessage, Refused, submit_module.PlannedMessage]
+    multi_id = ok[0].multi_id
+    assert multi_id is not None and {p.multi_id for p in ok} == {multi_id}
+    assert [p.row["multi_id"] for p in ok] == [multi_id, multi_id]
+    assert multi_id not in {p.id for p in ok}  # drawn from our ids, none of its messages'
+    (single,) = planner.plan(request(FR))
+    assert single.multi_id is None and single.row["multi_id"] is None
+
+
+def test_submit_multi_is_a_multi_request_and_submit_sm_is_not():
+    multi = P.SubmitMulti(source_addr="ACME", short_message=b"Hi", dest_addresses=(P.SmeAddress(1, 1, "33612345678"),))
+    assert submit_request(account(), multi, Clock(OPEN)).multi is True
+    single = P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"Hi")
+    assert submit_request(account(), single, Clock(OPEN)).multi is False
+
+
+def test_the_submit_multi_resp_lists_each_refused_destination_with_its_status():
+    pdu = P.SubmitMulti(sequence_number=5, source_addr="ACME", short_message=b"Hi",
+                        dest_addresses=(P.SmeAddress(1, 1, "33612345678"), P.DistributionList("staff"),
+                                        P.SmeAddress(1, 1, "33612345679")))
+    req = submit_request(account(), pdu, Clock(OPEN))
+    opted = Refused(Refusal.OPTED_OUT, "recipient opted out", "destination")
+    invalid = Refused(Refusal.INVALID_NUMBER, "not a number", "destination")
+    ok = Accepted(req.destinations[0], 77, 1)
+    resp = multi_answer(pdu, req, SubmitResult((ok,), ((req.destinations[1], invalid), (req.destinations[2], opted)), 99))
+    assert resp == P.SubmitMultiResp(sequence_number=5, message_id="99", unsuccess_smes=(
+        P.UnsuccessSme(0, 0, "staff", S.ESME_RINVDLNAME), P.UnsuccessSme(1, 1, "33612345679", S.SMSC_ROPTEDOUT)))
+    every = SubmitResult((), ((req.destinations[2], opted), (req.destinations[1], invalid), (req.destinations[0], opted)))
+    none = multi_answer(pdu, req, every)
+    assert (type(none), none.command_status, none.message_id, none.unsuccess_smes) == (
+        P.SubmitMultiResp, S.SMSC_ROPTEDOUT, "", ())
+
+
+def test_a_multi_request_costs_a_token_per_destination_and_one_place_in_the_window():
+    state = account()  # window 3, throughput 2 (burst 2)
+    assert admit(state, 3, now=0.0, messages=2) is None  # one request of the window, two tokens
+    refused = admit(state, 1, now=0.0)
+    assert refused.refusal is Refusal.RATE_EXCEEDED
+    assert admit(state, 1, now=0.5, messages=2).refusal is Refusal.RATE_EXCEEDED  # one token back: not two
+    # Bigger than the burst: goes with a full bucket and leaves it owing the rest.
+    assert admit(state, 1, now=1.0, messages=6) is None  # 2 taken, 4 owed
+    assert admit(state, 1, now=3.0).refusal is Refusal.RATE_EXCEEDED  # -4 + 4 = 0: not one yet
+    assert admit(state, 1, now=3.5) is None  # the debt paid: the rate goes on

@@ -304,6 +304,9 @@ webhook_backlog = Table(
     Index("ix_webhook_due", "account", "next_attempt_at", "id"),
     #: An account's oldest row (``webhook_ordered``: the head of its line) and its depth.
     Index("ix_webhook_account", "account", "id"),
+    #: A message's rows (migration 0015): a subject's erase and an account's purge delete
+    #: an erased message's receipts by ``message_id``.
+    Index("ix_webhook_message", "message_id"),
 )
 
 WEBHOOK_RECEIPT = 1

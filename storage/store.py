@@ -235,6 +235,11 @@ class Store:
     #: in the database, counts it out and stops guarding it from its loader.
     on_cancelled: Callable[[int, dict], None] | None = None
 
+    #: Told once when the writer process dies (SIGKILL, a crash), with its pid and how many
+    #: batches and jobs it held: each of their calls failed with ``WriterDied``, and what
+    #: gathered meanwhile goes to the writer started next. The daemon's one log line.
+    on_writer_died: Callable[[int | None, int], None] | None = None
+
     @property
     def writer_pid(self) -> int | None:
         """The writer process's pid, when the transaction runs in one."""
@@ -250,7 +255,7 @@ class Store:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self._writer_url is not None and self._factory is not None:
-            self._process = WriterProcess(self._writer_url, self._factory)
+            self._process = WriterProcess(self._writer_url, self._factory, on_died=self._writer_died)
             await self._process.start()
         elif self._writer_url is not None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
@@ -258,6 +263,10 @@ class Store:
         elif self.transaction is None:
             self.transaction = self._factory()
         self._writer = loop.create_task(self._write_loop(), name="store-writer")
+
+    def _writer_died(self, pid: int | None, held: int) -> None:
+        if self.on_writer_died is not None:
+            self.on_writer_died(pid, held)
 
     async def stop(self) -> None:
         """Commit what is queued, then stop the writer."""

@@ -107,12 +107,16 @@ class WriterDied(RuntimeError):
 class WriterProcess:
     """Parent side: start the child, hand it batches, give each answer to its callback."""
 
-    def __init__(self, url: str, factory: Callable[[], Transaction]) -> None:
+    def __init__(self, url: str, factory: Callable[[], Transaction],
+                 on_died: Callable[[int | None, int], None] | None = None) -> None:
         self.url = url
         self.factory = factory
         self._proc = None
         self._channel: _Channel | None = None
         self.starts = 0  # children started, the first included: more than one means some died
+        #: Called once when a running child dies (not when told to stop): its pid and how
+        #: many batches and jobs it held, each failed with one ``WriterDied``.
+        self.on_died = on_died
 
     @property
     def pid(self) -> int | None:
@@ -134,7 +138,8 @@ class WriterProcess:
         loop = asyncio.get_running_loop()
         _, channel = await loop.create_connection(_Channel, sock=ours)
         ready = loop.create_future()
-        channel.expect(ready.set_result)
+        # The timeout below cancels ``ready``; the child's death after it must not set it.
+        channel.expect(lambda reply: ready.done() or ready.set_result(reply))
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 reply = await ready
@@ -150,6 +155,13 @@ class WriterProcess:
             raise WriterDied(f"the writer process did not start (exit code {proc.exitcode})")
         self._proc, self._channel = proc, channel
         self.starts += 1
+        pid = proc.pid
+        channel.on_lost = lambda held: self._died(channel, pid, held)
+
+    def _died(self, channel: _Channel, pid: int | None, held: int) -> None:
+        """The channel of a running child was lost; told nothing if we closed it ourselves."""
+        if channel is self._channel and self.on_died is not None:
+            self.on_died(pid, held)
 
     def submit(self, work: Work | Job, callback: ReplyCallback) -> None:
         """Send ``work`` (a batch or a job); ``callback`` gets its reply (a failure if the
@@ -183,6 +195,7 @@ class _Channel(asyncio.Protocol):
         self._callbacks: deque[ReplyCallback] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.get_running_loop().create_future()
+        self.on_lost: Callable[[int], None] | None = None  # with how many replies it still owed
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -225,12 +238,18 @@ class _Channel(asyncio.Protocol):
             )
 
     def connection_lost(self, exc) -> None:
-        # The child is gone: what it was given fails (it may or may not be committed).
-        error = WriterDied("the writer process died")
-        while self._callbacks:
-            self._call(self._callbacks.popleft(), (False, error))
+        """The child is gone: what it was given fails, once, with one ``WriterDied`` (it may
+        or may not be committed). ``lost`` is set first, so that the callbacks see a writer
+        that is not running: nothing more is sent to the dead socket from them, and what
+        gathered meanwhile waits for the next writer."""
         if not self.lost.done():
             self.lost.set_result(None)
+        error = WriterDied("the writer process died")
+        callbacks, self._callbacks = self._callbacks, deque()
+        for callback in callbacks:
+            self._call(callback, (False, error))
+        if self.on_lost is not None:
+            self.on_lost(len(callbacks))
 
 
 def _child(sock: socket.socket, url: str, factory: Callable[[], Transaction]) -> None:

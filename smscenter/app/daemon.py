@@ -64,6 +64,12 @@ from smscenter.http.webhooks import WebhookSender
 log = structlog.get_logger("smscenter.daemon")
 
 
+def _writer_died(pid: int | None, held: int) -> None:
+    """One line per death of the SQLite writer process, however many calls it failed (each
+    caller answers its own: a partner's submit refused, an upstream receipt not acknowledged)."""
+    log.error("store_writer_died", pid=pid, batches=held)
+
+
 def route_table(settings: Settings) -> RouteTable:
     return RouteTable(RouteRule(r.destinations, r.connectors, r.accounts, r.category) for r in settings.routes)
 
@@ -142,6 +148,7 @@ class Daemon:
             daemon_transaction, str(Path(s.storage.keys).resolve()), *AccountPolicies.values_of(s), id_floor,
         )
         self.store = Store(self.engine, transaction, clock=self.clock, timers=self._virtual)
+        self.store.on_writer_died = _writer_died
         await self.blacklist.start()
         self.deliveries = UpstreamDeliveries(self.store, self.cipher, clock=self.clock, timers=self.timers)
         # What connectors deliver, read by the SMPP door into the core's values.

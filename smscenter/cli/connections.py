@@ -77,10 +77,10 @@ def _run(args: argparse.Namespace, verb: str, body) -> int:
     engine)``; errors mapped to exit codes."""
     from storage import db
 
-    from smscenter.config import load_or_report
+    from smscenter.cli.verbs import load_configured
     from smscenter.cli.roles import Role, RoleError, keyring_for
 
-    settings = load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+    settings = load_configured(args.config, f"{verb}: {args.config}: invalid configuration")
     if settings is None:
         return EXIT_USAGE
     try:

@@ -11,9 +11,8 @@ import argparse
 import json
 import sys
 
-from smscenter.config import load_or_report
 from smscenter.app.control import ControlUnavailable, request
-from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, load_configured
 
 #: The systemd layout's config (``systemd/smscenter.service``): ``status`` without ``-c``.
 DEFAULT_CONFIG = "/etc/smscenter/smscenter.toml"
@@ -47,7 +46,7 @@ def add_arguments(verbs) -> None:
 
 def _ask(verb: str, config: str, command: str, timeout: float) -> tuple[int, dict | None]:
     """(exit code, the command's result): the reply's result, or the problem printed."""
-    settings = load_or_report(config, f"smscenter {verb}: {config}: invalid configuration")
+    settings = load_configured(config, f"smscenter {verb}: {config}: invalid configuration")
     if settings is None:
         return EXIT_USAGE, None
     try:

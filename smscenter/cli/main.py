@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from smscenter import __version__
 from smscenter.config import load_or_report
-from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option
+from smscenter.cli.verbs import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_config_option, load_configured
 
 __all__ = ["main"]
 
@@ -37,12 +37,9 @@ def _err(*lines: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    settings = load_or_report(args.config, f"smscenter: {args.config}: invalid configuration, nothing started")
+    settings = load_configured(args.config, f"smscenter: {args.config}: invalid configuration, nothing started")
     if settings is None:
         return EXIT_USAGE
-    from smscenter.app.logs import configure_logging
-
-    configure_logging(settings.logging.level, settings.logging.format)
     # Imported late: the daemon pulls in asyncio servers and storage, which check-config and
     # hash-password do not need.
     try:
@@ -162,7 +159,7 @@ def _cmd_windows(args: argparse.Namespace) -> int:
 
     settings = None
     if args.config:
-        settings = load_or_report(args.config)
+        settings = load_configured(args.config)
         if settings is None:
             return EXIT_USAGE
     return windows_run(settings, args.country, args.at)

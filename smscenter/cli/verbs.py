@@ -33,7 +33,20 @@ def load_for(args: argparse.Namespace) -> tuple[str, Settings | None]:
     """The verb's name for messages (``smscenter keys rotate``) and its settings, or None
     once the config's problems are printed."""
     verb = f"smscenter {args.verb} {args.action}"
-    return verb, load_or_report(args.config, f"{verb}: {args.config}: invalid configuration")
+    return verb, load_configured(args.config, f"{verb}: {args.config}: invalid configuration")
+
+
+def load_configured(path, *then: str) -> Settings | None:
+    """The settings (or None once their problems are printed), with logging configured as
+    the daemon's: ``[logging]``'s format and level, to stderr — the verb's output on stdout
+    stays its own (structlog's default would print to stdout). Every verb that reads a
+    config goes through here; ``app.logs`` (and structlog) is imported only then."""
+    settings = load_or_report(path, *then)
+    if settings is not None:
+        from smscenter.app.logs import configure_logging
+
+        configure_logging(settings.logging.level, settings.logging.format)
+    return settings
 
 
 def parse_when(text: str, now: float) -> float:

@@ -5,15 +5,15 @@
   ``erase_messages``); without it each such delete scans the whole backlog, which is
   deepest exactly when a receiver is down.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-04
 """
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

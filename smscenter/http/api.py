@@ -440,11 +440,12 @@ class ApiDoor:
         """The account's limits, then the core's submit: (status, body, headers). ``kept``
         (an ``Idempotency-Key``'s): ``kept(result, submit)`` gives the key's row stored with
         the messages."""
-        # The account's limits, as the SMPP server checks them per request.
+        # The account's limits, as the SMPP server checks them per request: one request of
+        # the window, a throughput token per recipient (as a submit_multi's destinations).
         system_id = account.system_id
         pending = self.pending.get(system_id, 0) + 1
         now = self.clock()
-        refused = admit(account, pending, now)
+        refused = admit(account, pending, now, len(fields["recipients"]))
         if refused is not None:
             error = error_of(refused)
             if refused.refusal is Refusal.RATE_EXCEEDED:

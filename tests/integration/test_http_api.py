@@ -439,3 +439,21 @@ async def test_idempotency_key_under_way_is_409_and_a_503_is_not_kept(mt, build,
     # sends a message again, and two submits can land between two looks.
     await wait_for(lambda: len(up.submits) >= 2, what="k1's and k2's messages upstream")
     assert count_rows(d.settings, messages) == 2  # k1 stored once (its replay made none), k2 once
+
+
+async def test_the_throughput_costs_a_token_per_recipient(mt, build, clients):
+    """One core, one rate: a request to three recipients takes three of the account's tokens,
+    as three submit_sm (or a submit_multi to three) would, not one."""
+    timers = FakeTimers(datetime(2026, 6, 5, 12, 0, tzinfo=PARIS).timestamp())
+    up = await mt.upstream(stat=None)
+    d = await start(mt, build([connector_entry("op", up.port)],
+                              accounts=[{"system_id": "acme"}, {"system_id": "beta", "throughput": 3}]), timers)
+    api = clients(d)
+    three = ["+33611111111", "+33622222222", "+33633333333"]
+    status, answer, _ = await api.post({"from": "BETA", "to": three, "text": "Hi"}, token=BETA_TOKEN)
+    assert status == 202 and len(answer["messages"]) == 3, answer
+    status, answer, headers = await api.post({"from": "BETA", "to": ONE, "text": "Hi"}, token=BETA_TOKEN)
+    assert (status, answer["error"]["code"]) == (429, "rate_exceeded") and int(headers["Retry-After"]) >= 1
+    await timers.advance(1.0)  # a second: three tokens again
+    status, answer, _ = await api.post({"from": "BETA", "to": three[:2], "text": "Hi"}, token=BETA_TOKEN)
+    assert status == 202, answer

@@ -7,6 +7,8 @@ SQLite file upgraded by the migrations; time only moves when the test moves it
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from sqlalchemy import insert, select
 
@@ -22,7 +24,7 @@ from storage.ids import IdGenerator
 from storage.schema import webhook_backlog
 from storage.transaction import Backlog
 from storage.webhooks import WebhookBacklog
-from tests.integration.mt_fixtures import free_port, wait_for
+from tests.integration.mt_fixtures import HOST, wait_for
 from tests.integration.webhook_receiver import SECRET, Receiver, self_signed
 
 DAY = 86400.0
@@ -40,8 +42,8 @@ class World:
         self.senders: list[WebhookSender] = []
         self.receivers: list[Receiver] = []
 
-    async def receiver(self, port: int = 0) -> Receiver:
-        rcv = await Receiver(self.cert, self.key, port).start()
+    async def receiver(self, port: int = 0, sock: socket.socket | None = None) -> Receiver:
+        rcv = await Receiver(self.cert, self.key, port, sock).start()
         self.receivers.append(rcv)
         return rcv
 
@@ -206,7 +208,11 @@ async def test_unacknowledged_past_retention_is_dropped(world):
 
 
 async def test_a_receiver_down_for_an_hour_gets_everything_when_it_returns(world):
-    port = free_port()
+    # The receiver's port, held bound but not listening while it is down (refused): a port
+    # only found free could be taken meanwhile by another test's listener (parallel runs).
+    held = socket.socket()
+    held.bind((HOST, 0))
+    port = held.getsockname()[1]
     ids = await world.add_receipts(20)
     sender = await world.sender(world.account(port))  # nobody listens there
     await wait_for(lambda: sender.stats["error"] >= 1, what="a refused connection")
@@ -219,7 +225,7 @@ async def test_a_receiver_down_for_an_hour_gets_everything_when_it_returns(world
     assert 16 <= failures <= 16 + 14, sender.stats
     assert len(await world.stored()) == 20
 
-    rcv = await world.receiver(port)
+    rcv = await world.receiver(sock=held)
     # Everything within two of the longest backoffs of its return: the probe is due within
     # one (5 min); a row whose own retry was set during the last failures may be due up to
     # one later (each failure's time, in virtual time, depends on when its real I/O ended).

@@ -11,6 +11,7 @@ and the HTTPS receiver in the test process (the pieces of ``test_crash.py``).
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import pytest
@@ -38,7 +39,11 @@ async def test_sigkill_loses_no_webhook(tmp_path, password_hashes, db_url):
                          receipt_id_format="decimal", seed=7, retry_after=0.2)
     await smsc.start()
     cert, key = self_signed(tmp_path)
-    receiver_port = free_port()
+    # The receiver's port, held bound but not listening while it is down (refused), so that
+    # no other test's listener takes it meanwhile (parallel runs).
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    receiver_port = held.getsockname()[1]
     port = free_port()
     config = write_config(tmp_path, port, smsc.port, password_hashes["acme"], db_url)
     with_webhooks(config, receiver_port, cert)
@@ -59,7 +64,7 @@ async def test_sigkill_loses_no_webhook(tmp_path, password_hashes, db_url):
         w1 = set(partner.acked.values())
         await wait_for("every upstream receipt acknowledged", lambda: len(smsc.acked_receipts) >= N, 30, details)
         daemon.kill()
-        receiver = await Receiver(cert, key, receiver_port).start()
+        receiver = await Receiver(cert, key, sock=held).start()
         await daemon.start()
         await wait_for("every phase-1 receipt reached the webhook",
                        lambda: w1 <= {h.json["message_id"] for h in receiver.acknowledged()}, 30, details)

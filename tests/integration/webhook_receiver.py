@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,11 @@ class Receiver:
     """``answers``: statuses for the next requests, one each (then 200); "hang" holds the
     request until the test ends; a 3xx answer carries a Location to ``/elsewhere``."""
 
-    def __init__(self, cert: Path, key: Path, port: int = 0) -> None:
-        self.cert, self.key, self.port = cert, key, port
+    def __init__(self, cert: Path, key: Path, port: int = 0, sock: socket.socket | None = None) -> None:
+        """``sock``: a socket already bound (not listening: connections to it are refused
+        meanwhile) to serve on — a port held for the receiver while it is "down", which no
+        other test's listener can take in between, as a port merely found free could be."""
+        self.cert, self.key, self.port, self.sock = cert, key, port, sock
         self.hits: list[Hit] = []
         self.answers: list[int | str] = []
         self._runner: web.AppRunner | None = None
@@ -87,7 +91,10 @@ class Receiver:
         await self._runner.setup()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(self.cert, self.key)
-        site = web.TCPSite(self._runner, HOST, self.port, ssl_context=ctx, reuse_address=True)
+        if self.sock is not None:
+            site: web.BaseSite = web.SockSite(self._runner, self.sock, ssl_context=ctx)
+        else:
+            site = web.TCPSite(self._runner, HOST, self.port, ssl_context=ctx, reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self

@@ -22,6 +22,13 @@ applied in one go, in an order that loses nothing:
   stopped, and the new ones started;
 - routes: new submits follow them, and so do the messages in the queue's memory (those in
   the database are routed when they are loaded);
+- webhooks (``http/webhooks.py``): an account's URLs, secret, order and CA for its next
+  attempt (a new session where a URL or the CA changed, the old one closed once its
+  requests under way end); an account added gets its pump, one removed (or left without a
+  URL) keeps nothing running and its backlog rows wait in the database. The subscriptions
+  (which events make rows) change with the policies, in the same reload. ``[webhooks]``
+  (the process-wide limits, timeout and backoff) needs a restart: every session and the
+  shared in-flight limit are sized by it;
 - send windows, retention (the purge's periods and time, the receipts' and MO's wait in the
   outbox, also in the SQLite writer process) and MO routing by short code and keyword.
 
@@ -44,7 +51,7 @@ from pydantic import BaseModel
 from routing.windows import SendWindows
 
 import smscenter.app.systemd as systemd
-from smscenter.config import Account, ConfigError, Settings, load_settings
+from smscenter.config import ConfigError, Settings, load_settings
 from smscenter.smpp.connector import Connector
 from smscenter.app.daemon import Daemon, route_table
 from smscenter.app.logs import configure_logging
@@ -70,7 +77,6 @@ def compare(old: Settings, new: Settings) -> tuple[list[str], list[str]]:
             restart += _changed_keys(key, before, after)
         elif key == "account":
             changes += _by_name("account", "system_id", before, after)
-            restart += _webhook_keys(before, after)
         elif key == "connector":
             changes += _by_name("connector", "name", before, after)
         elif key == "route":
@@ -81,20 +87,6 @@ def compare(old: Settings, new: Settings) -> tuple[list[str], list[str]]:
         else:
             changes += [f"{path}: changed" for path in _changed_keys(key, before, after)]
     return changes, restart
-
-
-#: An account's webhook keys: the sender holds its sessions and certificates from the start.
-WEBHOOK_KEYS = ("receipt_url", "mo_url", "webhook_secret", "webhook_ordered", "webhook_ca")
-
-
-def _webhook_keys(before: tuple, after: tuple) -> list[str]:
-    """The webhook keys of accounts that changed them (an account added or removed with
-    webhooks included): only a restart applies them."""
-    none = {k: Account.model_fields[k].default for k in WEBHOOK_KEYS}
-    old = {a.system_id: {k: getattr(a, k) for k in WEBHOOK_KEYS} for a in before}
-    new = {a.system_id: {k: getattr(a, k) for k in WEBHOOK_KEYS} for a in after}
-    return [f"account {system_id}.{k}" for system_id in sorted(old.keys() | new.keys())
-            for k in WEBHOOK_KEYS if old.get(system_id, none)[k] != new.get(system_id, none)[k]]
 
 
 def _changed_keys(key: str, before: Any, after: Any) -> list[str]:
@@ -201,6 +193,7 @@ async def apply(daemon: Daemon, new: Settings) -> None:
     )
     daemon.planner.windows = daemon.dispatcher.windows = daemon.windows
     daemon.mo.reconfigure(new)
+    daemon.webhooks.reconfigure(new.accounts)  # what changed is in reload_done's changes
     daemon.retention.purger.reconfigure(new)
     daemon.retention.reschedule(new.retention.purge_at)
     grace = new.server.shutdown_grace

@@ -68,21 +68,54 @@ def backoff(attempts: int, retry_min: float, retry_max: float, rng: Callable[[],
     return base * (0.5 + 0.5 * rng())
 
 
+class _Session:
+    """An HTTPS client session with one account's trust (``webhook_ca``), and the requests
+    using it: a reload that changes the account's URLs or CA retires it for a new one, and
+    it closes once its last request has ended (a request under way is never cut)."""
+
+    def __init__(self, config: Account, settings: Webhooks) -> None:
+        ctx = ssl.create_default_context()
+        if config.webhook_ca is not None:
+            ctx.load_verify_locations(cafile=str(config.webhook_ca))
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=settings.account_in_flight),
+            timeout=aiohttp.ClientTimeout(total=None),  # our own timeout, on the sender's timers
+            auto_decompress=False,
+        )
+        self.users = 0
+        self.retired = False
+
+    @property
+    def idle(self) -> bool:
+        return self.retired and self.users == 0
+
+
+#: An account's webhook keys (a reload applies them live: ``WebhookSender.reconfigure``).
+WEBHOOK_KEYS = ("receipt_url", "mo_url", "webhook_secret", "webhook_ordered", "webhook_ca")
+#: The keys a session depends on: any of them changed, the account gets a new session.
+SESSION_KEYS = ("receipt_url", "mo_url", "webhook_ca")
+
+
 class _Account:
     """One account's delivery state."""
 
-    def __init__(self, config: Account, session: aiohttp.ClientSession, limit: int) -> None:
+    def __init__(self, config: Account, session: _Session, limit: int) -> None:
         self.id = config.system_id
-        self.config = config
-        self.secret = config.webhook_secret.get_secret_value().encode() if config.webhook_secret else b""
         self.session = session
-        self.ordered = config.webhook_ordered
-        self.limit = 1 if self.ordered else limit
         self.in_flight: set[int] = set()
         self.paused_until = 0.0  # after a failure: nothing goes out before this
         self.failures = 0  # failed attempts in a row (any row): the account's backoff step
         self.wake = asyncio.Event()
         self.pump: asyncio.Task | None = None
+        self.configure(config, limit)
+
+    def configure(self, config: Account, limit: int) -> None:
+        """The account's settings (at start, or a reload's): read at each attempt, so a new
+        secret signs the next one and a new URL receives it."""
+        self.config = config
+        self.secret = config.webhook_secret.get_secret_value().encode() if config.webhook_secret else b""
+        self.ordered = config.webhook_ordered
+        self.limit = 1 if self.ordered else limit
 
     def url(self, kind: int) -> str | None:
         return self.config.receipt_url if kind == WEBHOOK_RECEIPT else self.config.mo_url
@@ -105,6 +138,10 @@ class WebhookSender:
         self.rng = rng
         self._configs = [a for a in accounts if a.has_webhooks]
         self._accounts: dict[str, _Account] = {}
+        #: Accounts a reload removed (or left without a URL) whose requests under way have
+        #: not all ended yet: their sessions close after the last one.
+        self._retired: dict[str, _Account] = {}
+        self._sessions: set[_Session] = set()  # open ones, retired or not: closed by stop()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._tasks = TaskSet()
         self._stopping = False
@@ -112,17 +149,23 @@ class WebhookSender:
         #: Rows waiting per account (read at start, then followed in memory).
         self.depth: Counter[str] = Counter()
 
+    def _session(self, config: Account) -> _Session:
+        session = _Session(config, self.settings)
+        self._sessions.add(session)
+        return session
+
+    def _retire_session(self, session: _Session) -> None:
+        session.retired = True
+        self._close_idle(session)
+
+    def _close_idle(self, session: _Session) -> None:
+        if session.idle and session in self._sessions:
+            self._sessions.discard(session)
+            self._tasks.spawn(session.http.close())
+
     async def start(self) -> None:
         for config in self._configs:
-            ctx = ssl.create_default_context()
-            if config.webhook_ca is not None:
-                ctx.load_verify_locations(cafile=str(config.webhook_ca))
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ctx, limit=self.settings.account_in_flight),
-                timeout=aiohttp.ClientTimeout(total=None),  # our own timeout, on self.timers
-                auto_decompress=False,
-            )
-            self._accounts[config.system_id] = _Account(config, session, self.settings.account_in_flight)
+            self._accounts[config.system_id] = _Account(config, self._session(config), self.settings.account_in_flight)
         for system_id in await self.backlog.accounts():
             acc = self._accounts.get(system_id)
             if acc is None:
@@ -130,6 +173,56 @@ class WebhookSender:
                 continue
             self.depth[system_id] = await self.backlog.depth(system_id)
             self._wake(acc)
+
+    def reconfigure(self, accounts: Iterable[Account]) -> list[str]:
+        """A reload's accounts, applied live; returns what changed, in words (account names
+        only). An account whose URLs or CA changed gets a new session (the old one closes
+        once its requests under way end: they were sent to the old URL, and a failed one is
+        tried again at the new); a new secret or ``webhook_ordered`` applies to the next
+        attempt. An account added (or given a URL) gets its pump, and its rows already in
+        the backlog are counted and sent. An account removed (or left without a URL) keeps
+        nothing running: its pump stops, its requests under way end (within ``timeout``),
+        and its rows stay in the backlog until they expire or ``account purge``."""
+        if self._stopping:
+            return []
+        configs = {a.system_id: a for a in accounts if a.has_webhooks}
+        lines = []
+        for system_id in sorted(self._accounts.keys() - configs.keys()):
+            acc = self._accounts.pop(system_id)
+            if acc.pump is not None:
+                acc.pump.cancel()
+            if acc.in_flight:  # kept until its last request ended
+                self._retired[system_id] = acc
+            self._retire_session(acc.session)
+            lines.append(f"webhooks {system_id}: stopped")
+        limit = self.settings.account_in_flight
+        for system_id, config in sorted(configs.items()):
+            acc = self._accounts.get(system_id)
+            if acc is None:
+                acc = self._retired.pop(system_id, None)  # back before its last request ended
+                if acc is None:
+                    acc = _Account(config, self._session(config), limit)
+                else:
+                    acc.configure(config, limit)
+                    self._renew_session(acc, config)
+                self._accounts[system_id] = acc
+                self._tasks.spawn(self._recount(acc))
+                lines.append(f"webhooks {system_id}: started")
+            elif any(getattr(acc.config, k) != getattr(config, k) for k in WEBHOOK_KEYS):
+                self._renew_session(acc, config)
+                acc.configure(config, limit)
+                acc.failures, acc.paused_until = 0, 0.0  # maybe a new receiver: tried at once
+                self._wake(acc)
+                lines.append(f"webhooks {system_id}: reconfigured")
+            else:
+                acc.configure(config, limit)
+        self._configs = list(configs.values())
+        return lines
+
+    def _renew_session(self, acc: _Account, config: Account) -> None:
+        if acc.session.retired or any(getattr(acc.config, k) != getattr(config, k) for k in SESSION_KEYS):
+            self._retire_session(acc.session)
+            acc.session = self._session(config)
 
     def notify(self, rows: list[tuple[int, str]]) -> None:
         """Rows just committed (id, account): their accounts' pumps look."""
@@ -173,8 +266,9 @@ class WebhookSender:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for acc in self._accounts.values():
-            await acc.session.close()
+        for session in self._sessions:
+            await session.http.close()
+        self._sessions.clear()
 
     # --- the pump ---------------------------------------------------------------------------
 
@@ -274,6 +368,8 @@ class WebhookSender:
             acc.in_flight.discard(row_id)
             self._slots.release()
             acc.wake.set()
+            if self._retired.get(acc.id) is acc and not acc.in_flight:
+                del self._retired[acc.id]  # its last request ended: nothing of it runs
 
     async def _post(self, acc: _Account, row: dict) -> tuple[str, int | None]:
         """(outcome, HTTP status) of one attempt."""
@@ -289,9 +385,11 @@ class WebhookSender:
             "X-Smscenter-Timestamp": timestamp,
             "X-Smscenter-Signature": signature(acc.secret, timestamp, body),
         }
+        session = acc.session
+        session.users += 1
         try:
             async with self.timers.timeout(self.settings.timeout):
-                async with acc.session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                async with session.http.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                     await resp.content.read(MAX_ANSWER)
                     status = resp.status
         except TimeoutError:
@@ -299,6 +397,9 @@ class WebhookSender:
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
             log.info("webhook_unreachable", account=acc.id, event_id=row["id"], error=type(exc).__name__)
             return "error", None
+        finally:
+            session.users -= 1
+            self._close_idle(session)
         if 200 <= status < 300:
             return "delivered", status
         return ("redirect" if 300 <= status < 400 else "refused"), status
@@ -310,4 +411,4 @@ def _pump_ended(task: asyncio.Task) -> None:
         log.error("webhook_pump_failed", pump=task.get_name(), error=repr(task.exception()))
 
 
-__all__ = ["OUTCOMES", "WebhookSender", "backoff", "signature"]
+__all__ = ["OUTCOMES", "WEBHOOK_KEYS", "WebhookSender", "backoff", "signature"]

@@ -239,3 +239,74 @@ async def test_a_receiver_down_for_an_hour_gets_everything_when_it_returns(world
     assert sorted(event_ids(rcv.acknowledged())) == sorted(ids)  # each once: none was in flight
     assert await world.stored() == [], "rows left"
     assert sender.depth["acme"] == 0, (sender.depth, sender.stats, len(rcv.hits), len(rcv.acknowledged()))
+
+
+NEW_SECRET = "whsec-new-fedcba9876543210"
+
+
+async def _notify(sender: WebhookSender, ids: list[int]) -> None:
+    sender.notify([(i, "acme") for i in ids])
+
+
+async def test_a_reload_sends_the_next_attempts_to_the_new_url_signed_with_the_new_secret(world):
+    """``reconfigure`` (a reload): what was acknowledged went to the old URL; the request
+    under way there is not cut, its session closes once it ended, and its retry, like every
+    new row, goes to the new URL with the new secret's signature. Nothing lost, nothing
+    twice acknowledged."""
+    old_rcv, new_rcv = await world.receiver(), await world.receiver()
+    [first] = await world.add_receipts(1)
+    sender = await world.sender(world.account(old_rcv.port))
+    await old_rcv.wait_hits(1)
+    await settled(sender)
+    old_rcv.answers = ["hang"]
+    [second] = await world.add_receipts(1)
+    await _notify(sender, [second])
+    await old_rcv.wait_hits(2)
+    old_session = sender._accounts["acme"].session
+
+    changed = sender.reconfigure([world.account(new_rcv.port, webhook_secret=NEW_SECRET)])
+    assert changed == ["webhooks acme: reconfigured"]
+    assert not old_session.http.closed  # its request is under way
+    [third] = await world.add_receipts(1)
+    await _notify(sender, [third])
+    [hit] = await new_rcv.wait_hits(1)
+    assert event_ids([hit]) == [third] and hit.signed_by(NEW_SECRET) and not hit.signed_by(SECRET)
+
+    await world.timers.advance(10.0)  # the old receiver's hung request times out
+    await wait_for(lambda: old_session.http.closed, what="the old session closed")
+    await settled(sender)
+    await world.timers.advance(5.0)  # its retry
+    hits = await new_rcv.wait_hits(2)
+    await settled(sender)
+    assert event_ids(hits) == [third, second] and all(h.signed_by(NEW_SECRET) for h in hits)
+    assert event_ids(old_rcv.acknowledged()) == [first] and old_rcv.hits[0].signed_by(SECRET)
+    assert len(old_rcv.hits) == 2 and await world.stored() == []
+    assert sender.depth["acme"] == 0
+
+
+async def test_an_account_removed_keeps_nothing_running_and_its_rows_until_it_is_back(world):
+    rcv = await world.receiver()
+    rcv.answers = [500]
+    ids = await world.add_receipts(1)
+    sender = await world.sender(world.account(rcv.port))
+    await rcv.wait_hits(1)
+    await settled(sender)
+    acc = sender._accounts["acme"]
+
+    assert sender.reconfigure([]) == ["webhooks acme: stopped"]
+    await FakeTimers.settle()
+    assert acc.pump.done() and not sender._retired
+    await wait_for(lambda: acc.session.http.closed, what="its session closed")
+    ids += await world.add_receipts(1)
+    await _notify(sender, ids[1:])  # committed after the reload: kept, not sent
+    for _ in range(3):
+        await world.timers.advance(300.0)
+        await settled(sender)
+    assert len(rcv.hits) == 1 and [r["id"] for r in await world.stored()] == ids
+
+    assert sender.reconfigure([world.account(rcv.port)]) == ["webhooks acme: started"]
+    hits = await rcv.wait_hits(3)
+    await settled(sender)
+    assert sorted(event_ids(rcv.acknowledged())) == sorted(ids) and len(hits) == 3
+    assert await world.stored() == [] and sender.depth["acme"] == 0
+    assert sender.reconfigure([world.account(rcv.port)]) == []  # nothing changed

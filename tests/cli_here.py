@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import subprocess
 import sys
+
+import structlog
 
 
 def smscenter_here(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -29,6 +32,11 @@ def smscenter_here(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 
     out, err = io.StringIO(), io.StringIO()
     saved_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
+    # A verb configures logging from its config file (level, format): this process's tests
+    # after it get the logging they had, not the verb's.
+    saved_structlog = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -37,4 +45,7 @@ def smscenter_here(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.stdin = saved_stdin
+        structlog.configure(**saved_structlog)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     return subprocess.CompletedProcess(["smscenter", *args], code, out.getvalue(), err.getvalue())

@@ -103,6 +103,21 @@ def scrub(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, A
     return {k: _scrub_value(k, v, 0) for k, v in event_dict.items()}
 
 
+class _Stderr:
+    """The process's stderr *as it is at each write*: a logger holding the file object itself
+    would keep writing to one that was replaced and closed since (a test's capture; a CLI verb
+    run in-process by tests/cli_here.py), and fail with "I/O operation on closed file"."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+STDERR = _Stderr()
+
+
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
     """Send structlog and stdlib logging to stderr at ``level``, rendered as ``fmt``
     (``"console"`` or ``"json"``). Safe to call again (tests, reloads)."""
@@ -128,13 +143,13 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=STDERR),
         # Not cached: a reconfiguration (tests, capture_logs) must reach existing loggers.
         cache_logger_on_first_use=False,
     )
 
     # Third-party and asyncio messages get the same format and the same scrubbing.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(STDERR)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

@@ -118,9 +118,10 @@ class _Stderr:
 STDERR = _Stderr()
 
 
-def configure_logging(level: str = "info", fmt: str = "console") -> None:
-    """Send structlog and stdlib logging to stderr at ``level``, rendered as ``fmt``
-    (``"console"`` or ``"json"``). Safe to call again (tests, reloads)."""
+def configure_logging(level: str = "info", fmt: str = "console", stream: Any = STDERR) -> None:
+    """Send structlog and stdlib logging to stderr (or ``stream``: a test's buffer) at
+    ``level``, rendered as ``fmt`` (``"console"`` or ``"json"``). Safe to call again (tests,
+    reloads)."""
     if fmt not in ("console", "json"):
         raise ValueError(f"unknown log format {fmt!r} (console or json)")
     numeric = logging.getLevelName(level.upper())
@@ -143,13 +144,13 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=STDERR),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         # Not cached: a reconfiguration (tests, capture_logs) must reach existing loggers.
         cache_logger_on_first_use=False,
     )
 
     # Third-party and asyncio messages get the same format and the same scrubbing.
-    handler = logging.StreamHandler(STDERR)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

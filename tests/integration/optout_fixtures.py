@@ -317,11 +317,7 @@ def captured_logs():
     buf = io.StringIO()
     from smscenter.app.logs import configure_logging
 
-    real_stderr, sys.stderr = sys.stderr, buf
-    try:
-        configure_logging("info", "json")  # binds its writers to the current sys.stderr
-    finally:
-        sys.stderr = real_stderr
+    configure_logging("info", "json", stream=buf)
     try:
         yield buf
     finally:

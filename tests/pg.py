@@ -185,3 +185,14 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'smscenter.db'}"
     return request.getfixturevalue("new_pg_database")()
+
+
+@pytest.fixture
+async def engine(db_url):
+    """An async engine on ``db_url`` (each backend), the schema upgraded to head."""
+    from storage import db
+
+    engine = db.create_engine(db_url)
+    await db.upgrade(engine)
+    yield engine
+    await engine.dispose()

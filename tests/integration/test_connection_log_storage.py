@@ -6,7 +6,6 @@ its ids across a restart."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import func, select
 
 from protocol.constants import CommandStatus as S
@@ -15,19 +14,10 @@ from smscenter.pipeline.connlog import ConnectionLog
 from smscenter.app.retention import Purger
 from smscenter.runtime.timers import FakeTimers
 from storage import connections as sql
-from storage import db
 from storage.schema import connection_log
 from tests.retention_fixtures import DAY, NOW, Seeder, next_id
 
 HASH = "scrypt$16384$8$1$s5Y73IQSiQFNjmd2BA0ncA$3bu9+9yLDyNEF1c0dZdTHrly0o1Wx72udtUvTAl93z4"
-
-
-@pytest.fixture
-async def engine(db_url):
-    engine = db.create_engine(db_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 def row(account: str | None, days_ago: float, *, system_id: str | None = None, ip: str = "192.0.2.1",

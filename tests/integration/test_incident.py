@@ -61,14 +61,6 @@ def categories(entry: dict) -> dict:
                             c["held"]["records"], c["held"]["persons"]) for c in entry["categories"]}
 
 
-@pytest.fixture
-async def engine(db_url):
-    engine = db.create_engine(db_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
-
-
 async def test_counts_per_account_category_and_country(engine):
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: seed(Seeder(c)))

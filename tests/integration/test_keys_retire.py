@@ -14,7 +14,6 @@ import shutil
 import pytest
 from sqlalchemy import LargeBinary, select, update
 
-from storage import db
 from storage.crypto import OVERHEAD, FieldCipher, Keyring, UnknownKeyError, dek_filename
 from storage.rekey import (
     ENCRYPTED,
@@ -29,14 +28,6 @@ from storage.rekey import (
 )
 from storage.schema import early_receipts, metadata, mo_messages, outbox
 from tests.retention_fixtures import NOW, Seeder
-
-
-@pytest.fixture
-async def engine(db_url):
-    engine = db.create_engine(db_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ and after."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import func, select
 
 from protocol.constants import MessageState
@@ -40,14 +39,6 @@ def settings(url: str, **retention):
             {"system_id": "short", "password": HASH, "retention": {"message_details": "30d", "contact_data": "1y"}},
         ],
     })
-
-
-@pytest.fixture
-async def engine(db_url):
-    engine = db.create_engine(db_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def seed(engine, fn):

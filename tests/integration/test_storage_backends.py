@@ -32,14 +32,6 @@ _ids = itertools.count(BIG)
 
 
 @pytest.fixture
-async def engine(db_url):
-    engine = db.create_engine(db_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
 async def store(engine):
     store = recording_store(engine, _ids)
     await store.start()

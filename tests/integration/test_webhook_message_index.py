@@ -6,23 +6,14 @@ the cursor), explained with its own parameters."""
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import event, func, select
 
 from protocol.constants import MessageState
-from storage import db, subject
+from storage import subject
 from storage.schema import WEBHOOK_RECEIPT, messages, webhook_backlog
 from tests.integration.test_storage_backends import message_row, part_rows
 
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture
-async def engine(db_url):
-    engine = db.create_engine(db_url)
-    await db.upgrade(engine)
-    yield engine
-    await engine.dispose()
 
 
 def webhook_row(row_id: int, message_id: int) -> dict:

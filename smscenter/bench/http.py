@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from smscenter.bench.rig import (
+    add_sink_options,
     Daemon,
     config_text,
     free_port,
@@ -237,10 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated: recipients per request, one run each (default 1,100)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight on the keep-alive session")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds the measured part of a run may take")
-    parser.add_argument("--up-binds", type=int, default=2, help="smscenter connector binds to the sink")
-    parser.add_argument("--up-window", type=int, default=64, help="smscenter connector window per bind")
-    parser.add_argument("--receipt-delay", type=float, default=0.02, help="seconds from submit to receipt at the sink")
-    parser.add_argument("--sink-window", type=int, default=64, help="receipts in flight per receiver bind at the sink")
+    add_sink_options(parser)
     parser.add_argument("--message-id", default="auto", help="the connector's message_id setting")
     parser.add_argument("--log-level", default="info", help="the daemon's [logging] level")
     parser.add_argument("--daemon-log", metavar="FILE", help="append each run's daemon log to this file")

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from protocol.receipt import ID_MODES
 
 from smscenter.bench.rig import (
+    add_sink_options,
     PASSWORD,
     SOURCE,
     SYSTEM_ID,
@@ -490,10 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1_000, help="unmeasured submit_sm sent first (receipts awaited)")
     parser.add_argument("--binds", type=int, default=4, help="partner transceiver binds")
     parser.add_argument("--window", type=int, default=64, help="submit_sm in flight per partner bind")
-    parser.add_argument("--up-binds", type=int, default=2, help="smscenter connector binds to the sink")
-    parser.add_argument("--up-window", type=int, default=64, help="smscenter connector window per bind")
-    parser.add_argument("--receipt-delay", type=float, default=0.02, help="seconds from submit to receipt at the sink")
-    parser.add_argument("--sink-window", type=int, default=64, help="receipts in flight per receiver bind at the sink")
+    add_sink_options(parser)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last receipts")
     parser.add_argument("--message-id", default="auto", choices=("auto", *ID_MODES),
                         help="the connector's message_id setting (the sink writes decimal ids; default: auto)")

@@ -76,6 +76,15 @@ def children(pid: int) -> list[int]:
 # =========================================================================== smscenter daemon
 
 
+def add_sink_options(parser) -> None:
+    """The options of the daemon's connector to the sink and of the sink itself, which
+    ``config_text`` and the sink read: the same for every benchmark that drives the MT path."""
+    parser.add_argument("--up-binds", type=int, default=2, help="smscenter connector binds to the sink")
+    parser.add_argument("--up-window", type=int, default=64, help="smscenter connector window per bind")
+    parser.add_argument("--receipt-delay", type=float, default=0.02, help="seconds from submit to receipt at the sink")
+    parser.add_argument("--sink-window", type=int, default=64, help="receipts in flight per receiver bind at the sink")
+
+
 def config_text(tmp: str, port: int, sink_port: int, args, password_hash: str, *, account_extra: str = "",
                 extra: str = "") -> str:
     """The daemon's configuration: one account (``SYSTEM_ID``, ``--binds`` binds, ``--window``

@@ -16,11 +16,12 @@ from protocol.session import Role
 from smscenter.runtime.timers import FakeTimers
 from smscenter.smpp.link import Link
 from tests.integration.conftest import HOST, RawClient
+from tests.unit.test_link_activity import Handler
 
 SUBMIT = P.SubmitSm(source_addr="ACME", destination_addr="33612345678", short_message=b"hi")
 
 
-class Holding:
+class Holding(Handler):
     """Answers binds at once and holds every other request (as a store that is slow)."""
 
     def __init__(self) -> None:
@@ -31,15 +32,6 @@ class Holding:
             link.respond(pdu.response(system_id="SMSC"))
         else:
             self.held.append((link, pdu))
-
-    def on_invalid(self, link, event) -> None:
-        pass
-
-    def on_late_response(self, link, pdu) -> None:
-        pass
-
-    def on_closed(self, link, exc) -> None:
-        pass
 
 
 async def serve(timers: FakeTimers, handler: Holding):
